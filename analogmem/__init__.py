@@ -1,0 +1,48 @@
+"""analogmem: a hardware-in-the-loop analog memory (PCM/RRAM) emulator for machine learning.
+
+Public entry points::
+
+    import analogmem
+    dev = analogmem.load_device("pcm-nandakumar2019")      # a device card
+    bench = analogmem.EmulatedBench(dev, n_cells=1_000_000, seed=0)
+    bench.program(g_target_S)                              # siemens, shape (n_cells,)
+    g = bench.read(t_s=3600.0)                             # siemens, one hour later
+
+Units are SI throughout: conductance in S, time in s.
+"""
+
+from .bench import Bench, EmulatedBench, ProgramReport, kernels_info
+from .cells import DeviceModel, bundled_devices, load_device
+from .errors import (
+    AddressError,
+    AnalogMemError,
+    CalibrationError,
+    DeviceCardError,
+    InstrumentError,
+    KernelUnavailableError,
+    SafetyLimitError,
+    StorageError,
+    TargetRangeError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "load_device",
+    "bundled_devices",
+    "DeviceModel",
+    "Bench",
+    "EmulatedBench",
+    "ProgramReport",
+    "kernels_info",
+    "AnalogMemError",
+    "DeviceCardError",
+    "TargetRangeError",
+    "AddressError",
+    "KernelUnavailableError",
+    "CalibrationError",
+    "InstrumentError",
+    "SafetyLimitError",
+    "StorageError",
+]

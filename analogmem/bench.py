@@ -1,0 +1,352 @@
+"""Benches: where cells are programmed and read.
+
+:class:`Bench` is the narrow protocol that both the emulator and (later) real instruments
+implement: ``n_cells``, ``program``, ``read``, an emulated or real clock (``time_s``,
+``wait``) and ``shutdown``. Code above it never needs to know which one it has.
+
+:class:`EmulatedBench` keeps per-cell state in numpy arrays and runs the compiled
+Cython kernels of ``ext/`` (``analogmem._kernels``); there is no silent fallback to
+Python — the numpy reference (:mod:`analogmem.reference`) is used only when asked for
+with ``backend="numpy"``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import reference
+from ._seeding import SeedLike, as_seed_sequence
+from ._streams import CHUNK_CELLS, chunk_bit_generators
+from .cells import X_FLOOR, DeviceModel, load_device
+from .errors import AddressError, DeviceCardError, KernelUnavailableError, TargetRangeError
+
+try:
+    from . import _kernels
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise KernelUnavailableError(
+        "analogmem's compiled kernels (analogmem._kernels) are not built: install the package "
+        "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
+
+__all__ = ["Bench", "EmulatedBench", "ProgramReport", "kernels_info", "default_threads"]
+
+_BACKENDS = ("cython", "numpy")
+#: Per-cell state arrays, in the order the kernels take them.
+_STATE_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read")
+
+
+def default_threads() -> int:
+    """Threads the kernels use by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def kernels_info() -> dict[str, Any]:
+    """Where the compiled kernels come from and how they were built."""
+    return {"module": _kernels.__name__, "path": _kernels.__file__, "openmp": bool(_kernels.OPENMP),
+            "max_threads": int(_kernels.max_threads()), "chunk_cells": CHUNK_CELLS}
+
+
+@dataclass(frozen=True)
+class ProgramReport:
+    """What a ``program`` call did.
+
+    Attributes:
+        n_cells: number of cells programmed.
+        time_s: bench time (s) at which they were programmed.
+        stuck: per programmed cell, 0 healthy, 1 stuck at g_min, 2 stuck at g_max; shape (n_cells,).
+        addresses: the cells programmed, shape (n_cells,); None means every cell of the bench.
+        pulses: programming pulses spent per cell, shape (n_cells,); None means one pulse
+            per cell (a single-shot write without verify).
+    """
+
+    n_cells: int
+    time_s: float
+    stuck: np.ndarray
+    addresses: np.ndarray | None = None
+    pulses: np.ndarray | None = None
+
+    @property
+    def n_stuck(self) -> int:
+        """Programmed cells that are stuck (their target was not reached)."""
+        return int(np.count_nonzero(self.stuck))
+
+
+@runtime_checkable
+class Bench(Protocol):
+    """The protocol every bench implements (emulated or real).
+
+    Targets are in the device card's input domain (conductance in S for the published
+    cards); reads return conductance in S; times are in seconds.
+    """
+
+    n_cells: int
+
+    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None) -> ProgramReport:
+        """Program ``targets`` into the cells at ``addresses`` (all cells when None)."""
+        ...
+
+    def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
+        """Read conductances (S) of ``addresses`` (all cells when None)."""
+        ...
+
+    @property
+    def time_s(self) -> float:
+        """The bench clock (s)."""
+        ...
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the bench clock."""
+        ...
+
+    def shutdown(self) -> None:
+        """Bring the bench to a safe idle state."""
+        ...
+
+
+def _kernel_params(device: DeviceModel) -> dict[str, Any]:
+    """Flatten a device card into the kernels' parameter dict (checked against the
+    kernels' fixed table sizes)."""
+    r, pr, dr, rn, rl = device.range, device.programming, device.drift, device.read_noise, device.relaxation
+    if len(pr.coefficients_uS) > _kernels.MAX_COEFFICIENTS:
+        raise DeviceCardError(f"device card {device.card_path}: [programming].coefficients_uS: at most "
+                              f"{_kernels.MAX_COEFFICIENTS} coefficients are supported")
+    if rl.enabled and (len(rl.times_s) > _kernels.MAX_RELAXATION_TIMES
+                       or len(rl.coefficients_uS[0]) > _kernels.MAX_COEFFICIENTS):
+        raise DeviceCardError(f"device card {device.card_path}: [relaxation]: at most "
+                              f"{_kernels.MAX_RELAXATION_TIMES} times and {_kernels.MAX_COEFFICIENTS} "
+                              "coefficients are supported")
+    mu = dr.mu if dr.enabled else None
+    sg = dr.sigma if dr.enabled else None
+    return {
+        "g_min": r.g_min_S, "g_max": r.g_max_S, "clip_lo": r.clip_min_S, "clip_hi": r.clip_max_S,
+        "x_floor": X_FLOOR,
+        "prog_c": list(pr.coefficients_uS), "prog_scale": 1e-6 * r.g_max_S / pr.g_ref_S,
+        "drift_on": int(dr.enabled), "t0": dr.t0_s,
+        "mu": (mu.slope, mu.intercept, mu.min, mu.max) if mu else (0.0, 0.0, 0.0, 0.0),
+        "sigma_nu": (sg.slope, sg.intercept, sg.min, sg.max) if sg else (0.0, 0.0, 0.0, 0.0),
+        "read_on": int(rn.enabled), "q_coef": rn.q_coefficient, "q_exp": rn.q_exponent, "q_max": rn.q_max,
+        "t_read": rn.t_read_s, "t0_read": dr.t0_s if dr.enabled else 0.0,
+        "relax_on": int(rl.enabled), "relax_scale": 1e-6 * r.g_max_S / rl.g_ref_S if rl.enabled else 0.0,
+        "relax_t": list(rl.times_s), "relax_c": [list(c) for c in rl.coefficients_uS],
+    }
+
+
+def _check_seconds(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TargetRangeError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise TargetRangeError(f"{name} must be finite and >= 0 s, got {value!r}")
+    return v
+
+
+class EmulatedBench:
+    """An emulated array of ``n_cells`` cells of one device technology.
+
+    Args:
+        device: a :class:`~analogmem.cells.DeviceModel`, a bundled card name or a card path.
+        n_cells: number of cells in the array.
+        seed: randomness (None, int, SeedSequence, Generator); the same seed and the same
+            sequence of calls give bit-identical results, whatever ``n_threads``.
+        n_threads: kernel threads (default: the cores this process may use).
+        backend: ``"cython"`` (compiled kernels, the default) or ``"numpy"`` (the plain
+            reference implementation, same results; slow, for checking).
+
+    Cells start unprogrammed at ``g_min_S``. Stuck-at faults (the card's
+    ``p_stuck_low``/``p_stuck_high``) are drawn once, when the bench is made, and last for
+    the array's life. The clock starts at 0 s; ``program`` stamps cells with the current
+    time; ``read(t_s)`` reads ``t_s`` seconds after the most recent ``program`` call (and
+    moves the clock there if that is later); ``wait`` advances the clock.
+    """
+
+    def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
+                 n_threads: int | None = None, backend: str = "cython"):
+        self.device = load_device(device)
+        if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 1:
+            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
+            raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+        self.n_cells = int(n_cells)
+        self.backend = backend
+        self.n_threads = int(n_threads) if n_threads is not None else default_threads()
+        self._seed = as_seed_sequence(seed)
+        self._params = _kernel_params(self.device)
+        self._time_s = 0.0
+        self._last_program_s = 0.0
+        n, r = self.n_cells, self.device.range
+        self.stuck = self._draw_stuck(self._seed.spawn(1)[0])
+        g0 = np.where(self.stuck == 2, r.g_max_S, r.g_min_S).astype(np.float64)
+        self._state = {"g_eff": g0, "g_prog": g0.copy(), "nu": np.zeros(n), "z_relax": np.zeros(n),
+                       "q_read": self.device.read_noise_q(g0)}
+        # Programming times: one scalar while every cell shares it, else one per cell.
+        self._uniform_t_prog: float | None = 0.0
+        self._t_prog: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _draw_stuck(self, seed: np.random.SeedSequence) -> np.ndarray:
+        f = self.device.faults
+        stuck = np.zeros(self.n_cells, dtype=np.int8)
+        if f.p_stuck_low > 0 or f.p_stuck_high > 0:
+            u = np.random.Generator(np.random.PCG64(seed)).random(self.n_cells)
+            stuck[u < f.p_stuck_low] = 1
+            stuck[(u >= f.p_stuck_low) & (u < f.p_stuck_low + f.p_stuck_high)] = 2
+        return stuck
+
+    def _addresses(self, addresses: Any) -> np.ndarray | None:
+        if addresses is None:
+            return None
+        a = np.asarray(addresses)
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
+        a = a.astype(np.intp)
+        bad = (a < 0) | (a >= self.n_cells)
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            raise AddressError(f"addresses[{i}] = {a[i]} is outside [0, {self.n_cells - 1}]")
+        if np.unique(a).size != a.size:
+            raise AddressError("addresses contain duplicates; program each cell once per call")
+        return a
+
+    def _check_targets(self, targets: Any, n_expected: int) -> np.ndarray:
+        try:
+            g = np.ascontiguousarray(targets, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TargetRangeError(f"targets must be numbers (S), got {type(targets).__name__}") from None
+        if g.ndim != 1 or g.shape[0] != n_expected:
+            raise TargetRangeError(f"targets must be a 1-D array of {n_expected} conductances (S), got shape {g.shape}")
+        if g.size == 0:
+            return g
+        r = self.device.range
+        lo, hi = g.min(), g.max()  # one pass each; NaN propagates into both
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            i = int(np.argmin(np.isfinite(g)))
+            raise TargetRangeError(f"targets[{i}] = {g[i]} is not a finite conductance; nothing was programmed")
+        if lo < r.g_min_S or hi > r.g_max_S:
+            bad = (g < r.g_min_S) | (g > r.g_max_S)
+            i = int(np.argmax(bad))
+            raise TargetRangeError(
+                f"targets[{i}] = {g[i]:.6g} S ({g[i] * 1e6:.6g} µS) is outside the input range "
+                f"[{r.g_min_S * 1e6:g}, {r.g_max_S * 1e6:g}] µS of device {self.device.name!r}; "
+                f"{int(bad.sum())} target(s) out of range, nothing was programmed")
+        return g
+
+    def _op_seed(self) -> np.random.SeedSequence:
+        """A fresh child seed for one operation (program or read)."""
+        return self._seed.spawn(1)[0]
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def time_s(self) -> float:
+        """The emulated clock (s)."""
+        return self._time_s
+
+    def wait(self, seconds: float) -> None:
+        """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
+        self._time_s += _check_seconds("seconds", seconds)
+
+    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None) -> ProgramReport:
+        """Program cells to ``targets`` (S, in ``[g_min_S, g_max_S]``).
+
+        Args:
+            targets: shape (n_cells,) when ``addresses`` is None, else (len(addresses),).
+            addresses: distinct cell indices in ``[0, n_cells)``; None means every cell.
+
+        Raises :class:`~analogmem.errors.TargetRangeError` / :class:`~analogmem.errors.AddressError`
+        before touching any cell if an input is invalid; the bench is then unchanged.
+        """
+        addr = self._addresses(addresses)
+        g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
+        stuck = self.stuck if addr is None else self.stuck[addr]
+        now = self._time_s
+        if addr is None:
+            # Inputs are valid, so the kernel cannot fail now: it may write the state in place.
+            self._state = self._run_program(g_t, stuck, self._op_seed(), out=self._state)
+            self._uniform_t_prog, self._t_prog = now, None
+        else:
+            new = self._run_program(g_t, stuck, self._op_seed())
+            for key, values in new.items():
+                self._state[key][addr] = values
+            if self._t_prog is None:
+                self._t_prog = np.full(self.n_cells, self._uniform_t_prog)
+            self._t_prog[addr] = now
+            self._uniform_t_prog = None
+        self._last_program_s = now
+        return ProgramReport(n_cells=g_t.shape[0], time_s=now, stuck=stuck.copy(), addresses=addr)
+
+    def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
+        """Read conductances (S).
+
+        Args:
+            t_s: seconds after the most recent ``program`` call at which to read (the clock
+                moves there if that is later than now); None reads at the current clock.
+            addresses: cell indices to read; None reads every cell.
+
+        Returns:
+            float64 array, shape (n_cells,) or (len(addresses),). Drift and relaxation of a
+            cell are consistent across reads; read noise is fresh at every read.
+        """
+        addr = self._addresses(addresses)
+        when = self._time_s if t_s is None else self._last_program_s + _check_seconds("t_s", t_s)
+        self._time_s = max(self._time_s, when)
+        if self._t_prog is None:
+            age = np.array([when - self._uniform_t_prog])
+        else:
+            age = when - (self._t_prog if addr is None else self._t_prog[addr])
+        state = self._state if addr is None else {k: v[addr] for k, v in self._state.items()}
+        return self._run_read(state, np.maximum(age, 0.0), self._op_seed())
+
+    def shutdown(self) -> None:
+        """Nothing to make safe on an emulator; present for the :class:`Bench` protocol."""
+
+    def __enter__(self) -> "EmulatedBench":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ state access
+    def cell_state(self) -> dict[str, np.ndarray]:
+        """Copies of the per-cell state: ``g_eff`` (S, effective target), ``g_prog`` (S,
+        programmed conductance), ``nu`` (drift exponent), ``z_relax`` (relaxation latent),
+        ``q_read`` (read-noise factor Q_s), ``t_prog_s`` (programming time, s), ``stuck``
+        (0/1/2). Each shape (n_cells,)."""
+        out = {k: v.copy() for k, v in self._state.items()}
+        t_prog = self._t_prog if self._t_prog is not None else np.full(self.n_cells, self._uniform_t_prog)
+        out.update(t_prog_s=t_prog.copy(), stuck=self.stuck.copy())
+        return out
+
+    # ------------------------------------------------------------------ backends
+    def _run_program(self, g_t: np.ndarray, stuck: np.ndarray, seed: np.random.SeedSequence,
+                     out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        if self.backend == "numpy":
+            return reference.program_reference(self.device, g_t, stuck, seed)
+        n = g_t.shape[0]
+        if out is None:
+            out = {k: np.empty(n) for k in _STATE_KEYS}
+        gens = chunk_bit_generators(seed, n)
+        _kernels.program(self._params, g_t, np.ascontiguousarray(stuck), *(out[k] for k in _STATE_KEYS),
+                         [g.capsule for g in gens], CHUNK_CELLS, self.n_threads)
+        return out
+
+    def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, seed: np.random.SeedSequence) -> np.ndarray:
+        if self.backend == "numpy":
+            return reference.read_reference(self.device, state, age[0] if age.shape[0] == 1 else age, seed)
+        n = state["g_prog"].shape[0]
+        out = np.empty(n)
+        gens = chunk_bit_generators(seed, n)
+        _kernels.read(self._params, *(state[k] for k in _STATE_KEYS), np.ascontiguousarray(age, dtype=np.float64),
+                      out, [g.capsule for g in gens], CHUNK_CELLS, self.n_threads)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"EmulatedBench(device={self.device.name!r}, n_cells={self.n_cells}, backend={self.backend!r}, "
+                f"n_threads={self.n_threads}, time_s={self._time_s:g})")

@@ -1,0 +1,501 @@
+"""Cell models: the statistics of one memory technology, loaded from a device card.
+
+A :class:`DeviceModel` describes a *channel*: what a cell reads, some time after it was
+written with a target. It is pure data plus the closed-form statistics of the model
+(vectorised numpy); the per-cell sampling runs in the compiled kernels of
+:mod:`analogmem.bench` (and, as a test oracle, in :mod:`analogmem.reference`).
+
+The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and
+``x = g_T / g_max_S`` (DESIGN §2):
+
+1. programming noise: ``g_P = clip(g_T + σ_P(x)·z₁)``;
+2. drift: ``g(t) = g_P · ((t + t0)/t0)^(−ν)``, ``ν = |μ_ν(x) + σ_ν(x)·z₂|`` drawn once per cell;
+3. relaxation: ``+ σ_relax(x, t)·z₃`` with ``z₃`` drawn once per cell (spread that grows
+   with time after programming);
+4. read noise: ``+ σ_R(x, g(t), t)·z₄`` drawn at every read; result clipped to the
+   card's physical range.
+
+Stuck cells (probabilities ``p_stuck_low``/``p_stuck_high``) sit at ``g_min_S``/``g_max_S``
+for life, with no drift. Conductances are in siemens, times in seconds; card noise
+coefficients carry ``_uS`` and are referenced to ``g_ref_S`` (scaled by
+``g_max_S / g_ref_S``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DeviceCardError
+
+__all__ = [
+    "DeviceModel",
+    "ConductanceRange",
+    "ProgrammingNoise",
+    "ClippedLogLinear",
+    "Drift",
+    "ReadNoise",
+    "Relaxation",
+    "StuckFaults",
+    "load_device",
+    "bundled_devices",
+    "parse_card",
+    "X_FLOOR",
+]
+
+#: Smallest relative conductance used inside ln x and x^e (numerical guard for g_T = 0;
+#: every published form clips long before this).
+X_FLOOR = 1e-12
+
+_SCHEMA_VERSION = 1
+_INPUT_DOMAINS = ("conductance",)
+_UNIT_uS = 1e-6
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class ConductanceRange:
+    """Target range ``[g_min_S, g_max_S]`` and physical clip ``[clip_min_S, clip_max_S]`` (S)."""
+
+    g_min_S: float
+    g_max_S: float
+    clip_min_S: float
+    clip_max_S: float
+
+
+def _poly(coefficients: tuple[float, ...], x: np.ndarray) -> np.ndarray:
+    """Evaluate ``Σ_k c_k x^k`` (coefficients low → high order) by Horner's rule."""
+    out = np.zeros_like(x, dtype=np.float64)
+    for c in reversed(coefficients):
+        out = out * x + c
+    return out
+
+
+@dataclass(frozen=True)
+class ProgrammingNoise:
+    """``σ_P(x) = Σ_k c_k x^k`` µS at ``g_ref_S``, scaled by ``g_max/g_ref``."""
+
+    coefficients_uS: tuple[float, ...]
+    g_ref_S: float
+
+
+@dataclass(frozen=True)
+class ClippedLogLinear:
+    """``clip(slope·ln x + intercept, min, max)`` (dimensionless)."""
+
+    slope: float
+    intercept: float
+    min: float
+    max: float
+
+    def __call__(self, ln_x: np.ndarray) -> np.ndarray:
+        return np.clip(self.slope * ln_x + self.intercept, self.min, self.max)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Power-law drift ``((t + t0)/t0)^(−ν)``, ``ν ~ |N(μ(x), σ(x))|``; model ``"none"``
+    means ν = 0."""
+
+    model: str
+    t0_s: float = 1.0
+    mu: ClippedLogLinear | None = None
+    sigma: ClippedLogLinear | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none"
+
+
+@dataclass(frozen=True)
+class ReadNoise:
+    """Accumulated 1/f read noise (``"pcm-1/f"``):
+    ``σ_R = |g(t)| · min(q_coefficient / x^q_exponent, q_max) · sqrt(ln((t + t0 + t_read)/(2 t_read)))``;
+    model ``"none"`` means no read noise."""
+
+    model: str
+    q_coefficient: float = 0.0
+    q_exponent: float = 0.0
+    q_max: float = 0.0
+    t_read_s: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none"
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Spread after programming, ``σ_tot(x, t) = Σ_k c_k(t) x^k`` µS at ``g_ref_S``, published
+    at ``times_s`` and interpolated linearly in ln t; held outside that span
+    (``extrapolation = "hold"``). The relaxation part is
+    ``σ_relax = sqrt(max(σ_tot² − σ_P², 0))``."""
+
+    model: str
+    g_ref_S: float = 1.0
+    times_s: tuple[float, ...] = ()
+    coefficients_uS: tuple[tuple[float, ...], ...] = ()
+    extrapolation: str = "hold"
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none"
+
+    def segment(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For times ``t_s``: the index ``a`` of the published time at or below each
+        (segment ``[a, a+1]``) and the weight ``w`` of ``a+1`` (linear in ln t), with
+        ``w`` clamped to [0, 1] (the "hold" rule)."""
+        times = np.asarray(self.times_s)
+        t = np.asarray(t_s, dtype=np.float64)
+        if len(times) == 1:
+            return np.zeros(t.shape, dtype=np.intp), np.zeros(t.shape)
+        a = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
+        ln_t = np.log(np.maximum(t, times[0]))
+        w = (ln_t - np.log(times[a])) / (np.log(times[a + 1]) - np.log(times[a]))
+        return a, np.clip(w, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class StuckFaults:
+    """Per-cell probabilities of being stuck at ``g_min_S`` / ``g_max_S`` for life."""
+
+    p_stuck_low: float = 0.0
+    p_stuck_high: float = 0.0
+
+
+# --------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class DeviceModel:
+    """The statistics of one cell technology, as read from a device card.
+
+    Build it with :func:`load_device`. The methods below are the closed-form statistics
+    of the model (all vectorised; conductances in S, times in s, arrays of any shape).
+    """
+
+    name: str
+    technology: str
+    input: str
+    description: str
+    source: dict[str, Any]
+    range: ConductanceRange
+    programming: ProgrammingNoise
+    drift: Drift
+    read_noise: ReadNoise
+    relaxation: Relaxation
+    faults: StuckFaults
+    card_path: str = ""
+    card_sha256: str = ""
+    card_text: str = field(default="", repr=False)
+
+    # ---- helpers
+    @property
+    def g_min_S(self) -> float:
+        return self.range.g_min_S
+
+    @property
+    def g_max_S(self) -> float:
+        return self.range.g_max_S
+
+    def relative(self, g_T_S: np.ndarray) -> np.ndarray:
+        """``x = g_T / g_max`` (dimensionless)."""
+        return np.asarray(g_T_S, dtype=np.float64) / self.range.g_max_S
+
+    def _ln_x(self, g_T_S: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(self.relative(g_T_S), X_FLOOR))
+
+    # ---- 1. programming noise
+    def sigma_program_S(self, g_T_S: np.ndarray) -> np.ndarray:
+        """Standard deviation σ_P (S) of the programmed conductance around ``g_T_S``."""
+        scale = _UNIT_uS * self.range.g_max_S / self.programming.g_ref_S
+        return scale * _poly(self.programming.coefficients_uS, self.relative(g_T_S))
+
+    # ---- 2. drift
+    def drift_mu(self, g_T_S: np.ndarray) -> np.ndarray:
+        """μ_ν(x) of the drift exponent's normal (before the absolute value); 0 without drift."""
+        if not self.drift.enabled:
+            return np.zeros(np.shape(g_T_S))
+        return self.drift.mu(self._ln_x(g_T_S))
+
+    def drift_sigma(self, g_T_S: np.ndarray) -> np.ndarray:
+        """σ_ν(x) of the drift exponent's normal; 0 without drift."""
+        if not self.drift.enabled:
+            return np.zeros(np.shape(g_T_S))
+        return self.drift.sigma(self._ln_x(g_T_S))
+
+    def drift_factor(self, nu: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
+        """``((t + t0)/t0)^(−ν)`` for drift exponents ``nu`` at ``t_s`` seconds after programming."""
+        if not self.drift.enabled:
+            return np.ones(np.broadcast(np.asarray(nu), np.asarray(t_s)).shape)
+        t0 = self.drift.t0_s
+        return np.exp(-np.asarray(nu) * np.log((np.asarray(t_s, dtype=np.float64) + t0) / t0))
+
+    # ---- 3. relaxation
+    def sigma_total_relaxation_S(self, g_T_S: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
+        """The card's total spread σ_tot(x, t) (S) at ``t_s`` after programming (relaxation
+        cards only; interpolated in ln t, held outside the published span)."""
+        rel = self.relaxation
+        if not rel.enabled:
+            raise ValueError(f"device {self.name!r} has no relaxation model")
+        x = self.relative(g_T_S)
+        a, w = rel.segment(np.broadcast_to(np.asarray(t_s, dtype=np.float64), np.shape(x)))
+        table = [_poly(c, x) for c in rel.coefficients_uS]
+        sig = np.choose(a, table) if len(table) > 1 else table[0]
+        if len(table) > 1:
+            sig = sig + w * (np.choose(a + 1, table) - sig)
+        return _UNIT_uS * self.range.g_max_S / rel.g_ref_S * sig
+
+    def sigma_relaxation_S(self, g_T_S: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
+        """Relaxation part of the spread, ``sqrt(max(σ_tot² − σ_P², 0))`` (S); 0 without relaxation."""
+        if not self.relaxation.enabled:
+            return np.zeros(np.broadcast(np.asarray(g_T_S), np.asarray(t_s)).shape)
+        tot = self.sigma_total_relaxation_S(g_T_S, t_s)
+        prog = self.sigma_program_S(g_T_S)
+        return np.sqrt(np.maximum(tot * tot - prog * prog, 0.0))
+
+    # ---- 4. read noise
+    def read_noise_q(self, g_T_S: np.ndarray) -> np.ndarray:
+        """Q_s(x) = min(q_coefficient / x^q_exponent, q_max); 0 without read noise."""
+        rn = self.read_noise
+        if not rn.enabled:
+            return np.zeros(np.shape(g_T_S))
+        return np.minimum(rn.q_coefficient * np.exp(-rn.q_exponent * self._ln_x(g_T_S)), rn.q_max)
+
+    def read_noise_time_factor(self, t_s: np.ndarray | float) -> np.ndarray:
+        """``sqrt(ln((t + t0 + t_read)/(2 t_read)))`` at ``t_s`` after programming."""
+        rn = self.read_noise
+        t0 = self.drift.t0_s if self.drift.enabled else 0.0
+        return np.sqrt(np.log((np.asarray(t_s, dtype=np.float64) + t0 + rn.t_read_s) / (2.0 * rn.t_read_s)))
+
+    def sigma_read_S(self, g_T_S: np.ndarray, g_now_S: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
+        """Read-noise standard deviation (S) for cells with target ``g_T_S`` whose noiseless
+        conductance at ``t_s`` is ``g_now_S``."""
+        if not self.read_noise.enabled:
+            return np.zeros(np.shape(g_now_S))
+        return np.abs(g_now_S) * self.read_noise_q(g_T_S) * self.read_noise_time_factor(t_s)
+
+    def __str__(self) -> str:  # short, human
+        r = self.range
+        parts = [f"{self.name} ({self.technology}, input={self.input}, "
+                 f"g in [{r.g_min_S * 1e6:g}, {r.g_max_S * 1e6:g}] µS"]
+        parts.append(f"; drift={self.drift.model}; read noise={self.read_noise.model}; "
+                     f"relaxation={self.relaxation.model})")
+        return "".join(parts)
+
+
+# --------------------------------------------------------------------------- card parsing
+class _Table:
+    """Typed access to one TOML table, with errors that name card and field."""
+
+    def __init__(self, card: str, path: str, data: Any):
+        self.card, self.path = card, path
+        if not isinstance(data, dict):
+            self.fail(f"expected a table, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def fail(self, msg: str, key: str | None = None) -> None:
+        where = f"[{self.path}]" + (f".{key}" if key else "")
+        raise DeviceCardError(f"device card {self.card}: {where}: {msg}")
+
+    def get(self, key: str, default: Any = ..., ) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail("missing required field", key)
+            return default
+        return self.data[key]
+
+    def table(self, key: str) -> "_Table":
+        return _Table(self.card, f"{self.path}.{key}" if self.path else key, self.get(key))
+
+    def string(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
+        v = self.get(key, default)
+        if not isinstance(v, str):
+            self.fail(f"expected a string, got {v!r}", key)
+        if choices is not None and v not in choices:
+            self.fail(f"{v!r} is not one of {', '.join(repr(c) for c in choices)}", key)
+        return v
+
+    def number(self, key: str, default: Any = ..., lo: float = -math.inf, hi: float = math.inf,
+               lo_open: bool = False, allow_inf: bool = False) -> float:
+        v = self.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            self.fail(f"expected a number, got {v!r}", key)
+        v = float(v)
+        if math.isnan(v) or (math.isinf(v) and not allow_inf):
+            self.fail(f"must be finite, got {v}", key)
+        if v < lo or (lo_open and v == lo) or v > hi:
+            bound = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            self.fail(f"{v:g} is outside {bound}", key)
+        return v
+
+    def numbers(self, key: str, min_len: int = 1) -> tuple[float, ...]:
+        v = self.get(key)
+        if not isinstance(v, list) or len(v) < min_len:
+            self.fail(f"expected a list of at least {min_len} number(s), got {v!r}", key)
+        out = []
+        for i, e in enumerate(v):
+            if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e):
+                self.fail(f"element {i} must be a finite number, got {e!r}", key)
+            out.append(float(e))
+        return tuple(out)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            self.fail(f"unknown field(s) {', '.join(unknown)} (misspelt?)")
+
+
+def _clipped_log_linear(t: _Table, key: str) -> ClippedLogLinear:
+    s = t.table(key)
+    out = ClippedLogLinear(slope=s.number("slope"), intercept=s.number("intercept"),
+                           min=s.number("min", lo=0.0), max=s.number("max", lo=0.0))
+    if out.min > out.max:
+        s.fail(f"min {out.min:g} > max {out.max:g}")
+    s.done()
+    return out
+
+
+def _check_nonnegative(t: _Table, key: str, coefficients: tuple[float, ...]) -> None:
+    x = np.linspace(0.0, 1.0, 1001)
+    sig = _poly(coefficients, x)
+    if np.any(sig < 0):
+        bad = x[np.argmax(sig < 0)]
+        t.fail(f"the polynomial gives a negative standard deviation at x = g/g_max = {bad:.3f}", key)
+
+
+def parse_card(text: str, label: str = "<string>") -> DeviceModel:
+    """Parse and validate a device card given as TOML text; ``label`` names it in errors.
+
+    Raises :class:`~analogmem.errors.DeviceCardError` naming the field for anything
+    malformed, missing, unknown or physically impossible.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DeviceCardError(f"device card {label}: not valid TOML: {exc}") from None
+    root = _Table(label, "", raw)
+
+    card = root.table("card")
+    version = card.get("schema_version")
+    if version != _SCHEMA_VERSION:
+        card.fail(f"unsupported schema_version {version!r} (this analogmem reads {_SCHEMA_VERSION})",
+                  "schema_version")
+    name = card.string("name")
+    technology = card.string("technology")
+    input_domain = card.string("input", choices=_INPUT_DOMAINS)
+    description = card.string("description", default="")
+    card.done()
+
+    src = root.table("source")
+    src.string("citation")
+    source = dict(src.data)
+    src.used.update(source)
+
+    rng = root.table("range")
+    g_min = rng.number("g_min_S", lo=0.0)
+    g_max = rng.number("g_max_S", lo=g_min, lo_open=True)
+    clip_min = rng.number("clip_min_S", default=0.0, lo=0.0, hi=g_min)
+    clip_max = rng.number("clip_max_S", default=math.inf, lo=g_max, allow_inf=True)
+    rng.done()
+
+    prog = root.table("programming")
+    prog.string("model", choices=("polynomial",))
+    programming = ProgrammingNoise(coefficients_uS=prog.numbers("coefficients_uS"),
+                                   g_ref_S=prog.number("g_ref_S", lo=0.0, lo_open=True))
+    _check_nonnegative(prog, "coefficients_uS", programming.coefficients_uS)
+    prog.done()
+
+    dr = root.table("drift")
+    model = dr.string("model", choices=("none", "log-clip"))
+    if model == "none":
+        drift = Drift("none")
+    else:
+        drift = Drift(model, t0_s=dr.number("t0_s", lo=0.0, lo_open=True),
+                      mu=_clipped_log_linear(dr, "mu"), sigma=_clipped_log_linear(dr, "sigma"))
+    dr.done()
+
+    rn = root.table("read_noise")
+    model = rn.string("model", choices=("none", "pcm-1/f"))
+    if model == "none":
+        read_noise = ReadNoise("none")
+    else:
+        read_noise = ReadNoise(model, q_coefficient=rn.number("q_coefficient", lo=0.0),
+                               q_exponent=rn.number("q_exponent", lo=0.0),
+                               q_max=rn.number("q_max", lo=0.0),
+                               t_read_s=rn.number("t_read_s", lo=0.0, lo_open=True))
+    rn.done()
+
+    rl = root.table("relaxation")
+    model = rl.string("model", choices=("none", "polynomial-log-time"))
+    if model == "none":
+        relaxation = Relaxation("none")
+    else:
+        times = rl.numbers("times_s")
+        if any(t <= 0 for t in times) or any(b <= a for a, b in zip(times, times[1:])):
+            rl.fail(f"must be positive and strictly increasing, got {list(times)}", "times_s")
+        coeffs = rl.get("coefficients_uS")
+        if not isinstance(coeffs, list) or len(coeffs) != len(times):
+            rl.fail(f"expected one coefficient list per entry of times_s ({len(times)}), got {coeffs!r}",
+                    "coefficients_uS")
+        rows = []
+        for i, row in enumerate(coeffs):
+            sub = _Table(label, f"relaxation.coefficients_uS[{i}]", {"c": row})
+            rows.append(sub.numbers("c"))
+            _check_nonnegative(rl, f"coefficients_uS[{i}]", rows[-1])
+        relaxation = Relaxation(model, g_ref_S=rl.number("g_ref_S", lo=0.0, lo_open=True),
+                                times_s=times, coefficients_uS=tuple(rows),
+                                extrapolation=rl.string("extrapolation", default="hold", choices=("hold",)))
+    rl.done()
+
+    ft = root.table("faults")
+    faults = StuckFaults(p_stuck_low=ft.number("p_stuck_low", default=0.0, lo=0.0, hi=1.0),
+                         p_stuck_high=ft.number("p_stuck_high", default=0.0, lo=0.0, hi=1.0))
+    if faults.p_stuck_low + faults.p_stuck_high > 1.0:
+        ft.fail("p_stuck_low + p_stuck_high exceeds 1")
+    ft.done()
+    root.done()
+
+    return DeviceModel(
+        name=name, technology=technology, input=input_domain, description=description, source=source,
+        range=ConductanceRange(g_min, g_max, clip_min, clip_max), programming=programming, drift=drift,
+        read_noise=read_noise, relaxation=relaxation, faults=faults, card_path=label,
+        card_sha256=hashlib.sha256(text.encode()).hexdigest(), card_text=text,
+    )
+
+
+def bundled_devices() -> list[str]:
+    """Names of the device cards shipped with analogmem."""
+    return sorted(p.name[:-5] for p in resources.files("analogmem.devices").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_device(name_or_path: str | Path) -> DeviceModel:
+    """Load a device card: a bundled one by name (see :func:`bundled_devices`, e.g.
+    ``"pcm-nandakumar2019"``) or a TOML file by path.
+
+    Raises :class:`~analogmem.errors.DeviceCardError` if the name is unknown, the file
+    cannot be read, or the card is malformed (the message names the field).
+    """
+    if isinstance(name_or_path, DeviceModel):
+        return name_or_path
+    text_path = Path(name_or_path)
+    if text_path.suffix == ".toml" or text_path.exists() or "/" in str(name_or_path):
+        try:
+            text = text_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DeviceCardError(f"device card {text_path}: cannot read: {exc.strerror}") from None
+        return parse_card(text, str(text_path))
+    resource = resources.files("analogmem.devices") / f"{name_or_path}.toml"
+    if not resource.is_file():
+        raise DeviceCardError(
+            f"no bundled device card named {name_or_path!r}; bundled: {', '.join(bundled_devices())} "
+            "(or pass a path to a .toml card)")
+    return parse_card(resource.read_text(encoding="utf-8"), str(name_or_path))

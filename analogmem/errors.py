@@ -1,0 +1,64 @@
+"""The exception hierarchy of analogmem.
+
+Every error analogmem raises on purpose derives from :class:`AnalogMemError`, so a
+caller can catch the whole family at once. Errors about bad values also derive from
+:class:`ValueError` (and address errors from :class:`IndexError`) so that generic code
+that expects the builtin types keeps working. Messages name the offending field or
+value and the allowed range.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AnalogMemError",
+    "DeviceCardError",
+    "TargetRangeError",
+    "AddressError",
+    "KernelUnavailableError",
+    "CalibrationError",
+    "InstrumentError",
+    "SafetyLimitError",
+    "StorageError",
+]
+
+
+class AnalogMemError(Exception):
+    """Base class of every error raised by analogmem."""
+
+
+class DeviceCardError(AnalogMemError, ValueError):
+    """A device card is malformed, incomplete or physically impossible.
+
+    The message names the card (file or bundled name) and the offending field, e.g.
+    ``[programming].coefficients_uS``.
+    """
+
+
+class TargetRangeError(AnalogMemError, ValueError):
+    """Programming targets are NaN, infinite, outside the card's input range, or of the
+    wrong shape. Raised before any cell is touched: the bench state is unchanged."""
+
+
+class AddressError(AnalogMemError, IndexError):
+    """Cell addresses are out of range, duplicated, or of the wrong type/shape."""
+
+
+class KernelUnavailableError(AnalogMemError, ImportError):
+    """The compiled Cython kernels could not be imported (package not built)."""
+
+
+class CalibrationError(AnalogMemError, ValueError):
+    """Calibration data cannot be fitted (missing columns, too few reads per level,
+    non-positive resistances, ...). The message names the level/column/row."""
+
+
+class InstrumentError(AnalogMemError):
+    """An instrument timed out, answered garbage, or reported an error."""
+
+
+class SafetyLimitError(AnalogMemError, ValueError):
+    """A bench command would exceed a safety limit; it was refused before being sent."""
+
+
+class StorageError(AnalogMemError):
+    """A stored model or chip snapshot is missing, corrupted, or inconsistent."""

@@ -1,0 +1,76 @@
+"""Plain-numpy reference implementation of the cell model (the test oracle).
+
+It computes exactly what the compiled kernels compute — same model, same random streams,
+same order of draws (see :mod:`analogmem._streams`) — from the closed-form statistics of
+:class:`~analogmem.cells.DeviceModel`, one vectorised numpy expression per step. Tests
+compare the kernels with it; the benchmark measures how much faster the kernels are.
+It is not used by :class:`~analogmem.bench.EmulatedBench` unless asked for
+(``backend="numpy"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._streams import CHUNK_CELLS, chunk_bit_generators
+from .cells import DeviceModel
+
+__all__ = ["program_reference", "read_reference", "draws_per_cell"]
+
+
+def draws_per_cell(device: DeviceModel) -> int:
+    """Standard normals drawn per cell when programming: write noise, then the drift
+    exponent (if the card has drift), then the relaxation latent (if it has relaxation)."""
+    return 1 + int(device.drift.enabled) + int(device.relaxation.enabled)
+
+
+def _normals(op_seed: np.random.SeedSequence, n: int, k: int) -> np.ndarray:
+    """``(n, k)`` standard normals, chunk by chunk, in the kernels' order."""
+    out = np.empty((n, k))
+    for c, bg in enumerate(chunk_bit_generators(op_seed, n)):
+        lo, hi = c * CHUNK_CELLS, min(n, (c + 1) * CHUNK_CELLS)
+        out[lo:hi] = np.random.Generator(bg).standard_normal((hi - lo, k))
+    return out
+
+
+def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.ndarray,
+                      op_seed: np.random.SeedSequence) -> dict[str, np.ndarray]:
+    """Program cells with targets ``g_target_S`` (S, shape (n,)); ``stuck`` (int8, (n,)):
+    0 healthy, 1 stuck at g_min, 2 stuck at g_max.
+
+    Returns the per-cell state ``g_eff`` (S, effective target), ``g_prog`` (S), ``nu``,
+    ``z_relax`` and ``q_read`` (read-noise factor Q_s of ``g_eff``), each shape (n,).
+    """
+    g_t = np.asarray(g_target_S, dtype=np.float64)
+    n = g_t.shape[0]
+    z = _normals(op_seed, n, draws_per_cell(device))
+    r = device.range
+    g_prog = np.clip(g_t + device.sigma_program_S(g_t) * z[:, 0], r.clip_min_S, r.clip_max_S)
+    col = 1
+    nu = np.zeros(n)
+    if device.drift.enabled:
+        nu = np.abs(device.drift_mu(g_t) + device.drift_sigma(g_t) * z[:, col])
+        col += 1
+    z_relax = z[:, col].copy() if device.relaxation.enabled else np.zeros(n)
+    low, high = stuck == 1, stuck == 2
+    g_prog[low], g_prog[high] = r.g_min_S, r.g_max_S
+    g_eff = np.where(low, r.g_min_S, np.where(high, r.g_max_S, g_t))
+    nu[low | high] = 0.0
+    z_relax[low | high] = 0.0
+    return {"g_eff": g_eff, "g_prog": g_prog, "nu": nu, "z_relax": z_relax,
+            "q_read": device.read_noise_q(g_eff)}
+
+
+def read_reference(device: DeviceModel, state: dict[str, np.ndarray], age_s: np.ndarray | float,
+                   op_seed: np.random.SeedSequence) -> np.ndarray:
+    """Read the cells of ``state`` (as returned by :func:`program_reference`)
+    ``age_s`` seconds after programming (scalar or shape (n,)). Returns conductances (S)."""
+    g_eff = state["g_eff"]
+    n = g_eff.shape[0]
+    g = state["g_prog"] * device.drift_factor(state["nu"], age_s)
+    if device.relaxation.enabled:
+        g = g + device.sigma_relaxation_S(g_eff, age_s) * state["z_relax"]
+    if device.read_noise.enabled:
+        z = _normals(op_seed, n, 1)[:, 0]
+        g = g + device.sigma_read_S(g_eff, g, age_s) * z
+    return np.clip(g, device.range.clip_min_S, device.range.clip_max_S)

@@ -1,0 +1,339 @@
+# cython: language_level=3
+"""Private compiled kernels of analogmem (built into ``analogmem._kernels``).
+
+Two fused loops over cells — ``program`` (write noise + drift exponent + relaxation
+latent) and ``read`` (drift + relaxation + read noise) — written against numpy's C
+random API: each chunk of ``chunk`` consecutive cells draws from its own numpy
+``BitGenerator`` (passed as capsules, spawned by the caller from one SeedSequence), so
+the output does not depend on which thread ran which chunk. Chunks run in parallel with
+OpenMP when the build has it. Validation happens in Python before these are called;
+nothing here checks ranges or raises.
+
+Per cell, ``program`` draws the standard normals z1 (write noise), then z2 (drift
+exponent) if the card has drift, then z3 (relaxation latent) if it has relaxation;
+``read`` draws z4 (read noise) if the card has read noise. The numpy reference
+(analogmem.reference) draws the same numbers in the same order.
+"""
+
+from libc.math cimport exp, fabs, log, sqrt
+from libc.stdint cimport int8_t
+from libc.stdlib cimport free, malloc
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from cython.parallel cimport prange, threadid
+from numpy.random cimport bitgen_t
+from numpy.random.c_distributions cimport random_standard_normal
+
+cdef extern from *:
+    """
+    #if ANALOGMEM_OPENMP
+    #include <omp.h>
+    static int am_openmp(void) { return 1; }
+    static int am_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int am_openmp(void) { return 0; }
+    static int am_max_threads(void) { return 1; }
+    #endif
+    """
+    int am_openmp() nogil
+    int am_max_threads() nogil
+
+#: True when the kernels were compiled with OpenMP (multi-threaded chunks).
+OPENMP = bool(am_openmp())
+
+DEF MAXC = 8     # polynomial coefficients, at most
+DEF MAXT = 16    # published relaxation times, at most
+MAX_COEFFICIENTS = MAXC
+MAX_RELAXATION_TIMES = MAXT
+
+
+cdef struct Params:
+    double g_min
+    double g_max
+    double inv_g_max
+    double clip_lo
+    double clip_hi
+    double x_floor
+    int n_prog
+    double prog_scale
+    double prog_c[MAXC]
+    int drift_on
+    double t0
+    double mu_slope
+    double mu_icpt
+    double mu_min
+    double mu_max
+    double sg_slope
+    double sg_icpt
+    double sg_min
+    double sg_max
+    int read_on
+    double q_coef
+    double q_exp
+    double q_max
+    double t_read
+    double t0_read
+    int relax_on
+    double relax_scale
+    int n_relax_t
+    int n_relax_c
+    double relax_lnt[MAXT]
+    double relax_c[MAXT * MAXC]
+
+
+cdef Params _pack(dict d) except *:
+    """Copy the flat parameter dict made by analogmem.bench._kernel_params into a struct."""
+    cdef Params p
+    cdef int i, j
+    p.g_min = d["g_min"]
+    p.g_max = d["g_max"]
+    p.inv_g_max = 1.0 / p.g_max
+    p.clip_lo = d["clip_lo"]
+    p.clip_hi = d["clip_hi"]
+    p.x_floor = d["x_floor"]
+    prog = d["prog_c"]
+    p.n_prog = len(prog)
+    if p.n_prog < 1 or p.n_prog > MAXC:
+        raise ValueError(f"programming polynomial must have 1..{MAXC} coefficients")
+    for i in range(p.n_prog):
+        p.prog_c[i] = prog[i]
+    p.prog_scale = d["prog_scale"]
+    p.drift_on = d["drift_on"]
+    p.t0 = d["t0"]
+    p.mu_slope, p.mu_icpt, p.mu_min, p.mu_max = d["mu"]
+    p.sg_slope, p.sg_icpt, p.sg_min, p.sg_max = d["sigma_nu"]
+    p.read_on = d["read_on"]
+    p.q_coef = d["q_coef"]
+    p.q_exp = d["q_exp"]
+    p.q_max = d["q_max"]
+    p.t_read = d["t_read"]
+    p.t0_read = d["t0_read"]
+    p.relax_on = d["relax_on"]
+    p.relax_scale = d["relax_scale"]
+    times = d["relax_t"]
+    table = d["relax_c"]
+    p.n_relax_t = len(times)
+    p.n_relax_c = len(table[0]) if p.n_relax_t else 0
+    if p.n_relax_t > MAXT or p.n_relax_c > MAXC:
+        raise ValueError(f"relaxation table must have at most {MAXT} times and {MAXC} coefficients")
+    for i in range(p.n_relax_t):
+        p.relax_lnt[i] = log(times[i])
+        if len(table[i]) != p.n_relax_c:
+            raise ValueError("relaxation coefficient rows must have equal length")
+        for j in range(p.n_relax_c):
+            p.relax_c[i * MAXC + j] = table[i][j]
+    return p
+
+
+cdef inline double _poly(const double* c, int n, double x) noexcept nogil:
+    cdef double acc = 0.0
+    cdef int k
+    for k in range(n - 1, -1, -1):
+        acc = acc * x + c[k]
+    return acc
+
+
+cdef inline double _max(double a, double b) noexcept nogil:
+    # a plain comparison compiles to maxsd; libm's fmax is a call (NaN rules). Inputs are
+    # validated finite before any kernel runs.
+    return a if a > b else b
+
+
+cdef inline double _min(double a, double b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline double _clip(double v, double lo, double hi) noexcept nogil:
+    return _min(_max(v, lo), hi)
+
+
+cdef inline void _relax_segment(const Params* p, double age, int* a, double* w) noexcept nogil:
+    """Segment [a, a+1] of the published times and weight w of a+1 (linear in ln t, held)."""
+    cdef int k
+    cdef double lt
+    if p.n_relax_t == 1:
+        a[0] = 0
+        w[0] = 0.0
+        return
+    lt = log(_max(age, 1e-300))
+    k = 0
+    while k < p.n_relax_t - 2 and lt >= p.relax_lnt[k + 1]:
+        k += 1
+    a[0] = k
+    w[0] = _clip((lt - p.relax_lnt[k]) / (p.relax_lnt[k + 1] - p.relax_lnt[k]), 0.0, 1.0)
+
+
+cdef inline double _sigma_relax(const Params* p, double x, int a, double w) noexcept nogil:
+    cdef double sa, sb, st, sp
+    sa = _poly(&p.relax_c[a * MAXC], p.n_relax_c, x)
+    if p.n_relax_t > 1:
+        sb = _poly(&p.relax_c[(a + 1) * MAXC], p.n_relax_c, x)
+        sa = sa + w * (sb - sa)
+    st = p.relax_scale * sa
+    sp = p.prog_scale * _poly(p.prog_c, p.n_prog, x)
+    return sqrt(_max(st * st - sp * sp, 0.0))
+
+
+cdef void _program_chunk(const Params* p, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
+                         const double* g_target, const int8_t* stuck, double* g_eff,
+                         double* g_prog, double* nu, double* z_relax, double* q_read) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double gt, x, v, lx = 0.0, mu, sg, z
+    for i in range(lo, hi):
+        gt = g_target[i]
+        x = gt * p.inv_g_max
+        z = random_standard_normal(gen)
+        v = _clip(gt + p.prog_scale * _poly(p.prog_c, p.n_prog, x) * z, p.clip_lo, p.clip_hi)
+        if p.drift_on or p.read_on:
+            lx = log(_max(x, p.x_floor))
+        if p.drift_on:
+            z = random_standard_normal(gen)
+            mu = _clip(p.mu_slope * lx + p.mu_icpt, p.mu_min, p.mu_max)
+            sg = _clip(p.sg_slope * lx + p.sg_icpt, p.sg_min, p.sg_max)
+            nu[i] = fabs(mu + sg * z)
+        else:
+            nu[i] = 0.0
+        if p.relax_on:
+            z_relax[i] = random_standard_normal(gen)
+        else:
+            z_relax[i] = 0.0
+        if stuck[i] != 0:
+            v = p.g_min if stuck[i] == 1 else p.g_max
+            gt = v
+            lx = log(_max(v * p.inv_g_max, p.x_floor))
+            nu[i] = 0.0
+            z_relax[i] = 0.0
+        g_eff[i] = gt
+        g_prog[i] = v
+        q_read[i] = _min(p.q_coef * exp(-p.q_exp * lx), p.q_max) if p.read_on else 0.0
+
+
+cdef void _read_chunk(const Params* p, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
+                      const double* g_eff, const double* g_prog, const double* nu,
+                      const double* z_relax, const double* q_read, const double* age,
+                      bint uniform, double* out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double x, g, t, L = 0.0, F = 0.0, w = 0.0, z
+    cdef int a = 0
+    if uniform:
+        t = age[0]
+        L = log((t + p.t0) / p.t0) if p.drift_on else 0.0
+        F = sqrt(log((t + p.t0_read + p.t_read) / (2.0 * p.t_read))) if p.read_on else 0.0
+        if p.relax_on:
+            _relax_segment(p, t, &a, &w)
+    for i in range(lo, hi):
+        if not uniform:
+            t = age[i]
+            if p.drift_on:
+                L = log((t + p.t0) / p.t0)
+            if p.read_on:
+                F = sqrt(log((t + p.t0_read + p.t_read) / (2.0 * p.t_read)))
+            if p.relax_on:
+                _relax_segment(p, t, &a, &w)
+        g = g_prog[i]
+        if p.drift_on:
+            g = g * exp(-nu[i] * L)
+        if p.relax_on:
+            x = g_eff[i] * p.inv_g_max
+            g = g + _sigma_relax(p, x, a, w) * z_relax[i]
+        if p.read_on:
+            z = random_standard_normal(gen)
+            g = g + fabs(g) * q_read[i] * F * z
+        out[i] = _clip(g, p.clip_lo, p.clip_hi)
+
+
+cdef bitgen_t** _bitgens(list capsules) except NULL:
+    cdef Py_ssize_t c, n = len(capsules)
+    cdef bitgen_t** gens = <bitgen_t**> malloc((n if n > 0 else 1) * sizeof(bitgen_t*))
+    if gens == NULL:
+        raise MemoryError()
+    try:
+        for c in range(n):
+            gens[c] = <bitgen_t*> PyCapsule_GetPointer(capsules[c], "BitGenerator")
+    except BaseException:
+        free(gens)
+        raise
+    return gens
+
+
+def program(dict params, const double[::1] g_target, const int8_t[::1] stuck,
+            double[::1] g_eff, double[::1] g_prog, double[::1] nu, double[::1] z_relax,
+            double[::1] q_read, list capsules, Py_ssize_t chunk, int n_threads):
+    """Program cells: write ``g_eff`` (effective target: stuck cells at their stuck
+    value), ``g_prog`` (S), ``nu``, ``z_relax`` and ``q_read`` (the read-noise factor
+    Q_s of the effective target) for every cell of ``g_target`` (S).
+    ``capsules[c]`` is the bit generator of cells ``[c*chunk, (c+1)*chunk)``."""
+    cdef Params p = _pack(params)
+    cdef Py_ssize_t n = g_target.shape[0]
+    cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
+    cdef Py_ssize_t c
+    if len(capsules) != n_chunks:
+        raise ValueError(f"need {n_chunks} bit generators, got {len(capsules)}")
+    if n == 0:
+        return
+    cdef bitgen_t** gens = _bitgens(capsules)
+    cdef const double* gt = &g_target[0]
+    cdef const int8_t* st = &stuck[0]
+    cdef double* ge = &g_eff[0]
+    cdef double* gp = &g_prog[0]
+    cdef double* nv = &nu[0]
+    cdef double* zr = &z_relax[0]
+    cdef double* qr = &q_read[0]
+    with nogil:
+        for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
+            _program_chunk(&p, gens[c], c * chunk, min(n, (c + 1) * chunk), gt, st, ge, gp, nv, zr, qr)
+    free(gens)
+
+
+def read(dict params, const double[::1] g_eff, const double[::1] g_prog, const double[::1] nu,
+         const double[::1] z_relax, const double[::1] q_read, const double[::1] age_s, double[::1] out,
+         list capsules, Py_ssize_t chunk, int n_threads):
+    """Read cells: ``out`` (S) from the programmed state, ``age_s`` seconds after each
+    cell was programmed (one value for all cells, or one per cell)."""
+    cdef Params p = _pack(params)
+    cdef Py_ssize_t n = g_prog.shape[0]
+    cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
+    cdef Py_ssize_t c
+    cdef bint uniform = age_s.shape[0] == 1
+    if len(capsules) != n_chunks:
+        raise ValueError(f"need {n_chunks} bit generators, got {len(capsules)}")
+    if n == 0:
+        return
+    if not uniform and age_s.shape[0] != n:
+        raise ValueError("age_s must have one value or one per cell")
+    cdef bitgen_t** gens = _bitgens(capsules)
+    cdef const double* ge = &g_eff[0]
+    cdef const double* gp = &g_prog[0]
+    cdef const double* nv = &nu[0]
+    cdef const double* zr = &z_relax[0]
+    cdef const double* qr = &q_read[0]
+    cdef const double* ag = &age_s[0]
+    cdef double* o = &out[0]
+    with nogil:
+        for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
+            _read_chunk(&p, gens[c], c * chunk, min(n, (c + 1) * chunk), ge, gp, nv, zr, qr, ag, uniform, o)
+    free(gens)
+
+
+def max_threads():
+    """Threads OpenMP would use by default (1 without OpenMP)."""
+    return am_max_threads()
+
+
+def threads_used(int n_threads, Py_ssize_t n_items=4096):
+    """How many distinct threads actually ran a parallel loop of ``n_items`` iterations
+    with ``num_threads=n_threads`` (a probe for tests: 1 means the loop ran serially)."""
+    cdef int* seen = <int*> malloc(n_items * sizeof(int))
+    cdef Py_ssize_t i
+    cdef double acc
+    cdef int j
+    if seen == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in prange(n_items, schedule="static", chunksize=1, num_threads=max(n_threads, 1)):
+            acc = 0.0
+            for j in range(2000):
+                acc = acc + sqrt(<double>(i + j))
+            seen[i] = threadid() + (0 if acc >= 0 else 1)
+    ids = set(seen[i] for i in range(n_items))
+    free(seen)
+    return len(ids)

@@ -1,0 +1,73 @@
+"""Build the Cython kernels in ext/ into analogmem._kernels.
+
+OpenMP is used when the compiler supports it (checked by compiling a tiny program);
+otherwise the kernels are built single-threaded and ``analogmem._kernels.OPENMP`` is
+False. Set ``ANALOGMEM_NO_OPENMP=1`` to force a build without OpenMP.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NUMPY_RANDOM_LIB = os.path.join(os.path.dirname(np.__file__), "random", "lib")
+
+
+def _compiler_has_openmp(compiler) -> bool:
+    if os.environ.get("ANALOGMEM_NO_OPENMP"):
+        return False
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "omp.c")
+        with open(src, "w") as fh:
+            fh.write("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+        objs = compiler.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
+        compiler.link_executable(objs, os.path.join(tmp, "omp"), extra_postargs=["-fopenmp"])
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no OpenMP"
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        openmp = sys.platform != "win32" and _compiler_has_openmp(self.compiler)
+        for ext in self.extensions:
+            ext.extra_compile_args = ["-O3", "-fno-math-errno"] + (["-fopenmp"] if openmp else [])
+            ext.extra_link_args = ["-fopenmp"] if openmp else []
+            ext.define_macros.append(("ANALOGMEM_OPENMP", "1" if openmp else "0"))
+        print(f"analogmem: building kernels with OpenMP={'yes' if openmp else 'no'}")
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "analogmem._kernels",
+        ["ext/_kernels.pyx"],
+        include_dirs=[np.get_include(), "ext"],
+        library_dirs=[NUMPY_RANDOM_LIB],
+        libraries=["npyrandom", "m"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
