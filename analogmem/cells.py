@@ -301,7 +301,10 @@ class _Table:
         self.used: set[str] = set()
 
     def fail(self, msg: str, key: str | None = None) -> None:
-        where = f"[{self.path}]" + (f".{key}" if key else "")
+        if self.path:
+            where = f"[{self.path}]" + (f".{key}" if key else "")
+        else:  # the root: its keys are the card's tables
+            where = f"[{key}]" if key else "top level"
         raise DeviceCardError(f"device card {self.card}: {where}: {msg}")
 
     def get(self, key: str, default: Any = ..., ) -> Any:

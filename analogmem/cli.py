@@ -1,0 +1,69 @@
+"""The ``analogmem`` command line.
+
+Each feature module contributes its subcommand through an ``add_subparser(subparsers)``
+function; this module only assembles them. ``analogmem demo`` runs the main job with
+embedded defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__, demo
+from .bench import kernels_info
+from .cells import bundled_devices, load_device
+
+__all__ = ["main", "build_parser"]
+
+
+def _devices(args: argparse.Namespace) -> int:
+    rows = []
+    for name in bundled_devices():
+        d = load_device(name)
+        rows.append({"name": name, "technology": d.technology, "input": d.input,
+                     "g_min_uS": d.g_min_S * 1e6, "g_max_uS": d.g_max_S * 1e6, "drift": d.drift.model,
+                     "read_noise": d.read_noise.model, "relaxation": d.relaxation.model,
+                     "source": d.source.get("citation", "")})
+    if args.json:
+        from ._io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
+    for r in rows:
+        print(f"{r['name']:<22} {r['technology']:<5} g in [{r['g_min_uS']:g}, {r['g_max_uS']:g}] µS  "
+              f"drift={r['drift']}, read noise={r['read_noise']}, relaxation={r['relaxation']}\n"
+              f"{'':<22} {r['source']}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    info = {"version": __version__, "kernels": kernels_info(), "devices": bundled_devices()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analogmem", description="Analog memory (PCM/RRAM) emulator for ML.")
+    parser.add_argument("--version", action="version", version=f"analogmem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo.add_subparser(sub)
+    p = sub.add_parser("devices", help="list the bundled device cards")
+    p.add_argument("--json", default=None, help="write the list as JSON here")
+    p.set_defaults(func=_devices)
+    p = sub.add_parser("info", help="version, compiled kernels, bundled cards")
+    p.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

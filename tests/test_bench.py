@@ -1,0 +1,181 @@
+"""EmulatedBench behaviour: the protocol, time, consistency of drift, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import analogmem
+from analogmem import AddressError, Bench, EmulatedBench, TargetRangeError
+from analogmem.cells import parse_card
+
+YEAR = 365 * 86400.0
+
+
+@pytest.fixture
+def pcm():
+    bench = EmulatedBench("pcm-nandakumar2019", 5000, seed=3)
+    bench.program(np.linspace(0, 25e-6, 5000))
+    return bench
+
+
+def test_emulated_bench_implements_the_protocol(pcm):
+    assert isinstance(pcm, Bench)
+    with EmulatedBench("rram-wan2022", 4, seed=0) as b:
+        report = b.program(np.array([0, 10e-6, 20e-6, 40e-6]))
+        assert report.n_cells == 4 and report.n_stuck == 0 and report.addresses is None
+        assert b.read().shape == (4,)
+
+
+def test_reads_are_in_siemens_and_finite_up_to_ten_years(pcm):
+    for t in (0.0, 1.0, 3600.0, 86400.0, YEAR, 10 * YEAR):
+        g = pcm.read(t)
+        assert g.dtype == np.float64 and g.shape == (5000,)
+        assert np.all(np.isfinite(g)) and np.all(g >= 0) and g.max() < 40e-6
+    assert pcm.time_s == pytest.approx(10 * YEAR)
+
+
+def test_drift_is_consistent_across_reads():
+    """The same programmed cells drift consistently: per cell, read(1 y)/read(1 h) follows
+    that cell's own drift exponent, up to read noise; reads at one time agree up to read
+    noise only; the clock only moves forward."""
+    n = 20000
+    b = EmulatedBench("pcm-nandakumar2019", n, seed=9)
+    b.program(np.full(n, 12.5e-6))
+    nu = b.cell_state()["nu"]
+    h1, y1 = b.read(3600.0), b.read(YEAR)
+    expected = ((YEAR + 20) / (3600 + 20)) ** (-nu)
+    ratio = y1 / h1
+    # relative read noise is ~5-8 % per read: the ratio follows the per-cell drift closely
+    assert np.corrcoef(ratio, expected)[0, 1] > 0.3
+    assert abs(np.median(ratio / expected) - 1) < 0.01
+    # two reads at the same time: same drifted value, independent read noise
+    a, c = b.read(YEAR), b.read(YEAR)
+    assert not np.array_equal(a, c)
+    assert abs(np.mean(a) / np.mean(c) - 1) < 0.005
+    # RRAM (no read noise): reading twice at one time gives identical values, and the
+    # relaxation of each cell after programming is one latent scaled by the spread at t
+    r = EmulatedBench("rram-wan2022", n, seed=9)
+    g_t = np.full(n, 20e-6)
+    r.program(g_t)
+    np.testing.assert_array_equal(r.read(86400.0), r.read(86400.0))
+    g_p = r.cell_state()["g_prog"]
+    z = [(r.read(t) - g_p) / r.device.sigma_relaxation_S(g_t, t) for t in (3600.0, 86400.0, 172800.0)]
+    np.testing.assert_allclose(z[0], z[1], rtol=1e-9)
+    np.testing.assert_allclose(z[0], z[2], rtol=1e-9)
+    d1, d2 = r.read(1.0) - g_t, r.read(172800.0) - g_t
+    rho = r.device.sigma_program_S(20e-6) / r.device.sigma_total_relaxation_S(20e-6, 172800.0)
+    assert abs(np.corrcoef(d1, d2)[0, 1] - rho) < 5 * (1 - rho**2) / math.sqrt(n)
+
+
+def test_wait_and_read_at_current_clock(pcm):
+    t_prog_read = pcm.read(3600.0)
+    pcm.wait(YEAR - 3600.0)
+    later = pcm.read()  # at the clock: one year after programming
+    assert pcm.time_s == pytest.approx(YEAR)
+    assert np.mean(later[2500:]) < np.mean(t_prog_read[2500:])
+
+
+def test_partial_programming_keeps_other_cells_and_their_age():
+    n = 1000
+    b = EmulatedBench("pcm-nandakumar2019", n, seed=1)
+    b.program(np.full(n, 20e-6))
+    before = b.cell_state()
+    b.wait(YEAR)
+    addr = np.arange(0, n, 2)
+    rep = b.program(np.full(addr.size, 5e-6), addresses=addr)
+    np.testing.assert_array_equal(rep.addresses, addr)
+    after = b.cell_state()
+    odd = np.arange(1, n, 2)
+    for k in ("g_prog", "nu", "g_eff"):
+        np.testing.assert_array_equal(after[k][odd], before[k][odd])
+    assert np.all(after["t_prog_s"][addr] == YEAR) and np.all(after["t_prog_s"][odd] == 0.0)
+    g = b.read(0.0)  # right after the second programming: old cells are a year old
+    assert np.mean(g[odd]) < 0.8 * 20e-6 and abs(np.mean(g[addr]) / 5e-6 - 1) < 0.05
+
+
+def test_stuck_cells(card_text, tmp_path):
+    text = card_text().replace("p_stuck_low = 0.0", "p_stuck_low = 0.02").replace(
+        "p_stuck_high = 0.0", "p_stuck_high = 0.01")
+    dev = parse_card(text, "stuck.toml")
+    n = 100_000
+    b = EmulatedBench(dev, n, seed=4)
+    frac_low, frac_high = np.mean(b.stuck == 1), np.mean(b.stuck == 2)
+    assert abs(frac_low - 0.02) < 5 * math.sqrt(0.02 * 0.98 / n)
+    assert abs(frac_high - 0.01) < 5 * math.sqrt(0.01 * 0.99 / n)
+    rep = b.program(np.full(n, 12e-6))
+    assert rep.n_stuck == int(np.count_nonzero(b.stuck))
+    g = b.read(86400.0)
+    assert np.all(g[b.stuck == 1] == 0.0)  # g_min = 0 S: no read noise on 0 S
+    hi = g[b.stuck == 2]
+    assert abs(np.mean(hi) / 25e-6 - 1) < 0.01  # at g_max, no drift, only read noise
+    stuck_before = b.stuck.copy()
+    b.program(np.full(n, 3e-6))
+    np.testing.assert_array_equal(b.stuck, stuck_before)  # stuck for life
+
+
+# ---------------------------------------------------------------- bad input, state unchanged
+BAD_TARGETS = [
+    (np.nan, "not a finite conductance"),
+    (np.inf, "not a finite conductance"),
+    (-1e-6, "outside the input range"),
+    (26e-6, "outside the input range"),
+]
+
+
+@pytest.mark.parametrize("value, message", BAD_TARGETS)
+@pytest.mark.parametrize("partial", [False, True])
+def test_bad_targets_are_refused_and_state_is_unchanged(pcm, value, message, partial):
+    before, t_before = pcm.cell_state(), pcm.time_s
+    targets = np.full(5000, 10e-6)
+    targets[1234] = value
+    with pytest.raises(TargetRangeError, match=message) as info:
+        if partial:
+            pcm.program(targets[1000:2000], addresses=np.arange(1000, 2000))
+        else:
+            pcm.program(targets)
+    assert "234]" in str(info.value)  # names the offending index
+    after = pcm.cell_state()
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    assert pcm.time_s == t_before
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda b: b.program(np.full(10, 1e-6)), TargetRangeError, "1-D array of 5000"),
+        (lambda b: b.program(np.full((5000, 1), 1e-6)), TargetRangeError, "1-D array of 5000"),
+        (lambda b: b.program("abc"), TargetRangeError, "numbers"),
+        (lambda b: b.program(np.full(2, 1e-6), addresses=[0, 5000]), AddressError, r"addresses\[1\] = 5000"),
+        (lambda b: b.program(np.full(2, 1e-6), addresses=[-1, 3]), AddressError, "outside"),
+        (lambda b: b.program(np.full(2, 1e-6), addresses=[3, 3]), AddressError, "duplicates"),
+        (lambda b: b.program(np.full(2, 1e-6), addresses=[0.5, 3]), AddressError, "integers"),
+        (lambda b: b.read(-1.0), TargetRangeError, "t_s must be finite and >= 0"),
+        (lambda b: b.read(np.nan), TargetRangeError, "t_s must be finite"),
+        (lambda b: b.wait(np.inf), TargetRangeError, "seconds must be finite"),
+        (lambda b: b.read(addresses=[7000]), AddressError, "outside"),
+    ],
+)
+def test_bad_calls_raise_specific_errors_and_change_nothing(pcm, call, error, message):
+    before, t_before = pcm.cell_state(), pcm.time_s
+    with pytest.raises(error, match=message):
+        call(pcm)
+    for k, v in pcm.cell_state().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    assert pcm.time_s == t_before
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="n_cells"):
+        EmulatedBench("pcm-nandakumar2019", 0)
+    with pytest.raises(ValueError, match="backend"):
+        EmulatedBench("pcm-nandakumar2019", 10, backend="fortran")
+    with pytest.raises(ValueError, match="n_threads"):
+        EmulatedBench("pcm-nandakumar2019", 10, n_threads=0)
+    with pytest.raises(TypeError, match="seed"):
+        EmulatedBench("pcm-nandakumar2019", 10, seed="abc")
+    with pytest.raises(analogmem.DeviceCardError):
+        EmulatedBench("no-such-card", 10)
