@@ -173,11 +173,14 @@ cdef inline double _sigma_relax(const Params* p, double x, int a, double w) noex
     return sqrt(_max(st * st - sp * sp, 0.0))
 
 
-cdef void _program_chunk(const Params* p, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
+cdef void _program_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
                          const double* g_target, const int8_t* stuck, double* g_eff,
                          double* g_prog, double* nu, double* z_relax, double* q_read) noexcept nogil:
     cdef Py_ssize_t i
     cdef double gt, x, v, lx = 0.0, mu, sg, z
+    # a private copy: the compiler then knows the stores below cannot change the parameters
+    cdef Params local = params[0]
+    cdef Params* p = &local
     for i in range(lo, hi):
         gt = g_target[i]
         x = gt * p.inv_g_max
@@ -207,13 +210,15 @@ cdef void _program_chunk(const Params* p, bitgen_t* gen, Py_ssize_t lo, Py_ssize
         q_read[i] = _min(p.q_coef * exp(-p.q_exp * lx), p.q_max) if p.read_on else 0.0
 
 
-cdef void _read_chunk(const Params* p, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
+cdef void _read_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
                       const double* g_eff, const double* g_prog, const double* nu,
                       const double* z_relax, const double* q_read, const double* age,
                       bint uniform, double* out) noexcept nogil:
     cdef Py_ssize_t i
     cdef double x, g, t, L = 0.0, F = 0.0, w = 0.0, z
     cdef int a = 0
+    cdef Params local = params[0]
+    cdef Params* p = &local
     if uniform:
         t = age[0]
         L = log((t + p.t0) / p.t0) if p.drift_on else 0.0
