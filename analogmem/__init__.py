@@ -11,7 +11,7 @@ Public entry points::
 Units are SI throughout: conductance in S, time in s.
 """
 
-from .bench import Bench, EmulatedBench, ProgramReport, kernels_info
+from .bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device
 from .errors import (
     AddressError,
@@ -35,6 +35,7 @@ __all__ = [
     "Bench",
     "EmulatedBench",
     "ProgramReport",
+    "WriteVerify",
     "kernels_info",
     "AnalogMemError",
     "DeviceCardError",

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "analogmem's compiled kernels (analogmem._kernels) are not built: install the package "
         "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
 
-__all__ = ["Bench", "EmulatedBench", "ProgramReport", "kernels_info", "default_threads"]
+__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_info", "default_threads"]
 
 _BACKENDS = ("cython", "numpy")
 #: Per-cell state arrays, in the order the kernels take them.
@@ -53,6 +53,37 @@ def kernels_info() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class WriteVerify:
+    """Program-and-verify settings: pulse, read, compare with the cell's window; repeat
+    until the read lies inside the window or ``max_pulses`` pulses were spent.
+
+    The window of a cell with target ``g_T`` (S) is
+    ``[g_T − h, g_T + h]`` with ``h = tolerance_S + tolerance_rel·|g_T|``.
+    """
+
+    max_pulses: int = 20
+    tolerance_S: float = 0.0
+    tolerance_rel: float = 0.05
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_pulses, bool) or not isinstance(self.max_pulses, (int, np.integer)) \
+                or self.max_pulses < 1:
+            raise ValueError(f"WriteVerify.max_pulses must be a positive integer, got {self.max_pulses!r}")
+        for name in ("tolerance_S", "tolerance_rel"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"WriteVerify.{name} must be finite and >= 0, got {v!r}")
+        if self.tolerance_S == 0 and self.tolerance_rel == 0:
+            raise ValueError("WriteVerify needs a window: tolerance_S or tolerance_rel must be > 0")
+
+    def window(self, g_target_S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The verify window ``(lo, hi)`` (S) of each target, each shape like ``g_target_S``."""
+        g = np.asarray(g_target_S, dtype=np.float64)
+        h = self.tolerance_S + self.tolerance_rel * np.abs(g)
+        return g - h, g + h
+
+
+@dataclass(frozen=True)
 class ProgramReport:
     """What a ``program`` call did.
 
@@ -63,6 +94,8 @@ class ProgramReport:
         addresses: the cells programmed, shape (n_cells,); None means every cell of the bench.
         pulses: programming pulses spent per cell, shape (n_cells,); None means one pulse
             per cell (a single-shot write without verify).
+        success: with write-verify, whether each cell ended inside its window, shape
+            (n_cells,); None for a single-shot write.
     """
 
     n_cells: int
@@ -70,6 +103,7 @@ class ProgramReport:
     stuck: np.ndarray
     addresses: np.ndarray | None = None
     pulses: np.ndarray | None = None
+    success: np.ndarray | None = None
 
     @property
     def n_stuck(self) -> int:
@@ -87,8 +121,10 @@ class Bench(Protocol):
 
     n_cells: int
 
-    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None) -> ProgramReport:
-        """Program ``targets`` into the cells at ``addresses`` (all cells when None)."""
+    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
+                verify: WriteVerify | None = None) -> ProgramReport:
+        """Program ``targets`` into the cells at ``addresses`` (all cells when None),
+        single-shot or with program-and-verify."""
         ...
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
@@ -113,7 +149,7 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
     """Flatten a device card into the kernels' parameter dict (checked against the
     kernels' fixed table sizes)."""
     r, pr, dr, rn, rl = device.range, device.programming, device.drift, device.read_noise, device.relaxation
-    if len(pr.coefficients_uS) > _kernels.MAX_COEFFICIENTS:
+    if not device.empirical and len(pr.coefficients_uS) > _kernels.MAX_COEFFICIENTS:
         raise DeviceCardError(f"device card {device.card_path}: [programming].coefficients_uS: at most "
                               f"{_kernels.MAX_COEFFICIENTS} coefficients are supported")
     if rl.enabled and (len(rl.times_s) > _kernels.MAX_RELAXATION_TIMES
@@ -121,12 +157,18 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
         raise DeviceCardError(f"device card {device.card_path}: [relaxation]: at most "
                               f"{_kernels.MAX_RELAXATION_TIMES} times and {_kernels.MAX_COEFFICIENTS} "
                               "coefficients are supported")
+    emp = device.programming if device.empirical else None
     mu = dr.mu if dr.enabled else None
     sg = dr.sigma if dr.enabled else None
     return {
         "g_min": r.g_min_S, "g_max": r.g_max_S, "clip_lo": r.clip_min_S, "clip_hi": r.clip_max_S,
         "x_floor": X_FLOOR,
-        "prog_c": list(pr.coefficients_uS), "prog_scale": 1e-6 * r.g_max_S / pr.g_ref_S,
+        "prog_c": [0.0] if emp else list(pr.coefficients_uS),
+        "prog_scale": 0.0 if emp else 1e-6 * r.g_max_S / pr.g_ref_S,
+        "emp_on": int(emp is not None),
+        "emp_levels": np.ascontiguousarray(emp.inputs if emp else [0.0], dtype=np.float64),
+        "emp_probs": np.ascontiguousarray(emp.probabilities if emp else [0.0, 1.0], dtype=np.float64),
+        "emp_q": np.ascontiguousarray(emp.log_g_quantiles if emp else [[0.0, 0.0]], dtype=np.float64),
         "drift_on": int(dr.enabled), "t0": dr.t0_s,
         "mu": (mu.slope, mu.intercept, mu.min, mu.max) if mu else (0.0, 0.0, 0.0, 0.0),
         "sigma_nu": (sg.slope, sg.intercept, sg.min, sg.max) if sg else (0.0, 0.0, 0.0, 0.0),
@@ -185,7 +227,10 @@ class EmulatedBench:
         n, r = self.n_cells, self.device.range
         self.stuck = self._draw_stuck(self._seed.spawn(1)[0])
         g0 = np.where(self.stuck == 2, r.g_max_S, r.g_min_S).astype(np.float64)
-        self._state = {"g_eff": g0, "g_prog": g0.copy(), "nu": np.zeros(n), "z_relax": np.zeros(n),
+        # g_eff holds each cell's effective target in the card's input domain (S, V or
+        # level); unprogrammed cells read g_min_S.
+        self._state = {"g_eff": g0.copy() if not self.device.empirical else np.full(n, self.device.input_range[0]),
+                       "g_prog": g0.copy(), "nu": np.zeros(n), "z_relax": np.zeros(n),
                        "q_read": self.device.read_noise_q(g0)}
         # Programming times: one scalar while every cell shares it, else one per cell.
         self._uniform_t_prog: float | None = 0.0
@@ -225,18 +270,22 @@ class EmulatedBench:
             raise TargetRangeError(f"targets must be a 1-D array of {n_expected} conductances (S), got shape {g.shape}")
         if g.size == 0:
             return g
-        r = self.device.range
+        lo_ok, hi_ok = self.device.input_range
         lo, hi = g.min(), g.max()  # one pass each; NaN propagates into both
         if not (np.isfinite(lo) and np.isfinite(hi)):
             i = int(np.argmin(np.isfinite(g)))
-            raise TargetRangeError(f"targets[{i}] = {g[i]} is not a finite conductance; nothing was programmed")
-        if lo < r.g_min_S or hi > r.g_max_S:
-            bad = (g < r.g_min_S) | (g > r.g_max_S)
+            raise TargetRangeError(f"targets[{i}] = {g[i]} is not finite; nothing was programmed")
+        if lo < lo_ok or hi > hi_ok:
+            bad = (g < lo_ok) | (g > hi_ok)
             i = int(np.argmax(bad))
-            raise TargetRangeError(
-                f"targets[{i}] = {g[i]:.6g} S ({g[i] * 1e6:.6g} µS) is outside the input range "
-                f"[{r.g_min_S * 1e6:g}, {r.g_max_S * 1e6:g}] µS of device {self.device.name!r}; "
-                f"{int(bad.sum())} target(s) out of range, nothing was programmed")
+            unit = self.device.input_unit
+            if unit == "S":
+                shown = (f"{g[i]:.6g} S ({g[i] * 1e6:.6g} µS) is outside the input range "
+                         f"[{lo_ok * 1e6:g}, {hi_ok * 1e6:g}] µS")
+            else:
+                shown = f"{g[i]:.6g} {unit} is outside the input range [{lo_ok:g}, {hi_ok:g}] {unit}".replace(" ]", "]")
+            raise TargetRangeError(f"targets[{i}] = {shown} of device {self.device.name!r}; "
+                                   f"{int(bad.sum())} target(s) out of range, nothing was programmed")
         return g
 
     def _op_seed(self) -> np.random.SeedSequence:

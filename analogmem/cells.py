@@ -15,6 +15,13 @@ The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and
 4. read noise: ``+ σ_R(x, g(t), t)·z₄`` drawn at every read; result clipped to the
    card's physical range.
 
+A card may instead describe its write channel *empirically* (``[programming] model =
+"empirical"``, :class:`EmpiricalChannel`): for each of a finite set of write inputs
+(conductances, voltages or level indices) the quantile function of ln(g/S) read after
+writing, linearly interpolated between quantile knots and, for inputs between two levels,
+between the two levels' quantile functions. Such cards have no time axis (no drift,
+relaxation or read noise).
+
 Stuck cells (probabilities ``p_stuck_low``/``p_stuck_high``) sit at ``g_min_S``/``g_max_S``
 for life, with no drift. Conductances are in siemens, times in seconds; card noise
 coefficients carry ``_uS`` and are referenced to ``g_ref_S`` (scaled by
@@ -39,6 +46,7 @@ __all__ = [
     "DeviceModel",
     "ConductanceRange",
     "ProgrammingNoise",
+    "EmpiricalChannel",
     "ClippedLogLinear",
     "Drift",
     "ReadNoise",
@@ -55,7 +63,10 @@ __all__ = [
 X_FLOOR = 1e-12
 
 _SCHEMA_VERSION = 1
-_INPUT_DOMAINS = ("conductance",)
+#: Write-input domains and their units: a target conductance (S), a write-pulse voltage
+#: (V), or a level index (dimensionless).
+INPUT_UNITS = {"conductance": "S", "voltage": "V", "level": ""}
+_INPUT_DOMAINS = tuple(INPUT_UNITS)
 _UNIT_uS = 1e-6
 
 
@@ -84,6 +95,55 @@ class ProgrammingNoise:
 
     coefficients_uS: tuple[float, ...]
     g_ref_S: float
+
+
+@dataclass(frozen=True)
+class EmpiricalChannel:
+    """Empirical write channel: per write input ``inputs[k]`` (strictly increasing, in the
+    card's input unit) the quantiles ``log_g_quantiles[k][j]`` of ln(g / 1 S) at
+    probabilities ``probabilities[j]`` (strictly increasing, from 0 to 1).
+
+    Sampling: ``u ~ U(0, 1)``; the quantile function of each level is linear between knots;
+    an input between levels ``k`` and ``k+1`` mixes their quantile functions linearly in the
+    input (displacement interpolation), so the read distribution moves smoothly between
+    measured levels.
+    """
+
+    inputs: tuple[float, ...]
+    probabilities: tuple[float, ...]
+    log_g_quantiles: tuple[tuple[float, ...], ...]
+    fit: str = "empirical"
+
+    def bracket(self, x_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Level index ``k`` at or below each input and the weight ``w`` of level ``k+1``."""
+        levels = np.asarray(self.inputs)
+        x = np.asarray(x_in, dtype=np.float64)
+        if len(levels) == 1:
+            return np.zeros(x.shape, dtype=np.intp), np.zeros(x.shape)
+        k = np.clip(np.searchsorted(levels, x, side="right") - 1, 0, len(levels) - 2)
+        w = np.clip((x - levels[k]) / (levels[k + 1] - levels[k]), 0.0, 1.0)
+        return k, w
+
+    def quantile_log_S(self, x_in: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """ln(g/S) at probability ``u`` for write inputs ``x_in`` (arrays of one shape)."""
+        probs, table = np.asarray(self.probabilities), np.asarray(self.log_g_quantiles)
+        u = np.asarray(u, dtype=np.float64)
+        k, w = self.bracket(x_in)
+        j = np.clip(np.searchsorted(probs, u, side="right") - 1, 0, len(probs) - 2)
+        t = (u - probs[j]) / (probs[j + 1] - probs[j])
+
+        def level(kk: np.ndarray) -> np.ndarray:
+            return table[kk, j] + t * (table[kk, j + 1] - table[kk, j])
+
+        lo = level(k)
+        if table.shape[0] == 1:
+            return lo
+        return lo + w * (level(np.minimum(k + 1, table.shape[0] - 1)) - lo)
+
+    def cdf_log(self, level: int, log_g: np.ndarray) -> np.ndarray:
+        """CDF of ln(g/S) of measured level ``level`` (by index) at ``log_g``."""
+        return np.interp(log_g, np.asarray(self.log_g_quantiles[level]), np.asarray(self.probabilities),
+                         left=0.0, right=1.0)
 
 
 @dataclass(frozen=True)
@@ -185,7 +245,7 @@ class DeviceModel:
     description: str
     source: dict[str, Any]
     range: ConductanceRange
-    programming: ProgrammingNoise
+    programming: ProgrammingNoise | EmpiricalChannel
     drift: Drift
     read_noise: ReadNoise
     relaxation: Relaxation
@@ -193,6 +253,7 @@ class DeviceModel:
     card_path: str = ""
     card_sha256: str = ""
     card_text: str = field(default="", repr=False)
+    fit_report: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ---- helpers
     @property
@@ -203,6 +264,23 @@ class DeviceModel:
     def g_max_S(self) -> float:
         return self.range.g_max_S
 
+    @property
+    def empirical(self) -> bool:
+        """True when the write channel is an :class:`EmpiricalChannel`."""
+        return isinstance(self.programming, EmpiricalChannel)
+
+    @property
+    def input_unit(self) -> str:
+        """Unit of programming targets: ``"S"``, ``"V"`` or ``""`` (level index)."""
+        return INPUT_UNITS[self.input]
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """Allowed programming targets ``(lo, hi)`` in the card's input unit."""
+        if isinstance(self.programming, EmpiricalChannel):
+            return self.programming.inputs[0], self.programming.inputs[-1]
+        return self.range.g_min_S, self.range.g_max_S
+
     def relative(self, g_T_S: np.ndarray) -> np.ndarray:
         """``x = g_T / g_max`` (dimensionless)."""
         return np.asarray(g_T_S, dtype=np.float64) / self.range.g_max_S
@@ -212,7 +290,10 @@ class DeviceModel:
 
     # ---- 1. programming noise
     def sigma_program_S(self, g_T_S: np.ndarray) -> np.ndarray:
-        """Standard deviation σ_P (S) of the programmed conductance around ``g_T_S``."""
+        """Standard deviation σ_P (S) of the programmed conductance around ``g_T_S``
+        (polynomial programming noise only)."""
+        if isinstance(self.programming, EmpiricalChannel):
+            raise ValueError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
         scale = _UNIT_uS * self.range.g_max_S / self.programming.g_ref_S
         return scale * _poly(self.programming.coefficients_uS, self.relative(g_T_S))
 
@@ -374,6 +455,30 @@ def _check_nonnegative(t: _Table, key: str, coefficients: tuple[float, ...]) -> 
         t.fail(f"the polynomial gives a negative standard deviation at x = g/g_max = {bad:.3f}", key)
 
 
+def _empirical_channel(prog: _Table) -> EmpiricalChannel:
+    inputs = prog.numbers("inputs")
+    if any(b <= a for a, b in zip(inputs, inputs[1:])):
+        prog.fail(f"must be strictly increasing, got {list(inputs)}", "inputs")
+    probs = prog.numbers("probabilities", min_len=2)
+    if probs[0] != 0.0 or probs[-1] != 1.0 or any(b <= a for a, b in zip(probs, probs[1:])):
+        prog.fail("must increase strictly from 0 to 1", "probabilities")
+    rows = prog.get("log_conductance_quantiles")
+    if not isinstance(rows, list) or len(rows) != len(inputs):
+        prog.fail(f"expected one row per input ({len(inputs)}), got "
+                  f"{len(rows) if isinstance(rows, list) else type(rows).__name__}", "log_conductance_quantiles")
+    table = []
+    for k, row in enumerate(rows):
+        sub = _Table(prog.card, f"programming.log_conductance_quantiles[{k}]", {"q": row})
+        q = sub.numbers("q")
+        if len(q) != len(probs):
+            prog.fail(f"row {k} has {len(q)} quantiles for {len(probs)} probabilities", "log_conductance_quantiles")
+        if any(b < a for a, b in zip(q, q[1:])):
+            prog.fail(f"row {k} (input {inputs[k]:g}) is not non-decreasing", "log_conductance_quantiles")
+        table.append(q)
+    return EmpiricalChannel(inputs=inputs, probabilities=probs, log_g_quantiles=tuple(table),
+                            fit=prog.string("fit", default="empirical"))
+
+
 def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     """Parse and validate a device card given as TOML text; ``label`` names it in errors.
 
@@ -402,18 +507,29 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     source = dict(src.data)
     src.used.update(source)
 
-    rng = root.table("range")
-    g_min = rng.number("g_min_S", lo=0.0)
-    g_max = rng.number("g_max_S", lo=g_min, lo_open=True)
-    clip_min = rng.number("clip_min_S", default=0.0, lo=0.0, hi=g_min)
-    clip_max = rng.number("clip_max_S", default=math.inf, lo=g_max, allow_inf=True)
-    rng.done()
-
     prog = root.table("programming")
-    prog.string("model", choices=("polynomial",))
-    programming = ProgrammingNoise(coefficients_uS=prog.numbers("coefficients_uS"),
-                                   g_ref_S=prog.number("g_ref_S", lo=0.0, lo_open=True))
-    _check_nonnegative(prog, "coefficients_uS", programming.coefficients_uS)
+    prog_model = prog.string("model", choices=("polynomial", "empirical"))
+    rng = root.table("range")
+    clip_min = rng.number("clip_min_S", default=0.0, lo=0.0)
+    clip_max = rng.number("clip_max_S", default=math.inf, lo=clip_min, lo_open=True, allow_inf=True)
+    programming: ProgrammingNoise | EmpiricalChannel
+    if prog_model == "polynomial":
+        if input_domain != "conductance":
+            card.fail(f"a polynomial programming model needs input = 'conductance', got {input_domain!r}", "input")
+        g_min = rng.number("g_min_S", lo=0.0)
+        g_max = rng.number("g_max_S", lo=g_min, lo_open=True)
+        if clip_min > g_min:
+            rng.fail(f"{clip_min:g} is above g_min_S {g_min:g}", "clip_min_S")
+        if clip_max < g_max:
+            rng.fail(f"{clip_max:g} is below g_max_S {g_max:g}", "clip_max_S")
+        programming = ProgrammingNoise(coefficients_uS=prog.numbers("coefficients_uS"),
+                                       g_ref_S=prog.number("g_ref_S", lo=0.0, lo_open=True))
+        _check_nonnegative(prog, "coefficients_uS", programming.coefficients_uS)
+    else:
+        programming = _empirical_channel(prog)
+        table = np.asarray(programming.log_g_quantiles)
+        g_min, g_max = float(np.exp(table.min())), float(np.exp(table.max()))
+    rng.done()
     prog.done()
 
     dr = root.table("drift")
@@ -458,19 +574,28 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
                                 extrapolation=rl.string("extrapolation", default="hold", choices=("hold",)))
     rl.done()
 
+    if isinstance(programming, EmpiricalChannel):
+        for table_name, part in (("drift", drift), ("read_noise", read_noise), ("relaxation", relaxation)):
+            if part.enabled:
+                root.fail("must have model = 'none' with an empirical programming model "
+                          "(an empirical channel has no time axis)", table_name)
+
     ft = root.table("faults")
     faults = StuckFaults(p_stuck_low=ft.number("p_stuck_low", default=0.0, lo=0.0, hi=1.0),
                          p_stuck_high=ft.number("p_stuck_high", default=0.0, lo=0.0, hi=1.0))
     if faults.p_stuck_low + faults.p_stuck_high > 1.0:
         ft.fail("p_stuck_low + p_stuck_high exceeds 1")
     ft.done()
+    fit_report = root.get("fit_report", default={})  # free-form: written by analogmem.calibrate
+    if not isinstance(fit_report, dict):
+        root.fail("expected a table", "fit_report")
     root.done()
 
     return DeviceModel(
         name=name, technology=technology, input=input_domain, description=description, source=source,
         range=ConductanceRange(g_min, g_max, clip_min, clip_max), programming=programming, drift=drift,
         read_noise=read_noise, relaxation=relaxation, faults=faults, card_path=label,
-        card_sha256=hashlib.sha256(text.encode()).hexdigest(), card_text=text,
+        card_sha256=hashlib.sha256(text.encode()).hexdigest(), card_text=text, fit_report=fit_report,
     )
 
 

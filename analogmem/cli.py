@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from . import __version__, demo
+from . import __version__, calibrate, demo
 from .bench import kernels_info
 from .cells import bundled_devices, load_device
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"analogmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_subparser(sub)
+    calibrate.add_subparser(sub)
     p = sub.add_parser("devices", help="list the bundled device cards")
     p.add_argument("--json", default=None, help="write the list as JSON here")
     p.set_defaults(func=_devices)

@@ -19,17 +19,21 @@ __all__ = ["program_reference", "read_reference", "draws_per_cell"]
 
 
 def draws_per_cell(device: DeviceModel) -> int:
-    """Standard normals drawn per cell when programming: write noise, then the drift
-    exponent (if the card has drift), then the relaxation latent (if it has relaxation)."""
+    """Random numbers drawn per cell when programming: write noise (a uniform for an
+    empirical channel), then the drift exponent (if the card has drift), then the
+    relaxation latent (if it has relaxation)."""
     return 1 + int(device.drift.enabled) + int(device.relaxation.enabled)
 
 
-def _normals(op_seed: np.random.SeedSequence, n: int, k: int) -> np.ndarray:
-    """``(n, k)`` standard normals, chunk by chunk, in the kernels' order."""
+def _normals(op_seed: np.random.SeedSequence, n: int, k: int, first_uniform: bool = False) -> np.ndarray:
+    """``(n, k)`` standard normals, chunk by chunk, in the kernels' order; with
+    ``first_uniform`` the first draw of each cell is a standard uniform instead (then
+    ``k`` must be 1: empirical channels draw nothing else)."""
     out = np.empty((n, k))
     for c, bg in enumerate(chunk_bit_generators(op_seed, n)):
         lo, hi = c * CHUNK_CELLS, min(n, (c + 1) * CHUNK_CELLS)
-        out[lo:hi] = np.random.Generator(bg).standard_normal((hi - lo, k))
+        gen = np.random.Generator(bg)
+        out[lo:hi] = gen.random((hi - lo, k)) if first_uniform else gen.standard_normal((hi - lo, k))
     return out
 
 
@@ -43,9 +47,13 @@ def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.nda
     """
     g_t = np.asarray(g_target_S, dtype=np.float64)
     n = g_t.shape[0]
-    z = _normals(op_seed, n, draws_per_cell(device))
+    z = _normals(op_seed, n, draws_per_cell(device), first_uniform=device.empirical)
     r = device.range
-    g_prog = np.clip(g_t + device.sigma_program_S(g_t) * z[:, 0], r.clip_min_S, r.clip_max_S)
+    if device.empirical:
+        written = np.exp(device.programming.quantile_log_S(g_t, z[:, 0]))
+    else:
+        written = g_t + device.sigma_program_S(g_t) * z[:, 0]
+    g_prog = np.clip(written, r.clip_min_S, r.clip_max_S)
     col = 1
     nu = np.zeros(n)
     if device.drift.enabled:

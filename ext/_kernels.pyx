@@ -9,8 +9,9 @@ the output does not depend on which thread ran which chunk. Chunks run in parall
 OpenMP when the build has it. Validation happens in Python before these are called;
 nothing here checks ranges or raises.
 
-Per cell, ``program`` draws the standard normals z1 (write noise), then z2 (drift
-exponent) if the card has drift, then z3 (relaxation latent) if it has relaxation;
+Per cell, ``program`` draws z1 (write noise: a standard normal, or a standard uniform for
+an empirical channel), then the standard normals z2 (drift exponent) if the card has
+drift and z3 (relaxation latent) if it has relaxation;
 ``read`` draws z4 (read noise) if the card has read noise. The numpy reference
 (analogmem.reference) draws the same numbers in the same order.
 """
@@ -21,7 +22,7 @@ from libc.stdlib cimport free, malloc
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange, threadid
 from numpy.random cimport bitgen_t
-from numpy.random.c_distributions cimport random_standard_normal
+from numpy.random.c_distributions cimport random_standard_normal, random_standard_uniform
 
 cdef extern from *:
     """
@@ -78,6 +79,12 @@ cdef struct Params:
     int n_relax_c
     double relax_lnt[MAXT]
     double relax_c[MAXT * MAXC]
+    int emp_on
+    int emp_n_levels
+    int emp_n_probs
+    const double* emp_levels
+    const double* emp_probs
+    const double* emp_q
 
 
 cdef Params _pack(dict d) except *:
@@ -121,6 +128,18 @@ cdef Params _pack(dict d) except *:
             raise ValueError("relaxation coefficient rows must have equal length")
         for j in range(p.n_relax_c):
             p.relax_c[i * MAXC + j] = table[i][j]
+    # Empirical channel: pointers into float64 arrays that the caller's dict keeps alive.
+    cdef const double[::1] levels, probs
+    cdef const double[:, ::1] q
+    p.emp_on = d["emp_on"]
+    p.emp_n_levels = p.emp_n_probs = 0
+    p.emp_levels = p.emp_probs = p.emp_q = NULL
+    if p.emp_on:
+        levels, probs, q = d["emp_levels"], d["emp_probs"], d["emp_q"]
+        if q.shape[0] != levels.shape[0] or q.shape[1] != probs.shape[0] or probs.shape[0] < 2:
+            raise ValueError("empirical channel table has the wrong shape")
+        p.emp_n_levels, p.emp_n_probs = levels.shape[0], probs.shape[0]
+        p.emp_levels, p.emp_probs, p.emp_q = &levels[0], &probs[0], &q[0, 0]
     return p
 
 
@@ -144,6 +163,37 @@ cdef inline double _min(double a, double b) noexcept nogil:
 
 cdef inline double _clip(double v, double lo, double hi) noexcept nogil:
     return _min(_max(v, lo), hi)
+
+
+cdef inline Py_ssize_t _search(const double* xs, Py_ssize_t n, double x) noexcept nogil:
+    """Largest k in [0, n-2] with xs[k] <= x (xs strictly increasing, n >= 2)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, mid
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if xs[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline double _emp_level(const Params* p, Py_ssize_t k, Py_ssize_t j, double t) noexcept nogil:
+    cdef const double* row = p.emp_q + k * p.emp_n_probs
+    return row[j] + t * (row[j + 1] - row[j])
+
+
+cdef inline double _emp_log_g(const Params* p, double x_in, double u) noexcept nogil:
+    """ln(g/S) of the empirical channel at write input x_in and probability u."""
+    cdef Py_ssize_t j = _search(p.emp_probs, p.emp_n_probs, u)
+    cdef double t = (u - p.emp_probs[j]) / (p.emp_probs[j + 1] - p.emp_probs[j])
+    cdef Py_ssize_t k
+    cdef double w, a
+    if p.emp_n_levels == 1:
+        return _emp_level(p, 0, j, t)
+    k = _search(p.emp_levels, p.emp_n_levels, x_in)
+    w = _clip((x_in - p.emp_levels[k]) / (p.emp_levels[k + 1] - p.emp_levels[k]), 0.0, 1.0)
+    a = _emp_level(p, k, j, t)
+    return a + w * (_emp_level(p, k + 1, j, t) - a)
 
 
 cdef inline void _relax_segment(const Params* p, double age, int* a, double* w) noexcept nogil:
@@ -184,8 +234,11 @@ cdef void _program_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_
     for i in range(lo, hi):
         gt = g_target[i]
         x = gt * p.inv_g_max
-        z = random_standard_normal(gen)
-        v = _clip(gt + p.prog_scale * _poly(p.prog_c, p.n_prog, x) * z, p.clip_lo, p.clip_hi)
+        if p.emp_on:
+            v = _clip(exp(_emp_log_g(p, gt, random_standard_uniform(gen))), p.clip_lo, p.clip_hi)
+        else:
+            z = random_standard_normal(gen)
+            v = _clip(gt + p.prog_scale * _poly(p.prog_c, p.n_prog, x) * z, p.clip_lo, p.clip_hi)
         if p.drift_on or p.read_on:
             lx = log(_max(x, p.x_floor))
         if p.drift_on:

@@ -118,8 +118,8 @@ def test_stuck_cells(card_text, tmp_path):
 
 # ---------------------------------------------------------------- bad input, state unchanged
 BAD_TARGETS = [
-    (np.nan, "not a finite conductance"),
-    (np.inf, "not a finite conductance"),
+    (np.nan, "is not finite"),
+    (np.inf, "is not finite"),
     (-1e-6, "outside the input range"),
     (26e-6, "outside the input range"),
 ]

@@ -11,7 +11,7 @@ import analogmem
 from analogmem import EmulatedBench, _kernels
 from analogmem.bench import _kernel_params
 
-DEVICES = ["pcm-nandakumar2019", "rram-wan2022"]
+DEVICES = ["pcm-nandakumar2019", "rram-wan2022", "pcm-stanford"]
 
 
 def test_installed_package_runs_compiled_kernels():
@@ -37,7 +37,7 @@ def test_kernels_equal_numpy_reference(device):
     n = 150_001  # several chunks, the last one partial
     dev = analogmem.load_device(device)
     rng = np.random.default_rng(3)
-    targets = rng.uniform(dev.g_min_S, dev.g_max_S, n)
+    targets = rng.uniform(*dev.input_range, n)
     fast = EmulatedBench(dev, n, seed=42)
     slow = EmulatedBench(dev, n, seed=42, backend="numpy")
     for b in (fast, slow):
@@ -48,7 +48,7 @@ def test_kernels_equal_numpy_reference(device):
     addr = rng.choice(n, 5000, replace=False)
     for b in (fast, slow):
         b.wait(7200.0)
-        b.program(targets[addr] * 0.5, addresses=addr)
+        b.program(dev.input_range[0] + (targets[addr] - dev.input_range[0]) * 0.5, addresses=addr)
     np.testing.assert_allclose(fast.read(86400.0), slow.read(86400.0), rtol=1e-12, atol=1e-24)
     np.testing.assert_allclose(fast.read(10.0, addresses=addr), slow.read(10.0, addresses=addr), rtol=1e-12, atol=1e-24)
 
@@ -57,7 +57,7 @@ def test_kernels_equal_numpy_reference(device):
 def test_same_seed_identical_whatever_the_thread_count(device):
     n = 300_000
     dev = analogmem.load_device(device)
-    targets = np.random.default_rng(1).uniform(dev.g_min_S, dev.g_max_S, n)
+    targets = np.random.default_rng(1).uniform(*dev.input_range, n)
     runs = []
     for threads in (1, 2, 2):
         b = EmulatedBench(dev, n, seed=7, n_threads=threads)
