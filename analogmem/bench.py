@@ -302,34 +302,53 @@ class EmulatedBench:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
         self._time_s += _check_seconds("seconds", seconds)
 
-    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None) -> ProgramReport:
-        """Program cells to ``targets`` (S, in ``[g_min_S, g_max_S]``).
+    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
+                verify: WriteVerify | None = None) -> ProgramReport:
+        """Program cells to ``targets`` (in the card's input domain: S for the published cards).
 
         Args:
             targets: shape (n_cells,) when ``addresses`` is None, else (len(addresses),).
             addresses: distinct cell indices in ``[0, n_cells)``; None means every cell.
+            verify: program-and-verify settings; None writes each cell with one pulse. With
+                verify, each pulse re-draws the cell from the card's write channel and the
+                cell is read right after it (with the card's read noise) until the read lies
+                in the window or ``verify.max_pulses`` pulses were spent; the report gives
+                pulses and success per cell.
 
         Raises :class:`~analogmem.errors.TargetRangeError` / :class:`~analogmem.errors.AddressError`
         before touching any cell if an input is invalid; the bench is then unchanged.
         """
         addr = self._addresses(addresses)
         g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
+        if verify is not None:
+            if not isinstance(verify, WriteVerify):
+                raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
+            if self.device.input != "conductance":
+                raise DeviceCardError(
+                    f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
+                    "conductance window per cell, which only conductance-input cards define")
         stuck = self.stuck if addr is None else self.stuck[addr]
         now = self._time_s
         if addr is None:
             # Inputs are valid, so the kernel cannot fail now: it may write the state in place.
-            self._state = self._run_program(g_t, stuck, self._op_seed(), out=self._state)
+            result = self._run_program(g_t, stuck, self._op_seed(), verify, out=self._state)
+        else:
+            result = self._run_program(g_t, stuck, self._op_seed(), verify)
+        outcome = {k: result.pop(k) for k in ("pulses", "success") if k in result}
+        if addr is None:
+            self._state = result
             self._uniform_t_prog, self._t_prog = now, None
         else:
-            new = self._run_program(g_t, stuck, self._op_seed())
-            for key, values in new.items():
+            for key, values in result.items():
                 self._state[key][addr] = values
             if self._t_prog is None:
                 self._t_prog = np.full(self.n_cells, self._uniform_t_prog)
             self._t_prog[addr] = now
             self._uniform_t_prog = None
         self._last_program_s = now
-        return ProgramReport(n_cells=g_t.shape[0], time_s=now, stuck=stuck.copy(), addresses=addr)
+        return ProgramReport(n_cells=g_t.shape[0], time_s=now, stuck=stuck.copy(), addresses=addr,
+                             pulses=outcome.get("pulses"),
+                             success=outcome["success"].astype(bool) if "success" in outcome else None)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S).
@@ -375,15 +394,21 @@ class EmulatedBench:
 
     # ------------------------------------------------------------------ backends
     def _run_program(self, g_t: np.ndarray, stuck: np.ndarray, seed: np.random.SeedSequence,
-                     out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                     verify: WriteVerify | None, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """State arrays of the programmed cells (written into ``out`` when given), plus
+        ``pulses`` and ``success`` with verify."""
         if self.backend == "numpy":
-            return reference.program_reference(self.device, g_t, stuck, seed)
+            return reference.program_reference(self.device, g_t, stuck, seed, verify)
         n = g_t.shape[0]
-        if out is None:
-            out = {k: np.empty(n) for k in _STATE_KEYS}
+        out = {k: np.empty(n) for k in _STATE_KEYS} if out is None else dict(out)
         gens = chunk_bit_generators(seed, n)
+        extra: dict[str, Any] = {}
+        if verify is not None:
+            out["pulses"], out["success"] = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int8)
+            extra = {"verify_max_pulses": int(verify.max_pulses), "tol_abs": verify.tolerance_S,
+                     "tol_rel": verify.tolerance_rel, "pulses": out["pulses"], "success": out["success"]}
         _kernels.program(self._params, g_t, np.ascontiguousarray(stuck), *(out[k] for k in _STATE_KEYS),
-                         [g.capsule for g in gens], CHUNK_CELLS, self.n_threads)
+                         [g.capsule for g in gens], CHUNK_CELLS, self.n_threads, **extra)
         return out
 
     def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, seed: np.random.SeedSequence) -> np.ndarray:

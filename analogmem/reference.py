@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Any
+
 from ._streams import CHUNK_CELLS, chunk_bit_generators
 from .cells import DeviceModel
 
@@ -38,7 +40,7 @@ def _normals(op_seed: np.random.SeedSequence, n: int, k: int, first_uniform: boo
 
 
 def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.ndarray,
-                      op_seed: np.random.SeedSequence) -> dict[str, np.ndarray]:
+                      op_seed: np.random.SeedSequence, verify: Any = None) -> dict[str, np.ndarray]:
     """Program cells with targets ``g_target_S`` (S, shape (n,)); ``stuck`` (int8, (n,)):
     0 healthy, 1 stuck at g_min, 2 stuck at g_max.
 
@@ -46,6 +48,8 @@ def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.nda
     ``z_relax`` and ``q_read`` (read-noise factor Q_s of ``g_eff``), each shape (n,).
     """
     g_t = np.asarray(g_target_S, dtype=np.float64)
+    if verify is not None:
+        return _program_verify_reference(device, g_t, stuck, op_seed, verify)
     n = g_t.shape[0]
     z = _normals(op_seed, n, draws_per_cell(device), first_uniform=device.empirical)
     r = device.range
@@ -82,3 +86,46 @@ def read_reference(device: DeviceModel, state: dict[str, np.ndarray], age_s: np.
         z = _normals(op_seed, n, 1)[:, 0]
         g = g + device.sigma_read_S(g_eff, g, age_s) * z
     return np.clip(g, device.range.clip_min_S, device.range.clip_max_S)
+
+
+def _program_verify_reference(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray,
+                              op_seed: np.random.SeedSequence, verify: Any) -> dict[str, np.ndarray]:
+    """Program-and-verify, cell by cell (a plain loop: the oracle for small arrays). Per
+    cell: pulse (write draw), read right after it (read-noise draw if the card has read
+    noise), compare with the window, repeat; then the drift and relaxation draws."""
+    n = g_t.shape[0]
+    r = device.range
+    lo_w, hi_w = verify.window(g_t)
+    g_eff = np.where(stuck == 1, r.g_min_S, np.where(stuck == 2, r.g_max_S, g_t))
+    q = device.read_noise_q(g_eff)
+    f0 = float(device.read_noise_time_factor(0.0)) if device.read_noise.enabled else 0.0
+    mu, sd = device.drift_mu(g_t), device.drift_sigma(g_t)
+    g_prog, nu, z_relax = np.zeros(n), np.zeros(n), np.zeros(n)
+    pulses, success = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int8)
+    for c, bg in enumerate(chunk_bit_generators(op_seed, n)):
+        gen = np.random.Generator(bg)
+        for i in range(c * CHUNK_CELLS, min(n, (c + 1) * CHUNK_CELLS)):
+            k = 0
+            while True:
+                if device.empirical:
+                    v = float(np.exp(device.programming.quantile_log_S(g_t[i], gen.random())))
+                else:
+                    v = float(g_t[i] + device.sigma_program_S(g_t[i]) * gen.standard_normal())
+                v = min(max(v, r.clip_min_S), r.clip_max_S)
+                k += 1
+                read = v if stuck[i] == 0 else g_eff[i]
+                if device.read_noise.enabled:
+                    read = read + abs(read) * q[i] * f0 * gen.standard_normal()
+                ok = lo_w[i] <= read <= hi_w[i]
+                if ok or k >= verify.max_pulses:
+                    break
+            pulses[i], success[i] = k, ok
+            g_prog[i] = v if stuck[i] == 0 else g_eff[i]
+            if device.drift.enabled:
+                draw = abs(mu[i] + sd[i] * gen.standard_normal())
+                nu[i] = draw if stuck[i] == 0 else 0.0
+            if device.relaxation.enabled:
+                draw = gen.standard_normal()
+                z_relax[i] = draw if stuck[i] == 0 else 0.0
+    return {"g_eff": g_eff, "g_prog": g_prog, "nu": nu, "z_relax": z_relax, "q_read": q,
+            "pulses": pulses, "success": success}

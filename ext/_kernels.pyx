@@ -17,7 +17,7 @@ drift and z3 (relaxation latent) if it has relaxation;
 """
 
 from libc.math cimport exp, fabs, log, sqrt
-from libc.stdint cimport int8_t
+from libc.stdint cimport int8_t, int32_t
 from libc.stdlib cimport free, malloc
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange, threadid
@@ -223,24 +223,58 @@ cdef inline double _sigma_relax(const Params* p, double x, int a, double w) noex
     return sqrt(_max(st * st - sp * sp, 0.0))
 
 
-cdef void _program_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
-                         const double* g_target, const int8_t* stuck, double* g_eff,
-                         double* g_prog, double* nu, double* z_relax, double* q_read) noexcept nogil:
+cdef inline double _write(const Params* p, bitgen_t* gen, double gt, double x) noexcept nogil:
+    """One write pulse: the conductance (S) a cell with input gt takes."""
+    if p.emp_on:
+        return _clip(exp(_emp_log_g(p, gt, random_standard_uniform(gen))), p.clip_lo, p.clip_hi)
+    return _clip(gt + p.prog_scale * _poly(p.prog_c, p.n_prog, x) * random_standard_normal(gen),
+                 p.clip_lo, p.clip_hi)
+
+
+cdef struct Verify:
+    int max_pulses      # 0: single-shot write, no verify
+    double tol_abs      # S
+    double tol_rel
+    double read_factor  # sqrt(ln((t0 + t_read) / (2 t_read))): read noise right after a pulse
+
+
+cdef void _program_chunk(const Params* params, const Verify* vf, bitgen_t* gen, Py_ssize_t lo,
+                         Py_ssize_t hi, const double* g_target, const int8_t* stuck, double* g_eff,
+                         double* g_prog, double* nu, double* z_relax, double* q_read,
+                         int32_t* pulses, int8_t* success) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double gt, x, v, lx = 0.0, mu, sg, z
+    cdef double gt, x, v, r, h, lx = 0.0, lq, q = 0.0, mu, sg, z
+    cdef int n_pulses
+    cdef bint ok
     # a private copy: the compiler then knows the stores below cannot change the parameters
     cdef Params local = params[0]
     cdef Params* p = &local
     for i in range(lo, hi):
         gt = g_target[i]
         x = gt * p.inv_g_max
-        if p.emp_on:
-            v = _clip(exp(_emp_log_g(p, gt, random_standard_uniform(gen))), p.clip_lo, p.clip_hi)
-        else:
-            z = random_standard_normal(gen)
-            v = _clip(gt + p.prog_scale * _poly(p.prog_c, p.n_prog, x) * z, p.clip_lo, p.clip_hi)
         if p.drift_on or p.read_on:
             lx = log(_max(x, p.x_floor))
+        lq = lx
+        if stuck[i] != 0:
+            lq = log(_max((p.g_min if stuck[i] == 1 else p.g_max) * p.inv_g_max, p.x_floor))
+        if p.read_on:
+            q = _min(p.q_coef * exp(-p.q_exp * lq), p.q_max)
+        v = _write(p, gen, gt, x)
+        if vf.max_pulses > 0:
+            # program-and-verify: pulse, read right away, compare with the window, repeat
+            h = vf.tol_abs + vf.tol_rel * fabs(gt)
+            n_pulses = 1
+            while True:
+                r = v if stuck[i] == 0 else (p.g_min if stuck[i] == 1 else p.g_max)
+                if p.read_on:
+                    r = r + fabs(r) * q * vf.read_factor * random_standard_normal(gen)
+                ok = gt - h <= r <= gt + h
+                if ok or n_pulses >= vf.max_pulses:
+                    break
+                v = _write(p, gen, gt, x)
+                n_pulses += 1
+            pulses[i] = n_pulses
+            success[i] = ok
         if p.drift_on:
             z = random_standard_normal(gen)
             mu = _clip(p.mu_slope * lx + p.mu_icpt, p.mu_min, p.mu_max)
@@ -255,12 +289,11 @@ cdef void _program_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_
         if stuck[i] != 0:
             v = p.g_min if stuck[i] == 1 else p.g_max
             gt = v
-            lx = log(_max(v * p.inv_g_max, p.x_floor))
             nu[i] = 0.0
             z_relax[i] = 0.0
         g_eff[i] = gt
         g_prog[i] = v
-        q_read[i] = _min(p.q_coef * exp(-p.q_exp * lx), p.q_max) if p.read_on else 0.0
+        q_read[i] = q
 
 
 cdef void _read_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
@@ -315,12 +348,20 @@ cdef bitgen_t** _bitgens(list capsules) except NULL:
 
 def program(dict params, const double[::1] g_target, const int8_t[::1] stuck,
             double[::1] g_eff, double[::1] g_prog, double[::1] nu, double[::1] z_relax,
-            double[::1] q_read, list capsules, Py_ssize_t chunk, int n_threads):
-    """Program cells: write ``g_eff`` (effective target: stuck cells at their stuck
-    value), ``g_prog`` (S), ``nu``, ``z_relax`` and ``q_read`` (the read-noise factor
-    Q_s of the effective target) for every cell of ``g_target`` (S).
-    ``capsules[c]`` is the bit generator of cells ``[c*chunk, (c+1)*chunk)``."""
+            double[::1] q_read, list capsules, Py_ssize_t chunk, int n_threads,
+            int verify_max_pulses=0, double tol_abs=0.0, double tol_rel=0.0,
+            int32_t[::1] pulses=None, int8_t[::1] success=None):
+    """Program cells: write ``g_eff`` (effective target in the card's input domain: stuck
+    cells at their stuck value), ``g_prog`` (S), ``nu``, ``z_relax`` and ``q_read`` (the
+    read-noise factor Q_s of the effective target) for every cell of ``g_target``.
+    ``capsules[c]`` is the bit generator of cells ``[c*chunk, (c+1)*chunk)``.
+
+    With ``verify_max_pulses > 0`` each cell is programmed and verified: after each pulse
+    it is read (with the card's read noise right after programming) and the loop stops
+    when the read lies in ``[g_T - h, g_T + h]``, ``h = tol_abs + tol_rel*|g_T|`` (S), or
+    after ``verify_max_pulses`` pulses; ``pulses`` and ``success`` receive the outcome."""
     cdef Params p = _pack(params)
+    cdef Verify vf
     cdef Py_ssize_t n = g_target.shape[0]
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
     cdef Py_ssize_t c
@@ -328,6 +369,17 @@ def program(dict params, const double[::1] g_target, const int8_t[::1] stuck,
         raise ValueError(f"need {n_chunks} bit generators, got {len(capsules)}")
     if n == 0:
         return
+    vf.max_pulses = verify_max_pulses
+    vf.tol_abs = tol_abs
+    vf.tol_rel = tol_rel
+    vf.read_factor = sqrt(log((p.t0_read + p.t_read) / (2.0 * p.t_read))) if p.read_on else 0.0
+    cdef int32_t* pl = NULL
+    cdef int8_t* sc = NULL
+    if verify_max_pulses > 0:
+        if pulses is None or success is None or pulses.shape[0] != n or success.shape[0] != n:
+            raise ValueError("program-and-verify needs pulses and success arrays of one entry per cell")
+        pl = &pulses[0]
+        sc = &success[0]
     cdef bitgen_t** gens = _bitgens(capsules)
     cdef const double* gt = &g_target[0]
     cdef const int8_t* st = &stuck[0]
@@ -338,7 +390,8 @@ def program(dict params, const double[::1] g_target, const int8_t[::1] stuck,
     cdef double* qr = &q_read[0]
     with nogil:
         for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            _program_chunk(&p, gens[c], c * chunk, min(n, (c + 1) * chunk), gt, st, ge, gp, nv, zr, qr)
+            _program_chunk(&p, &vf, gens[c], c * chunk, min(n, (c + 1) * chunk), gt, st, ge, gp, nv, zr, qr,
+                           pl, sc)
     free(gens)
 
 

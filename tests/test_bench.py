@@ -179,3 +179,39 @@ def test_bad_constructor_arguments():
         EmulatedBench("pcm-nandakumar2019", 10, seed="abc")
     with pytest.raises(analogmem.DeviceCardError):
         EmulatedBench("no-such-card", 10)
+
+
+# ---------------------------------------------------------------- program-and-verify
+def test_write_verify_statistics_match_the_geometric_law():
+    """RRAM card (no read noise): each pulse re-draws g_P ~ N(g_T, σ_P(x)); a pulse
+    succeeds with p = 2Φ(h/σ_P) − 1, so pulses ~ Geometric(p) truncated at max_pulses and
+    every successful cell ends inside its window."""
+    from scipy import stats
+
+    n, x, rel, m = 100_000, 0.5, 0.02, 6
+    dev = analogmem.load_device("rram-wan2022")
+    g_t = x * dev.g_max_S
+    b = EmulatedBench(dev, n, seed=2)
+    rep = b.program(np.full(n, g_t), verify=analogmem.WriteVerify(max_pulses=m, tolerance_rel=rel))
+    sigma = float(dev.sigma_program_S(g_t))
+    p = 2 * stats.norm.cdf(rel * g_t / sigma) - 1
+    expect_success = 1 - (1 - p) ** m
+    assert abs(rep.success.mean() - expect_success) <= 5 * math.sqrt(expect_success * (1 - expect_success) / n)
+    k = np.arange(1, m + 1)
+    pmf = np.where(k < m, p * (1 - p) ** (k - 1), (1 - p) ** (m - 1))
+    observed = np.bincount(rep.pulses, minlength=m + 1)[1:]
+    assert stats.chisquare(observed, pmf * n).pvalue > 1e-3
+    g_p = b.cell_state()["g_prog"]
+    assert np.all(np.abs(g_p[rep.success] - g_t) <= rel * g_t * (1 + 1e-12))
+
+
+def test_write_verify_bad_settings_and_voltage_cards():
+    with pytest.raises(ValueError, match="max_pulses"):
+        analogmem.WriteVerify(max_pulses=0)
+    with pytest.raises(ValueError, match="needs a window"):
+        analogmem.WriteVerify(tolerance_rel=0.0)
+    b = EmulatedBench("pcm-stanford", 10, seed=0)
+    with pytest.raises(analogmem.DeviceCardError, match="write-verify needs a conductance window"):
+        b.program(np.full(10, 2.0), verify=analogmem.WriteVerify())
+    with pytest.raises(TypeError, match="WriteVerify"):
+        EmulatedBench("rram-wan2022", 10).program(np.full(10, 1e-5), verify={"max_pulses": 3})
