@@ -31,7 +31,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "analogmem's compiled kernels (analogmem._kernels) are not built: install the package "
         "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
 
-__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_info", "default_threads"]
+__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_info", "default_threads",
+           "check_addresses"]
 
 _BACKENDS = ("cython", "numpy")
 #: Per-cell state arrays, in the order the kernels take them.
@@ -179,6 +180,25 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
     }
 
 
+def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
+    """Validate cell addresses for a bench of ``n_cells`` cells: None (every cell) or a 1-D
+    array of distinct integers in ``[0, n_cells)``, returned as ``intp``. Raises
+    :class:`~analogmem.errors.AddressError` naming the first offending entry."""
+    if addresses is None:
+        return None
+    a = np.asarray(addresses)
+    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+        raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
+    a = a.astype(np.intp)
+    bad = (a < 0) | (a >= n_cells)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise AddressError(f"addresses[{i}] = {a[i]} is outside [0, {n_cells - 1}]")
+    if np.unique(a).size != a.size:
+        raise AddressError("addresses contain duplicates; program each cell once per call")
+    return a
+
+
 def _check_seconds(name: str, value: float) -> float:
     try:
         v = float(value)
@@ -247,19 +267,7 @@ class EmulatedBench:
         return stuck
 
     def _addresses(self, addresses: Any) -> np.ndarray | None:
-        if addresses is None:
-            return None
-        a = np.asarray(addresses)
-        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-            raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
-        a = a.astype(np.intp)
-        bad = (a < 0) | (a >= self.n_cells)
-        if np.any(bad):
-            i = int(np.argmax(bad))
-            raise AddressError(f"addresses[{i}] = {a[i]} is outside [0, {self.n_cells - 1}]")
-        if np.unique(a).size != a.size:
-            raise AddressError("addresses contain duplicates; program each cell once per call")
-        return a
+        return check_addresses(addresses, self.n_cells)
 
     def _check_targets(self, targets: Any, n_expected: int) -> np.ndarray:
         try:
