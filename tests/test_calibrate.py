@@ -189,3 +189,21 @@ def test_calibrate_command_writes_card_plot_and_json(tmp_path):
     b = EmulatedBench(dev, 1000, seed=0)
     b.program(np.full(1000, 10e-6))
     assert abs(np.median(np.log(b.read() / 10e-6))) < 0.02
+
+
+@needs_data
+def test_calibration_notebook_executes(tmp_path, monkeypatch):
+    """notebooks/calibrate_pcm.ipynb runs top to bottom (its last cell asserts the fit)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "calibrate_pcm.ipynb", as_version=4)
+    monkeypatch.setenv("ANALOGMEM_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.setenv("ANALOGMEM_SHARED_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    assert (tmp_path / "pcm-stanford-notebook.toml").exists()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
