@@ -178,7 +178,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``analogmem demo`` to the command line."""
     p = subparsers.add_parser("demo", help="emulate multi-level cells and a weight tensor on PCM and RRAM over time",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", action="append", choices=bundled_devices(), help="device card (repeatable)")
+    conductance_cards = [n for n in bundled_devices() if load_device(n).input == "conductance"]
+    p.add_argument("--device", action="append", choices=conductance_cards,
+                   help="device card with conductance targets (repeatable)")
     p.add_argument("--cells", type=int, default=1_000_000, help="cells per device (default 1,000,000)")
     p.add_argument("--levels", type=int, default=8, help="levels of the multi-level cells (default 8)")
     p.add_argument("--seed", type=int, default=0)
