@@ -40,9 +40,10 @@ Two ways to run the mechanism:
 - the literal one, :meth:`RRSC.encode` / :meth:`RRSC.decode` with explicit frames, wrapped
   for federated use by :class:`RRSCAggregator` (frames derived from a shared seed per
   client and round);
-- :meth:`RRSC.simulate_mean`, which draws the server's estimate from exactly the same
-  distribution in O(n·(M + d)) instead of O(n·d·M²) (no frames are built). Used for the
-  paper-scale sweeps; the equivalence is tested against the literal mechanism.
+- :meth:`RRSC.simulate_each` / :meth:`RRSC.simulate_mean`, which draw the server's
+  estimates from exactly the same distribution in O(n·(M + d)) instead of O(n·d·M²) (no
+  frames are built). Used for the paper-scale sweeps; the equivalence is tested against
+  the literal mechanism.
 """
 
 from __future__ import annotations
@@ -301,40 +302,46 @@ class RRSC:
         return self.unbiasing_constant * np.matmul(f, self.codebook[idx][:, :, None])[:, :, 0]
 
     # ----------------------------------------------------------------- fast simulation
-    def simulate_mean(self, vectors, seed: SeedLike = None, *, chunk: int = 2048) -> np.ndarray:
-        """The server's mean estimate (1/n) Σ C·F_i c_{j_i}, shape ``(d,)``, drawn from exactly
-        the distribution of the literal mechanism without building any frame.
+    def simulate_each(self, vectors, seed: SeedLike = None) -> np.ndarray:
+        """Each user's decoded estimate C·F_i c_{j_i}, shape ``(n, d)``, drawn from exactly the
+        distribution of the literal mechanism (:meth:`encode` then :meth:`decode` with fresh
+        Haar frames) without building any frame.
 
         Why it is exact: z = F_iᵀx_i is the first M − 1 coordinates of a uniform unit vector
         of R^d, so the inner products are ⟨x_i, F_i c_j⟩ = sqrt(M/(M−1))·(h_j − h̄)/r with
         h ~ N(0, I_M) and r² = ‖h − h̄‖² + χ²_{d−M+1}; and given z and the index j, F_i is
-        invariant under rotations fixing x_i, so the unit codeword u = F_i c_j equals
+        invariant under rotations that fix x_i, so the unit codeword u = F_i c_j equals
         s_j·x_i + sqrt(1 − s_j²)·w with w uniform on the unit sphere of x_i^⊥.
-        Cost O(n·(M + d)); ``chunk`` bounds the memory (users per step).
+        Cost O(n·(M + d)).
         """
         x = check_unit_vectors(vectors, self.d)
         rng = as_generator(seed)
         n, d = x.shape
         m = self.n_codewords
-        total = np.zeros(d)
-        scale = math.sqrt(m / (m - 1))
-        for start in range(0, n, chunk):
-            xc = x[start : start + chunk]
-            nc = xc.shape[0]
-            h = rng.standard_normal((nc, m))
-            h -= h.mean(axis=1, keepdims=True)
-            r2 = np.einsum("ij,ij->i", h, h)
-            if d - m + 1 > 0:
-                r2 += rng.chisquare(d - m + 1, nc)
-            s = scale * h / np.sqrt(r2)[:, None]
-            j = self._sample(s, rng)
-            s_j = s[np.arange(nc), j]
-            w = rng.standard_normal((nc, d))
-            w -= np.einsum("ij,ij->i", w, xc)[:, None] * xc
-            w /= np.linalg.norm(w, axis=1, keepdims=True)
-            u = s_j[:, None] * xc + np.sqrt(np.clip(1.0 - s_j * s_j, 0.0, None))[:, None] * w
-            total += u.sum(axis=0)
-        return self.unbiasing_constant * total / n
+        h = rng.standard_normal((n, m))
+        h -= h.mean(axis=1, keepdims=True)
+        r2 = np.einsum("ij,ij->i", h, h)
+        if d - m + 1 > 0:
+            r2 += rng.chisquare(d - m + 1, n)
+        s = math.sqrt(m / (m - 1)) * h / np.sqrt(r2)[:, None]
+        j = self._sample(s, rng)
+        s_j = s[np.arange(n), j]
+        w = rng.standard_normal((n, d))
+        w -= np.einsum("ij,ij->i", w, x)[:, None] * x
+        w /= np.linalg.norm(w, axis=1, keepdims=True)
+        u = s_j[:, None] * x + np.sqrt(np.clip(1.0 - s_j * s_j, 0.0, None))[:, None] * w
+        return self.unbiasing_constant * u
+
+    def simulate_mean(self, vectors, seed: SeedLike = None, *, chunk: int = 2048) -> np.ndarray:
+        """The server's mean estimate (1/n) Σ C·F_i c_{j_i}, shape ``(d,)``, drawn from exactly
+        the distribution of the literal mechanism (see :meth:`simulate_each`); ``chunk`` users
+        at a time bound the memory."""
+        x = check_unit_vectors(vectors, self.d)
+        rng = as_generator(seed)
+        total = np.zeros(self.d)
+        for start in range(0, x.shape[0], chunk):
+            total += self.simulate_each(x[start : start + chunk], rng).sum(axis=0)
+        return total / x.shape[0]
 
 
 class RRSCAggregator:
