@@ -27,6 +27,16 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """Lazily provide names whose modules need optional, heavy imports (PyVISA)."""
+    if name == "InstrumentBench":
+        from .instrument import InstrumentBench
+
+        return InstrumentBench
+    raise AttributeError(f"module 'analogmem' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "load_device",
@@ -34,6 +44,7 @@ __all__ = [
     "DeviceModel",
     "Bench",
     "EmulatedBench",
+    "InstrumentBench",
     "ProgramReport",
     "WriteVerify",
     "kernels_info",

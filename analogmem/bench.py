@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
 
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_info", "default_threads",
-           "check_addresses"]
+           "check_addresses", "as_target_array"]
 
 _BACKENDS = ("cython", "numpy")
 #: Per-cell state arrays, in the order the kernels take them.
@@ -199,6 +199,19 @@ def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
     return a
 
 
+def as_target_array(targets: Any, n_expected: int, unit: str = "S") -> np.ndarray:
+    """``targets`` as a contiguous float64 array of shape (n_expected,); raises
+    :class:`~analogmem.errors.TargetRangeError` for non-numbers or a wrong shape (range
+    checks are each bench's own)."""
+    try:
+        g = np.ascontiguousarray(targets, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TargetRangeError(f"targets must be numbers ({unit}), got {type(targets).__name__}") from None
+    if g.ndim != 1 or g.shape[0] != n_expected:
+        raise TargetRangeError(f"targets must be a 1-D array of {n_expected} values ({unit}), got shape {g.shape}")
+    return g
+
+
 def _check_seconds(name: str, value: float) -> float:
     try:
         v = float(value)
@@ -270,12 +283,7 @@ class EmulatedBench:
         return check_addresses(addresses, self.n_cells)
 
     def _check_targets(self, targets: Any, n_expected: int) -> np.ndarray:
-        try:
-            g = np.ascontiguousarray(targets, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TargetRangeError(f"targets must be numbers (S), got {type(targets).__name__}") from None
-        if g.ndim != 1 or g.shape[0] != n_expected:
-            raise TargetRangeError(f"targets must be a 1-D array of {n_expected} conductances (S), got shape {g.shape}")
+        g = as_target_array(targets, n_expected, self.device.input_unit or "level")
         if g.size == 0:
             return g
         lo_ok, hi_ok = self.device.input_range
@@ -432,3 +440,14 @@ class EmulatedBench:
     def __repr__(self) -> str:
         return (f"EmulatedBench(device={self.device.name!r}, n_cells={self.n_cells}, backend={self.backend!r}, "
                 f"n_threads={self.n_threads}, time_s={self._time_s:g})")
+
+
+def __getattr__(name: str) -> Any:
+    """``InstrumentBench`` lives in :mod:`analogmem.instrument` (it needs PyVISA); it is
+    importable from here too, loaded on first use so that ``import analogmem`` does not
+    import PyVISA."""
+    if name == "InstrumentBench":
+        from .instrument import InstrumentBench
+
+        return InstrumentBench
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -94,9 +94,12 @@ def read_tidy(data: Any) -> "Any":
                                f"found {reads or 'none'} among columns {list(df.columns)}")
     if len(df) == 0:
         raise CalibrationError(f"{label}: the table has no rows")
-    for col in (targets[0], reads[0]) + tuple(c for c in ("time_s", "temperature_K", "pulses") if c in df.columns):
+    optional = tuple(c for c in ("time_s", "temperature_K", "pulses") if c in df.columns)
+    for col in (targets[0], reads[0]) + optional:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if col in optional:  # optional columns may be left empty, but not hold text or inf
+            bad &= df[col].notna().to_numpy()
         if bad.any():
             row = int(np.argmax(bad))
             raise CalibrationError(f"{label}: column {col!r}, row {row}: {_show(df[col].iloc[row])} is not a finite number")

@@ -14,6 +14,8 @@ import sys
 from . import __version__, calibrate, demo
 from .bench import kernels_info
 from .cells import bundled_devices, load_device
+from .instrument.cli import add_subparser as add_bench_subparser
+from .privacy.cli import add_subparser as add_privacy_subparser
 
 __all__ = ["main", "build_parser"]
 
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_subparser(sub)
     calibrate.add_subparser(sub)
+    add_bench_subparser(sub)
+    add_privacy_subparser(sub)
     p = sub.add_parser("devices", help="list the bundled device cards")
     p.add_argument("--json", default=None, help="write the list as JSON here")
     p.set_defaults(func=_devices)

@@ -146,8 +146,8 @@ def test_bad_targets_are_refused_and_state_is_unchanged(pcm, value, message, par
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda b: b.program(np.full(10, 1e-6)), TargetRangeError, "1-D array of 5000"),
-        (lambda b: b.program(np.full((5000, 1), 1e-6)), TargetRangeError, "1-D array of 5000"),
+        (lambda b: b.program(np.full(10, 1e-6)), TargetRangeError, "1-D array of 5000 values"),
+        (lambda b: b.program(np.full((5000, 1), 1e-6)), TargetRangeError, "1-D array of 5000 values"),
         (lambda b: b.program("abc"), TargetRangeError, "numbers"),
         (lambda b: b.program(np.full(2, 1e-6), addresses=[0, 5000]), AddressError, r"addresses\[1\] = 5000"),
         (lambda b: b.program(np.full(2, 1e-6), addresses=[-1, 3]), AddressError, "outside"),

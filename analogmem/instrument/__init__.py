@@ -1,0 +1,74 @@
+"""Hardware in the loop: drive a real bench through PyVISA, with the emulator behind the
+same API (DESIGN §4).
+
+* :class:`InstrumentBench` — the :class:`~analogmem.bench.Bench` protocol on a
+  source-measure unit (Keithley 2450, pymeasure's driver) and a switch matrix;
+* :class:`SafetyLimits`, :class:`PulseScheme`, :class:`BenchConfig` — limits and the
+  target → pulse scheme, as data (:func:`load_bench_config` reads a TOML bench file);
+* :class:`ScpiEmulatorServer` — the reference bench's SCPI on a loopback socket, backed by
+  an :class:`~analogmem.bench.EmulatedBench`, with fault injection;
+* :func:`characterise` — a program/verify/read-over-time sweep on any bench, written as
+  the tidy calibration table (CSV, appended and flushed as it goes).
+
+This subpackage needs PyVISA and pymeasure; ``import analogmem`` does not, and neither does
+``import analogmem.instrument`` — the PyVISA parts load on first use, so the command line can
+register ``analogmem bench`` (``analogmem.instrument.cli``) without importing PyVISA.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# PyVISA-free parts load eagerly (importing the submodule ``characterise`` must not shadow
+# the function of the same name); the drivers, bench and server load on first use.
+from .characterise import TIDY_COLUMNS, CharacterisationResult, characterise  # noqa: E402
+from .errors import (  # noqa: E402
+    InstrumentConnectionError,
+    InstrumentError,
+    InstrumentReplyError,
+    InstrumentReportedError,
+    InstrumentTimeoutError,
+    ReadTimeError,
+)
+from .limits import BenchConfig, PulseScheme, SafetyLimits, load_bench_config  # noqa: E402
+
+_LAZY = {
+    "InstrumentBench": "instrument_bench", "open_adapter": "instrument_bench",
+    "SourceMeter2450": "drivers", "SwitchMatrix": "drivers",
+    "ScpiEmulatorServer": "scpi_server",
+}
+
+
+__all__ = [
+    "InstrumentBench",
+    "open_adapter",
+    "SourceMeter2450",
+    "SwitchMatrix",
+    "SafetyLimits",
+    "PulseScheme",
+    "BenchConfig",
+    "load_bench_config",
+    "ScpiEmulatorServer",
+    "characterise",
+    "CharacterisationResult",
+    "TIDY_COLUMNS",
+    "InstrumentError",
+    "InstrumentTimeoutError",
+    "InstrumentReplyError",
+    "InstrumentReportedError",
+    "InstrumentConnectionError",
+    "ReadTimeError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,561 @@
+"""A SCPI emulator of the reference bench (Keithley 2450 + crosspoint switch matrix) on a
+loopback TCP socket, backed by an :class:`~analogmem.bench.EmulatedBench`.
+
+Connect with PyVISA (pyvisa-py) as ``TCPIP0::127.0.0.1::<port>::SOCKET`` (line
+terminator ``\\n``). The cell physics is the emulator's: a SET pulse programs the routed
+cell through :meth:`EmulatedBench.program` (the card's programming noise, drift exponent,
+relaxation, stuck faults), a read returns ``I = G·V`` with ``G`` from
+:meth:`EmulatedBench.read` (drift and read noise at the emulated clock), clipped at the
+compliance like a real source-measure unit.
+
+What a pulse does (``:OUTP ON`` with a cell routed and the source at ``V``):
+
+* ``V >= scheme.v_set_threshold_V``: SET — the cell is programmed to the transfer curve
+  ``scheme.transfer(V)`` (S) plus the card's programming noise;
+* ``V <= -|scheme.v_reset_V|·reset_fraction``: RESET — programmed to ``g_min_S``;
+* otherwise (|V| below the disturb threshold): nothing changes; a read is non-destructive.
+
+Command surface (long or short forms, ``;``-separated, replies joined with ``;``):
+``*IDN? *RST *CLS *OPC? *WAI``; ``:SYST:ERR[:NEXT]?`` ``:SYST:ERR:COUN?``;
+``:SOUR:FUNC VOLT|CURR`` (+``?``), ``:SOUR:VOLT[:LEV] V`` (+``?``), ``:SOUR:VOLT:ILIM A``
+(+``?``), ``:SOUR:VOLT:DEL s`` (+``?``), ``:SOUR:VOLT:RANG[:AUTO]``, ``:SOUR:VOLT:DEL:AUTO``;
+``:SENS:FUNC "CURR"`` (+``?``), ``:SENS:CURR:RANG[:AUTO]``, ``:SENS:CURR:NPLC``;
+``:OUTP[:STAT] ON|OFF`` (+``?``); ``:READ?`` ``:MEAS:CURR?``; ``:ROUT:OPEN:ALL``
+``:ROUT:CLOS (@1!row!col)`` ``:ROUT:CLOS?``. Errors go to the queue with SCPI codes
+(-113 undefined header, -222 data out of range, -221 settings conflict, -350 queue
+overflow).
+
+Emulator-only commands (a real instrument has none; :class:`InstrumentBench` uses them only
+when ``*IDN?`` names this emulator):
+
+* ``:EMUL:GEOM?`` — the matrix size ``rows,cols``;
+* ``:EMUL:CLOC?`` — the emulated clock (s); ``:EMUL:CLOC t`` — move it forward to ``t``
+  (absolute, so repeating it is harmless): the bench's ``wait`` costs no wall time.
+* ``:EMUL:FAUL kind,count[,param[,after]]`` — inject faults into the next ``count``
+  replies after skipping ``after``: ``DEL`` (reply ``param`` s late), ``DROP`` (no reply),
+  ``GARB`` (garbage bytes), ``ERR`` (push error ``param`` onto the queue), ``DISC`` (close
+  the connection). ``:EMUL:FAUL:CLE`` clears them. Tests can call :meth:`inject` directly.
+
+The server binds to a loopback address only; port 0 picks a free ephemeral port.
+Connections idle for ``idle_timeout_s`` are closed; ``max_lifetime_s`` stops the server.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import re
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._seeding import SeedLike
+from ..bench import EmulatedBench
+from ..cells import DeviceModel, load_device
+from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL
+from .limits import PulseScheme
+
+__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS"]
+
+FAULT_KINDS = ("DEL", "DROP", "GARB", "ERR", "DISC")
+_MAX_FAULT_DELAY_S = 60.0
+_GARBAGE = b"\x15\x7f#!\xfe\xff-GARBAGE-\x00"
+
+_LONG = {"SOURCE": "SOUR", "VOLTAGE": "VOLT", "LEVEL": "LEV", "IMMEDIATE": "IMM", "AMPLITUDE": "AMPL",
+         "DELAY": "DEL", "OUTPUT": "OUTP", "STATE": "STAT", "SENSE": "SENS", "FUNCTION": "FUNC",
+         "CURRENT": "CURR", "RANGE": "RANG", "ROUTE": "ROUT", "CLOSE": "CLOS", "OPEN": "OPEN",
+         "SYSTEM": "SYST", "ERROR": "ERR", "NEXT": "NEXT", "COUNT": "COUN", "EMULATOR": "EMUL",
+         "CLOCK": "CLOC", "GEOMETRY": "GEOM", "FAULT": "FAUL", "CLEAR": "CLE", "MEASURE": "MEAS", "MULTIPLE": "MULT",
+         "AUTO": "AUTO", "ILIMIT": "ILIM", "READ": "READ", "ALL": "ALL", "NPLCYCLES": "NPLC"}
+_OPTIONAL = {"LEV", "IMM", "AMPL", "STAT", "NEXT", "MULT"}
+_CHANNEL = re.compile(r"^\(@\s*(\d+)!(\d+)!(\d+)\s*\)$")
+_NAN = 9.91e37  # SCPI "not a number"
+
+
+def _normalise(header: str) -> str:
+    """``:SOURce:VOLTage:LEVel`` → ``SOUR:VOLT`` (short forms, optional nodes dropped)."""
+    h = header.strip().upper().lstrip(":")
+    query = h.endswith("?")
+    h = h.rstrip("?")
+    nodes = []
+    for n in h.split(":"):
+        n = _LONG.get(n, n)
+        if n not in _OPTIONAL:
+            nodes.append(n)
+    return ":".join(nodes) + ("?" if query else "")
+
+
+@dataclass
+class Fault:
+    """A fault armed on the server: affects ``count`` replies after skipping ``after``."""
+
+    kind: str
+    count: int = 1
+    param: float = 0.0
+    after: int = 0
+
+
+class _ScpiError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class _Instrument:
+    """The emulated instrument state machine (one per server, shared by connections)."""
+
+    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: PulseScheme, seed: SeedLike,
+                 reset_fraction: float, n_threads: int):
+        self.device, self.rows, self.cols, self.scheme = device, rows, cols, scheme
+        self.reset_fraction = reset_fraction
+        self.bench = EmulatedBench(device, rows * cols, seed=seed, n_threads=n_threads)
+        self.lock = threading.Lock()
+        self._t_wall0 = time.monotonic()
+        self._offset_s = 0.0
+        self.faults: list[Fault] = []
+        self.pulses = 0
+        self.reads = 0
+        self.messages = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        self.func = "VOLT"
+        self.level_V = 0.0
+        self.ilim_A = 1.05e-4
+        self.delay_s = 0.0
+        self.sense = "CURR"
+        self.output = False
+        self.closed: int | None = None
+        self.errors: collections.deque[tuple[int, str]] = collections.deque()
+
+    def push_error(self, code: int, message: str) -> None:
+        if len(self.errors) >= 10:
+            self.errors[-1] = (-350, "Queue overflow")
+        else:
+            self.errors.append((code, message))
+
+    def clock_s(self) -> float:
+        return time.monotonic() - self._t_wall0 + self._offset_s
+
+    def sync(self) -> None:
+        """Move the emulated bench clock to now."""
+        now = self.clock_s()
+        if now > self.bench.time_s:
+            self.bench.wait(now - self.bench.time_s)
+
+    # ------------------------------------------------------------------ physics
+    def _cell(self) -> int:
+        if self.closed is None:
+            raise _ScpiError(-221, "Settings conflict; no crosspoint closed")
+        return self.closed
+
+    def _apply_source(self) -> None:
+        """The routed cell sees the source level: SET, RESET or nothing."""
+        if not self.output or self.func != "VOLT" or self.closed is None:
+            return
+        v, s = self.level_V, self.scheme
+        g = None
+        if v >= s.v_set_threshold_V:
+            g = float(s.transfer(v))
+        elif v <= -abs(s.v_reset_V) * self.reset_fraction:
+            g = s.g_min_S
+        if g is not None:
+            r = self.device.range
+            g = min(max(g, r.g_min_S), r.g_max_S)
+            self.sync()
+            self.bench.program(np.array([g]), addresses=np.array([self.closed]))
+            self.pulses += 1
+
+    def _measure(self) -> float:
+        if not self.output:
+            raise _ScpiError(-221, "Settings conflict; output is off")
+        cell = self._cell()
+        self.sync()
+        g = float(self.bench.read(addresses=np.array([cell]))[0])
+        self.reads += 1
+        i = g * self.level_V
+        return float(np.clip(i, -self.ilim_A, self.ilim_A))
+
+    # ------------------------------------------------------------------ commands
+    @staticmethod
+    def _number(arg: str, lo: float, hi: float) -> float:
+        try:
+            v = float(arg)
+        except ValueError:
+            raise _ScpiError(-104, f"Data type error; {arg!r}") from None
+        if not np.isfinite(v) or v < lo or v > hi:
+            raise _ScpiError(-222, f"Data out of range; {v:g} not in [{lo:g}, {hi:g}]")
+        return v
+
+    @staticmethod
+    def _bool(arg: str) -> bool:
+        a = arg.strip().upper()
+        if a in ("ON", "1"):
+            return True
+        if a in ("OFF", "0"):
+            return False
+        raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
+
+    def execute(self, command: str) -> str | None:
+        """Run one command; return its reply text for a query, else None."""
+        command = command.strip()
+        if not command:
+            return None
+        header, _, arg = command.partition(" ")
+        key, arg = _normalise(header), arg.strip()
+        if key in ("*IDN?",):
+            from .. import __version__
+            return f"{EMULATOR_MANUFACTURER},{EMULATOR_MODEL},{self.device.name},{__version__}"
+        if key == "*RST":
+            self.reset()
+            return None
+        if key == "*CLS":
+            self.errors.clear()
+            return None
+        if key == "*OPC?":
+            return "1"
+        if key in ("*WAI", "*OPC"):
+            return None
+        if key == "SYST:ERR?":
+            code, msg = self.errors.popleft() if self.errors else (0, "No error")
+            return f'{code},"{msg}"'
+        if key == "SYST:ERR:COUN?":
+            return str(len(self.errors))
+        if key == "SOUR:FUNC":
+            a = _LONG.get(arg.upper().strip('"'), arg.upper().strip('"'))
+            if a not in ("VOLT", "CURR"):
+                raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
+            self.func = a
+            return None
+        if key == "SOUR:FUNC?":
+            return self.func
+        if key == "SOUR:VOLT":
+            self.level_V = self._number(arg, -210.0, 210.0)
+            self._apply_source()
+            return None
+        if key == "SOUR:VOLT?":
+            return f"{self.level_V:.9E}"
+        if key == "SOUR:VOLT:ILIM":
+            self.ilim_A = self._number(arg, 1e-9, 1.05)
+            return None
+        if key == "SOUR:VOLT:ILIM?":
+            return f"{self.ilim_A:.9E}"
+        if key == "SOUR:VOLT:DEL":
+            self.delay_s = self._number(arg, 0.0, 999.9999)
+            return None
+        if key == "SOUR:VOLT:DEL?":
+            return f"{self.delay_s:.9E}"
+        if key in ("SOUR:VOLT:RANG", "SOUR:VOLT:RANG:AUTO", "SOUR:VOLT:DEL:AUTO", "SENS:CURR:RANG",
+                   "SENS:CURR:RANG:AUTO", "SENS:CURR:NPLC"):
+            if not arg:
+                raise _ScpiError(-109, f"Missing parameter; {header}")
+            return None
+        if key == "SENS:FUNC":
+            a = arg.strip().strip("'\"").upper()
+            a = _LONG.get(a.split(":")[0], a.split(":")[0])
+            if a not in ("CURR", "VOLT", "RES"):
+                raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
+            self.sense = a
+            return None
+        if key == "SENS:FUNC?":
+            return f'"{self.sense}:DC"'
+        if key == "OUTP":
+            self.output = self._bool(arg)
+            self._apply_source()
+            return None
+        if key == "OUTP?":
+            return "1" if self.output else "0"
+        if key in ("READ?", "MEAS:CURR?", "MEAS?"):
+            if self.sense != "CURR":
+                raise _ScpiError(-221, "Settings conflict; sense function is not CURR")
+            return f"{self._measure():.9E}"
+        if key == "ROUT:OPEN:ALL":
+            if self.output:
+                raise _ScpiError(-221, "Settings conflict; output on while switching")
+            self.closed = None
+            return None
+        if key == "ROUT:CLOS":
+            m = _CHANNEL.match(arg)
+            if not m:
+                raise _ScpiError(-224, f"Illegal parameter value; channel list {arg!r}")
+            card, row, col = (int(x) for x in m.groups())
+            if card != 1 or not (1 <= row <= self.rows) or not (1 <= col <= self.cols):
+                raise _ScpiError(-222, f"Data out of range; channel {arg} not in 1!1..{self.rows}!{self.cols}")
+            if self.output:
+                raise _ScpiError(-221, "Settings conflict; output on while switching")
+            cell = (row - 1) * self.cols + (col - 1)
+            if self.closed is not None and self.closed != cell:
+                raise _ScpiError(-221, "Settings conflict; another crosspoint is closed")
+            self.closed = cell
+            return None
+        if key == "ROUT:CLOS?":
+            if self.closed is None:
+                return "(@)"
+            return f"(@1!{self.closed // self.cols + 1}!{self.closed % self.cols + 1})"
+        if key == "EMUL:GEOM?":
+            return f"{self.rows},{self.cols}"
+        if key == "EMUL:CLOC?":
+            return f"{self.clock_s():.9f}"
+        if key == "EMUL:CLOC":
+            t = self._number(arg, 0.0, 1e12)
+            now = self.clock_s()
+            if t > now:
+                self._offset_s += t - now
+            return None
+        if key == "EMUL:FAUL":
+            parts = [p.strip() for p in arg.split(",")]
+            kind = parts[0].upper() if parts and parts[0] else ""
+            if kind not in FAULT_KINDS:
+                raise _ScpiError(-224, f"Illegal parameter value; fault kind {kind!r} not in {FAULT_KINDS}")
+            count = int(self._number(parts[1], 1, 1e6)) if len(parts) > 1 else 1
+            param = self._number(parts[2], -1e6, 1e6) if len(parts) > 2 else 0.0
+            after = int(self._number(parts[3], 0, 1e9)) if len(parts) > 3 else 0
+            self.arm(Fault(kind, count, param, after))
+            return None
+        if key == "EMUL:FAUL:CLE":
+            self.faults.clear()
+            return None
+        raise _ScpiError(-113, f"Undefined header; {header!r}")
+
+    def arm(self, fault: Fault) -> None:
+        if fault.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {fault.kind!r}")
+        if fault.kind == "DEL" and not (0 < fault.param <= _MAX_FAULT_DELAY_S):
+            raise ValueError(f"DEL fault needs a delay in (0, {_MAX_FAULT_DELAY_S}] s, got {fault.param!r}")
+        self.faults.append(fault)
+
+    def next_fault(self) -> Fault | None:
+        """The fault that applies to the reply being sent now (consumes one use)."""
+        if not self.faults:
+            return None
+        f = self.faults[0]
+        if f.after > 0:
+            f.after -= 1
+            return None
+        f.count -= 1
+        if f.count <= 0:
+            self.faults.pop(0)
+        return f
+
+    def handle_message(self, message: str) -> tuple[str | None, Fault | None]:
+        """Execute one program message; return (reply, fault to apply to the reply)."""
+        with self.lock:
+            self.messages += 1
+            commands = message.split(";")
+            fault = self.next_fault() if any(c.strip().endswith("?") for c in commands) else None
+            if fault is not None and fault.kind == "ERR":
+                # The error lands in the queue before the message runs, so a :SYST:ERR? in
+                # the same message reports it.
+                self.errors.appendleft((int(fault.param) if fault.param else -310, "System error; injected fault"))
+                fault = None
+            replies = []
+            for cmd in commands:
+                try:
+                    r = self.execute(cmd)
+                except _ScpiError as e:
+                    self.push_error(e.code, e.message)
+                    r = f"{_NAN:.2E}" if cmd.strip().endswith("?") else None
+                if r is not None:
+                    replies.append(r)
+            if not replies:
+                return None, None
+            return ";".join(replies), fault
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: "_TCPServer"
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.settimeout(self.server.idle_timeout_s)
+        self.server.track(self.request, add=True)
+
+    def finish(self) -> None:
+        self.server.track(self.request, add=False)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def handle(self) -> None:
+        inst = self.server.instrument
+        while not self.server.stopping.is_set():
+            try:
+                line = self.rfile.readline(1 << 16)
+            except (OSError, ValueError):
+                return
+            if not line:
+                return
+            message = line.decode("ascii", errors="replace").strip("\r\n")
+            reply, fault = inst.handle_message(message)
+            if reply is None:
+                continue
+            out = reply.encode("ascii") + b"\n"
+            if fault is not None:
+                if fault.kind == "DROP":
+                    continue
+                if fault.kind == "DISC":
+                    return
+                if fault.kind == "GARB":
+                    out = _GARBAGE + b"\n"
+                if fault.kind == "DEL":
+                    if self.server.stopping.wait(min(fault.param, _MAX_FAULT_DELAY_S)):
+                        return
+            try:
+                self.wfile.write(out)
+                self.wfile.flush()
+            except OSError:
+                return
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], instrument: _Instrument, idle_timeout_s: float):
+        self.instrument = instrument
+        self.idle_timeout_s = idle_timeout_s
+        self.stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def track(self, sock: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if add else self._conns.discard)(sock)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class ScpiEmulatorServer:
+    """A SCPI emulator of the reference bench on ``host:port`` (loopback only).
+
+    Args:
+        device: device card (name, path or :class:`DeviceModel`) whose cells are emulated.
+        rows, cols: switch-matrix size (cells = rows × cols).
+        seed: randomness of the emulated cells.
+        scheme: the pulse physics (transfer curve, read/RESET voltages); default the
+            :class:`PulseScheme` defaults over the card's range. Give a different one to
+            emulate a bench whose real transfer differs from the nominal one.
+        host: a loopback address (``127.0.0.1`` or ``::1``); anything else is refused.
+        port: TCP port, 0 for a free ephemeral port (see :attr:`port` after start).
+        idle_timeout_s: a connection silent this long is closed (s).
+        max_lifetime_s: stop by itself after this long (s); None runs until :meth:`stop`.
+        reset_fraction: RESET acts for ``V <= -reset_fraction·|v_reset_V|``.
+
+    Use as a context manager (``with ScpiEmulatorServer("pcm-nandakumar2019") as srv:``)
+    or :meth:`start`/:meth:`stop`; :attr:`resource` is the VISA resource string.
+    """
+
+    def __init__(self, device: DeviceModel | str, rows: int = 32, cols: int = 32, seed: SeedLike = None, *,
+                 scheme: PulseScheme | None = None, host: str = "127.0.0.1", port: int = 0,
+                 idle_timeout_s: float = 120.0, max_lifetime_s: float | None = None,
+                 reset_fraction: float = 0.5, n_threads: int = 1):
+        dev = load_device(device)
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the SCPI emulator serves loopback addresses only, got host {host!r}")
+        if not (isinstance(port, int) and 0 <= port < 65536):
+            raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
+        scheme = scheme or PulseScheme().for_range(dev.g_min_S, dev.g_max_S)
+        self.instrument = _Instrument(dev, int(rows), int(cols), scheme, seed, reset_fraction, n_threads)
+        self.host, self._port = host, port
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.max_lifetime_s = max_lifetime_s
+        self._server: _TCPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after :meth:`start`)."""
+        return self._server.server_address[1] if self._server else self._port
+
+    @property
+    def resource(self) -> str:
+        """The VISA resource string, e.g. ``TCPIP0::127.0.0.1::54321::SOCKET``."""
+        return f"TCPIP0::{self.host}::{self.port}::SOCKET"
+
+    @property
+    def bench(self) -> EmulatedBench:
+        """The emulated bench behind the server (for tests and inspection)."""
+        return self.instrument.bench
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> "ScpiEmulatorServer":
+        """Bind and serve in a background thread."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        _TCPServer.address_family = family
+        self._server = _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"scpi-emulator-{self.port}", daemon=True)
+        self._thread.start()
+        if self.max_lifetime_s is not None:
+            self._timer = threading.Timer(float(self.max_lifetime_s), self.stop)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and the socket (idempotent)."""
+        srv, self._server = self._server, None
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.cancel()
+        if srv is None:
+            return
+        srv.stopping.set()
+        srv.shutdown()
+        srv.close_connections()
+        srv.server_close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self._port = srv.server_address[1]
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the server stops (``max_lifetime_s``, :meth:`stop`) or ``timeout_s``."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout_s)
+
+    def inject(self, kind: str, count: int = 1, param: float = 0.0, after: int = 0) -> None:
+        """Arm a fault (see the module docstring) for the next ``count`` replies after
+        ``after`` replies: ``DEL`` (``param`` s late), ``DROP``, ``GARB``, ``ERR`` (code
+        ``param``, default -310), ``DISC``."""
+        with self.instrument.lock:
+            self.instrument.arm(Fault(kind.upper(), int(count), float(param), int(after)))
+
+    def clear_faults(self) -> None:
+        with self.instrument.lock:
+            self.instrument.faults.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: messages, pulses and reads served."""
+        i = self.instrument
+        return {"messages": i.messages, "pulses": i.pulses, "reads": i.reads, "clock_s": i.clock_s()}
+
+    def __enter__(self) -> "ScpiEmulatorServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (f"ScpiEmulatorServer(device={self.instrument.device.name!r}, resource={self.resource!r}, "
+                f"cells={self.instrument.rows}x{self.instrument.cols}, running={self.running})")
