@@ -22,7 +22,7 @@ from . import reference
 from ._seeding import SeedLike, as_seed_sequence
 from ._streams import CHUNK_CELLS, chunk_bit_generators
 from .cells import X_FLOOR, DeviceModel, load_device
-from .errors import AddressError, DeviceCardError, KernelUnavailableError, TargetRangeError
+from .errors import AddressError, DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
 
 try:
     from . import _kernels
@@ -408,6 +408,36 @@ class EmulatedBench:
         out.update(t_prog_s=t_prog.copy(), stuck=self.stuck.copy())
         return out
 
+    @property
+    def seed_sequence(self) -> np.random.SeedSequence:
+        """The bench's root :class:`~numpy.random.SeedSequence`; each operation spawns one
+        child, so ``(entropy, spawn_key, n_children_spawned)`` pin its random state."""
+        return self._seed
+
+    def restore_state(self, cell_state: dict[str, np.ndarray], *, time_s: float,
+                      seed: np.random.SeedSequence) -> None:
+        """Restore a chip saved with :meth:`cell_state` (all keys, each shape (n_cells,)),
+        with its clock ``time_s`` and random state ``seed`` (a SeedSequence whose
+        ``n_children_spawned`` continues where the saved bench stopped). Raises
+        :class:`~analogmem.errors.StorageError` for missing keys or wrong shapes; the
+        bench is then unchanged."""
+        keys = _STATE_KEYS + ("t_prog_s", "stuck")
+        missing = [k for k in keys if k not in cell_state]
+        if missing:
+            raise StorageError(f"cell state lacks {missing}")
+        for k in keys:
+            if np.shape(cell_state[k]) != (self.n_cells,):
+                raise StorageError(f"cell state {k!r} has shape {np.shape(cell_state[k])}, expected ({self.n_cells},)")
+        if not isinstance(seed, np.random.SeedSequence):
+            raise StorageError(f"seed must be a numpy SeedSequence, got {type(seed).__name__}")
+        self._state = {k: np.array(cell_state[k], dtype=np.float64) for k in _STATE_KEYS}
+        self.stuck = np.array(cell_state["stuck"], dtype=np.int8)
+        self._t_prog = np.array(cell_state["t_prog_s"], dtype=np.float64)
+        self._uniform_t_prog = None
+        self._last_program_s = float(self._t_prog.max())
+        self._time_s = _check_seconds("time_s", time_s)
+        self._seed = seed
+
     # ------------------------------------------------------------------ backends
     def _run_program(self, g_t: np.ndarray, stuck: np.ndarray, seed: np.random.SeedSequence,
                      verify: WriteVerify | None, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -416,7 +446,8 @@ class EmulatedBench:
         if self.backend == "numpy":
             return reference.program_reference(self.device, g_t, stuck, seed, verify)
         n = g_t.shape[0]
-        out = {k: np.empty(n) for k in _STATE_KEYS} if out is None else dict(out)
+        # zeros: the kernel does not write the arrays of components the card lacks
+        out = {k: np.zeros(n) for k in _STATE_KEYS} if out is None else dict(out)
         gens = chunk_bit_generators(seed, n)
         extra: dict[str, Any] = {}
         if verify is not None:

@@ -238,17 +238,40 @@ cdef struct Verify:
     double read_factor  # sqrt(ln((t0 + t_read) / (2 t_read))): read noise right after a pulse
 
 
-cdef void _program_chunk(const Params* params, const Verify* vf, bitgen_t* gen, Py_ssize_t lo,
+cdef double _write_verify(const Params* p, const Verify* vf, bitgen_t* gen, double gt, double x, double q,
+                          int8_t stuck, int32_t* pulses, int8_t* success) noexcept nogil:
+    """Program-and-verify one cell: pulse, read right away (with read noise), compare with
+    the window, repeat; returns the last written conductance (S)."""
+    cdef double h = vf.tol_abs + vf.tol_rel * fabs(gt)
+    cdef double v = _write(p, gen, gt, x)
+    cdef double r
+    cdef int n_pulses = 1
+    cdef bint ok
+    while True:
+        r = v if stuck == 0 else (p.g_min if stuck == 1 else p.g_max)
+        if p.read_on:
+            r = r + fabs(r) * q * vf.read_factor * random_standard_normal(gen)
+        ok = gt - h <= r <= gt + h
+        if ok or n_pulses >= vf.max_pulses:
+            break
+        v = _write(p, gen, gt, x)
+        n_pulses += 1
+    pulses[0] = n_pulses
+    success[0] = ok
+    return v
+
+
+cdef void _program_chunk(const Params* params, const Verify* verify, bitgen_t* gen, Py_ssize_t lo,
                          Py_ssize_t hi, const double* g_target, const int8_t* stuck, double* g_eff,
                          double* g_prog, double* nu, double* z_relax, double* q_read,
                          int32_t* pulses, int8_t* success) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double gt, x, v, r, h, lx = 0.0, lq, q = 0.0, mu, sg, z
-    cdef int n_pulses
-    cdef bint ok
+    cdef double gt, x, v, lx = 0.0, lq, q = 0.0, mu, sg, z
     # a private copy: the compiler then knows the stores below cannot change the parameters
     cdef Params local = params[0]
     cdef Params* p = &local
+    cdef Verify vf_local = verify[0]
+    cdef Verify* vf = &vf_local
     for i in range(lo, hi):
         gt = g_target[i]
         x = gt * p.inv_g_max
@@ -259,41 +282,27 @@ cdef void _program_chunk(const Params* params, const Verify* vf, bitgen_t* gen, 
             lq = log(_max((p.g_min if stuck[i] == 1 else p.g_max) * p.inv_g_max, p.x_floor))
         if p.read_on:
             q = _min(p.q_coef * exp(-p.q_exp * lq), p.q_max)
-        v = _write(p, gen, gt, x)
         if vf.max_pulses > 0:
-            # program-and-verify: pulse, read right away, compare with the window, repeat
-            h = vf.tol_abs + vf.tol_rel * fabs(gt)
-            n_pulses = 1
-            while True:
-                r = v if stuck[i] == 0 else (p.g_min if stuck[i] == 1 else p.g_max)
-                if p.read_on:
-                    r = r + fabs(r) * q * vf.read_factor * random_standard_normal(gen)
-                ok = gt - h <= r <= gt + h
-                if ok or n_pulses >= vf.max_pulses:
-                    break
-                v = _write(p, gen, gt, x)
-                n_pulses += 1
-            pulses[i] = n_pulses
-            success[i] = ok
+            v = _write_verify(p, vf, gen, gt, x, q, stuck[i], &pulses[i], &success[i])
+        else:
+            v = _write(p, gen, gt, x)
+        # arrays of components the card does not have are never written (they stay 0):
+        # the loop is partly memory-bound, and every skipped store counts
         if p.drift_on:
             z = random_standard_normal(gen)
             mu = _clip(p.mu_slope * lx + p.mu_icpt, p.mu_min, p.mu_max)
             sg = _clip(p.sg_slope * lx + p.sg_icpt, p.sg_min, p.sg_max)
-            nu[i] = fabs(mu + sg * z)
-        else:
-            nu[i] = 0.0
+            nu[i] = fabs(mu + sg * z) if stuck[i] == 0 else 0.0
         if p.relax_on:
-            z_relax[i] = random_standard_normal(gen)
-        else:
-            z_relax[i] = 0.0
+            z = random_standard_normal(gen)
+            z_relax[i] = z if stuck[i] == 0 else 0.0
         if stuck[i] != 0:
             v = p.g_min if stuck[i] == 1 else p.g_max
             gt = v
-            nu[i] = 0.0
-            z_relax[i] = 0.0
         g_eff[i] = gt
         g_prog[i] = v
-        q_read[i] = q
+        if p.read_on:
+            q_read[i] = q
 
 
 cdef void _read_chunk(const Params* params, bitgen_t* gen, Py_ssize_t lo, Py_ssize_t hi,
@@ -353,7 +362,9 @@ def program(dict params, const double[::1] g_target, const int8_t[::1] stuck,
             int32_t[::1] pulses=None, int8_t[::1] success=None):
     """Program cells: write ``g_eff`` (effective target in the card's input domain: stuck
     cells at their stuck value), ``g_prog`` (S), ``nu``, ``z_relax`` and ``q_read`` (the
-    read-noise factor Q_s of the effective target) for every cell of ``g_target``.
+    read-noise factor Q_s of the effective target) for every cell of ``g_target``. Arrays
+    of components the card lacks (drift, relaxation, read noise) are not written: pass
+    zero-filled ones.
     ``capsules[c]`` is the bit generator of cells ``[c*chunk, (c+1)*chunk)``.
 
     With ``verify_max_pulses > 0`` each cell is programmed and verified: after each pulse
