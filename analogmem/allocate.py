@@ -1,0 +1,179 @@
+"""Joint compression (pruning) + cell allocation under a budget (thesis ch.3, DESIGN §5).
+
+Each weight ``i`` gets ``r_i ∈ {0, 1, …, R}`` repetitions of an encoder's cells
+(``c`` cells each, so ``c·r_i`` cells); ``r_i = 0`` prunes it (decoded as 0, no cells).
+With a sensitivity ``h_i`` (diagonal Fisher: mean squared gradient of the loss on
+calibration data) and a distortion model ``MSE_i(r)`` the allocation solves
+
+    minimise Σ_i h_i·MSE_i(r_i)   subject to   c·Σ_i r_i ≤ budget   (cells)
+
+by greedy marginal gain: repeatedly spend cells where ``h_i·(MSE_i(r) − MSE_i(r'))/(r' − r)``
+is largest. Each curve is first replaced by its lower convex hull (``r → r'`` may jump
+several repetitions where the curve is not convex, e.g. from pruning to one cell); on
+convex, decreasing curves this greedy is the exact optimum of the integer problem.
+
+The distortion model of a cell-map encoder (:class:`~analogmem.coding.CellMap`) through the
+card's channel at a read time: ``MSE_i(0) = w_i²`` (pruned), and for ``r ≥ 1``
+``MSE_i(r) = e_i² + v_i/r`` with ``e_i`` the noise-free clipping error and ``v_i`` the
+variance of the naive decode with one copy (:meth:`CellMap.noise_variance`); averaging
+``r`` copies divides the variance by ``r``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .coding import CellMap, Channel
+from .errors import StorageError
+
+__all__ = ["fisher_diagonal", "distortion_curves", "greedy_allocation", "allocate_cells"]
+
+
+def fisher_diagonal(module: Any, batches: Iterable[tuple[Any, Any]],
+                    loss_fn: Callable[[Any, Any], Any] | None = None) -> dict[str, np.ndarray]:
+    """Diagonal empirical Fisher ``h = mean over batches of (∂L/∂θ)²`` for every parameter
+    of ``module`` (each array shaped like the parameter, float64).
+
+    ``batches`` yields ``(inputs, targets)`` tensors (small batches give a closer
+    approximation of the per-example Fisher); ``loss_fn`` defaults to cross-entropy.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    loss_fn = loss_fn or F.cross_entropy
+    was_training = module.training
+    module.eval()
+    acc = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in module.named_parameters()}
+    k = 0
+    for x, y in batches:
+        module.zero_grad(set_to_none=True)
+        loss_fn(module(x), y).backward()
+        for n, p in module.named_parameters():
+            if p.grad is not None:
+                acc[n] += p.grad.detach().double() ** 2
+        k += 1
+    module.zero_grad(set_to_none=True)
+    module.train(was_training)
+    if k == 0:
+        raise ValueError("fisher_diagonal needs at least one calibration batch")
+    return {n: (a / k).cpu().numpy() for n, a in acc.items()}
+
+
+def distortion_curves(w: np.ndarray, encoder: CellMap, channel: Channel, max_repetitions: int,
+                      side: dict[str, Any] | None = None) -> np.ndarray:
+    """``MSE_i(r)`` for ``r = 0..max_repetitions``, shape ``(n, R + 1)`` (weights²): pruned
+    at ``r = 0``, ``e_i² + v_i/r`` above (see module docstring)."""
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    side = encoder.fit(w, channel) if side is None else side
+    v = encoder.noise_variance(w, side, channel)
+    e2 = encoder.clip_error(w, side) ** 2
+    r = np.arange(1, max_repetitions + 1, dtype=np.float64)
+    return np.concatenate([(w * w)[:, None], e2[:, None] + v[:, None] / r[None, :]], axis=1)
+
+
+def greedy_allocation(distortion: np.ndarray, budget_units: int) -> np.ndarray:
+    """Minimise ``Σ_i D[i, r_i]`` subject to ``Σ_i r_i ≤ budget_units`` by greedy marginal
+    gain on each row's lower convex hull.
+
+    Args:
+        distortion: ``D[i, r]`` = weighted distortion of item ``i`` with ``r`` units, shape
+            ``(n, R + 1)``.
+        budget_units: the total number of units (≥ 0).
+
+    Returns:
+        ``r`` per item, int64 shape ``(n,)``, with ``Σ r ≤ budget_units`` (equal whenever
+        a further unit still lowers the distortion).
+    """
+    D = np.asarray(distortion, dtype=np.float64)
+    if D.ndim != 2 or D.shape[1] < 1:
+        raise ValueError(f"distortion must have shape (n, R + 1), got {D.shape}")
+    if not np.all(np.isfinite(D)):
+        raise ValueError("distortion must be finite")
+    budget = int(budget_units)
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget_units!r}")
+    n, R1 = D.shape
+    # hull segments, vectorised over items: from the current point, jump to the r' of steepest descent
+    seg_item, seg_from, seg_to, seg_ratio = [], [], [], []
+    cur = np.zeros(n, dtype=np.int64)
+    active = np.ones(n, dtype=bool)
+    rs = np.arange(R1)
+    for _ in range(R1 - 1):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        c = cur[idx]
+        step = rs[None, :] - c[:, None]  # (m, R1)
+        gain = D[idx, c][:, None] - D[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(step > 0, gain / np.where(step > 0, step, 1), -np.inf)
+        best = np.argmax(ratio, axis=1)
+        best_ratio = ratio[np.arange(idx.size), best]
+        ok = best_ratio > 0
+        seg_item.append(idx[ok]), seg_from.append(c[ok]), seg_to.append(best[ok]), seg_ratio.append(best_ratio[ok])
+        cur[idx[ok]] = best[ok]
+        active[idx[~ok]] = False
+        active[cur >= R1 - 1] = False
+    counts = np.zeros(n, dtype=np.int64)
+    if not seg_item:
+        return counts
+    item, frm, to, ratio = (np.concatenate(a) for a in (seg_item, seg_from, seg_to, seg_ratio))
+    order = np.lexsort((frm, -ratio))  # steepest first; an item's segments in hull order
+    item, frm, to = item[order], frm[order], to[order]
+    cost = to - frm
+    spent = np.cumsum(cost)
+    fits = int(np.searchsorted(spent, budget, side="right"))
+    counts[item[:fits]] = to[:fits]
+    left = budget - (int(spent[fits - 1]) if fits else 0)
+    blocked = np.zeros(n, dtype=bool)
+    for j in range(fits, item.size):  # the tail: skip segments that no longer fit
+        if left <= 0:
+            break
+        i = item[j]
+        if blocked[i] or counts[i] != frm[j]:
+            continue
+        if cost[j] <= left:
+            counts[i] = to[j]
+            left -= int(cost[j])
+        else:
+            blocked[i] = True
+    return counts
+
+
+def allocate_cells(weights: dict[str, np.ndarray], sensitivity: dict[str, np.ndarray], encoder: CellMap,
+                   channel: Channel, budget_cells: int, max_repetitions: int = 8) -> dict[str, np.ndarray]:
+    """Per-weight repetition counts for every tensor (0 = pruned) minimising
+    ``Σ h_i·MSE_i(r_i)`` under ``Σ encoder.cells_per_weight·r_i ≤ budget_cells``.
+
+    Args:
+        weights: name → flat weights.
+        sensitivity: name → ``h`` (same size, e.g. from :func:`fisher_diagonal`).
+        encoder: the cell map whose copies are allotted (its ``fit`` gives each tensor's range).
+        channel: the card's channel at the read time the allocation optimises for.
+        budget_cells: total analog cells.
+        max_repetitions: ``R``, the most copies one weight may get.
+
+    Returns:
+        name → uint8 counts, shape ``(size,)``; ``encoder.cells_per_weight·Σ counts ≤ budget_cells``.
+    """
+    if not isinstance(encoder, CellMap):
+        raise StorageError(f"allocation needs a cell-map encoder, got {encoder!r}")
+    names = list(weights)
+    curves = []
+    for n in names:
+        w = np.asarray(weights[n], dtype=np.float64).reshape(-1)
+        if n not in sensitivity:
+            raise StorageError(f"no sensitivity for tensor {n!r}")
+        h = np.asarray(sensitivity[n], dtype=np.float64).reshape(-1)
+        if h.shape != w.shape or np.any(~np.isfinite(h)) or np.any(h < 0):
+            raise StorageError(f"sensitivity of {n!r} must be finite, >= 0 and of shape {w.shape}")
+        curves.append(h[:, None] * distortion_curves(w, encoder, channel, max_repetitions))
+    c = encoder.cells_per_weight
+    counts = greedy_allocation(np.concatenate(curves, axis=0), int(budget_cells) // c)
+    out, a = {}, 0
+    for n, cv in zip(names, curves):
+        out[n] = counts[a:a + cv.shape[0]].astype(np.uint8)
+        a += cv.shape[0]
+    return out

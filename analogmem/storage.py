@@ -1,0 +1,611 @@
+"""Storage backends: named tensors on analog cells (or exactly, digitally), whole torch
+models on a store, and chip snapshots on disk (DESIGN §1, §5, §7).
+
+A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t_s``
+(seconds after programming)::
+
+    store = EmulatedStore("rram-wan2022", n_cells=1_000_000, seed=0)
+    store.put("fc.weight", w, encoder=make_encoder("differential-mmse"))
+    w_1day = store.get("fc.weight", t_s=86400.0)
+
+* :class:`BenchStore` — a store over **any** object implementing the
+  :class:`~analogmem.bench.Bench` protocol plus the device card that describes its cells
+  (the instrument store of the hardware issue is a ``BenchStore`` over an
+  ``InstrumentBench``); cells are handed out in order, one tensor after another.
+* :class:`EmulatedStore` — a ``BenchStore`` over an :class:`~analogmem.bench.EmulatedBench`
+  it makes itself (so it knows its random state and can be snapshotted).
+* :class:`DigitalStore` — exact storage (the baseline); ``t_s`` is ignored.
+
+Every store also keeps *digital* tensors (:meth:`Store.put_digital`: exact, counted in
+bits) for what is not worth putting on analog cells. :func:`store_model` puts every
+``torch.nn.Module`` parameter (conv, linear and batch-norm weights and biases) on the
+store with an encoder, and keeps the buffers (batch-norm ``running_mean``,
+``running_var``, ``num_batches_tracked``) digital; :func:`load_model` rebuilds the module
+from a read at ``t_s``.
+
+Snapshots (:func:`save_snapshot` / :func:`load_snapshot`) write a programmed chip to one
+safetensors file: the per-cell state of the bench, the store's directory (encoders, side
+information, addresses), the digital tensors, and JSON metadata with the analogmem
+version, the device card (text and sha256) and the random state. The file carries a
+SHA-256 of its whole content (computed with the checksum field zeroed), written
+atomically; a corrupted or truncated file is refused with
+:class:`~analogmem.errors.StorageError`. Loading gives back a store whose reads continue
+bit-identically to the original's.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ._io import atomic_write_bytes
+from ._seeding import SeedLike, as_seed_sequence
+from .bench import Bench, EmulatedBench
+from .cells import DeviceModel, load_device, parse_card
+from .coding import CellMap, Channel, Encoder, check_finite, encoder_from_spec, global_drift_scale
+from .errors import StorageError
+
+__all__ = [
+    "Store",
+    "BenchStore",
+    "EmulatedStore",
+    "DigitalStore",
+    "Entry",
+    "ModelHandle",
+    "store_model",
+    "load_model",
+    "save_snapshot",
+    "load_snapshot",
+    "restore_emulated_bench",
+    "SNAPSHOT_FORMAT",
+]
+
+SNAPSHOT_FORMAT = "analogmem-chip-snapshot"
+_SNAPSHOT_VERSION = 1
+_CELL_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read", "t_prog_s", "stuck")
+_CHECKSUM_KEY = b'"checksum_sha256":"'
+_ZERO_SUM = "0" * 64
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- protocol
+@runtime_checkable
+class Store(Protocol):
+    """Named tensors, put once and read back at a time ``t_s`` (s after programming)."""
+
+    def put(self, name: str, tensor: np.ndarray, encoder: Encoder | None = None,
+            counts: np.ndarray | None = None) -> None:
+        """Store ``tensor`` (any shape, finite floats) under ``name``."""
+        ...
+
+    def put_digital(self, name: str, tensor: np.ndarray) -> None:
+        """Keep ``tensor`` exactly (digital memory)."""
+        ...
+
+    def get(self, name: str, t_s: float | None = None) -> np.ndarray:
+        """The tensor ``name`` as read ``t_s`` seconds after programming (its shape and dtype)."""
+        ...
+
+    def names(self) -> list[str]:
+        """Names of the stored tensors, in the order they were put."""
+        ...
+
+    def usage(self) -> dict[str, Any]:
+        """Resources used: analog cells, weights, digital bits."""
+        ...
+
+
+@dataclass
+class Entry:
+    """One tensor on a store.
+
+    Attributes:
+        name, shape, dtype: the tensor's identity (dtype as a numpy name).
+        kind: ``"analog"`` (on cells) or ``"digital"`` (kept exactly).
+        encoder: the encoder's spec (analog only).
+        side: side information (floats / arrays) from :meth:`Encoder.fit`.
+        groups: ``(r, start, n_cells, g_target_mean_S)`` per repetition count ``r`` — the
+            cells ``[start, start + n_cells)`` hold the weights allotted ``r`` repetitions.
+        counts: per-weight repetition counts (0 = pruned) from an allocation, or None.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str
+    encoder: dict[str, Any] | None = None
+    side: dict[str, Any] = field(default_factory=dict)
+    groups: list[tuple[int, int, int, float]] = field(default_factory=list)
+    counts: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def n_cells(self) -> int:
+        return int(sum(g[2] for g in self.groups))
+
+
+def _as_array(name: str, tensor: Any) -> np.ndarray:
+    if hasattr(tensor, "detach"):  # a torch tensor
+        tensor = tensor.detach().cpu().numpy()
+    a = np.asarray(tensor)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise StorageError(f"tensor {name!r} has dtype {a.dtype}; only numbers can be stored")
+    return a
+
+
+def _check_name(store_names: dict[str, Entry], name: str) -> None:
+    if not isinstance(name, str) or not name or '"' in name or "\\" in name:
+        raise StorageError(f"tensor name must be a non-empty string without quotes or backslashes, got {name!r}")
+    if name in store_names:
+        raise StorageError(f"tensor {name!r} is already stored; stores are write-once per name")
+
+
+# --------------------------------------------------------------------------- digital store
+class DigitalStore:
+    """Exact storage (the error-free baseline): ``get`` returns what was put, whatever
+    ``t_s``. Analog and digital puts both count 32 bits per float32 value (the dtype's bits)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._data: dict[str, np.ndarray] = {}
+
+    def put(self, name, tensor, encoder=None, counts=None):
+        self._put(name, tensor, "analog")
+
+    def put_digital(self, name, tensor):
+        self._put(name, tensor, "digital")
+
+    def _put(self, name, tensor, kind):
+        _check_name(self._entries, name)
+        a = _as_array(name, tensor)
+        if np.issubdtype(a.dtype, np.floating):
+            check_finite(name, a)
+        self._entries[name] = Entry(name, tuple(a.shape), a.dtype.name, kind)
+        self._data[name] = a.copy()
+
+    def get(self, name, t_s=None):
+        if name not in self._data:
+            raise StorageError(f"no tensor named {name!r} on this store (has {len(self._data)})")
+        return self._data[name].copy()
+
+    def names(self):
+        return list(self._entries)
+
+    def usage(self):
+        bits = sum(a.size * a.dtype.itemsize * 8 for a in self._data.values())
+        n = sum(e.size for e in self._entries.values() if e.kind == "analog")
+        return {"analog_cells": 0, "analog_weights": n, "digital_bits": int(bits), "side_info_bits": 0}
+
+
+# --------------------------------------------------------------------------- bench store
+class BenchStore:
+    """A store over any :class:`~analogmem.bench.Bench` whose cells the card ``device``
+    describes. Cells are allotted in order from address 0; a tensor that does not fit
+    raises :class:`StorageError` before anything is programmed.
+
+    Args:
+        bench: the bench (emulated or instrument).
+        device: the card of its cells (a name, path or DeviceModel); by default
+            ``bench.device``.
+        compensate_drift: apply :func:`~analogmem.coding.global_drift_scale` per tensor
+            group before decoding (skipped for encoders that decode with the channel model,
+            which already includes the mean drift).
+    """
+
+    def __init__(self, bench: Bench, device: DeviceModel | str | None = None, *, compensate_drift: bool = True):
+        if not isinstance(bench, Bench):
+            raise TypeError(f"bench must implement the Bench protocol, got {type(bench).__name__}")
+        if device is None:
+            device = getattr(bench, "device", None)
+            if device is None:
+                raise TypeError("pass the device card describing the bench's cells (device=...)")
+        self.bench = bench
+        self.device = load_device(device)
+        self.compensate_drift = bool(compensate_drift)
+        self._entries: dict[str, Entry] = {}
+        self._digital: dict[str, np.ndarray] = {}
+        self._next = 0
+
+    # ---------------------------------------------------------------- writing
+    @property
+    def cells_used(self) -> int:
+        return self._next
+
+    def put(self, name: str, tensor: Any, encoder: Encoder | None = None, counts: np.ndarray | None = None,
+            t_fit_s: float = 86400.0) -> None:
+        """Encode ``tensor`` with ``encoder`` and program it onto the next free cells.
+
+        Args:
+            name: a new name.
+            tensor: finite floats, any shape (torch tensors accepted).
+            encoder: an :class:`~analogmem.coding.Encoder` (required).
+            counts: optional per-weight repetition counts, shape ``tensor.size`` (0 =
+                pruned: decoded as 0, no cells), from :func:`analogmem.allocate.allocate_cells`;
+                needs a :class:`~analogmem.coding.CellMap` encoder.
+            t_fit_s: the read time (s) whose channel the encoder may use to fit its range.
+
+        Raises :class:`StorageError` for a duplicate name, non-finite values (naming the
+        tensor), bad counts or too few free cells; nothing is programmed then.
+        """
+        _check_name(self._entries, name)
+        if encoder is None:
+            raise StorageError(f"tensor {name!r}: an encoder is needed to put it on analog cells")
+        a = _as_array(name, tensor)
+        check_finite(name, a)
+        w = a.astype(np.float64).reshape(-1)
+        channel = Channel(self.device, t_fit_s)
+        side = encoder.fit(w, channel)
+        if counts is None:
+            plan = [(1, np.arange(w.size), encoder)]
+        else:
+            counts = np.asarray(counts)
+            if counts.shape != (w.size,) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
+                raise StorageError(f"tensor {name!r}: counts must be non-negative integers of shape ({w.size},), "
+                                   f"got shape {counts.shape} dtype {counts.dtype}")
+            if not isinstance(encoder, CellMap):
+                raise StorageError(f"tensor {name!r}: per-weight counts need a cell-map encoder, got {encoder.name}")
+            plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
+                    for r in np.unique(counts) if r > 0]
+        targets, groups, start = [], [], self._next
+        for r, idx, enc in plan:
+            x = enc.encode(w[idx], side)
+            g = channel.to_S(x)
+            targets.append(g)
+            groups.append((r, start, int(g.size), float(g.mean()) if g.size else 0.0))
+            start += g.size
+        n_new = start - self._next
+        if start > self.bench.n_cells:
+            raise StorageError(f"tensor {name!r} needs {n_new} cells but only {self.bench.n_cells - self._next} of "
+                               f"{self.bench.n_cells} are free; nothing was programmed")
+        if n_new:
+            self.bench.program(np.concatenate(targets), addresses=np.arange(self._next, start))
+        self._entries[name] = Entry(name, tuple(a.shape), a.dtype.name, "analog", encoder.spec(), side, groups,
+                                    None if counts is None else counts.astype(np.uint8 if counts.max(initial=0) < 256
+                                                                              else np.int64))
+        self._next = start
+
+    def put_digital(self, name: str, tensor: Any) -> None:
+        """Keep ``tensor`` exactly, in digital memory (counted in bits by :meth:`usage`)."""
+        _check_name(self._entries, name)
+        a = _as_array(name, tensor)
+        if np.issubdtype(a.dtype, np.floating):
+            check_finite(name, a)
+        self._entries[name] = Entry(name, tuple(a.shape), a.dtype.name, "digital")
+        self._digital[name] = np.array(a, copy=True)
+
+    # ---------------------------------------------------------------- reading
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise StorageError(f"no tensor named {name!r} on this store (has {len(self._entries)})")
+        return self._entries[name]
+
+    def get(self, name: str, t_s: float | None = None) -> np.ndarray:
+        """Read tensor ``name`` ``t_s`` seconds after programming (None: the bench clock)
+        and decode it; returns its original shape and dtype."""
+        e = self.entry(name)
+        if e.kind == "digital":
+            return self._digital[name].copy()
+        lo = min((g[1] for g in e.groups), default=0)
+        hi = max((g[1] + g[2] for g in e.groups), default=0)
+        reads = self.bench.read(t_s, addresses=np.arange(lo, hi)) if hi > lo else np.empty(0)
+        return self._decode(e, reads, lo, t_s)
+
+    def get_all(self, t_s: float | None = None, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """All tensors (or ``names``), from a single read of the used cells at ``t_s``."""
+        names = self.names() if names is None else list(names)
+        if not self._next:
+            reads = np.empty(0)
+        else:  # every cell in use: no address list to validate and gather
+            addr = None if self._next == self.bench.n_cells else np.arange(0, self._next)
+            reads = self.bench.read(t_s, addresses=addr)
+        out = {}
+        for n in names:
+            e = self.entry(n)
+            out[n] = self._digital[n].copy() if e.kind == "digital" else self._decode(e, reads, 0, t_s)
+        return out
+
+    def _decode(self, e: Entry, reads: np.ndarray, offset: int, t_s: float | None) -> np.ndarray:
+        enc = encoder_from_spec(e.encoder)
+        t = float(t_s) if t_s is not None else max(self.bench.time_s, 0.0)
+        channel = Channel(self.device, max(t, 0.0))
+        if e.counts is None:
+            (r, start, n, gmean), = e.groups
+            w = self._decode_group(enc, e, reads[start - offset:start - offset + n], gmean, e.size, channel)
+        else:
+            w = np.zeros(e.size)
+            counts = e.counts
+            for r, start, n, gmean in e.groups:
+                idx = np.flatnonzero(counts == r)
+                w[idx] = self._decode_group(enc.with_repetition(r), e, reads[start - offset:start - offset + n],
+                                            gmean, idx.size, channel)
+        return w.reshape(e.shape).astype(e.dtype)
+
+    def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: Channel):
+        if self.compensate_drift and not enc.uses_channel and g.size:
+            g = g * global_drift_scale(g, gmean)
+        return enc.decode(channel.to_relative(g), e.side, n, channel)
+
+    def usage(self) -> dict[str, Any]:
+        """``analog_cells`` (cells programmed), ``analog_weights``, ``digital_bits`` (tensors
+        kept digital, at their dtype's bits), ``side_info_bits`` (encoder side information
+        at 32 bits per value) and ``allocation_map_bits`` (per-weight counts at their
+        empirical entropy, what an entropy coder needs)."""
+        side_bits = alloc_bits = 0
+        for e in self._entries.values():
+            if e.kind != "analog":
+                continue
+            for v in e.side.values():
+                side_bits += 32 * (np.size(v))
+            if e.counts is not None and e.counts.size:
+                p = np.bincount(e.counts.astype(np.int64)) / e.counts.size
+                p = p[p > 0]
+                alloc_bits += float(-(p * np.log2(p)).sum() * e.counts.size)
+        return {
+            "analog_cells": int(self._next),
+            "analog_weights": int(sum(e.size for e in self._entries.values() if e.kind == "analog")),
+            "digital_bits": int(sum(a.size * a.dtype.itemsize * 8 for a in self._digital.values())),
+            "side_info_bits": int(side_bits),
+            "allocation_map_bits": int(math.ceil(alloc_bits)),
+        }
+
+
+class EmulatedStore(BenchStore):
+    """A :class:`BenchStore` over a new :class:`~analogmem.bench.EmulatedBench` of
+    ``n_cells`` cells of ``device``, seeded by ``seed`` (whose state snapshots record)."""
+
+    def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
+                 n_threads: int | None = None, compensate_drift: bool = True):
+        self.seed_sequence = as_seed_sequence(seed)
+        self.initial_seed_state = _seed_state(self.seed_sequence)
+        bench = EmulatedBench(device, n_cells, seed=self.seed_sequence, n_threads=n_threads)
+        super().__init__(bench, bench.device, compensate_drift=compensate_drift)
+
+
+def _seed_state(ss: np.random.SeedSequence) -> dict[str, Any]:
+    return {"entropy": str(ss.entropy), "spawn_key": [int(k) for k in ss.spawn_key],
+            "pool_size": int(ss.pool_size), "n_children_spawned": int(ss.n_children_spawned)}
+
+
+def _seed_from_state(state: dict[str, Any]) -> np.random.SeedSequence:
+    return np.random.SeedSequence(int(state["entropy"]), spawn_key=tuple(state["spawn_key"]),
+                                  pool_size=int(state["pool_size"]),
+                                  n_children_spawned=int(state["n_children_spawned"]))
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class ModelHandle:
+    """A model on a store: the store, a template module (architecture, no trust in its
+    weights), which state-dict entries are analog and which digital, and the usage."""
+
+    store: Any
+    template: Any
+    analog: list[str]
+    digital: list[str]
+
+    def usage(self) -> dict[str, Any]:
+        u = dict(self.store.usage())
+        u["cells_per_weight"] = u["analog_cells"] / max(u["analog_weights"], 1)
+        return u
+
+
+def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget: int | None = None,
+                counts: dict[str, np.ndarray] | None = None, sensitivity: dict[str, np.ndarray] | None = None,
+                t_fit_s: float = 86400.0, max_repetitions: int = 8, progress: bool = False) -> ModelHandle:
+    """Put a ``torch.nn.Module`` on ``store``.
+
+    Every parameter (conv / linear / batch-norm weights and biases) goes on the store with
+    ``encoder``; every buffer (batch-norm ``running_mean``/``running_var``/
+    ``num_batches_tracked``) is kept digital. With ``budget`` (total analog cells) and
+    ``sensitivity`` (per-parameter arrays h_i, e.g. from
+    :func:`analogmem.allocate.fisher_diagonal`), per-weight repetition counts come from
+    :func:`analogmem.allocate.allocate_cells` (pruning where a weight gets 0); or pass
+    ``counts`` directly.
+
+    Raises :class:`StorageError` naming the tensor for NaN/inf weights (checked for every
+    tensor before anything is programmed).
+    """
+    import torch  # noqa: F401  (the module is a torch module)
+
+    state = module.state_dict()
+    params = {n for n, _ in module.named_parameters()}
+    for n, v in state.items():
+        if v.is_floating_point():
+            check_finite(n, v.detach().cpu().numpy())
+    analog = [n for n in state if n in params]
+    digital = [n for n in state if n not in params]
+    if budget is not None and counts is None:
+        from .allocate import allocate_cells
+
+        if sensitivity is None:
+            raise StorageError("a cell budget needs per-weight sensitivities (see analogmem.allocate.fisher_diagonal)")
+        if not isinstance(encoder, CellMap):
+            raise StorageError(f"allocation needs a cell-map encoder, got {encoder!r}")
+        flat_w = {n: state[n].detach().cpu().numpy().reshape(-1) for n in analog}
+        counts = allocate_cells(flat_w, sensitivity, encoder, Channel(store.device, t_fit_s), int(budget),
+                                max_repetitions=max_repetitions)
+    from tqdm.auto import tqdm
+
+    for n in tqdm(analog, desc="program", unit="tensor", disable=not progress):
+        store.put(n, state[n], encoder=encoder, counts=None if counts is None else counts[n])
+    for n in digital:
+        store.put_digital(n, state[n])
+    template = copy.deepcopy(module)
+    return ModelHandle(store, template, analog, digital)
+
+
+def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
+    """A copy of the stored module with every tensor as read ``t_s`` seconds after
+    programming (one read of all cells)."""
+    import torch
+
+    if hasattr(handle.store, "get_all"):
+        values = handle.store.get_all(t_s, handle.analog + handle.digital)
+    else:
+        values = {n: handle.store.get(n, t_s) for n in handle.analog + handle.digital}
+    module = copy.deepcopy(handle.template)
+    module.load_state_dict({n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in values.items()})
+    return module
+
+
+# --------------------------------------------------------------------------- snapshots
+def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
+    """Write the programmed chip of ``store`` to ``path`` (safetensors + JSON metadata,
+    atomic, whole-file SHA-256). Only the used cells are written."""
+    from safetensors.numpy import save as st_save
+
+    if not isinstance(store, BenchStore) or not isinstance(store.bench, EmulatedBench):
+        raise StorageError(f"snapshots need a store over an EmulatedBench, got {type(store).__name__}")
+    bench: EmulatedBench = store.bench
+    n = store.cells_used
+    state = bench.cell_state()
+    tensors: dict[str, np.ndarray] = {f"cells/{k}": np.ascontiguousarray(state[k][:n]) for k in _CELL_KEYS}
+    entries = []
+    for e in store._entries.values():
+        side_scalars = {}
+        for k, v in e.side.items():
+            if np.ndim(v) == 0:
+                side_scalars[k] = float(v)
+            else:
+                tensors[f"side/{e.name}/{k}"] = np.ascontiguousarray(np.asarray(v))
+        if e.counts is not None:
+            tensors[f"counts/{e.name}"] = np.ascontiguousarray(e.counts)
+        if e.kind == "digital":
+            d = store._digital[e.name]
+            tensors[f"digital/{e.name}"] = np.ascontiguousarray(d.reshape(-1))
+        entries.append({"name": e.name, "shape": list(e.shape), "dtype": e.dtype, "kind": e.kind,
+                        "encoder": e.encoder, "side": side_scalars,
+                        "side_arrays": [k for k, v in e.side.items() if np.ndim(v) != 0],
+                        "groups": [list(g) for g in e.groups], "has_counts": e.counts is not None})
+    seed_state = _seed_state(store.seed_sequence) if isinstance(store, EmulatedStore) else None
+    t_prog = state["t_prog_s"]
+    meta = {
+        "format": SNAPSHOT_FORMAT, "format_version": _SNAPSHOT_VERSION, "analogmem_version": _version(),
+        "device": {"name": store.device.name, "card_sha256": store.device.card_sha256,
+                   "card_text": store.device.card_text},
+        "random_state": {"kind": "numpy.random.SeedSequence", "current": seed_state,
+                         "initial": getattr(store, "initial_seed_state", None)},
+        "bench": {"n_cells": bench.n_cells, "cells_saved": n, "time_s": bench.time_s,
+                  "last_program_s": float(t_prog.max()) if t_prog.size else 0.0,
+                  "stuck_unused_cells": int(np.count_nonzero(state["stuck"][n:]))},
+        "store": {"compensate_drift": store.compensate_drift, "cells_used": n, "entries": entries},
+        "units": {"cells/g_eff": "S", "cells/g_prog": "S", "cells/t_prog_s": "s", "time_s": "s"},
+    }
+    blob = st_save(tensors, metadata={"analogmem": json.dumps(meta), "checksum_sha256": _ZERO_SUM})
+    pos = _checksum_position(blob)
+    digest = hashlib.sha256(blob).hexdigest().encode()
+    blob = blob[:pos] + digest + blob[pos + 64:]
+    return atomic_write_bytes(path, blob)
+
+
+def _checksum_position(blob: bytes) -> int:
+    if len(blob) < 8:
+        raise StorageError(f"snapshot is truncated: {len(blob)} bytes, not even a header length")
+    (hlen,) = struct.unpack("<Q", blob[:8])
+    if hlen > len(blob) - 8:
+        raise StorageError(f"snapshot is truncated or corrupted: header says {hlen} bytes, file has {len(blob) - 8}")
+    header = blob[8:8 + hlen]
+    i = header.find(_CHECKSUM_KEY)
+    if i < 0 or header.find(_CHECKSUM_KEY, i + 1) >= 0 or i + len(_CHECKSUM_KEY) + 64 > len(header):
+        raise StorageError("snapshot is corrupted: no (unique) checksum_sha256 in its header")
+    return 8 + i + len(_CHECKSUM_KEY)
+
+
+def load_snapshot(path: str | Path, *, n_threads: int | None = None) -> EmulatedStore:
+    """Read a snapshot written by :func:`save_snapshot` and rebuild its store.
+
+    The whole-file SHA-256 is verified first; a truncated or corrupted file (any byte) or
+    a card whose text no longer matches its recorded sha256 raises :class:`StorageError`.
+    The returned store's bench has the saved per-cell state, clock and random state, so its
+    reads continue exactly as the original's would have.
+    """
+    from safetensors.numpy import load as st_load
+
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read snapshot {str(path)!r}: {exc}") from None
+    pos = _checksum_position(blob)
+    stored = blob[pos:pos + 64]
+    if not re.fullmatch(rb"[0-9a-f]{64}", stored):
+        raise StorageError(f"snapshot {str(path)!r} is corrupted: malformed checksum")
+    actual = hashlib.sha256(blob[:pos] + _ZERO_SUM.encode() + blob[pos + 64:]).hexdigest()
+    if actual != stored.decode():
+        raise StorageError(f"snapshot {str(path)!r} is corrupted or truncated: SHA-256 {actual} does not match "
+                           f"the recorded {stored.decode()}")
+    try:
+        tensors = st_load(blob)
+        (hlen,) = struct.unpack("<Q", blob[:8])
+        meta = json.loads(json.loads(blob[8:8 + hlen])["__metadata__"]["analogmem"])
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
+        raise StorageError(f"snapshot {str(path)!r} cannot be parsed: {exc}") from None
+    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") != _SNAPSHOT_VERSION:
+        raise StorageError(f"{str(path)!r} is not an analogmem chip snapshot of format version {_SNAPSHOT_VERSION}")
+    dev_meta = meta["device"]
+    device = parse_card(dev_meta["card_text"], label=f"{dev_meta['name']} (from snapshot)")
+    if device.card_sha256 != dev_meta["card_sha256"]:
+        raise StorageError(f"snapshot {str(path)!r}: device card sha256 {device.card_sha256} does not match the "
+                           f"recorded {dev_meta['card_sha256']}")
+    b = meta["bench"]
+    n = int(b["cells_saved"])
+    cells = {k: tensors[f"cells/{k}"] for k in _CELL_KEYS}
+    seed_state = meta["random_state"]["current"]
+    store = EmulatedStore.__new__(EmulatedStore)
+    store.seed_sequence = _seed_from_state(seed_state)
+    store.initial_seed_state = meta["random_state"]["initial"]
+    bench = restore_emulated_bench(device, int(b["n_cells"]), cells, store.seed_sequence, time_s=float(b["time_s"]),
+                                   n_threads=n_threads)
+    BenchStore.__init__(store, bench, device, compensate_drift=bool(meta["store"]["compensate_drift"]))
+    for em in meta["store"]["entries"]:
+        name = em["name"]
+        side = dict(em["side"])
+        for k in em["side_arrays"]:
+            side[k] = tensors[f"side/{name}/{k}"]
+        e = Entry(name, tuple(em["shape"]), em["dtype"], em["kind"], em["encoder"], side,
+                  [(int(g[0]), int(g[1]), int(g[2]), float(g[3])) for g in em["groups"]],
+                  tensors[f"counts/{name}"] if em["has_counts"] else None)
+        store._entries[name] = e
+        if e.kind == "digital":
+            store._digital[name] = tensors[f"digital/{name}"].reshape(e.shape)
+    store._next = n
+    return store
+
+
+def restore_emulated_bench(device: DeviceModel, n_cells: int, cells: dict[str, np.ndarray],
+                           seed: np.random.SeedSequence, *, time_s: float, n_threads: int | None = None) -> EmulatedBench:
+    """Rebuild an :class:`~analogmem.bench.EmulatedBench` from saved per-cell state
+    (``cells``: the arrays of :meth:`EmulatedBench.cell_state`, each for the first
+    ``len`` cells), its seed sequence (at its saved ``n_children_spawned``) and clock.
+
+    Cells beyond the saved ones are left as a fresh bench has them (unprogrammed).
+    """
+    bench = EmulatedBench(device, n_cells, seed=np.random.SeedSequence(0), n_threads=n_threads)
+    n = cells["g_eff"].shape[0]
+    if n > n_cells:
+        raise StorageError(f"snapshot holds {n} cells but the bench has {n_cells}")
+    full = bench.cell_state()
+    for k in _CELL_KEYS:
+        full[k][:n] = cells[k]
+    bench.restore_state(full, time_s=time_s, seed=seed)
+    return bench
