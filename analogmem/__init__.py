@@ -13,6 +13,7 @@ Units are SI throughout: conductance in S, time in s.
 
 from .bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device
+from .storage import DigitalStore, EmulatedStore, Store, load_model, store_model
 from .errors import (
     AddressError,
     AnalogMemError,
@@ -46,6 +47,11 @@ __all__ = [
     "EmulatedBench",
     "InstrumentBench",
     "ProgramReport",
+    "Store",
+    "EmulatedStore",
+    "DigitalStore",
+    "store_model",
+    "load_model",
     "WriteVerify",
     "kernels_info",
     "AnalogMemError",

@@ -1,8 +1,8 @@
 """The ``analogmem`` command line.
 
 Each feature module contributes its subcommand through an ``add_subparser(subparsers)``
-function; this module only assembles them. ``analogmem demo`` runs the main job with
-embedded defaults.
+function; this module only assembles them. ``analogmem demo`` runs the main job (store a
+ResNet on emulated RRAM) with embedded defaults; ``analogmem cells`` shows the cell physics.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from . import __version__, calibrate, demo
+from . import __version__, calibrate, demo, resnet_job
 from .bench import kernels_info
 from .cells import bundled_devices, load_device
 from .instrument.cli import add_subparser as add_bench_subparser
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analogmem", description="Analog memory (PCM/RRAM) emulator for ML.")
     parser.add_argument("--version", action="version", version=f"analogmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    resnet_job.add_subparser(sub, "demo")
+    resnet_job.add_subparser(sub, "store")
     demo.add_subparser(sub)
     calibrate.add_subparser(sub)
     add_bench_subparser(sub)

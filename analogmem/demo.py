@@ -14,8 +14,8 @@ the card's conductance range — then reads every cell at several times after pr
 as a table, a JSON file (self-describing keys with units) and a PNG figure (read
 distributions per level at 1 s and 1 year; error rates against time).
 
-The storage of a whole ResNet (encoders, allocation, accuracy) is the main job of a later
-release; this demo shows the cell physics that job stands on.
+Run it as ``analogmem cells``. The storage of a whole ResNet (encoders, allocation,
+accuracy) is the main job, ``analogmem demo``; this shows the cell physics it stands on.
 """
 
 from __future__ import annotations
@@ -175,8 +175,8 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``analogmem demo`` to the command line."""
-    p = subparsers.add_parser("demo", help="emulate multi-level cells and a weight tensor on PCM and RRAM over time",
+    """Add ``analogmem cells`` (this physics demo) to the command line."""
+    p = subparsers.add_parser("cells", help="emulate multi-level cells and a weight tensor on PCM and RRAM over time",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     conductance_cards = [n for n in bundled_devices() if load_device(n).input == "conductance"]
     p.add_argument("--device", action="append", choices=conductance_cards,
@@ -185,7 +185,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", type=int, default=8, help="levels of the multi-level cells (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help=f"kernel threads (default {default_threads()})")
-    p.add_argument("--out", default="results/demo", help="folder for demo.json and demo.png")
+    p.add_argument("--out", default="results/cells", help="folder for demo.json and demo.png")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--plot", default=None, help="write the figure (PNG) here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,7 +11,7 @@ from analogmem.cli import main
 
 def test_demo_writes_json_and_plot(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--cells", "20000", "--out", str(out), "--quiet", "--seed", "3"]) == 0
+    assert main(["cells", "--cells", "20000", "--out", str(out), "--quiet", "--seed", "3"]) == 0
     printed = capsys.readouterr().out
     assert "symbol error rate" in printed
     results = json.loads((out / "demo.json").read_text())
@@ -27,7 +27,7 @@ def test_demo_writes_json_and_plot(tmp_path, capsys):
     assert pcm[-1]["level_mean_over_target"][4] < 0.7  # 10 years of drift, uncompensated
     # same seed, same numbers
     again = tmp_path / "again.json"
-    assert main(["demo", "--cells", "20000", "--out", str(out), "--json", str(again), "--quiet", "--seed", "3"]) == 0
+    assert main(["cells", "--cells", "20000", "--out", str(out), "--json", str(again), "--quiet", "--seed", "3"]) == 0
     for name, dev in json.loads(again.read_text())["devices"].items():
         assert dev["reads"] == results["devices"][name]["reads"]
 
