@@ -94,6 +94,44 @@ class CompressedDataset:
         """Storage rate in bits per pixel."""
         return float(self.metadata["rate_bpp"])
 
+    #: Arrays each method keeps; the analog ones may live in noisy cells, the rest are bits.
+    _ARRAYS = {"dct-uniform": {"symbols": False, "mean": False, "coded": False},
+               "gaussian-rd": {"reconstruction": True}}
+
+    def put_on(self, store: Any, prefix: str = "dataset", encoder: Any = None) -> None:
+        """Put the data set on a :class:`~analogmem.storage.Store` under ``prefix/NAME``.
+
+        The DCT coder's quantisation indices and side information are bits and go to the
+        store's digital memory (exact); the ideal Gaussian compressor's reconstruction is a
+        real-valued image per example and is stored in analog cells (``store.put``), so on
+        an :class:`~analogmem.storage.EmulatedStore` the released images pick up the
+        device's noise (``encoder``: how values map to cells, default
+        ``analogmem.coding.make_encoder("adaptive")``). Keep :attr:`metadata` to read it back
+        with :meth:`from_store`."""
+        analog = self._ARRAYS.get(self.metadata.get("method"))
+        if analog is None:
+            raise PrivacyParameterError(f"unknown compression method {self.metadata.get('method')!r}")
+        for name, is_analog in analog.items():
+            values = self.arrays[name]
+            if is_analog:
+                if encoder is None:
+                    from analogmem.coding import make_encoder
+
+                    encoder = make_encoder("adaptive")
+                store.put(f"{prefix}/{name}", np.asarray(values, dtype=np.float64), encoder=encoder)
+            else:
+                store.put_digital(f"{prefix}/{name}", values)
+
+    @classmethod
+    def from_store(cls, store: Any, metadata: dict[str, Any], prefix: str = "dataset",
+                   t_s: float | None = None) -> "CompressedDataset":
+        """Read a data set put with :meth:`put_on` back from ``store``, ``t_s`` seconds
+        after programming."""
+        analog = cls._ARRAYS.get(metadata.get("method"))
+        if analog is None:
+            raise PrivacyParameterError(f"unknown compression method {metadata.get('method')!r}")
+        return cls({name: store.get(f"{prefix}/{name}", t_s=t_s) for name in analog}, dict(metadata))
+
     def reconstruct(self) -> np.ndarray:
         """The released images, float64 ``(n, h, w)`` in pixel units."""
         method = self.metadata["method"]
