@@ -34,7 +34,6 @@ distribution". The card keeps the candidate that the most levels accept at ``alp
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ import numpy as np
 from scipy import stats
 
 from . import __version__
-from ._io import atomic_write_bytes, atomic_write_text
+from ._io import atomic_write_text, save_figure
 from ._seeding import SeedLike, as_generator
 from .cells import INPUT_UNITS, DeviceModel, parse_card
 from .errors import CalibrationError
@@ -354,10 +353,9 @@ class ChannelCalibrator:
                ylabel="p-value")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
+        out = save_figure(fig, path, dpi=90)
         plt.close(fig)
-        return atomic_write_bytes(path, buf.getvalue())
+        return out
 
     def summary_table(self) -> str:
         """A human-readable table of the candidates' held-out results."""

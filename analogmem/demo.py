@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, save_figure
 from .bench import EmulatedBench, default_threads
 from .cells import bundled_devices, load_device
 
@@ -135,11 +135,8 @@ def plot_demo(results: dict[str, Any], path: Path) -> None:
     ax_ser.legend()
     ax_w.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _table(results: dict[str, Any]) -> str:

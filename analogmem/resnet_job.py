@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ._io import atomic_write_text
 from .cells import bundled_devices
@@ -236,7 +235,6 @@ def format_table(res: dict[str, Any]) -> str:
 
 def plot(res: dict[str, Any], path: str | Path) -> Path:
     """Accuracy against read time, one line per scheme, clean accuracy dashed (PNG)."""
-    import io
 
     import matplotlib
 
@@ -256,12 +254,11 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    from ._io import atomic_write_bytes
+    from ._io import save_figure
 
-    return atomic_write_bytes(path, buf.getvalue())
+    out = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:

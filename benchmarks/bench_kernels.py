@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "cells_per_s": n / total}
         print(f"{key:>16}: program {out_prog:7.3f} s  drift+read {out_read:7.3f} s  "
               f"total {total:7.3f} s  = {n / total / 1e6:7.1f} M cells/s")
-        del bench
+        bench = None  # free the arrays before the next backend
 
     kernel = results[f"cython_{cores}thread"]["cells_per_s"]
     ref = results["numpy_1thread"]["cells_per_s"]

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 import analogmem
 from analogmem import CalibrationError, DeviceCardError, EmulatedBench

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from analogmem import EmulatedBench, load_device
+from analogmem import EmulatedBench
 
 from stats_helpers import assert_ks, assert_mean, assert_std
 

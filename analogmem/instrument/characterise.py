@@ -335,14 +335,13 @@ def plot_table(path: str | os.PathLike, png: str | os.PathLike, title: str = "")
     """Plot a tidy table: read conductance (µS) against the cell's age (s), one colour per
     target level (left), and the read distributions at the earliest read time (right).
     Written atomically as PNG (matplotlib Agg)."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_write_bytes
+    from .._io import save_figure
 
     t = read_table(path)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -369,7 +368,6 @@ def plot_table(path: str | os.PathLike, png: str | os.PathLike, title: str = "")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    out = save_figure(fig, png, dpi=110)
     plt.close(fig)
-    return atomic_write_bytes(png, buf.getvalue())
+    return out

@@ -234,14 +234,13 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _plot_map(addr: np.ndarray, g: np.ndarray, rows: int, cols: int, png: str) -> None:
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_write_bytes
+    from .._io import save_figure
 
     img = np.full(rows * cols, np.nan)
     img[addr] = g * 1e6
@@ -253,10 +252,8 @@ def _plot_map(addr: np.ndarray, g: np.ndarray, rows: int, cols: int, png: str) -
     a2.set_xlabel("conductance (µS)")
     a2.set_ylabel("cells")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    save_figure(fig, png, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(png, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- characterise

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..bench import ProgramReport, WriteVerify, as_target_array, check_addresses
 from ..cells import DeviceModel, load_device
-from ..errors import AddressError, InstrumentError, TargetRangeError
+from ..errors import InstrumentError, TargetRangeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
     InstrumentConnectionError,

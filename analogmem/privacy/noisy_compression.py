@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from scipy import fft, special, stats
 
+from analogmem._io import save_figure
 from analogmem._seeding import SeedLike, as_generator, as_seed_sequence, spawn
 
 from ._validation import PrivacyParameterError, check_positive
@@ -529,4 +530,4 @@ def plot_noisy(rows, path) -> None:
     if rows:
         fig.suptitle(f"noisy-data compression on {rows[0]['dataset']} (n_train = {rows[0]['n_train']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)

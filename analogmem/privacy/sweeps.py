@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from analogmem._io import save_figure
 from analogmem._seeding import SeedLike, as_generator, spawn
 
 from ._validation import PrivacyParameterError, check_bits, check_dimension, check_epsilon
@@ -285,4 +286,4 @@ def plot_rrsc(rows: Sequence[dict], path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
