@@ -206,10 +206,13 @@ class BenchStore:
             ``bench.device``.
         compensate_drift: apply :func:`~analogmem.coding.global_drift_scale` per tensor
             group before decoding (skipped for encoders that decode with the channel model,
-            which already includes the mean drift).
+            which already includes the mean drift). None (the default): only when the card
+            has a mean drift — on a card without one, the mean of reads clipped at 0 S is
+            biased upwards and "compensating" it would shrink every weight.
     """
 
-    def __init__(self, bench: Bench, device: DeviceModel | str | None = None, *, compensate_drift: bool = True):
+    def __init__(self, bench: Bench, device: DeviceModel | str | None = None, *,
+                 compensate_drift: bool | None = None):
         if not isinstance(bench, Bench):
             raise TypeError(f"bench must implement the Bench protocol, got {type(bench).__name__}")
         if device is None:
@@ -218,7 +221,7 @@ class BenchStore:
                 raise TypeError("pass the device card describing the bench's cells (device=...)")
         self.bench = bench
         self.device = load_device(device)
-        self.compensate_drift = bool(compensate_drift)
+        self.compensate_drift = self.device.drift.enabled if compensate_drift is None else bool(compensate_drift)
         self._entries: dict[str, Entry] = {}
         self._digital: dict[str, np.ndarray] = {}
         self._next = 0
@@ -374,7 +377,7 @@ class EmulatedStore(BenchStore):
     ``n_cells`` cells of ``device``, seeded by ``seed`` (whose state snapshots record)."""
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
-                 n_threads: int | None = None, compensate_drift: bool = True):
+                 n_threads: int | None = None, compensate_drift: bool | None = None):
         self.seed_sequence = as_seed_sequence(seed)
         self.initial_seed_state = _seed_state(self.seed_sequence)
         bench = EmulatedBench(device, n_cells, seed=self.seed_sequence, n_threads=n_threads)
