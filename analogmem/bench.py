@@ -322,6 +322,25 @@ class EmulatedBench:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
         self._time_s += _check_seconds("seconds", seconds)
 
+    def bake(self, seconds: float, temperature_K: float) -> float:
+        """Emulate ``seconds`` at ``temperature_K``: with the card's Arrhenius retention
+        model the clock advances by the equivalent time at the card's reference
+        temperature. Returns that equivalent time (s). Raises
+        :class:`~analogmem.errors.DeviceCardError` if the card has no retention model."""
+        from .retention import acceleration_factor
+
+        rt = self.device.retention
+        if not rt.enabled:
+            raise DeviceCardError(f"device {self.device.name!r} has no [retention] model: it cannot emulate "
+                                  "a bake (fit one with analogmem.retention.fit_arrhenius)")
+        t = _check_seconds("seconds", seconds)
+        temp = float(temperature_K)
+        if not np.isfinite(temp) or temp <= 0:
+            raise TargetRangeError(f"temperature_K must be a positive temperature in kelvin, got {temperature_K!r}")
+        equivalent = t * float(acceleration_factor(temp, rt.activation_energy_eV, rt.reference_temperature_K))
+        self._time_s += equivalent
+        return equivalent
+
     def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
                 verify: WriteVerify | None = None) -> ProgramReport:
         """Program cells to ``targets`` (in the card's input domain: S for the published cards).

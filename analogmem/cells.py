@@ -52,6 +52,7 @@ __all__ = [
     "ReadNoise",
     "Relaxation",
     "StuckFaults",
+    "Retention",
     "load_device",
     "bundled_devices",
     "parse_card",
@@ -223,6 +224,22 @@ class Relaxation:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """Arrhenius time–temperature equivalence (``"arrhenius"``): a bake of t s at T K ages
+    cells like ``t·exp(E_a/k_B·(1/T_ref − 1/T))`` s at ``reference_temperature_K``, the
+    temperature the card's time-dependent models describe; ``"none"``: no temperature model."""
+
+    model: str = "none"
+    activation_energy_eV: float = 0.0
+    reference_temperature_K: float = 300.0
+    activation_energy_stderr_eV: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none"
+
+
+@dataclass(frozen=True)
 class StuckFaults:
     """Per-cell probabilities of being stuck at ``g_min_S`` / ``g_max_S`` for life."""
 
@@ -250,6 +267,7 @@ class DeviceModel:
     read_noise: ReadNoise
     relaxation: Relaxation
     faults: StuckFaults
+    retention: Retention = Retention()
     card_path: str = ""
     card_sha256: str = ""
     card_text: str = field(default="", repr=False)
@@ -586,6 +604,16 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     if faults.p_stuck_low + faults.p_stuck_high > 1.0:
         ft.fail("p_stuck_low + p_stuck_high exceeds 1")
     ft.done()
+    retention = Retention()
+    if "retention" in raw:
+        rt = root.table("retention")
+        if rt.string("model", choices=("none", "arrhenius")) == "arrhenius":
+            retention = Retention("arrhenius",
+                                  activation_energy_eV=rt.number("activation_energy_eV", lo=0.0, lo_open=True),
+                                  reference_temperature_K=rt.number("reference_temperature_K", lo=0.0, lo_open=True),
+                                  activation_energy_stderr_eV=rt.number("activation_energy_stderr_eV", default=0.0,
+                                                                        lo=0.0))
+        rt.done()
     fit_report = root.get("fit_report", default={})  # free-form: written by analogmem.calibrate
     if not isinstance(fit_report, dict):
         root.fail("expected a table", "fit_report")
@@ -594,7 +622,7 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     return DeviceModel(
         name=name, technology=technology, input=input_domain, description=description, source=source,
         range=ConductanceRange(g_min, g_max, clip_min, clip_max), programming=programming, drift=drift,
-        read_noise=read_noise, relaxation=relaxation, faults=faults, card_path=label,
+        read_noise=read_noise, relaxation=relaxation, faults=faults, retention=retention, card_path=label,
         card_sha256=hashlib.sha256(text.encode()).hexdigest(), card_text=text, fit_report=fit_report,
     )
 
