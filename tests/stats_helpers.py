@@ -37,3 +37,9 @@ def assert_ks(samples: np.ndarray, cdf, what: str = "distribution", alpha: float
     """One-sample Kolmogorov–Smirnov test: not rejected at level ``alpha``."""
     res = stats.kstest(samples, cdf)
     assert res.pvalue > alpha, f"{what}: KS statistic {res.statistic:.4g}, p = {res.pvalue:.3g} < {alpha}"
+
+
+def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+    """``n`` random unit vectors in ``d`` dimensions, shape (n, d)."""
+    x = np.random.default_rng(seed).standard_normal((n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
+from stats_helpers import unit_rows
+
 from analogmem.privacy import (
     PrivacyParameterError,
     kashin_representation,
@@ -21,11 +23,6 @@ from analogmem.privacy import (
     sqkr_mean,
 )
 from analogmem.privacy.sweeps import PAPER_PRIVUNITG_B_EQ_EPS
-
-
-def unit_rows(n, d, seed):
-    x = np.random.default_rng(seed).standard_normal((n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("eps", [0.5, 1.0, 4.0, 8.0, 20.0])

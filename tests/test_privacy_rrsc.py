@@ -10,6 +10,8 @@ import pytest
 from scipy import special, stats
 
 from analogmem.errors import AnalogMemError
+from stats_helpers import unit_rows
+
 from analogmem.privacy import (
     RRSC,
     PrivacyParameterError,
@@ -21,11 +23,6 @@ from analogmem.privacy import (
     simplex_codebook,
 )
 from analogmem.privacy.sweeps import PAPER_RRSC_B_EQ_EPS, PAPER_RRSC_EPS6
-
-
-def unit_rows(n, d, seed):
-    x = np.random.default_rng(seed).standard_normal((n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("m", [2, 3, 8, 256])
