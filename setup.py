@@ -1,7 +1,7 @@
-"""Build the Cython kernels in ext/ into analogmem._kernels.
+"""Build the Cython kernels in ext/ into analogmem.emulator._kernels.
 
 OpenMP is used when the compiler supports it (checked by compiling a tiny program);
-otherwise the kernels are built single-threaded and ``analogmem._kernels.OPENMP`` is
+otherwise the kernels are built single-threaded and ``analogmem.emulator._kernels.OPENMP`` is
 False. Set ``ANALOGMEM_NO_OPENMP=1`` to force a build without OpenMP.
 """
 
@@ -49,7 +49,7 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension(
-        "analogmem._kernels",
+        "analogmem.emulator._kernels",
         ["ext/_kernels.pyx"],
         include_dirs=[np.get_include(), "ext"],
         library_dirs=[NUMPY_RANDOM_LIB],

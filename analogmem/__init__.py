@@ -9,11 +9,17 @@ Public entry points::
     g = bench.read(t_s=3600.0)                             # siemens, one hour later
 
 Units are SI throughout: conductance in S, time in s.
+
+The package is layered (see README, "How it is built"): the emulator core
+(:mod:`analogmem.emulator`), calibration (:mod:`analogmem.calibrate`), storage
+(:mod:`analogmem.storage`), models and data (:mod:`analogmem.ml`), the thesis methods and
+the instrument bench, the jobs (:mod:`analogmem.jobs`), and this face with the command line.
 """
 
-from .bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
-from .cells import DeviceModel, bundled_devices, load_device
-from .storage import DigitalStore, EmulatedStore, Store, load_model, store_model
+from ._version import __version__
+from .emulator.bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
+from .emulator.cells import DeviceModel, bundled_devices, load_device
+from .storage.stores import DigitalStore, EmulatedStore, Store, load_model, store_model
 from .errors import (
     AddressError,
     AnalogMemError,
@@ -25,8 +31,6 @@ from .errors import (
     StorageError,
     TargetRangeError,
 )
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

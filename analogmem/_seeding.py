@@ -12,7 +12,7 @@ from typing import Union
 
 import numpy as np
 
-__all__ = ["SeedLike", "as_seed_sequence", "as_generator", "spawn"]
+__all__ = ["SeedLike", "as_seed_sequence", "as_generator", "spawn", "seed_state", "seed_from_state"]
 
 SeedLike = Union[None, int, "list[int]", np.random.SeedSequence, np.random.BitGenerator, np.random.Generator]
 
@@ -60,3 +60,17 @@ def as_generator(seed: SeedLike) -> np.random.Generator:
 def spawn(seed: SeedLike, n: int) -> list[np.random.SeedSequence]:
     """``n`` independent child seed sequences of ``seed`` (for threads, trials, clients)."""
     return as_seed_sequence(seed).spawn(n)
+
+
+def seed_state(ss: np.random.SeedSequence) -> dict:
+    """A JSON-able record of ``ss`` (entropy, spawn key, pool size, children spawned), so
+    that a saved object says exactly which random state made it."""
+    return {"entropy": str(ss.entropy), "spawn_key": [int(k) for k in ss.spawn_key],
+            "pool_size": int(ss.pool_size), "n_children_spawned": int(ss.n_children_spawned)}
+
+
+def seed_from_state(state: dict) -> np.random.SeedSequence:
+    """The :class:`~numpy.random.SeedSequence` recorded by :func:`seed_state`."""
+    return np.random.SeedSequence(int(state["entropy"]), spawn_key=tuple(state["spawn_key"]),
+                                  pool_size=int(state["pool_size"]),
+                                  n_children_spawned=int(state["n_children_spawned"]))

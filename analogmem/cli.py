@@ -12,10 +12,12 @@ import importlib
 import json
 import sys
 
-from . import __version__, calibrate, demo, resnet_job
-from .bench import kernels_info
-from .cells import bundled_devices, load_device
+from ._version import __version__
+from .calibrate import cli as calibrate_cli
+from .emulator.bench import kernels_info
+from .emulator.cells import bundled_devices, load_device
 from .errors import AnalogMemError
+from .jobs import cells_demo, store_resnet
 from .instrument.cli import add_subparser as add_bench_subparser
 from .privacy.cli import add_subparser as add_privacy_subparser
 from .pruning.cli import add_subparser as add_prune_subparser
@@ -61,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analogmem", description="Analog memory (PCM/RRAM) emulator for ML.")
     parser.add_argument("--version", action="version", version=f"analogmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    resnet_job.add_subparser(sub, "demo")
-    resnet_job.add_subparser(sub, "store")
-    demo.add_subparser(sub)
-    calibrate.add_subparser(sub)
+    store_resnet.add_subparser(sub, "demo")
+    store_resnet.add_subparser(sub, "store")
+    cells_demo.add_subparser(sub)
+    calibrate_cli.add_subparser(sub)
     add_bench_subparser(sub)
     add_privacy_subparser(sub)
     add_prune_subparser(sub)

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import analogmem
-from analogmem.bench import default_threads
+from analogmem.emulator.bench import default_threads
 
 
 def best_of(fn, repeat: int) -> float:

@@ -19,10 +19,10 @@ def main(argv=None) -> int:
     import torch
 
     from analogmem._io import atomic_write_text
-    from analogmem.bench import default_threads
-    from analogmem.coding import make_encoder
-    from analogmem.models import count_parameters, resnet18
-    from analogmem.resnet_job import preferred_rram_card
+    from analogmem.emulator.bench import default_threads
+    from analogmem.storage.encoders import make_encoder
+    from analogmem.ml.models import count_parameters, resnet18
+    from analogmem.jobs.store_resnet import preferred_rram_card
     from analogmem.storage import EmulatedStore, load_model, store_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -7,7 +7,7 @@
 The card (input: conductance, S) carries
 
 * ``[write_verify]``: per 3-bit level, the verify window and the pulse-response model fitted
-  by :func:`analogmem.calibrate_verify.fit_write_verify` to the write-verify traces of the
+  by :func:`analogmem.calibrate.write_verify.fit_write_verify` to the write-verify traces of the
   experiments named by ``--write-verify`` (default ``writetest3 writetest4``, which share one
   set of windows), and the distribution of verified conductances;
 * ``[retention]``: the Arrhenius time–temperature equivalence fitted to ``radar-ber.csv``;
@@ -39,8 +39,8 @@ import numpy as np
 
 import analogmem
 from analogmem._io import atomic_write_text, save_figure
-from analogmem.calibrate_verify import fit_write_verify, spread_table
-from analogmem.retention import fit_arrhenius
+from analogmem.calibrate.write_verify import fit_write_verify, spread_table
+from analogmem.calibrate.retention import fit_arrhenius
 
 PREBAKE_AGE_S = 3600.0
 T_VERIFIED_S = 1.0
@@ -121,7 +121,7 @@ def build_card(tables: Path, write_verify: list[str], bakes: list[str], prebake_
     text = ("# Fitted by calibration/fit_radar_card.py from the RADAR RRAM measurements; do not edit by hand.\n"
             "# Conductances in siemens, times in seconds, spreads in uS referenced to g_ref_S.\n\n"
             + tomli_w.dumps(card))
-    analogmem.cells.parse_card(text, "rram-radar")  # refuse to write a card that does not load
+    analogmem.emulator.cells.parse_card(text, "rram-radar")  # refuse to write a card that does not load
     summary = {"n_levels": n_levels, "g_max_S": g_max, "sigma_program_S": sigma_p, "times_s": times,
                "bakes": bake_info, "write_verify": wv.report}
     return text, summary

@@ -13,7 +13,7 @@ import json
 import sys
 
 from analogmem._io import atomic_write_text
-from analogmem.retention import fit_arrhenius
+from analogmem.calibrate.retention import fit_arrhenius
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Joint pruning + cell allocation (analogmem.allocate; thesis ch.3, DESIGN §5)."""
+"""Joint pruning + cell allocation (analogmem.storage.allocate; thesis ch.3, DESIGN §5)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analogmem import load_device
-from analogmem.allocate import allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
-from analogmem.coding import Channel, DifferentialPair, MMSE
+from analogmem.storage.allocate import allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
+from analogmem.storage.encoders import Channel, DifferentialPair, MMSE
 
 
 def _convex_curves(n, R, rng):

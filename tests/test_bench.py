@@ -9,7 +9,7 @@ import pytest
 
 import analogmem
 from analogmem import AddressError, Bench, EmulatedBench, TargetRangeError
-from analogmem.cells import parse_card
+from analogmem.emulator.cells import parse_card
 
 YEAR = 365 * 86400.0
 

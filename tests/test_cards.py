@@ -9,7 +9,7 @@ import pytest
 
 import analogmem
 from analogmem import DeviceCardError, load_device
-from analogmem.cells import parse_card
+from analogmem.emulator.cells import parse_card
 
 # DESIGN §2, Wan et al. 2022 (aihwkit ReRamWan2022NoiseModel): σ(x) polynomials in µS at
 # g_max = 40 µS, coefficients low -> high order.

@@ -47,7 +47,7 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from analogmem.data import digits
+    from analogmem.ml.datasets import digits
     from analogmem.dsgd import attach
 
     data = digits(seed=0)

@@ -135,7 +135,7 @@ def test_beta_prior_reset_every_rho_rounds():
 # ------------------------------------------------------------------ client training
 @pytest.fixture(scope="module")
 def digits_small():
-    from analogmem.data import digits
+    from analogmem.ml.datasets import digits
 
     d = digits(0)
     return d.x_train[:400], d.y_train[:400]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import analogmem
-from analogmem import EmulatedBench, _kernels
-from analogmem.bench import _kernel_params
+from analogmem import EmulatedBench
+from analogmem.emulator import _kernels
+from analogmem.emulator.bench import _kernel_params
 
 DEVICES = ["pcm-nandakumar2019", "rram-wan2022", "pcm-stanford"]
 
@@ -92,7 +93,7 @@ def test_write_verify_kernel_equals_reference(device, card_text):
     cell-by-cell reference still agree exactly, stuck cells included."""
     text = card_text(device).replace("p_stuck_low = 0.0", "p_stuck_low = 0.01").replace(
         "p_stuck_high = 0.0", "p_stuck_high = 0.01")
-    from analogmem.cells import parse_card
+    from analogmem.emulator.cells import parse_card
 
     dev = parse_card(text, device)
     n = 70_000  # two chunks
@@ -115,7 +116,7 @@ def test_write_verify_kernel_equals_reference(device, card_text):
 
 
 def test_kernel_params_reject_oversized_tables(card_text):
-    from analogmem.cells import parse_card
+    from analogmem.emulator.cells import parse_card
     from analogmem.errors import DeviceCardError
 
     text = card_text().replace("coefficients_uS = [0.26348, 1.9650, -1.1731]",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from analogmem.coding import make_encoder
-from analogmem.data import digits
+from analogmem.storage.encoders import make_encoder
+from analogmem.ml.datasets import digits
 from analogmem.pruning import (
     PruningError,
     evaluate,

@@ -11,8 +11,9 @@ import pytest
 
 import analogmem
 from analogmem import CalibrationError, DeviceCardError, EmulatedBench
-from analogmem.cells import parse_card
-from analogmem.retention import BOLTZMANN_eV_per_K, acceleration_factor, fit_arrhenius
+from analogmem.emulator.cells import parse_card
+from analogmem.calibrate.retention import fit_arrhenius
+from analogmem.emulator.cells import BOLTZMANN_eV_per_K, acceleration_factor
 from stats_helpers import SHARED_DATA
 
 BER = SHARED_DATA / "rram-radar" / "ber-time-temp.csv"

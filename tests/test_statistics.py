@@ -2,7 +2,7 @@
 
 Each check draws >= 1e5 cells at one relative conductance x = g_T/g_max through the
 compiled kernels (EmulatedBench) and compares sample moments with the formulas, written
-out here independently of analogmem.cells, within 5-standard-error confidence bounds,
+out here independently of analogmem.emulator.cells, within 5-standard-error confidence bounds,
 plus a KS test of the standardised residuals. Seeds are fixed, so the tests are
 deterministic.
 """

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analogmem import EmulatedBench
-from analogmem.coding import DigitalECC, make_encoder
+from analogmem.storage.encoders import DigitalECC, make_encoder
 from analogmem.errors import StorageError
 from analogmem.storage import (
     BenchStore, DigitalStore, EmulatedStore, Store, load_model, load_snapshot, save_snapshot, store_model,
@@ -177,7 +177,7 @@ def test_drift_compensation_only_where_the_card_drifts():
     0 S is biased upwards and compensating shrinks every weight: by default the store
     compensates only cards with drift. Checked by the regression slope of read-back on
     stored weights at 1 day."""
-    from analogmem.coding import make_encoder
+    from analogmem.storage.encoders import make_encoder
     from analogmem.storage import EmulatedStore
 
     w = np.random.default_rng(0).laplace(0, 0.05, 20000)

@@ -14,8 +14,8 @@ import pytest
 
 import analogmem
 from analogmem import CalibrationError, DeviceCardError, EmulatedBench, TargetRangeError, WriteVerify
-from analogmem.calibrate_verify import fit_geometric_mixture, fit_write_verify, read_write_verify
-from analogmem.cells import parse_card
+from analogmem.calibrate.write_verify import fit_geometric_mixture, fit_write_verify, read_write_verify
+from analogmem.emulator.cells import parse_card
 from stats_helpers import SHARED_DATA
 
 RADAR = SHARED_DATA / "rram-radar"

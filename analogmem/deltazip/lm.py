@@ -13,7 +13,7 @@ Tokens are bytes (vocabulary 256), so no tokenizer is needed. A model is built f
 ``AutoModelForCausalLM.from_config``; :func:`demo_models` trains a base model on the first text,
 finetunes its transformer blocks on 90 % of the second (embeddings, final norm and head stay
 frozen, so their delta is exactly zero), and caches both with ``save_pretrained`` under
-``analogmem.data.cache_dir()/deltazip/`` so later runs load them (``from_pretrained`` of the
+``analogmem.ml.datasets.cache_dir()/deltazip/`` so later runs load them (``from_pretrained`` of the
 local directory). Losses are in nats per byte; perplexity is ``exp(loss)`` per byte.
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from analogmem._io import atomic_write_text
 from analogmem._seeding import SeedLike, as_generator, as_seed_sequence
-from analogmem.data import cache_dir
+from analogmem.ml.datasets import cache_dir
 
 from ._validation import DeltaZipError, check_positive_int
 

@@ -3,7 +3,7 @@
 The base model stays digital (it is not on the store at all). Of the delta, the ``bits``-bit
 codes of every pruned + quantised layer go on analog cells as *4-level cells* — two bits per
 cell, Gray-coded levels, nearest-level detection, optionally protected by a BCH code — through
-the store's digital-with-ECC encoder (:class:`~analogmem.coding.DigitalECC`, which
+the store's digital-with-ECC encoder (:class:`~analogmem.storage.encoders.DigitalECC`, which
 :class:`CodeCells` feeds with the codes themselves instead of quantising floats). What must
 not suffer a single error — the entropy-coded positions (mask streams), the per-row scales and
 zero points, BitDelta signs and the float16 remainder — is kept digital (``put_digital``).
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from analogmem.coding import DigitalECC
+from analogmem.storage.encoders import DigitalECC
 
 from ._validation import DeltaZipError
 from .packed import CompressedDelta, DenseTensor, SignTensor, SparseQuantised, decode_mask, encode_mask
@@ -29,7 +29,7 @@ __all__ = ["CodeCells", "DeltaOnStore", "cells_needed", "put_delta"]
 
 
 class CodeCells(DigitalECC):
-    """:class:`~analogmem.coding.DigitalECC` over given integer codes. A code
+    """:class:`~analogmem.storage.encoders.DigitalECC` over given integer codes. A code
     ``c ∈ {0, …, 2^bits − 1}`` is put on the store as the number ``c − 2^(bits−1)`` (what
     :meth:`to_store` returns); ``encode`` stores the bits of ``c`` unchanged (BCH-protected with
     ``t > 0``) on ``2^bits_per_cell``-level cells. Its spec is a plain ``DigitalECC`` whose step

@@ -74,7 +74,7 @@ _DIGEST = 32
 
 
 def _version() -> str:
-    from analogmem import __version__
+    from analogmem._version import __version__
 
     return __version__
 

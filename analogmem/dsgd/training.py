@@ -25,7 +25,7 @@ from typing import Any
 
 from analogmem._io import atomic_write_text
 from analogmem._seeding import as_seed_sequence
-from analogmem.data import DATASETS, load_dataset
+from analogmem.ml.datasets import DATASETS, load_dataset
 
 from ._validation import METHODS, DSGDError, check_density, check_int, check_method, check_positive
 from .hooks import attach

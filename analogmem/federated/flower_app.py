@@ -203,7 +203,7 @@ def shared_seed(seed: int, server_round: int, partition: int) -> np.random.SeedS
 # ---------------------------------------------------------------------------- data and models
 @functools.lru_cache(maxsize=4)
 def _dataset(name: str, seed: int, max_train: int | None, max_test: int | None):
-    from analogmem.data import load_dataset
+    from analogmem.ml.datasets import load_dataset
 
     d = load_dataset(name, seed)
     if max_train is not None:

@@ -1,12 +1,12 @@
 """Hardware in the loop: drive a real bench through PyVISA, with the emulator behind the
 same API (DESIGN §4).
 
-* :class:`InstrumentBench` — the :class:`~analogmem.bench.Bench` protocol on a
+* :class:`InstrumentBench` — the :class:`~analogmem.emulator.bench.Bench` protocol on a
   source-measure unit (Keithley 2450, pymeasure's driver) and a switch matrix;
 * :class:`SafetyLimits`, :class:`PulseScheme`, :class:`BenchConfig` — limits and the
   target → pulse scheme, as data (:func:`load_bench_config` reads a TOML bench file);
 * :class:`ScpiEmulatorServer` — the reference bench's SCPI on a loopback socket, backed by
-  an :class:`~analogmem.bench.EmulatedBench`, with fault injection;
+  an :class:`~analogmem.emulator.bench.EmulatedBench`, with fault injection;
 * :func:`characterise` — a program/verify/read-over-time sweep on any bench, written as
   the tidy calibration table (CSV, appended and flushed as it goes).
 

@@ -1,4 +1,4 @@
-"""Closed-loop characterisation of any :class:`~analogmem.bench.Bench`: program levels
+"""Closed-loop characterisation of any :class:`~analogmem.emulator.bench.Bench`: program levels
 (optionally with write-verify), read them over time, and write the tidy calibration table.
 
 The table (CSV) has one row per read and the unit-suffixed columns of DESIGN §3, in this
@@ -21,7 +21,7 @@ overwritten: it is refused, or with ``append=True`` extended after checking its 
 
 Single-shot programming (``verify=None``, the default) gives the table that calibrates a
 card's programming noise, drift and read noise (:mod:`analogmem.calibrate`); with a
-:class:`~analogmem.bench.WriteVerify` the same table records write-verify statistics.
+:class:`~analogmem.emulator.bench.WriteVerify` the same table records write-verify statistics.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._seeding import SeedLike, as_generator
-from ..bench import Bench, ProgramReport, WriteVerify
+from ..emulator.bench import Bench, ProgramReport, WriteVerify
 
 __all__ = ["characterise", "CharacterisationResult", "TIDY_COLUMNS", "read_table", "summarise_table",
            "plot_table", "bench_range"]
@@ -155,7 +155,7 @@ def characterise(bench: Bench, out_csv: str | os.PathLike, *, levels_S: Sequence
                  append: bool = False, progress: bool = False) -> CharacterisationResult:
     """Program ``n_levels`` target levels into ``cells_per_level`` cells each, read every
     cell at each of ``read_times_s`` (``reads_per_time`` times), and append the tidy table
-    to ``out_csv``. Works on any :class:`~analogmem.bench.Bench` (emulated or instrument).
+    to ``out_csv``. Works on any :class:`~analogmem.emulator.bench.Bench` (emulated or instrument).
 
     Args:
         bench: the bench.

@@ -87,7 +87,7 @@ def _open_bench(args: argparse.Namespace) -> Any:
 
 
 def _verify(args: argparse.Namespace) -> Any:
-    from ..bench import WriteVerify
+    from ..emulator.bench import WriteVerify
 
     if not args.verify:
         return None
@@ -122,7 +122,7 @@ def _bench_info(bench: Any) -> dict[str, Any]:
 def _serve(args: argparse.Namespace) -> int:
     from .limits import load_bench_config
     from .scpi_server import ScpiEmulatorServer
-    from ..cells import load_device
+    from ..emulator.cells import load_device
 
     dev = load_device(args.device)
     cfg = load_bench_config(args.bench_config)

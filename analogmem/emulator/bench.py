@@ -5,8 +5,8 @@ implement: ``n_cells``, ``program``, ``read``, an emulated or real clock (``time
 ``wait``) and ``shutdown``. Code above it never needs to know which one it has.
 
 :class:`EmulatedBench` keeps per-cell state in numpy arrays and runs the compiled
-Cython kernels of ``ext/`` (``analogmem._kernels``); there is no silent fallback to
-Python — the numpy reference (:mod:`analogmem.reference`) is used only when asked for
+Cython kernels of ``ext/`` (``analogmem.emulator._kernels``); there is no silent fallback to
+Python — the numpy reference (:mod:`analogmem.emulator.reference`) is used only when asked for
 with ``backend="numpy"``.
 """
 
@@ -19,16 +19,16 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import reference
-from ._seeding import SeedLike, as_seed_sequence
+from .._seeding import SeedLike, as_seed_sequence
 from ._streams import CHUNK_CELLS, chunk_bit_generators
 from .cells import X_FLOOR, DeviceModel, load_device
-from .errors import AddressError, DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
+from ..errors import AddressError, DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
 
 try:
     from . import _kernels
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise KernelUnavailableError(
-        "analogmem's compiled kernels (analogmem._kernels) are not built: install the package "
+        "analogmem's compiled kernels (analogmem.emulator._kernels) are not built: install the package "
         "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
 
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_info", "default_threads",
@@ -63,7 +63,7 @@ class WriteVerify:
     re-draws the cell from the card's write channel.
 
     ``windows = "card"``: the card's own verify windows (one per level, S) and its
-    calibrated pulse-response model (``[write_verify]``, :class:`~analogmem.cells.PulseResponse`)
+    calibrated pulse-response model (``[write_verify]``, :class:`~analogmem.emulator.cells.PulseResponse`)
     — every target must lie in one of the card's windows; ``max_pulses=None`` takes the
     card's budget. Build it with :meth:`card`.
     """
@@ -270,7 +270,7 @@ class EmulatedBench:
     """An emulated array of ``n_cells`` cells of one device technology.
 
     Args:
-        device: a :class:`~analogmem.cells.DeviceModel`, a bundled card name or a card path.
+        device: a :class:`~analogmem.emulator.cells.DeviceModel`, a bundled card name or a card path.
         n_cells: number of cells in the array.
         seed: randomness (None, int, SeedSequence, Generator); the same seed and the same
             sequence of calls give bit-identical results, whatever ``n_threads``.
@@ -367,17 +367,15 @@ class EmulatedBench:
         model the clock advances by the equivalent time at the card's reference
         temperature. Returns that equivalent time (s). Raises
         :class:`~analogmem.errors.DeviceCardError` if the card has no retention model."""
-        from .retention import acceleration_factor
-
         rt = self.device.retention
         if not rt.enabled:
             raise DeviceCardError(f"device {self.device.name!r} has no [retention] model: it cannot emulate "
-                                  "a bake (fit one with analogmem.retention.fit_arrhenius)")
+                                  "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
         t = _check_seconds("seconds", seconds)
         temp = float(temperature_K)
         if not np.isfinite(temp) or temp <= 0:
             raise TargetRangeError(f"temperature_K must be a positive temperature in kelvin, got {temperature_K!r}")
-        equivalent = t * float(acceleration_factor(temp, rt.activation_energy_eV, rt.reference_temperature_K))
+        equivalent = t * float(rt.acceleration_factor(temp))
         self._time_s += equivalent
         return equivalent
 
@@ -547,13 +545,3 @@ class EmulatedBench:
         return (f"EmulatedBench(device={self.device.name!r}, n_cells={self.n_cells}, backend={self.backend!r}, "
                 f"n_threads={self.n_threads}, time_s={self._time_s:g})")
 
-
-def __getattr__(name: str) -> Any:
-    """``InstrumentBench`` lives in :mod:`analogmem.instrument` (it needs PyVISA); it is
-    importable from here too, loaded on first use so that ``import analogmem`` does not
-    import PyVISA."""
-    if name == "InstrumentBench":
-        from .instrument import InstrumentBench
-
-        return InstrumentBench
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

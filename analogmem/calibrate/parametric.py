@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ._io import atomic_write_text
-from .cells import DeviceModel, parse_card
-from .errors import CalibrationError
+from .._io import atomic_write_text
+from ..emulator.cells import DeviceModel, parse_card
+from ..errors import CalibrationError
+from .tidy import read_tidy
 
 __all__ = ["PolynomialCalibrator"]
 
@@ -70,8 +71,6 @@ class PolynomialCalibrator:
         self.g_max_S, self.min_reads_per_level = g_max_S, min_reads_per_level
 
     def fit(self, data: Any) -> "PolynomialCalibrator":
-        from .calibrate import read_tidy
-
         df = read_tidy(data)
         if "target_S" not in df.columns:
             raise CalibrationError("a polynomial sigma(g) fit needs conductance targets (column target_S); "
@@ -137,7 +136,7 @@ class PolynomialCalibrator:
         card: dict[str, Any] = {
             "card": {"name": self.name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
                      "description": f"sigma(x, t) polynomials of degree {self.degree} fitted by "
-                                    "analogmem.calibrate_parametric.PolynomialCalibrator"},
+                                    "analogmem.calibrate.parametric.PolynomialCalibrator"},
             "source": {"citation": self.source or "measured reads (tidy table)"},
             "range": {"g_min_S": self.g_min_S_, "g_max_S": self.g_max_S_, "clip_min_S": 0.0, "clip_max_S": math.inf},
             "programming": {"model": "polynomial", "g_ref_S": self.g_max_S_, "coefficients_uS": self.coefficients_uS_[0]},

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._seeding import SeedLike, as_generator
+from .._seeding import SeedLike, as_generator
 
 __all__ = ["Split", "mnist", "digits", "load_dataset", "cache_dir", "DATASETS"]
 

@@ -4,7 +4,7 @@ Two fits, both generic over the tidy tables of ``calibration/`` (nothing here kn
 particular lab's grids):
 
 * :func:`fit_write_verify` — per verify window (level), the *pulse-response model* of a
-  card's ``[write_verify]`` table (:class:`~analogmem.cells.PulseResponse`): the pulses a
+  card's ``[write_verify]`` table (:class:`~analogmem.emulator.cells.PulseResponse`): the pulses a
   cell needs are ``T = offset + X`` with ``X`` a mixture of K geometric distributions on
   {0, 1, …} (cells of different responsiveness), fitted by EM with the failed cells as
   right-censored (``X > observed``), K ∈ {1, …, max_components} chosen by BIC; the offset is
@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CalibrationError
+from .._io import save_figure
+from ..errors import CalibrationError
+from .tidy import load_table
 
 __all__ = ["GeometricMixture", "fit_geometric_mixture", "WriteVerifyFit", "fit_write_verify",
            "read_write_verify", "spread_table", "WRITE_VERIFY_COLUMNS"]
@@ -140,20 +142,6 @@ def fit_geometric_mixture(pulses: Any, success: Any, max_components: int = 3, n_
                             float(ll), float(bic), int(t.size), tuple(cands))
 
 
-def _table(data: Any, what: str) -> tuple[Any, str]:
-    """A copy of a DataFrame, or a CSV file read, and a label for error messages."""
-    import pandas as pd
-
-    if isinstance(data, pd.DataFrame):
-        return data.copy(), what
-    try:
-        return pd.read_csv(data), str(data)
-    except FileNotFoundError:
-        raise CalibrationError(f"{data}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the user's file
-        raise CalibrationError(f"{data}: cannot parse as a table: {exc}") from None
-
-
 def read_write_verify(data: Any, min_cells_per_level: int = 20) -> Any:
     """Load and validate a tidy write-verify table (CSV path or DataFrame).
 
@@ -162,7 +150,7 @@ def read_write_verify(data: Any, min_cells_per_level: int = 20) -> Any:
     count, or a level with fewer than ``min_cells_per_level`` cells."""
     import pandas as pd
 
-    df, label = _table(data, "write-verify table")
+    df, label = load_table(data, "write-verify table")
     missing = [c for c in WRITE_VERIFY_COLUMNS if c not in df.columns]
     if missing:
         raise CalibrationError(f"{label}: missing column(s) {missing}; has {list(df.columns)}")
@@ -230,7 +218,7 @@ class WriteVerifyFit:
         sigma_p = float(np.median(self.verified_std_S))
         return {
             "card": {"name": name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
-                     "description": "write-verify pulse-response model fitted by analogmem.calibrate_verify"},
+                     "description": "write-verify pulse-response model fitted by analogmem.calibrate.write_verify"},
             "source": {"citation": source or "measured write-verify traces (tidy table)"},
             "range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
             "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p * 1e6]},
@@ -248,7 +236,6 @@ class WriteVerifyFit:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from ._io import save_figure
 
         fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         lv = np.array(self.levels)
@@ -318,7 +305,7 @@ def spread_table(reads: Any, level_column: str = "target_level", value_column: s
     table of resistance reads (Ω). Returns a DataFrame indexed by level."""
     import pandas as pd
 
-    df, _ = _table(reads, "reads table")
+    df, _ = load_table(reads, "reads table")
     for col in (level_column, value_column):
         if col not in df.columns:
             raise CalibrationError(f"reads table lacks column {col!r}; has {list(df.columns)}")

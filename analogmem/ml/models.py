@@ -9,7 +9,7 @@ checkpoint cache.
 * :func:`resnet18` — ResNet-18 (basic blocks ``[2, 2, 2, 2]``, widths 64–512, CIFAR 3×3
   stem): 11.2 M parameters for 10 classes.
 * :func:`train`, :func:`accuracy`, :func:`pretrained` (train once, cache the checkpoint
-  under :func:`analogmem.data.cache_dir`, reuse it).
+  under :func:`analogmem.ml.datasets.cache_dir`, reuse it).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_bytes
-from .data import Split, cache_dir
+from .._io import atomic_write_bytes
+from .datasets import Split, cache_dir
 
 __all__ = ["resnet_cifar", "resnet20", "resnet18", "train", "accuracy", "pretrained", "count_parameters"]
 
@@ -144,7 +144,7 @@ def pretrained(data: Split, depth: int = 20, width: int = 16, epochs: int = 3, s
                checkpoint: str | Path | None = None, progress: bool = True) -> tuple[Any, dict[str, Any]]:
     """A ResNet-``depth`` trained on ``data``: loaded from ``checkpoint`` if given (a
     ``state_dict`` saved by ``torch.save``), else from the cache, else trained now and
-    cached (atomically) under :func:`~analogmem.data.cache_dir`. Returns ``(model, info)``."""
+    cached (atomically) under :func:`~analogmem.ml.datasets.cache_dir`. Returns ``(model, info)``."""
     torch, _, _ = _torch()
     c, h, w = data.input_shape
     model = resnet_cifar(depth, c, data.num_classes, width, h)

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr
 
-from .cells import DeviceModel
-from .errors import StorageError
+from ..emulator.cells import DeviceModel
+from ..errors import StorageError
 
 __all__ = [
     "Channel",
@@ -200,7 +200,7 @@ class CellMap(Encoder):
     scalar map); cells of weight ``i`` are ``x[i*c:(i+1)*c]``. Subclasses implement
     ``_encode(w, s) -> (n, c)`` and ``_decode(y (n, c), s) -> (n,)``, and ``_gain(w, s)``:
     the coefficients ``a`` (n, c) of the naive decoder ``ŵ = Σ_j a_j·y_j + b`` (for
-    the noise variance used by :mod:`analogmem.allocate`)."""
+    the noise variance used by :mod:`analogmem.storage.allocate`)."""
 
     cells_per_weight = 1
 

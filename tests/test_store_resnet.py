@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from analogmem import resnet_job
-from analogmem.data import cache_dir, digits
-from analogmem.models import count_parameters, pretrained, resnet18, resnet20
+from analogmem.jobs import store_resnet
+from analogmem.ml.datasets import cache_dir, digits
+from analogmem.ml.models import count_parameters, pretrained, resnet18, resnet20
 
 
 def test_resnet_sizes():
@@ -42,13 +42,13 @@ def test_checkpoint_is_cached_and_reused(tmp_path, monkeypatch):
 
 
 def test_preferred_card_order():
-    assert resnet_job.preferred_rram_card() in ("rram-radar", "rram-wan2022")
+    assert store_resnet.preferred_rram_card() in ("rram-radar", "rram-wan2022")
 
 
 def test_store_command_end_to_end_reduced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ANALOGMEM_CACHE_DIR", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser()
-    resnet_job.add_subparser(parser.add_subparsers())
+    store_resnet.add_subparser(parser.add_subparsers())
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
     args = parser.parse_args(["store", "--dataset", "digits", "--depth", "8", "--epochs", "2", "--quiet",
                               "--encoders", "naive,differential-mmse,allocated-mmse,digital-ecc",

@@ -8,7 +8,7 @@ the card's conductance range — then reads every cell at several times after pr
 * the symbol error rate of the multi-level cells (a read decoded to the nearest level),
 * the relative RMS error of the weights read back (a naive linear map of the central
   99.8 % of the weights onto the conductance range and back; no encoder, no drift
-  compensation: the baseline that the encoders of analogmem.coding improve on),
+  compensation: the baseline that the encoders of analogmem.storage.encoders improve on),
 * the mean drift of each level (mean read / target),
 
 as a table, a JSON file (self-describing keys with units) and a PNG figure (read
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_text, save_figure
-from .bench import EmulatedBench, default_threads
-from .cells import bundled_devices, load_device
+from .._io import atomic_write_text, save_figure
+from ..emulator.bench import EmulatedBench, default_threads
+from ..emulator.cells import bundled_devices, load_device
 
 __all__ = ["run_demo", "add_subparser", "DEFAULT_TIMES_S"]
 

@@ -24,20 +24,11 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from ._io import save_figure
-from .errors import CalibrationError
+from .._io import save_figure
+from ..emulator.cells import BOLTZMANN_eV_per_K, acceleration_factor
+from ..errors import CalibrationError
 
-__all__ = ["BOLTZMANN_eV_per_K", "acceleration_factor", "ArrheniusFit", "fit_arrhenius"]
-
-#: Boltzmann constant (eV/K).
-BOLTZMANN_eV_per_K = 8.617333262e-5
-
-
-def acceleration_factor(temperature_K: np.ndarray | float, activation_energy_eV: float,
-                        reference_temperature_K: float) -> np.ndarray:
-    """AF(T) = exp(E_a/k_B · (1/T_ref − 1/T)): seconds at ``T_ref`` per second at ``T``."""
-    t = np.asarray(temperature_K, dtype=np.float64)
-    return np.exp(activation_energy_eV / BOLTZMANN_eV_per_K * (1.0 / reference_temperature_K - 1.0 / t))
+__all__ = ["ArrheniusFit", "fit_arrhenius"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Encoders/decoders of analogmem.coding (thesis ch.3, DESIGN §5)."""
+"""Encoders/decoders of analogmem.storage.encoders (thesis ch.3, DESIGN §5)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analogmem import EmulatedBench, load_device
-from analogmem.coding import (
+from analogmem.storage.encoders import (
     MMSE, Channel, DifferentialPair, DigitalECC, LinearMap, Repetition, SignMagnitude, Sliced,
     encoder_from_spec, global_drift_scale, make_encoder,
 )

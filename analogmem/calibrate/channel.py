@@ -1,11 +1,5 @@
-"""Calibrate a device card from measured cells (DESIGN §3).
-
-Input: a *tidy table* (CSV or Parquet; one row per read) with unit-suffixed columns:
-
-* exactly one target column: ``target_S`` (target conductance), ``target_V`` (write-pulse
-  voltage) or ``target_level`` (level index);
-* exactly one read column: ``read_value_S`` (conductance) or ``read_value_ohm`` (resistance);
-* optional: ``device``, ``time_s``, ``temperature_K``, ``pulses``, ``success``, ``cell``.
+"""The write channel (target → distribution of the value read after writing) calibrated
+from a tidy table (:mod:`.tidy`, DESIGN §3).
 
 :class:`ChannelCalibrator` fits the write channel — target → distribution of the value read
 after writing — with several candidate models, validates each on reads held out from the
@@ -41,87 +35,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from . import __version__
-from ._io import atomic_write_text, save_figure
-from ._seeding import SeedLike, as_generator
-from .cells import INPUT_UNITS, DeviceModel, parse_card
-from .errors import CalibrationError
+from .._io import atomic_write_text, save_figure
+from .._seeding import SeedLike, as_generator
+from .._version import __version__
+from ..emulator.cells import INPUT_UNITS, DeviceModel, parse_card
+from ..errors import CalibrationError
+from .tidy import TARGET_COLUMNS, log_conductance, read_tidy
 
-__all__ = ["read_tidy", "ChannelCalibrator", "add_subparser", "TARGET_COLUMNS", "READ_COLUMNS", "OPTIONAL_COLUMNS"]
-
-#: Target column → card input domain.
-TARGET_COLUMNS = {"target_S": "conductance", "target_V": "voltage", "target_level": "level"}
-#: Read columns and how each becomes a conductance in S.
-READ_COLUMNS = ("read_value_S", "read_value_ohm")
-OPTIONAL_COLUMNS = ("device", "time_s", "temperature_K", "pulses", "success", "cell")
-
-
-def read_tidy(data: Any) -> "Any":
-    """Load and validate a tidy calibration table.
-
-    Args:
-        data: a path to a CSV or Parquet file, or a pandas DataFrame.
-
-    Returns:
-        a pandas DataFrame with the validated columns (a copy).
-
-    Raises:
-        CalibrationError: the file cannot be read or parsed, a required column is missing or
-            ambiguous, a value is missing/non-numeric, or a resistance/conductance is not
-            positive — the message names the column and the first offending row.
-    """
-    import pandas as pd
-
-    if isinstance(data, pd.DataFrame):
-        df, label = data.copy(), "table"
-    else:
-        path = Path(data)
-        label = str(path)
-        try:
-            df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-        except FileNotFoundError:
-            raise CalibrationError(f"{label}: no such file") from None
-        except Exception as exc:  # noqa: BLE001 - any parser failure is the user's file
-            raise CalibrationError(f"{label}: cannot parse as a table: {exc}") from None
-    targets = [c for c in TARGET_COLUMNS if c in df.columns]
-    reads = [c for c in READ_COLUMNS if c in df.columns]
-    if len(targets) != 1:
-        raise CalibrationError(f"{label}: need exactly one target column of {', '.join(TARGET_COLUMNS)}; "
-                               f"found {targets or 'none'} among columns {list(df.columns)}")
-    if len(reads) != 1:
-        raise CalibrationError(f"{label}: need exactly one read column of {', '.join(READ_COLUMNS)}; "
-                               f"found {reads or 'none'} among columns {list(df.columns)}")
-    if len(df) == 0:
-        raise CalibrationError(f"{label}: the table has no rows")
-    optional = tuple(c for c in ("time_s", "temperature_K", "pulses") if c in df.columns)
-    for col in (targets[0], reads[0]) + optional:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = ~np.isfinite(values.to_numpy(dtype=float))
-        if col in optional:  # optional columns may be left empty, but not hold text or inf
-            bad &= df[col].notna().to_numpy()
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise CalibrationError(f"{label}: column {col!r}, row {row}: {_show(df[col].iloc[row])} is not a finite number")
-        df[col] = values.astype(float)
-    read = df[reads[0]].to_numpy()
-    if np.any(read <= 0):
-        row = int(np.argmax(read <= 0))
-        raise CalibrationError(f"{label}: column {reads[0]!r}, row {row}: {_show(read[row])} is not positive "
-                               f"(a {'resistance' if reads[0].endswith('ohm') else 'conductance'} must be > 0)")
-    return df
-
-
-def _show(value: Any) -> str:
-    """A table cell as a user would write it (numbers plain, text quoted)."""
-    return repr(float(value)) if isinstance(value, (int, float, np.number)) else repr(value)
-
-
-def _log_conductance(df: Any) -> np.ndarray:
-    """ln(g/S) of every read of a validated tidy table."""
-    if "read_value_S" in df.columns:
-        return np.log(df["read_value_S"].to_numpy(dtype=float))
-    return -np.log(df["read_value_ohm"].to_numpy(dtype=float))
-
+__all__ = ["ChannelCalibrator"]
 
 # --------------------------------------------------------------------------- candidates
 @dataclass(frozen=True)
@@ -215,7 +136,7 @@ class ChannelCalibrator:
         df = read_tidy(data)
         target_col = next(c for c in TARGET_COLUMNS if c in df.columns)
         self.input_ = TARGET_COLUMNS[target_col]
-        y_all = _log_conductance(df)
+        y_all = log_conductance(df)
         targets = df[target_col].to_numpy(dtype=float)
         levels = np.unique(targets)
         samples = [y_all[targets == v] for v in levels]
@@ -367,78 +288,3 @@ class ChannelCalibrator:
             lines.append(f"{name:<14} {s['levels_accepted']:>12}/{s['levels']:<3} "
                          f"{s['levels_accepted_exact_model']:>11}/{s['levels']:<3} {s['mean_ks']:>8.4f}{mark}")
         return "\n".join(lines)
-
-
-def _main(args: Any) -> int:
-    import json
-
-    if args.model == "write-verify":
-        import tomli_w
-
-        from .calibrate_verify import fit_write_verify
-
-        wv = fit_write_verify(args.data, min_cells_per_level=args.min_reads)
-        print(f"{'level':>5} {'cells':>6} {'K':>2} {'pulses data':>12} {'model':>7} {'success data':>13} {'model':>7}")
-        for r in wv.report:
-            print(f"{r['level']:>5} {r['n_cells']:>6} {r['components']:>2} {r['pulses_mean_data']:>12.2f} "
-                  f"{r['pulses_mean_model']:>7.2f} {r['success_rate_data']:>13.4f} {r['success_rate_model']:>7.4f}")
-        text = tomli_w.dumps(wv.card(args.name, args.source))
-        parse_card(text, args.name)  # refuse to write a card that does not load
-        atomic_write_text(args.out, text)
-        plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
-        wv.plot(plot)
-        if args.json:
-            atomic_write_text(args.json, json.dumps({"card": str(args.out), "max_pulses": wv.max_pulses,
-                                                     "levels": wv.report}, indent=2))
-        print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
-        return 0
-    if args.model == "polynomial":
-        from .calibrate_parametric import PolynomialCalibrator
-
-        pc = PolynomialCalibrator(args.name, args.source, degree=args.degree,
-                                  min_reads_per_level=args.min_reads).fit(args.data)
-        for t, c, e, gof in zip(pc.times_s_, pc.coefficients_uS_, pc.stderr_uS_, pc.goodness_):
-            terms = ", ".join(f"c{k} = {v:.4g} ± {s:.2g}" for k, (v, s) in enumerate(zip(c, e)))
-            print(f"t = {t:g} s: sigma(x) uS: {terms}  (chi2 = {gof['chi2']:.1f} on {gof['dof']} dof, "
-                  f"p = {gof['pvalue']:.3f})")
-        pc.write_card(args.out)
-        if args.json:
-            atomic_write_text(args.json, json.dumps({"card": str(args.out), "times_s": pc.times_s_,
-                                                     "coefficients_uS": pc.coefficients_uS_,
-                                                     "stderr_uS": pc.stderr_uS_, "goodness": pc.goodness_,
-                                                     "levels": pc.fit_report_}, indent=2))
-        print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
-        return 0
-    cal = ChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
-                            min_reads_per_level=args.min_reads).fit(args.data)
-    print(cal.summary_table())
-    cal.write_card(args.out)
-    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
-    cal.plot(plot)
-    if args.json:
-        atomic_write_text(args.json, json.dumps({"card": str(args.out), "chosen": cal.chosen_,
-                                                 "summary": cal.summary_, "levels": cal.fit_report_}, indent=2))
-    print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
-    return 0
-
-
-def add_subparser(subparsers: Any) -> None:
-    """Add ``analogmem calibrate`` to the command line."""
-    p = subparsers.add_parser("calibrate", help="fit a device card from a tidy table of measured reads",
-                              description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("data", help="tidy CSV or Parquet table (one row per read)")
-    p.add_argument("--out", required=True, help="device card to write (TOML)")
-    p.add_argument("--name", default="calibrated", help="card name")
-    p.add_argument("--source", default="", help="citation/description of the data, stored in the card")
-    p.add_argument("--holdout", type=float, default=0.5, help="fraction of each level's reads held out (default 0.5)")
-    p.add_argument("--min-reads", type=int, default=20, help="fewest reads per level (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
-    p.add_argument("--plot", default=None, help="PNG of data vs model (default: next to the card)")
-    p.add_argument("--json", default=None, help="write the fit report as JSON here")
-    p.add_argument("--model", choices=("channel", "polynomial", "write-verify"), default="channel",
-                   help="channel: per-level Gaussian/empirical candidates validated on held-out reads (default); "
-                        "polynomial: sigma(g, t) polynomials for conductance targets, one per time_s; "
-                        "write-verify: a pulse-response card from a write-verify trace table (target_level, "
-                        "window_lo_ohm, window_hi_ohm, read_value_ohm, pulses, success)")
-    p.add_argument("--degree", type=int, default=2, help="polynomial degree for --model polynomial (default 2)")
-    p.set_defaults(func=_main)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 
-from ._io import atomic_write_text
-from .cells import bundled_devices
+from .._io import atomic_write_text
+from ..emulator.cells import bundled_devices
 
 __all__ = ["run_store_job", "run_cells_sweep", "run_demo_job", "add_subparser", "preferred_rram_card",
            "DEFAULT_TIMES_S", "DEFAULT_SCHEMES", "scheme"]
@@ -58,7 +58,7 @@ def _label(t: float) -> str:
 def _digital_for_cells(cells_per_weight: float):
     """Digital + BCH filling ``cells_per_weight``: 4-bit weights, 3 bits per cell
     (8 levels), the rest of the cells spent on BCH parity (64-byte blocks, GF(2^10))."""
-    from .coding import DigitalECC
+    from ..storage.encoders import DigitalECC
 
     bits, bpc, block = 4, 3, 64
     parity_bits = max(0.0, cells_per_weight * bpc / bits - 1.0) * block * 8
@@ -68,9 +68,9 @@ def _digital_for_cells(cells_per_weight: float):
 
 def scheme(name: str, cells_per_weight: int):
     """``(encoder, allocate)`` for a scheme name of :data:`DEFAULT_SCHEMES` (or any
-    :func:`analogmem.coding.make_encoder` name); ``allocate`` tells whether cells are
+    :func:`analogmem.storage.encoders.make_encoder` name); ``allocate`` tells whether cells are
     allotted per weight from the sensitivity (``allocated-*``)."""
-    from .coding import MMSE, DifferentialPair, make_encoder
+    from ..storage.encoders import MMSE, DifferentialPair, make_encoder
 
     if name == "digital-ecc":
         return _digital_for_cells(cells_per_weight), False
@@ -90,9 +90,9 @@ def _calibration_batches(data, n: int = 256, batch: int = 16, seed: int = 0):
 def _store_and_read(model, data, device: str, name: str, cells_per_weight: float, times_s, seed: int,
                     fisher=None, progress=False, n_eval: int | None = None) -> dict[str, Any]:
     """Store ``model`` with scheme ``name``; accuracy at each read time."""
-    from .allocate import fisher_diagonal
-    from .models import accuracy, count_parameters
-    from .storage import EmulatedStore, load_model, store_model
+    from ..storage.allocate import fisher_diagonal
+    from ..ml.models import accuracy, count_parameters
+    from ..storage.stores import EmulatedStore, load_model, store_model
 
     enc, allocate = scheme(name, int(math.ceil(cells_per_weight)))
     n_w = count_parameters(model)
@@ -135,9 +135,9 @@ def run_store_job(device: str | None = None, schemes: tuple[str, ...] = DEFAULT_
     import torch
     from tqdm.auto import tqdm
 
-    from .allocate import fisher_diagonal
-    from .data import load_dataset
-    from .models import accuracy, count_parameters, pretrained
+    from ..storage.allocate import fisher_diagonal
+    from ..ml.datasets import load_dataset
+    from ..ml.models import accuracy, count_parameters, pretrained
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t_start = time.perf_counter()
@@ -178,11 +178,11 @@ def run_cells_sweep(device: str | None = None, t_s: float = DAY, dataset: str = 
     import torch
     from tqdm.auto import tqdm
 
-    from .allocate import fisher_diagonal
-    from .coding import DigitalECC
-    from .data import load_dataset
-    from .models import accuracy, count_parameters, pretrained
-    from .storage import EmulatedStore, load_model, store_model
+    from ..storage.allocate import fisher_diagonal
+    from ..storage.encoders import DigitalECC
+    from ..ml.datasets import load_dataset
+    from ..ml.models import accuracy, count_parameters, pretrained
+    from ..storage.stores import EmulatedStore, load_model, store_model
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     device = device or preferred_rram_card()
@@ -254,7 +254,7 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    from ._io import save_figure
+    from .._io import save_figure
 
     out = save_figure(fig, path, dpi=120)
     plt.close(fig)

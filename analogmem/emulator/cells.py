@@ -3,7 +3,7 @@
 A :class:`DeviceModel` describes a *channel*: what a cell reads, some time after it was
 written with a target. It is pure data plus the closed-form statistics of the model
 (vectorised numpy); the per-cell sampling runs in the compiled kernels of
-:mod:`analogmem.bench` (and, as a test oracle, in :mod:`analogmem.reference`).
+:mod:`analogmem.emulator.bench` (and, as a test oracle, in :mod:`analogmem.emulator.reference`).
 
 The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and
 ``x = g_T / g_max_S`` (DESIGN §2):
@@ -40,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeviceCardError
+from ..errors import DeviceCardError
 
 __all__ = [
     "DeviceModel",
+    "acceleration_factor",
+    "BOLTZMANN_eV_per_K",
     "ConductanceRange",
     "ProgrammingNoise",
     "EmpiricalChannel",
@@ -253,6 +255,21 @@ class Retention:
     @property
     def enabled(self) -> bool:
         return self.model != "none"
+
+    def acceleration_factor(self, temperature_K: np.ndarray | float) -> np.ndarray:
+        """Seconds at ``reference_temperature_K`` per second at ``temperature_K``."""
+        return acceleration_factor(temperature_K, self.activation_energy_eV, self.reference_temperature_K)
+
+
+#: Boltzmann constant in eV/K (CODATA 2018, exact).
+BOLTZMANN_eV_per_K = 8.617333262e-5
+
+
+def acceleration_factor(temperature_K: np.ndarray | float, activation_energy_eV: float,
+                        reference_temperature_K: float) -> np.ndarray:
+    """AF(T) = exp(E_a/k_B · (1/T_ref − 1/T)): seconds at ``T_ref`` per second at ``T``."""
+    t = np.asarray(temperature_K, dtype=np.float64)
+    return np.exp(activation_energy_eV / BOLTZMANN_eV_per_K * (1.0 / reference_temperature_K - 1.0 / t))
 
 
 @dataclass(frozen=True)

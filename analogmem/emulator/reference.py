@@ -1,10 +1,10 @@
 """Plain-numpy reference implementation of the cell model (the test oracle).
 
 It computes exactly what the compiled kernels compute — same model, same random streams,
-same order of draws (see :mod:`analogmem._streams`) — from the closed-form statistics of
-:class:`~analogmem.cells.DeviceModel`, one vectorised numpy expression per step. Tests
+same order of draws (see :mod:`analogmem.emulator._streams`) — from the closed-form statistics of
+:class:`~analogmem.emulator.cells.DeviceModel`, one vectorised numpy expression per step. Tests
 compare the kernels with it; the benchmark measures how much faster the kernels are.
-It is not used by :class:`~analogmem.bench.EmulatedBench` unless asked for
+It is not used by :class:`~analogmem.emulator.bench.EmulatedBench` unless asked for
 (``backend="numpy"``).
 """
 

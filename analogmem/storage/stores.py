@@ -1,5 +1,5 @@
 """Storage backends: named tensors on analog cells (or exactly, digitally), whole torch
-models on a store, and chip snapshots on disk (DESIGN §1, §5, §7).
+models on a store (DESIGN §1, §5).
 
 A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t_s``
 (seconds after programming)::
@@ -9,10 +9,10 @@ A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t
     w_1day = store.get("fc.weight", t_s=86400.0)
 
 * :class:`BenchStore` — a store over **any** object implementing the
-  :class:`~analogmem.bench.Bench` protocol plus the device card that describes its cells
+  :class:`~analogmem.emulator.bench.Bench` protocol plus the device card that describes its cells
   (the instrument store of the hardware issue is a ``BenchStore`` over an
   ``InstrumentBench``); cells are handed out in order, one tensor after another.
-* :class:`EmulatedStore` — a ``BenchStore`` over an :class:`~analogmem.bench.EmulatedBench`
+* :class:`EmulatedStore` — a ``BenchStore`` over an :class:`~analogmem.emulator.bench.EmulatedBench`
   it makes itself (so it knows its random state and can be snapshotted).
 * :class:`DigitalStore` — exact storage (the baseline); ``t_s`` is ignored.
 
@@ -22,37 +22,24 @@ bits) for what is not worth putting on analog cells. :func:`store_model` puts ev
 store with an encoder, and keeps the buffers (batch-norm ``running_mean``,
 ``running_var``, ``num_batches_tracked``) digital; :func:`load_model` rebuilds the module
 from a read at ``t_s``.
-
-Snapshots (:func:`save_snapshot` / :func:`load_snapshot`) write a programmed chip to one
-safetensors file: the per-cell state of the bench, the store's directory (encoders, side
-information, addresses), the digital tensors, and JSON metadata with the analogmem
-version, the device card (text and sha256) and the random state. The file carries a
-SHA-256 of its whole content (computed with the checksum field zeroed), written
-atomically; a corrupted or truncated file is refused with
-:class:`~analogmem.errors.StorageError`. Loading gives back a store whose reads continue
-bit-identically to the original's.
+Chip snapshots on disk are in :mod:`.snapshots`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import re
-import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ._io import atomic_write_bytes
-from ._seeding import SeedLike, as_seed_sequence
-from .bench import Bench, EmulatedBench
-from .cells import DeviceModel, load_device, parse_card
-from .coding import CellMap, Channel, Encoder, check_finite, encoder_from_spec, global_drift_scale
-from .errors import StorageError
+from .._seeding import SeedLike, as_seed_sequence, seed_state
+from ..emulator.bench import Bench, EmulatedBench
+from ..emulator.cells import DeviceModel, load_device
+from ..errors import StorageError
+from .allocate import allocate_cells
+from .encoders import CellMap, Channel, Encoder, check_finite, encoder_from_spec, global_drift_scale
 
 __all__ = [
     "Store",
@@ -63,24 +50,7 @@ __all__ = [
     "ModelHandle",
     "store_model",
     "load_model",
-    "save_snapshot",
-    "load_snapshot",
-    "restore_emulated_bench",
-    "SNAPSHOT_FORMAT",
 ]
-
-SNAPSHOT_FORMAT = "analogmem-chip-snapshot"
-_SNAPSHOT_VERSION = 1
-_CELL_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read", "t_prog_s", "stuck")
-_CHECKSUM_KEY = b'"checksum_sha256":"'
-_ZERO_SUM = "0" * 64
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
 
 # --------------------------------------------------------------------------- protocol
 @runtime_checkable
@@ -196,7 +166,7 @@ class DigitalStore:
 
 # --------------------------------------------------------------------------- bench store
 class BenchStore:
-    """A store over any :class:`~analogmem.bench.Bench` whose cells the card ``device``
+    """A store over any :class:`~analogmem.emulator.bench.Bench` whose cells the card ``device``
     describes. Cells are allotted in order from address 0; a tensor that does not fit
     raises :class:`StorageError` before anything is programmed.
 
@@ -204,7 +174,7 @@ class BenchStore:
         bench: the bench (emulated or instrument).
         device: the card of its cells (a name, path or DeviceModel); by default
             ``bench.device``.
-        compensate_drift: apply :func:`~analogmem.coding.global_drift_scale` per tensor
+        compensate_drift: apply :func:`~analogmem.storage.encoders.global_drift_scale` per tensor
             group before decoding (skipped for encoders that decode with the channel model,
             which already includes the mean drift). None (the default): only when the card
             has a mean drift — on a card without one, the mean of reads clipped at 0 S is
@@ -238,10 +208,10 @@ class BenchStore:
         Args:
             name: a new name.
             tensor: finite floats, any shape (torch tensors accepted).
-            encoder: an :class:`~analogmem.coding.Encoder` (required).
+            encoder: an :class:`~analogmem.storage.encoders.Encoder` (required).
             counts: optional per-weight repetition counts, shape ``tensor.size`` (0 =
-                pruned: decoded as 0, no cells), from :func:`analogmem.allocate.allocate_cells`;
-                needs a :class:`~analogmem.coding.CellMap` encoder.
+                pruned: decoded as 0, no cells), from :func:`analogmem.storage.allocate.allocate_cells`;
+                needs a :class:`~analogmem.storage.encoders.CellMap` encoder.
             t_fit_s: the read time (s) whose channel the encoder may use to fit its range.
 
         Raises :class:`StorageError` for a duplicate name, non-finite values (naming the
@@ -373,26 +343,15 @@ class BenchStore:
 
 
 class EmulatedStore(BenchStore):
-    """A :class:`BenchStore` over a new :class:`~analogmem.bench.EmulatedBench` of
+    """A :class:`BenchStore` over a new :class:`~analogmem.emulator.bench.EmulatedBench` of
     ``n_cells`` cells of ``device``, seeded by ``seed`` (whose state snapshots record)."""
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
                  n_threads: int | None = None, compensate_drift: bool | None = None):
         self.seed_sequence = as_seed_sequence(seed)
-        self.initial_seed_state = _seed_state(self.seed_sequence)
+        self.initial_seed_state = seed_state(self.seed_sequence)
         bench = EmulatedBench(device, n_cells, seed=self.seed_sequence, n_threads=n_threads)
         super().__init__(bench, bench.device, compensate_drift=compensate_drift)
-
-
-def _seed_state(ss: np.random.SeedSequence) -> dict[str, Any]:
-    return {"entropy": str(ss.entropy), "spawn_key": [int(k) for k in ss.spawn_key],
-            "pool_size": int(ss.pool_size), "n_children_spawned": int(ss.n_children_spawned)}
-
-
-def _seed_from_state(state: dict[str, Any]) -> np.random.SeedSequence:
-    return np.random.SeedSequence(int(state["entropy"]), spawn_key=tuple(state["spawn_key"]),
-                                  pool_size=int(state["pool_size"]),
-                                  n_children_spawned=int(state["n_children_spawned"]))
 
 
 # --------------------------------------------------------------------------- models
@@ -421,8 +380,8 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     ``encoder``; every buffer (batch-norm ``running_mean``/``running_var``/
     ``num_batches_tracked``) is kept digital. With ``budget`` (total analog cells) and
     ``sensitivity`` (per-parameter arrays h_i, e.g. from
-    :func:`analogmem.allocate.fisher_diagonal`), per-weight repetition counts come from
-    :func:`analogmem.allocate.allocate_cells` (pruning where a weight gets 0); or pass
+    :func:`analogmem.storage.allocate.fisher_diagonal`), per-weight repetition counts come from
+    :func:`analogmem.storage.allocate.allocate_cells` (pruning where a weight gets 0); or pass
     ``counts`` directly.
 
     Raises :class:`StorageError` naming the tensor for NaN/inf weights (checked for every
@@ -438,10 +397,8 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     analog = [n for n in state if n in params]
     digital = [n for n in state if n not in params]
     if budget is not None and counts is None:
-        from .allocate import allocate_cells
-
         if sensitivity is None:
-            raise StorageError("a cell budget needs per-weight sensitivities (see analogmem.allocate.fisher_diagonal)")
+            raise StorageError("a cell budget needs per-weight sensitivities (see analogmem.storage.allocate.fisher_diagonal)")
         if not isinstance(encoder, CellMap):
             raise StorageError(f"allocation needs a cell-map encoder, got {encoder!r}")
         flat_w = {n: state[n].detach().cpu().numpy().reshape(-1) for n in analog}
@@ -469,146 +426,3 @@ def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
     module = copy.deepcopy(handle.template)
     module.load_state_dict({n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in values.items()})
     return module
-
-
-# --------------------------------------------------------------------------- snapshots
-def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
-    """Write the programmed chip of ``store`` to ``path`` (safetensors + JSON metadata,
-    atomic, whole-file SHA-256). Only the used cells are written."""
-    from safetensors.numpy import save as st_save
-
-    if not isinstance(store, BenchStore) or not isinstance(store.bench, EmulatedBench):
-        raise StorageError(f"snapshots need a store over an EmulatedBench, got {type(store).__name__}")
-    bench: EmulatedBench = store.bench
-    n = store.cells_used
-    state = bench.cell_state()
-    tensors: dict[str, np.ndarray] = {f"cells/{k}": np.ascontiguousarray(state[k][:n]) for k in _CELL_KEYS}
-    entries = []
-    for e in store._entries.values():
-        side_scalars = {}
-        for k, v in e.side.items():
-            if np.ndim(v) == 0:
-                side_scalars[k] = float(v)
-            else:
-                tensors[f"side/{e.name}/{k}"] = np.ascontiguousarray(np.asarray(v))
-        if e.counts is not None:
-            tensors[f"counts/{e.name}"] = np.ascontiguousarray(e.counts)
-        if e.kind == "digital":
-            d = store._digital[e.name]
-            tensors[f"digital/{e.name}"] = np.ascontiguousarray(d.reshape(-1))
-        entries.append({"name": e.name, "shape": list(e.shape), "dtype": e.dtype, "kind": e.kind,
-                        "encoder": e.encoder, "side": side_scalars,
-                        "side_arrays": [k for k, v in e.side.items() if np.ndim(v) != 0],
-                        "groups": [list(g) for g in e.groups], "has_counts": e.counts is not None})
-    seed_state = _seed_state(store.seed_sequence) if isinstance(store, EmulatedStore) else None
-    t_prog = state["t_prog_s"]
-    meta = {
-        "format": SNAPSHOT_FORMAT, "format_version": _SNAPSHOT_VERSION, "analogmem_version": _version(),
-        "device": {"name": store.device.name, "card_sha256": store.device.card_sha256,
-                   "card_text": store.device.card_text},
-        "random_state": {"kind": "numpy.random.SeedSequence", "current": seed_state,
-                         "initial": getattr(store, "initial_seed_state", None)},
-        "bench": {"n_cells": bench.n_cells, "cells_saved": n, "time_s": bench.time_s,
-                  "last_program_s": float(t_prog.max()) if t_prog.size else 0.0,
-                  "stuck_unused_cells": int(np.count_nonzero(state["stuck"][n:]))},
-        "store": {"compensate_drift": store.compensate_drift, "cells_used": n, "entries": entries},
-        "units": {"cells/g_eff": "S", "cells/g_prog": "S", "cells/t_prog_s": "s", "time_s": "s"},
-    }
-    blob = st_save(tensors, metadata={"analogmem": json.dumps(meta), "checksum_sha256": _ZERO_SUM})
-    pos = _checksum_position(blob)
-    digest = hashlib.sha256(blob).hexdigest().encode()
-    blob = blob[:pos] + digest + blob[pos + 64:]
-    return atomic_write_bytes(path, blob)
-
-
-def _checksum_position(blob: bytes) -> int:
-    if len(blob) < 8:
-        raise StorageError(f"snapshot is truncated: {len(blob)} bytes, not even a header length")
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    if hlen > len(blob) - 8:
-        raise StorageError(f"snapshot is truncated or corrupted: header says {hlen} bytes, file has {len(blob) - 8}")
-    header = blob[8:8 + hlen]
-    i = header.find(_CHECKSUM_KEY)
-    if i < 0 or header.find(_CHECKSUM_KEY, i + 1) >= 0 or i + len(_CHECKSUM_KEY) + 64 > len(header):
-        raise StorageError("snapshot is corrupted: no (unique) checksum_sha256 in its header")
-    return 8 + i + len(_CHECKSUM_KEY)
-
-
-def load_snapshot(path: str | Path, *, n_threads: int | None = None) -> EmulatedStore:
-    """Read a snapshot written by :func:`save_snapshot` and rebuild its store.
-
-    The whole-file SHA-256 is verified first; a truncated or corrupted file (any byte) or
-    a card whose text no longer matches its recorded sha256 raises :class:`StorageError`.
-    The returned store's bench has the saved per-cell state, clock and random state, so its
-    reads continue exactly as the original's would have.
-    """
-    from safetensors.numpy import load as st_load
-
-    path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read snapshot {str(path)!r}: {exc}") from None
-    pos = _checksum_position(blob)
-    stored = blob[pos:pos + 64]
-    if not re.fullmatch(rb"[0-9a-f]{64}", stored):
-        raise StorageError(f"snapshot {str(path)!r} is corrupted: malformed checksum")
-    actual = hashlib.sha256(blob[:pos] + _ZERO_SUM.encode() + blob[pos + 64:]).hexdigest()
-    if actual != stored.decode():
-        raise StorageError(f"snapshot {str(path)!r} is corrupted or truncated: SHA-256 {actual} does not match "
-                           f"the recorded {stored.decode()}")
-    try:
-        tensors = st_load(blob)
-        (hlen,) = struct.unpack("<Q", blob[:8])
-        meta = json.loads(json.loads(blob[8:8 + hlen])["__metadata__"]["analogmem"])
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
-        raise StorageError(f"snapshot {str(path)!r} cannot be parsed: {exc}") from None
-    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") != _SNAPSHOT_VERSION:
-        raise StorageError(f"{str(path)!r} is not an analogmem chip snapshot of format version {_SNAPSHOT_VERSION}")
-    dev_meta = meta["device"]
-    device = parse_card(dev_meta["card_text"], label=f"{dev_meta['name']} (from snapshot)")
-    if device.card_sha256 != dev_meta["card_sha256"]:
-        raise StorageError(f"snapshot {str(path)!r}: device card sha256 {device.card_sha256} does not match the "
-                           f"recorded {dev_meta['card_sha256']}")
-    b = meta["bench"]
-    n = int(b["cells_saved"])
-    cells = {k: tensors[f"cells/{k}"] for k in _CELL_KEYS}
-    seed_state = meta["random_state"]["current"]
-    store = EmulatedStore.__new__(EmulatedStore)
-    store.seed_sequence = _seed_from_state(seed_state)
-    store.initial_seed_state = meta["random_state"]["initial"]
-    bench = restore_emulated_bench(device, int(b["n_cells"]), cells, store.seed_sequence, time_s=float(b["time_s"]),
-                                   n_threads=n_threads)
-    BenchStore.__init__(store, bench, device, compensate_drift=bool(meta["store"]["compensate_drift"]))
-    for em in meta["store"]["entries"]:
-        name = em["name"]
-        side = dict(em["side"])
-        for k in em["side_arrays"]:
-            side[k] = tensors[f"side/{name}/{k}"]
-        e = Entry(name, tuple(em["shape"]), em["dtype"], em["kind"], em["encoder"], side,
-                  [(int(g[0]), int(g[1]), int(g[2]), float(g[3])) for g in em["groups"]],
-                  tensors[f"counts/{name}"] if em["has_counts"] else None)
-        store._entries[name] = e
-        if e.kind == "digital":
-            store._digital[name] = tensors[f"digital/{name}"].reshape(e.shape)
-    store._next = n
-    return store
-
-
-def restore_emulated_bench(device: DeviceModel, n_cells: int, cells: dict[str, np.ndarray],
-                           seed: np.random.SeedSequence, *, time_s: float, n_threads: int | None = None) -> EmulatedBench:
-    """Rebuild an :class:`~analogmem.bench.EmulatedBench` from saved per-cell state
-    (``cells``: the arrays of :meth:`EmulatedBench.cell_state`, each for the first
-    ``len`` cells), its seed sequence (at its saved ``n_children_spawned``) and clock.
-
-    Cells beyond the saved ones are left as a fresh bench has them (unprogrammed).
-    """
-    bench = EmulatedBench(device, n_cells, seed=np.random.SeedSequence(0), n_threads=n_threads)
-    n = cells["g_eff"].shape[0]
-    if n > n_cells:
-        raise StorageError(f"snapshot holds {n} cells but the bench has {n_cells}")
-    full = bench.cell_state()
-    for k in _CELL_KEYS:
-        full[k][:n] = cells[k]
-    bench.restore_state(full, time_s=time_s, seed=seed)
-    return bench

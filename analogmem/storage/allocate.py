@@ -12,7 +12,7 @@ is largest. Each curve is first replaced by its lower convex hull (``r → r'`` 
 several repetitions where the curve is not convex, e.g. from pruning to one cell); on
 convex, decreasing curves this greedy is the exact optimum of the integer problem.
 
-The distortion model of a cell-map encoder (:class:`~analogmem.coding.CellMap`) through the
+The distortion model of a cell-map encoder (:class:`~analogmem.storage.encoders.CellMap`) through the
 card's channel at a read time: ``MSE_i(0) = w_i²`` (pruned), and for ``r ≥ 1``
 ``MSE_i(r) = e_i² + v_i/r`` with ``e_i`` the noise-free clipping error and ``v_i`` the
 variance of the naive decode with one copy (:meth:`CellMap.noise_variance`); averaging
@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .coding import CellMap, Channel
-from .errors import StorageError
+from ..errors import StorageError
+from .encoders import CellMap, Channel
 
 __all__ = ["fisher_diagonal", "distortion_curves", "greedy_allocation", "allocate_cells"]
 

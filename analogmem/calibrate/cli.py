@@ -1,0 +1,93 @@
+"""``analogmem calibrate``: fit a device card from a tidy table of measured reads.
+
+Models: ``channel`` (per-level Gaussian/empirical candidates validated on held-out reads,
+:class:`~analogmem.calibrate.channel.ChannelCalibrator`), ``polynomial`` (σ(g, t)
+polynomials, :class:`~analogmem.calibrate.parametric.PolynomialCalibrator`) and
+``write-verify`` (a pulse-response card from write-verify traces,
+:func:`~analogmem.calibrate.write_verify.fit_write_verify`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_text
+from ..emulator.cells import parse_card
+from . import channel
+from .channel import ChannelCalibrator
+from .parametric import PolynomialCalibrator
+from .write_verify import fit_write_verify
+
+__all__ = ["add_subparser"]
+
+
+def _main(args: Any) -> int:
+    if args.model == "write-verify":
+        import tomli_w
+
+        wv = fit_write_verify(args.data, min_cells_per_level=args.min_reads)
+        print(f"{'level':>5} {'cells':>6} {'K':>2} {'pulses data':>12} {'model':>7} {'success data':>13} {'model':>7}")
+        for r in wv.report:
+            print(f"{r['level']:>5} {r['n_cells']:>6} {r['components']:>2} {r['pulses_mean_data']:>12.2f} "
+                  f"{r['pulses_mean_model']:>7.2f} {r['success_rate_data']:>13.4f} {r['success_rate_model']:>7.4f}")
+        text = tomli_w.dumps(wv.card(args.name, args.source))
+        parse_card(text, args.name)  # refuse to write a card that does not load
+        atomic_write_text(args.out, text)
+        plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+        wv.plot(plot)
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"card": str(args.out), "max_pulses": wv.max_pulses,
+                                                     "levels": wv.report}, indent=2))
+        print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
+        return 0
+    if args.model == "polynomial":
+        pc = PolynomialCalibrator(args.name, args.source, degree=args.degree,
+                                  min_reads_per_level=args.min_reads).fit(args.data)
+        for t, c, e, gof in zip(pc.times_s_, pc.coefficients_uS_, pc.stderr_uS_, pc.goodness_):
+            terms = ", ".join(f"c{k} = {v:.4g} ± {s:.2g}" for k, (v, s) in enumerate(zip(c, e)))
+            print(f"t = {t:g} s: sigma(x) uS: {terms}  (chi2 = {gof['chi2']:.1f} on {gof['dof']} dof, "
+                  f"p = {gof['pvalue']:.3f})")
+        pc.write_card(args.out)
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"card": str(args.out), "times_s": pc.times_s_,
+                                                     "coefficients_uS": pc.coefficients_uS_,
+                                                     "stderr_uS": pc.stderr_uS_, "goodness": pc.goodness_,
+                                                     "levels": pc.fit_report_}, indent=2))
+        print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
+        return 0
+    cal = ChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
+                            min_reads_per_level=args.min_reads).fit(args.data)
+    print(cal.summary_table())
+    cal.write_card(args.out)
+    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+    cal.plot(plot)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"card": str(args.out), "chosen": cal.chosen_,
+                                                 "summary": cal.summary_, "levels": cal.fit_report_}, indent=2))
+    print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Add ``analogmem calibrate`` to the command line."""
+    p = subparsers.add_parser("calibrate", help="fit a device card from a tidy table of measured reads",
+                              description=channel.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="tidy CSV or Parquet table (one row per read)")
+    p.add_argument("--out", required=True, help="device card to write (TOML)")
+    p.add_argument("--name", default="calibrated", help="card name")
+    p.add_argument("--source", default="", help="citation/description of the data, stored in the card")
+    p.add_argument("--holdout", type=float, default=0.5, help="fraction of each level's reads held out (default 0.5)")
+    p.add_argument("--min-reads", type=int, default=20, help="fewest reads per level (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
+    p.add_argument("--plot", default=None, help="PNG of data vs model (default: next to the card)")
+    p.add_argument("--json", default=None, help="write the fit report as JSON here")
+    p.add_argument("--model", choices=("channel", "polynomial", "write-verify"), default="channel",
+                   help="channel: per-level Gaussian/empirical candidates validated on held-out reads (default); "
+                        "polynomial: sigma(g, t) polynomials for conductance targets, one per time_s; "
+                        "write-verify: a pulse-response card from a write-verify trace table (target_level, "
+                        "window_lo_ohm, window_hi_ohm, read_value_ohm, pulses, success)")
+    p.add_argument("--degree", type=int, default=2, help="polynomial degree for --model polynomial (default 2)")
+    p.set_defaults(func=_main)

@@ -1,0 +1,19 @@
+"""The emulator core (layer 1): device cards and cell models, the :class:`Bench` protocol,
+:class:`EmulatedBench` over the compiled kernels, and the numpy reference.
+
+* :mod:`.cells` — :class:`DeviceModel` (a card's statistics), :func:`load_device`,
+  :func:`parse_card`, the Arrhenius acceleration factor;
+* :mod:`.bench` — the :class:`Bench` protocol, :class:`EmulatedBench`,
+  :class:`WriteVerify`, :class:`ProgramReport`;
+* :mod:`.reference` — the same model in plain numpy, drawing the same numbers (the oracle
+  the kernels are tested against);
+* :mod:`._streams` — per-chunk random streams spawned from one ``SeedSequence``.
+
+Imports only the base modules (:mod:`analogmem.errors`, :mod:`analogmem._seeding`, …).
+"""
+
+from .bench import Bench, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
+from .cells import DeviceModel, bundled_devices, load_device, parse_card
+
+__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",
+           "DeviceModel", "bundled_devices", "load_device", "parse_card"]

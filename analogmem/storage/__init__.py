@@ -1,0 +1,21 @@
+"""Storage (layer 3): weights on cells and back (DESIGN §1, §5).
+
+* :mod:`.stores` — the :class:`Store` protocol, :class:`BenchStore` over any bench,
+  :class:`EmulatedStore`, :class:`DigitalStore`; :func:`store_model` / :func:`load_model`;
+* :mod:`.snapshots` — a programmed chip saved to one checksummed file and re-read later;
+* :mod:`.encoders` — weight tensor ⇄ cell targets (ch.3): naive, adaptive range,
+  differential, slicing, repetition, MMSE decoding; k-bit + BCH digital baseline;
+* :mod:`.allocate` — Fisher-weighted cell allocation under a budget (ch.3).
+
+Imports the base modules, the emulator and the calibration layer, nothing above.
+"""
+
+from .allocate import allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
+from .encoders import Channel, DigitalECC, Encoder, encoder_from_spec, make_encoder
+from .snapshots import SNAPSHOT_FORMAT, load_snapshot, restore_emulated_bench, save_snapshot
+from .stores import BenchStore, DigitalStore, EmulatedStore, Entry, ModelHandle, Store, load_model, store_model
+
+__all__ = ["Store", "BenchStore", "EmulatedStore", "DigitalStore", "Entry", "ModelHandle", "store_model",
+           "load_model", "save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT",
+           "Channel", "Encoder", "DigitalECC", "encoder_from_spec", "make_encoder", "allocate_cells",
+           "distortion_curves", "fisher_diagonal", "greedy_allocation"]
