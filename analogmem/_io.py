@@ -1,14 +1,20 @@
-"""Small file helpers: every file analogmem writes goes through an atomic replace."""
+"""Small file helpers: every file analogmem writes goes through an atomic replace, and every
+results JSON (``--json PATH``) carries its provenance (:func:`write_json`)."""
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_figure"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "save_figure", "write_json", "provenance"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -45,3 +51,88 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+#: Packages whose versions every results file records (absent ones as null).
+_PROVENANCE_PACKAGES = ("numpy", "scipy", "torch", "flwr", "ray", "constriction", "transformers", "pandas")
+_IMPORTED_AT = time.time()
+
+
+def _process_wall_s() -> float:
+    """Seconds since this process started (interpreter start-up and imports included);
+    falls back to the time since analogmem was imported where /proc is not available."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of stat(5), counted after "pid (comm)"
+        with open("/proc/uptime", "rb") as fh:
+            uptime_s = float(fh.read().split()[0])
+        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED_AT
+
+
+def _git_commit() -> dict[str, Any]:
+    """The commit of the checkout analogmem runs from (an editable install), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip() != ""
+        return {"git_commit": sha, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def provenance(seed: Any = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a result comes from: analogmem version and git commit, Python and package
+    versions, threads, seed, the command line and its settings, when it was written and
+    the wall time of the whole process so far (s, start-up included)."""
+    from importlib import metadata
+
+    from ._version import __version__
+
+    versions = {}
+    for name in _PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count()
+    torch = sys.modules.get("torch")
+    threads = {"cores_available": cores, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+               "torch_threads": torch.get_num_threads() if torch is not None and hasattr(torch, "get_num_threads")
+               else None}
+    if settings is not None:
+        settings = {k: _jsonable(v) for k, v in settings.items() if not callable(v)}
+    return {"analogmem_version": __version__, **_git_commit(), "python": sys.version.split()[0],
+            "platform": sys.platform, "packages": versions, "threads": threads, "seed": _jsonable(seed),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else None,
+            "settings": settings,
+            "written_at_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(_process_wall_s(), 3)}
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any], *, seed: Any = None,
+               settings: dict[str, Any] | None = None) -> Path:
+    """Write a results dict as JSON atomically, with a ``"provenance"`` key added
+    (:func:`provenance`); ``settings`` are the command's settings (e.g. ``vars(args)``)."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"a results file holds a dict, got {type(payload).__name__}")
+    body = dict(payload)
+    body["provenance"] = provenance(seed, settings)
+    return atomic_write_text(path, json.dumps(body, indent=2, default=_jsonable) + "\n")

@@ -34,9 +34,9 @@ def _devices(args: argparse.Namespace) -> int:
                      "read_noise": d.read_noise.model, "relaxation": d.relaxation.model,
                      "source": d.source.get("citation", "")})
     if args.json:
-        from ._io import atomic_write_text
+        from ._io import write_json
 
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+        write_json(args.json, {"devices": rows})
     for r in rows:
         print(f"{r['name']:<22} {r['technology']:<5} g in [{r['g_min_uS']:g}, {r['g_max_uS']:g}] µS  "
               f"drift={r['drift']}, read noise={r['read_noise']}, relaxation={r['relaxation']}\n"

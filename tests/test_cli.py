@@ -34,7 +34,7 @@ def test_demo_writes_json_and_plot(tmp_path, capsys):
 
 def test_devices_and_info(tmp_path, capsys):
     assert main(["devices", "--json", str(tmp_path / "d.json")]) == 0
-    rows = json.loads((tmp_path / "d.json").read_text())
+    rows = json.loads((tmp_path / "d.json").read_text())["devices"]
     assert {r["name"] for r in rows} >= {"pcm-nandakumar2019", "rram-wan2022"}
     assert main(["info"]) == 0
     assert '"openmp": true' in capsys.readouterr().out

@@ -10,11 +10,10 @@ polynomials, :class:`~analogmem.calibrate.parametric.PolynomialCalibrator`) and
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, write_json
 from ..emulator.cells import parse_card
 from . import channel
 from .channel import ChannelCalibrator
@@ -39,8 +38,8 @@ def _main(args: Any) -> int:
         plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
         wv.plot(plot)
         if args.json:
-            atomic_write_text(args.json, json.dumps({"card": str(args.out), "max_pulses": wv.max_pulses,
-                                                     "levels": wv.report}, indent=2))
+            write_json(args.json, {"card": str(args.out), "max_pulses": wv.max_pulses, "levels": wv.report},
+                       settings=vars(args))
         print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
         return 0
     if args.model == "polynomial":
@@ -52,10 +51,9 @@ def _main(args: Any) -> int:
                   f"p = {gof['pvalue']:.3f})")
         pc.write_card(args.out)
         if args.json:
-            atomic_write_text(args.json, json.dumps({"card": str(args.out), "times_s": pc.times_s_,
-                                                     "coefficients_uS": pc.coefficients_uS_,
-                                                     "stderr_uS": pc.stderr_uS_, "goodness": pc.goodness_,
-                                                     "levels": pc.fit_report_}, indent=2))
+            write_json(args.json, {"card": str(args.out), "times_s": pc.times_s_,
+                                   "coefficients_uS": pc.coefficients_uS_, "stderr_uS": pc.stderr_uS_,
+                                   "goodness": pc.goodness_, "levels": pc.fit_report_}, settings=vars(args))
         print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
         return 0
     cal = ChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
@@ -65,8 +63,8 @@ def _main(args: Any) -> int:
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     cal.plot(plot)
     if args.json:
-        atomic_write_text(args.json, json.dumps({"card": str(args.out), "chosen": cal.chosen_,
-                                                 "summary": cal.summary_, "levels": cal.fit_report_}, indent=2))
+        write_json(args.json, {"card": str(args.out), "chosen": cal.chosen_, "summary": cal.summary_,
+                               "levels": cal.fit_report_}, seed=args.seed, settings=vars(args))
     print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
     return 0
 

@@ -12,11 +12,10 @@ Standalone: ``python -m analogmem.deltazip.cli deltazip ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 from analogmem.errors import AnalogMemError
 
 from .compress import METHODS
@@ -150,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"elapsed: {result['elapsed_s']:.1f} s")
     payload = {"command": "analogmem deltazip", "settings": settings, "units": UNITS, **result}
     if args.json:
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
         print(f"wrote {args.json}")
     if args.plot:
         plot_deltazip(result, args.plot)

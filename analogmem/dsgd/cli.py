@@ -10,13 +10,12 @@ Standalone: ``python -m analogmem.dsgd.cli dsgd ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 
 from ._validation import METHODS
 from .launch import BACKENDS
@@ -113,7 +112,7 @@ def run_dsgd_command(args: argparse.Namespace) -> int:
         "elapsed_s": elapsed,
     }
     if args.json:
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
         print(f"wrote {args.json}")
     if args.plot:
         plot_dsgd(result, args.plot)

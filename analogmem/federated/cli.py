@@ -10,11 +10,10 @@ round and vs cumulative uplink bits) on request. Standalone:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 
 from .flower_app import METHODS, FederatedConfig, run_federated
 from .report import format_rounds_table, format_summary_table, plot_results, result_payload
@@ -113,7 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
     print(format_summary_table(results))
     command = "analogmem fl " + (args.fl_command if args.fl_command != "compare" else "compare " + " ".join(args.methods))
     if args.json:
-        atomic_write_text(args.json, json.dumps(result_payload(results, command), indent=2) + "\n")
+        write_json(args.json, result_payload(results, command), seed=getattr(args, "seed", None),
+                   settings=vars(args))
         print(f"wrote {args.json}")
     if args.plot:
         plot_results(results, args.plot)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
@@ -96,9 +95,9 @@ def _verify(args: argparse.Namespace) -> Any:
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
     if path:
-        from .._io import atomic_write_text
+        from .._io import write_json
 
-        atomic_write_text(path, json.dumps(data, indent=2, default=float))
+        write_json(path, data)
 
 
 def _csv_text(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:

@@ -21,14 +21,13 @@ accuracy) is the main job, ``analogmem demo``; this shows the cell physics it st
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write_text, save_figure
+from .._io import save_figure, write_json
 from ..emulator.bench import EmulatedBench, default_threads
 from ..emulator.cells import bundled_devices, load_device
 
@@ -166,7 +165,7 @@ def _main(args: argparse.Namespace) -> int:
     plot_demo(results, plot)
     for dev in results["devices"].values():
         dev.pop("_histograms")
-    atomic_write_text(json_path, json.dumps(results, indent=2))
+    write_json(json_path, results, seed=args.seed, settings=vars(args))
     print(f"wrote {plot} and {json_path}")
     return 0
 

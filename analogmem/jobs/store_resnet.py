@@ -18,14 +18,13 @@ Command line (wired as ``analogmem store``; ``analogmem demo`` calls :func:`run_
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 
-from .._io import atomic_write_text
+from .._io import write_json
 from ..emulator.cells import bundled_devices
 
 __all__ = ["run_store_job", "run_cells_sweep", "run_demo_job", "add_subparser", "preferred_rram_card",
@@ -277,14 +276,14 @@ def _run(args: argparse.Namespace) -> int:
               f"{res['fewest_cells_per_weight_analog']}, digital {res['fewest_cells_per_weight_digital']}, "
               f"ratio {res['digital_over_analog']}")
         if args.json:
-            atomic_write_text(args.json, json.dumps(res, indent=2))
+            write_json(args.json, res, seed=args.seed, settings=vars(args))
         return 0
     res = run_store_job(args.device, schemes, args.cells_per_weight, times, args.dataset, depth=args.depth,
                         epochs=args.epochs,
                         seed=args.seed, checkpoint=args.checkpoint, progress=not args.quiet)
     print(format_table(res))
     print(f"wall time {res['wall_s']:.0f} s")
-    atomic_write_text(args.json, json.dumps(res, indent=2))
+    write_json(args.json, res, seed=args.seed, settings=vars(args))
     plot(res, args.plot)
     print(f"wrote {args.json} and {args.plot}")
     return 0

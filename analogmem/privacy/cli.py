@@ -9,12 +9,11 @@ Standalone: ``python -m analogmem.privacy.cli privacy rrsc ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from .._io import atomic_write_text
+from .._io import write_json
 from .noisy_compression import DATASETS, NOISY_UNITS, format_noisy_table, plot_noisy, run_noisy_compression
 from .sweeps import MSE_UNITS, format_rrsc_table, paper_points, plot_rrsc, rrsc_sweep, summarize_rrsc
 
@@ -71,7 +70,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
 def _write_outputs(args, payload: dict, plot) -> None:
     if args.json:
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
         print(f"wrote {args.json}")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)

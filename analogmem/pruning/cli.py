@@ -9,12 +9,11 @@ Standalone: ``python -m analogmem.pruning.cli prune laplacian ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 
 from .experiments import METHODS, NETWORK_UNITS, format_network_table, network_comparison, plot_network
 from .laplacian import LAPLACIAN_UNITS, format_laplacian_table, laplacian_experiment, plot_laplacian
@@ -78,7 +77,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
 def _write_outputs(args, payload: dict, plot) -> None:
     if args.json:
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
         print(f"wrote {args.json}")
     if args.plot:
         plot(args.plot)
