@@ -22,7 +22,9 @@ from . import reference
 from .._seeding import SeedLike, as_seed_sequence
 from ._streams import CHUNK_CELLS, chunk_bit_generators
 from .cells import X_FLOOR, DeviceModel, load_device
-from ..errors import AddressError, DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
+from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
+                         check_seconds, check_targets, check_temperature_K)
+from ..errors import DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
 
 try:
     from . import _kernels
@@ -37,6 +39,8 @@ __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_in
 _BACKENDS = ("cython", "numpy")
 #: Per-cell state arrays, in the order the kernels take them.
 _STATE_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read")
+#: Bytes of state per cell (the state arrays, stuck flags, programming times, one read's output).
+_BYTES_PER_CELL = 8 * len(_STATE_KEYS) + 1 + 8 + 8
 
 
 def default_threads() -> int:
@@ -220,52 +224,6 @@ def _pulse_response_params(device: DeviceModel) -> dict[str, Any]:
             "pr_q": f64(pr.log_g_quantiles)}
 
 
-def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
-    """Validate cell addresses for a bench of ``n_cells`` cells: None (every cell) or a 1-D
-    array of distinct integers in ``[0, n_cells)``, returned as ``intp``. Raises
-    :class:`~analogmem.errors.AddressError` naming the first offending entry."""
-    if addresses is None:
-        return None
-    a = np.asarray(addresses)
-    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-        raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
-    a = a.astype(np.intp)
-    bad = (a < 0) | (a >= n_cells)
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise AddressError(f"addresses[{i}] = {a[i]} is outside [0, {n_cells - 1}]")
-    if a.size > 1 and not np.all(a[1:] > a[:-1]):  # increasing addresses cannot repeat
-        # a mask over the array, not np.unique: numpy's hash-based unique takes ~20 s on 2e7
-        seen = np.zeros(n_cells, dtype=bool)
-        seen[a] = True
-        if np.count_nonzero(seen) != a.size:
-            raise AddressError("addresses contain duplicates; program each cell once per call")
-    return a
-
-
-def as_target_array(targets: Any, n_expected: int, unit: str = "S") -> np.ndarray:
-    """``targets`` as a contiguous float64 array of shape (n_expected,); raises
-    :class:`~analogmem.errors.TargetRangeError` for non-numbers or a wrong shape (range
-    checks are each bench's own)."""
-    try:
-        g = np.ascontiguousarray(targets, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TargetRangeError(f"targets must be numbers ({unit}), got {type(targets).__name__}") from None
-    if g.ndim != 1 or g.shape[0] != n_expected:
-        raise TargetRangeError(f"targets must be a 1-D array of {n_expected} values ({unit}), got shape {g.shape}")
-    return g
-
-
-def _check_seconds(name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TargetRangeError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise TargetRangeError(f"{name} must be finite and >= 0 s, got {value!r}")
-    return v
-
-
 class EmulatedBench:
     """An emulated array of ``n_cells`` cells of one device technology.
 
@@ -288,8 +246,7 @@ class EmulatedBench:
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
                  n_threads: int | None = None, backend: str = "cython"):
         self.device = load_device(device)
-        if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 1:
-            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+        n_cells = check_n_cells(n_cells, bytes_per_cell=_BYTES_PER_CELL)
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
@@ -326,28 +283,6 @@ class EmulatedBench:
     def _addresses(self, addresses: Any) -> np.ndarray | None:
         return check_addresses(addresses, self.n_cells)
 
-    def _check_targets(self, targets: Any, n_expected: int) -> np.ndarray:
-        g = as_target_array(targets, n_expected, self.device.input_unit or "level")
-        if g.size == 0:
-            return g
-        lo_ok, hi_ok = self.device.input_range
-        lo, hi = g.min(), g.max()  # one pass each; NaN propagates into both
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            i = int(np.argmin(np.isfinite(g)))
-            raise TargetRangeError(f"targets[{i}] = {g[i]} is not finite; nothing was programmed")
-        if lo < lo_ok or hi > hi_ok:
-            bad = (g < lo_ok) | (g > hi_ok)
-            i = int(np.argmax(bad))
-            unit = self.device.input_unit
-            if unit == "S":
-                shown = (f"{g[i]:.6g} S ({g[i] * 1e6:.6g} µS) is outside the input range "
-                         f"[{lo_ok * 1e6:g}, {hi_ok * 1e6:g}] µS")
-            else:
-                shown = f"{g[i]:.6g} {unit} is outside the input range [{lo_ok:g}, {hi_ok:g}] {unit}".replace(" ]", "]")
-            raise TargetRangeError(f"targets[{i}] = {shown} of device {self.device.name!r}; "
-                                   f"{int(bad.sum())} target(s) out of range, nothing was programmed")
-        return g
-
     def _op_seed(self) -> np.random.SeedSequence:
         """A fresh child seed for one operation (program or read)."""
         return self._seed.spawn(1)[0]
@@ -360,7 +295,7 @@ class EmulatedBench:
 
     def wait(self, seconds: float) -> None:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
-        self._time_s += _check_seconds("seconds", seconds)
+        self._time_s = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds!r})")
 
     def bake(self, seconds: float, temperature_K: float) -> float:
         """Emulate ``seconds`` at ``temperature_K``: with the card's Arrhenius retention
@@ -371,12 +306,9 @@ class EmulatedBench:
         if not rt.enabled:
             raise DeviceCardError(f"device {self.device.name!r} has no [retention] model: it cannot emulate "
                                   "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
-        t = _check_seconds("seconds", seconds)
-        temp = float(temperature_K)
-        if not np.isfinite(temp) or temp <= 0:
-            raise TargetRangeError(f"temperature_K must be a positive temperature in kelvin, got {temperature_K!r}")
+        t, temp = check_seconds("seconds", seconds), check_temperature_K(temperature_K)
         equivalent = t * float(rt.acceleration_factor(temp))
-        self._time_s += equivalent
+        self._time_s = check_clock(self._time_s + equivalent, f"bake({seconds!r}, {temperature_K!r})")
         return equivalent
 
     def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
@@ -396,7 +328,7 @@ class EmulatedBench:
         before touching any cell if an input is invalid; the bench is then unchanged.
         """
         addr = self._addresses(addresses)
-        g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
+        g_t = check_targets(targets, self.n_cells if addr is None else addr.shape[0], self.device)
         if verify is not None:
             if not isinstance(verify, WriteVerify):
                 raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
@@ -451,8 +383,8 @@ class EmulatedBench:
             cell are consistent across reads; read noise is fresh at every read.
         """
         addr = self._addresses(addresses)
-        when = self._time_s if t_s is None else self._last_program_s + _check_seconds("t_s", t_s)
-        self._time_s = max(self._time_s, when)
+        when = check_read_time(t_s, self._last_program_s, self._time_s)
+        self._time_s = when
         if self._t_prog is None:
             age = np.array([when - self._uniform_t_prog])
         else:
@@ -502,12 +434,13 @@ class EmulatedBench:
                 raise StorageError(f"cell state {k!r} has shape {np.shape(cell_state[k])}, expected ({self.n_cells},)")
         if not isinstance(seed, np.random.SeedSequence):
             raise StorageError(f"seed must be a numpy SeedSequence, got {type(seed).__name__}")
+        time_s = check_seconds("time_s", time_s)
         self._state = {k: np.array(cell_state[k], dtype=np.float64) for k in _STATE_KEYS}
         self.stuck = np.array(cell_state["stuck"], dtype=np.int8)
         self._t_prog = np.array(cell_state["t_prog_s"], dtype=np.float64)
         self._uniform_t_prog = None
         self._last_program_s = float(self._t_prog.max())
-        self._time_s = _check_seconds("time_s", time_s)
+        self._time_s = time_s
         self._seed = seed
 
     # ------------------------------------------------------------------ backends
