@@ -39,7 +39,10 @@ _ZERO_SUM = "0" * 64
 
 def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
     """Write the programmed chip of ``store`` to ``path`` (safetensors + JSON metadata,
-    atomic, whole-file SHA-256). Only the used cells are written."""
+    atomic, whole-file SHA-256). Only the used cells are written. Temporary files left by
+    an earlier save of the same ``path`` that was killed are removed first. Raises
+    :class:`StorageError` naming the path if it cannot be written (the file already there,
+    if any, is unchanged)."""
     from safetensors.numpy import save as st_save
 
     if not isinstance(store, BenchStore) or not isinstance(store.bench, EmulatedBench):
@@ -83,7 +86,12 @@ def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
     pos = _checksum_position(blob)
     digest = hashlib.sha256(blob).hexdigest().encode()
     blob = blob[:pos] + digest + blob[pos + 64:]
-    return atomic_write_bytes(path, blob)
+    try:
+        return atomic_write_bytes(path, blob)
+    except OSError as exc:  # permission, a folder in the way, a file where a folder should be, disk full
+        raise StorageError(f"cannot write snapshot {str(path)!r}: {exc.strerror or exc}"
+                           + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+                           + "; nothing was written") from None
 
 
 def _checksum_position(blob: bytes) -> int:
