@@ -200,7 +200,7 @@ def read_tidy(data: Any, *, target_column: str | None = None, read_column: str |
         raise CalibrationError(f"{label}: the table has no rows")
     optional = tuple(c for c in ("time_s", "temperature_K", "pulses") if c in df.columns)
     for col in (target_src, read_src) + optional:
-        values = pd.to_numeric(df[col], errors="coerce")
+        values = pd.to_numeric(df[col].where(~_not_real(df[col])), errors="coerce")
         bad = ~np.isfinite(values.to_numpy(dtype=float))
         if col in optional:  # optional columns may be left empty, but not hold text or inf
             bad &= df[col].notna().to_numpy()
@@ -291,6 +291,18 @@ def screen_outliers(df: Any, by: list[str], *, drop: bool) -> tuple[Any, list[di
     out = df[keep].copy()
     out.attrs = dict(df.attrs)
     return out, dropped
+
+
+def _not_real(column: Any) -> np.ndarray:
+    """Per entry of a table column: True for booleans and complex numbers, which are not
+    the real numbers a target or read is (they would otherwise be read as 0/1 or lose
+    their imaginary part)."""
+    kind = column.dtype.kind
+    if kind in "bc":
+        return np.ones(len(column), dtype=bool)
+    if kind != "O":
+        return np.zeros(len(column), dtype=bool)
+    return np.array([isinstance(v, (bool, np.bool_, complex, np.complexfloating)) for v in column], dtype=bool)
 
 
 def _show(value: Any) -> str:

@@ -295,7 +295,7 @@ class EmulatedBench:
 
     def wait(self, seconds: float) -> None:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
-        self._time_s = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds!r})")
+        self._time_s = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds:g})")
 
     def bake(self, seconds: float, temperature_K: float) -> float:
         """Emulate ``seconds`` at ``temperature_K``: with the card's Arrhenius retention
@@ -308,7 +308,7 @@ class EmulatedBench:
                                   "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
         t, temp = check_seconds("seconds", seconds), check_temperature_K(temperature_K)
         equivalent = t * float(rt.acceleration_factor(temp))
-        self._time_s = check_clock(self._time_s + equivalent, f"bake({seconds!r}, {temperature_K!r})")
+        self._time_s = check_clock(self._time_s + equivalent, f"bake({t:g} s at {temp:g} K)")
         return equivalent
 
     def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,

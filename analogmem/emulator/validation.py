@@ -97,8 +97,10 @@ def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
         a = np.asarray(addresses)
     except (TypeError, ValueError, OverflowError):
         raise AddressError(f"addresses must be a 1-D array of integers, got {type(addresses).__name__}") from None
-    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+    if a.ndim != 1 or (a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f")):  # [] is float
         raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
+    if a.size == 0:
+        return a.astype(np.intp)
     bad = (a < 0) | (a >= n_cells)  # compared in the input's own dtype: uint64 values do not wrap
     if np.any(bad):
         i = int(np.argmax(bad))

@@ -89,9 +89,10 @@ def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
     try:
         return atomic_write_bytes(path, blob)
     except OSError as exc:  # permission, a folder in the way, a file where a folder should be, disk full
+        where = Path(str(exc.filename)) if exc.filename else None
+        shown = where is not None and where != Path(path) and not where.name.startswith(f".{Path(path).name}.")
         raise StorageError(f"cannot write snapshot {str(path)!r}: {exc.strerror or exc}"
-                           + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
-                           + "; nothing was written") from None
+                           + (f" ({where})" if shown else "") + "; nothing was written") from None
 
 
 def _checksum_position(blob: bytes) -> int:
