@@ -100,9 +100,13 @@ def _unit(label: str, column: str, given: str | None, units: dict[str, Any], fla
     """The unit of a mapped column: ``given``, else its name's suffix; must be in ``units``."""
     unit = given if given is not None else column.rsplit("_", 1)[-1] if "_" in column else ""
     if unit not in units:
-        how = f"unit {given!r}" if given is not None else f"the suffix {unit!r} of column {column!r}"
-        raise CalibrationError(f"{label}: {how} is not a unit analogmem understands for this role; give it "
-                               f"with {flag} UNIT (one of {', '.join(units)})")
+        if given is not None:
+            what = f"unit {given!r} is not a unit analogmem understands for this role"
+        elif unit:
+            what = f"the suffix {unit!r} of column {column!r} is not a unit analogmem understands for this role"
+        else:
+            what = f"column {column!r} has no unit suffix"
+        raise CalibrationError(f"{label}: {what}; give the unit with {flag} UNIT (one of {', '.join(units)})")
     return unit
 
 
