@@ -56,14 +56,10 @@ def load_table(data: Any, what: str = "table") -> tuple[Any, str]:
     return df, str(path)
 
 
-#: Units a mapped target column may carry: unit → (card input domain, tidy column, factor to
-#: the tidy column's unit).
-TARGET_UNITS: dict[str, tuple[str, str, float]] = {
-    "S": ("conductance", "target_S", 1.0), "mS": ("conductance", "target_S", 1e-3),
-    "uS": ("conductance", "target_S", 1e-6), "µS": ("conductance", "target_S", 1e-6),
-    "nS": ("conductance", "target_S", 1e-9),
-    "V": ("voltage", "target_V", 1.0), "mV": ("voltage", "target_V", 1e-3),
-    "level": ("level", "target_level", 1.0),
+#: Units a mapped target column may carry: unit → (tidy column, factor to its unit).
+TARGET_UNITS: dict[str, tuple[str, float]] = {
+    "S": ("target_S", 1.0), "mS": ("target_S", 1e-3), "uS": ("target_S", 1e-6), "µS": ("target_S", 1e-6),
+    "nS": ("target_S", 1e-9), "V": ("target_V", 1.0), "mV": ("target_V", 1e-3), "level": ("target_level", 1.0),
 }
 #: Units a mapped read column may carry: unit → (tidy column, factor to its unit).
 READ_UNITS: dict[str, tuple[str, float]] = {
@@ -108,6 +104,32 @@ def _unit(label: str, column: str, given: str | None, units: dict[str, Any], fla
             what = f"column {column!r} has no unit suffix"
         raise CalibrationError(f"{label}: {what}; give the unit with {flag} UNIT (one of {', '.join(units)})")
     return unit
+
+
+#: The unit of each tidy column.
+_TIDY_UNIT = {"target_S": "S", "target_V": "V", "target_level": "level", "read_value_S": "S", "read_value_ohm": "ohm"}
+
+
+def _role(role: str, df: Any, label: str, column: str | None, unit: str | None,
+          units: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """Where one role (``"target"`` or ``"read"``) of a table comes from: ``column`` (its
+    source column), ``unit``, ``as`` (the tidy column it becomes) and ``factor``."""
+    tidy_names = tuple(TARGET_COLUMNS) if role == "target" else READ_COLUMNS
+    tidy = [c for c in tidy_names if c in df.columns and c != column]
+    if column is not None:
+        if tidy:
+            raise CalibrationError(f"{label}: two columns for the {role} role: {column!r} (mapped) and {tidy[0]!r}; "
+                                   "drop one or map the other")
+        u = _unit(label, column, unit, units, f"--{role}-unit")
+        return {"column": column, "unit": u, "as": units[u][0], "factor": units[u][1]}
+    if unit is not None:
+        raise CalibrationError(f"{label}: --{role}-unit needs --{role}-column")
+    if len(tidy) != 1:
+        columns = [str(c) for c in df.columns]
+        raise CalibrationError(f"{label}: need exactly one {role} column of {', '.join(tidy_names)}; found "
+                               f"{tidy or 'none'} among columns {columns}; map a lab's own columns with "
+                               f"{_guess_flags(columns)} (read_tidy(..., target_column=, read_column=))")
+    return {"column": tidy[0], "unit": _TIDY_UNIT[tidy[0]], "as": tidy[0], "factor": 1.0}
 
 
 def _guess_flags(columns: list[str]) -> str:
@@ -159,45 +181,9 @@ def read_tidy(data: Any, *, target_column: str | None = None, read_column: str |
             raise CalibrationError(f"{label}: {flag} {col!r} is not a column of the table; found {columns}")
     if target_column is not None and target_column == read_column:
         raise CalibrationError(f"{label}: column {target_column!r} is mapped to both the target and the read role")
-    mapping: dict[str, dict[str, Any]] = {}
-    # target role
-    tidy_targets = [c for c in TARGET_COLUMNS if c in df.columns and c != target_column]
-    if target_column is not None:
-        if tidy_targets:
-            raise CalibrationError(f"{label}: two columns for the target role: {target_column!r} (mapped) and "
-                                   f"{tidy_targets[0]!r}; drop one or map the other")
-        unit = _unit(label, target_column, target_unit, TARGET_UNITS, "--target-unit")
-        _, target_tidy, target_factor = TARGET_UNITS[unit]
-        target_src = target_column
-    else:
-        if target_unit is not None:
-            raise CalibrationError(f"{label}: --target-unit needs --target-column")
-        if len(tidy_targets) != 1:
-            raise CalibrationError(f"{label}: need exactly one target column of {', '.join(TARGET_COLUMNS)}; found "
-                                   f"{tidy_targets or 'none'} among columns {columns}; map a lab's own columns with "
-                                   f"{_guess_flags(columns)} (read_tidy(..., target_column=, read_column=))")
-        target_src, target_tidy, target_factor = tidy_targets[0], tidy_targets[0], 1.0
-        unit = {"target_S": "S", "target_V": "V", "target_level": "level"}[target_src]
-    mapping["target"] = {"column": target_src, "unit": unit, "as": target_tidy, "factor": target_factor}
-    # read role
-    tidy_reads = [c for c in READ_COLUMNS if c in df.columns and c != read_column]
-    if read_column is not None:
-        if tidy_reads:
-            raise CalibrationError(f"{label}: two columns for the read role: {read_column!r} (mapped) and "
-                                   f"{tidy_reads[0]!r}; drop one or map the other")
-        unit = _unit(label, read_column, read_unit, READ_UNITS, "--read-unit")
-        read_tidy_col, read_factor = READ_UNITS[unit]
-        read_src = read_column
-    else:
-        if read_unit is not None:
-            raise CalibrationError(f"{label}: --read-unit needs --read-column")
-        if len(tidy_reads) != 1:
-            raise CalibrationError(f"{label}: need exactly one read column of {', '.join(READ_COLUMNS)}; found "
-                                   f"{tidy_reads or 'none'} among columns {columns}; map a lab's own columns with "
-                                   f"{_guess_flags(columns)} (read_tidy(..., target_column=, read_column=))")
-        read_src, read_tidy_col, read_factor = tidy_reads[0], tidy_reads[0], 1.0
-        unit = "S" if read_src == "read_value_S" else "ohm"
-    mapping["read"] = {"column": read_src, "unit": unit, "as": read_tidy_col, "factor": read_factor}
+    mapping = {"target": _role("target", df, label, target_column, target_unit, TARGET_UNITS),
+               "read": _role("read", df, label, read_column, read_unit, READ_UNITS)}
+    target_src, read_src = mapping["target"]["column"], mapping["read"]["column"]
     if target_src == read_src:
         raise CalibrationError(f"{label}: column {target_src!r} is mapped to both the target and the read role")
     if len(df) == 0:
@@ -215,8 +201,8 @@ def read_tidy(data: Any, *, target_column: str | None = None, read_column: str |
     read = df[read_src].to_numpy()
     if np.any(read <= 0):
         row = int(np.argmax(read <= 0))
-        raise CalibrationError(f"{label}: column {read_src!r}, row {row}: {_show(read[row])} is not positive "
-                               f"(a {'resistance' if read_tidy_col.endswith('ohm') else 'conductance'} must be > 0)")
+        raise CalibrationError(f"{label}: column {read_src!r}, row {row}: {_show(read[row])} is not positive (a "
+                               f"{'resistance' if mapping['read']['as'].endswith('ohm') else 'conductance'} must be > 0)")
     for m in mapping.values():
         if m["column"] != m["as"]:
             values = df.pop(m["column"])

@@ -37,6 +37,17 @@ MAX_TIME_S = 1e15
 _REAL_KINDS = "iuf"
 
 
+def _as_array(value: Any, must: str, error: type[Exception]) -> np.ndarray:
+    """``np.asarray(value)``, refusing text and what numpy cannot make an array of
+    (ragged lists) with ``error(must + ", got ...")``."""
+    if isinstance(value, (str, bytes)):
+        raise error(f"{must}, got a {type(value).__name__}")
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        raise error(f"{must}, got {type(value).__name__}") from None
+
+
 def as_target_array(targets: Any, n_expected: int, unit: str = "S") -> np.ndarray:
     """``targets`` as a contiguous float64 array of shape (n_expected,).
 
@@ -45,12 +56,7 @@ def as_target_array(targets: Any, n_expected: int, unit: str = "S") -> np.ndarra
     :class:`~analogmem.errors.TargetRangeError`, as does a wrong shape. Range and
     finiteness checks are each bench's own (:func:`check_targets`).
     """
-    if isinstance(targets, (str, bytes)):
-        raise TargetRangeError(f"targets must be an array of real numbers ({unit}), got a {type(targets).__name__}")
-    try:
-        a = np.asarray(targets)
-    except (TypeError, ValueError, OverflowError):
-        raise TargetRangeError(f"targets must be an array of real numbers ({unit}), got {type(targets).__name__}") from None
+    a = _as_array(targets, f"targets must be an array of real numbers ({unit})", TargetRangeError)
     if a.dtype.kind not in _REAL_KINDS:
         raise TargetRangeError(f"targets must be real numbers ({unit}), got an array of dtype {a.dtype}")
     if a.ndim != 1 or a.shape[0] != n_expected:
@@ -91,12 +97,7 @@ def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
     :class:`~analogmem.errors.AddressError` naming the first offending entry."""
     if addresses is None:
         return None
-    if isinstance(addresses, (str, bytes)):
-        raise AddressError(f"addresses must be a 1-D array of integers, got a {type(addresses).__name__}")
-    try:
-        a = np.asarray(addresses)
-    except (TypeError, ValueError, OverflowError):
-        raise AddressError(f"addresses must be a 1-D array of integers, got {type(addresses).__name__}") from None
+    a = _as_array(addresses, "addresses must be a 1-D array of integers", AddressError)
     if a.ndim != 1 or (a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f")):  # [] is float
         raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
     if a.size == 0:
