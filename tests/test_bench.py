@@ -89,7 +89,7 @@ def test_partial_programming_keeps_other_cells_and_their_age():
     np.testing.assert_array_equal(rep.addresses, addr)
     after = b.cell_state()
     odd = np.arange(1, n, 2)
-    for k in ("g_prog", "nu", "g_eff"):
+    for k in ("g_prog", "nu", "q_read"):
         np.testing.assert_array_equal(after[k][odd], before[k][odd])
     assert np.all(after["t_prog_s"][addr] == YEAR) and np.all(after["t_prog_s"][odd] == 0.0)
     g = b.read(0.0)  # right after the second programming: old cells are a year old
