@@ -127,3 +127,28 @@ def test_rram_spread_matches_wan2022_at_published_times(x):
         assert_mean(g, g_t, sig[t], f"read mean at t={t:g}s")
         assert_std(g, sig[t], f"σ at t={t:g}s")
         assert_ks((g - g_t) / sig[t], "norm", f"spread shape at t={t:g}s")
+
+
+def test_stream_normals_are_standard_normal():
+    """The kernels' normals (Philox4x32-10 words → Box–Muller pairs): 2·10⁶ program-stream
+    normals and 10⁶ read-stream normals have mean 0, sd 1, normal kurtosis and tails, and
+    the two members of a pair are uncorrelated. Power: at n = 10⁶ the KS test (α = 1e-3)
+    rejects any distribution whose CDF is ≥ 0.0025 from Φ anywhere with probability > 0.99;
+    the tail counts detect a 15 % error in P(|z| > 4) (6.3e-5) at 5 standard errors."""
+    from analogmem.emulator import _kernels
+
+    z = _kernels.draws((2024, 7, 1), 1_000_000, 2, "normal")
+    r = _kernels.draws((2024, 7, 2), 1_000_000, 1, "read_normal")[:, 0]
+    for sample, what in ((z[:, 0], "even draws"), (z[:, 1], "odd draws"), (r, "read stream")):
+        assert_mean(sample, 0.0, 1.0, f"{what} mean")
+        assert_std(sample, 1.0, f"{what} sd")
+        assert_ks(sample, "norm", f"{what} ~ N(0, 1)")
+    both = z.ravel()
+    n = both.size
+    assert abs(float(stats.kurtosis(both))) < 5 * math.sqrt(24 / n), "excess kurtosis"
+    for k in (3.0, 4.0):
+        p = 2 * stats.norm.sf(k)
+        count = int(np.count_nonzero(np.abs(both) > k))
+        assert abs(count - n * p) <= 5 * math.sqrt(n * p * (1 - p)), f"P(|z| > {k}): {count} vs {n * p:.1f}"
+    rho = float(np.corrcoef(z[:, 0], z[:, 1])[0, 1])
+    assert abs(rho) < 5 / math.sqrt(z.shape[0]), f"pair correlation {rho:.2e}"

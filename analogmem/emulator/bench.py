@@ -341,7 +341,7 @@ class EmulatedBench:
             dt = np.dtype(dtype)
         except TypeError:
             dt = None
-        if dt not in _DTYPES:
+        if dt is None or dt not in _DTYPES:
             raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
         self.n_cells = int(n_cells)
         self.backend = backend
@@ -471,6 +471,13 @@ class EmulatedBench:
                 buf[k][...] = v
             self._cells.commit(lo, buf)
         self._programmed = True
+
+    def _write_full(self, name: str, dtype: Any, values: np.ndarray | float) -> None:
+        """Write one whole per-cell array (an array of n_cells, or one value for all)."""
+        for lo, hi in self._cells.ranges():
+            buf = self._cells.for_write({name: np.dtype(dtype)}, lo, hi)
+            buf[name][...] = values if np.ndim(values) == 0 else values[lo:hi]
+            self._cells.commit(lo, buf)
 
     def _addresses(self, addresses: Any) -> np.ndarray | None:
         return check_addresses(addresses, self.n_cells)
@@ -626,10 +633,7 @@ class EmulatedBench:
                 self._materialise()
             self._cells.scatter(addr, values)
             if not self._cells.has("t_prog_s"):
-                for lo, hi in self._cells.ranges():
-                    buf = self._cells.for_write({"t_prog_s": np.dtype(np.float64)}, lo, hi)
-                    buf["t_prog_s"][...] = self._uniform_t_prog
-                    self._cells.commit(lo, buf)
+                self._write_full("t_prog_s", np.float64, self._uniform_t_prog)
             self._cells.scatter(addr, {"t_prog_s": np.full(m, now)})
         self._last_program_s = now
         if on_disk:
@@ -762,23 +766,17 @@ class EmulatedBench:
         on_disk = isinstance(self._cells, FileArrays)
         if on_disk:
             self._cells.begin_write("restore_state")
-        for lo, hi in self._cells.ranges():
-            buf = self._cells.for_write({k: self.dtype for k in self._keys}, lo, hi)
-            for k in self._keys:
-                buf[k][...] = np.asarray(cell_state[k][lo:hi])
-            self._cells.commit(lo, buf)
+        for k in self._keys:
+            self._write_full(k, self.dtype, np.asarray(cell_state[k]))
         self._cells.drop("t_prog_s")
         if np.all(t_prog == t_prog[0]):
             self._uniform_t_prog = float(t_prog[0])
         else:
-            for lo, hi in self._cells.ranges():
-                buf = self._cells.for_write({"t_prog_s": np.dtype(np.float64)}, lo, hi)
-                buf["t_prog_s"][...] = t_prog[lo:hi]
-                self._cells.commit(lo, buf)
+            self._write_full("t_prog_s", np.float64, t_prog)
         # keep an explicit stuck-at map only where it differs from what the fault key gives
         self._cells.drop("stuck")
         if not np.array_equal(self.stuck, stuck):
-            self._cells.scatter(np.arange(self.n_cells), {"stuck": stuck})
+            self._write_full("stuck", np.int8, stuck)
         self._programmed = True
         self._last_program_s = float(t_prog.max())
         self._time_s = clock

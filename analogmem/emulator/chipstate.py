@@ -19,6 +19,7 @@ is written and clears it after the last; a directory found dirty is refused on o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -139,7 +140,8 @@ class FileArrays:
         except OSError as exc:
             raise StorageError(f"cannot create chip directory {str(path)!r}: {exc}") from None
         header = dict(header, format=STATE_FORMAT, format_version=STATE_FORMAT_VERSION,
-                      analogmem_version=__version__, n_cells=n, arrays={}, dirty=False)
+                      analogmem_version=__version__, n_cells=n, card_sha256=hashlib.sha256(card_text.encode()).hexdigest(),
+                      arrays={}, dirty=False)
         atomic_write_bytes(path / _CARD, card_text.encode("utf-8"))
         self = cls(path, n, header, chunk_cells)
         self.save_header()
@@ -151,8 +153,6 @@ class FileArrays:
         missing or foreign directory, an unknown format version, a chip interrupted while
         being programmed (``dirty``), a card whose text does not match its sha256, or state
         files of the wrong size."""
-        import hashlib
-
         path = Path(path)
         try:
             header = json.loads((path / _HEADER).read_text())
@@ -169,9 +169,9 @@ class FileArrays:
                 f"{header.get('dirty_operation', '?')!r}): its cell state is incomplete and is not read; "
                 "program the chip again into a new directory")
         sha = hashlib.sha256(card_text.encode()).hexdigest()
-        if sha != header.get("device", {}).get("card_sha256"):
+        if sha != header.get("card_sha256"):
             raise StorageError(f"chip {str(path)!r}: card.toml has sha256 {sha}, the header recorded "
-                               f"{header.get('device', {}).get('card_sha256')}")
+                               f"{header.get('card_sha256')}")
         n = int(header["n_cells"])
         self = cls(path, n, header, chunk_cells)
         for name, dt in header["arrays"].items():
