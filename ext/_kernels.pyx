@@ -72,6 +72,8 @@ cdef extern from "am_kernels.h" nogil:
         int max_pulses
         int card
         double tol_abs, tol_rel, read_factor
+    ctypedef struct am_fparams:
+        pass
     ctypedef struct am_state:
         void* g_eff
         void* g_prog
@@ -99,6 +101,18 @@ cdef extern from "am_kernels.h" nogil:
     void am_read_fast(const am_params* p, am_key key, int64_t first, int64_t lo, int64_t hi, am_state s, double age,
                       void* out, int out_f32)
     void am_stuck_cells(const am_params* p, int64_t first, const int64_t* addresses, int64_t n, int8_t* out)
+    void am_fparams_of(const am_params* p, am_fparams* f)
+    void am_program_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
+                             int64_t hi, const double* g_target, const int8_t* stuck, am_state s)
+    void am_read_cells_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
+                           int64_t hi, am_state s, const double* age, int uniform, float* out)
+    void am_read_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
+                          int64_t hi, am_state s, double age, float* out)
+    float am_normal_draw_f(am_key key, uint64_t cell, uint32_t d)
+    float am_read_normal_f(am_key key, uint64_t pos)
+    float am_logf(float x)
+    float am_expf(float x)
+    void am_sincos2pif(float u, float* s, float* c)
 
 cdef extern from *:
     """
@@ -319,9 +333,13 @@ def program(dict params, tuple key, const double[::1] g_target, object stuck, tu
         sc = &success[0]
     cdef const double* gt = &g_target[0]
     cdef bint fast = not general and verify_max_pulses == 0 and not p.emp_on
+    cdef am_fparams f
+    am_fparams_of(&p, &f)
     with nogil:
         for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            if fast:
+            if fast and s.f32:
+                am_program_fast_f32(&p, &f, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s)
+            elif fast:
                 am_program_fast(&p, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s)
             else:
                 am_program_cells(&p, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc)
@@ -347,6 +365,8 @@ def read(dict params, tuple key, tuple state, const double[::1] age_s, object ou
     cdef am_state s = _state(state, n, False)
     cdef int out_f32 = out.dtype == np.float32
     cdef void* o = cnp.PyArray_DATA(out)
+    if s.f32 and not out_f32:
+        raise ValueError("float32 state reads into a float32 array")
     if n == 0:
         return
     if not uniform and age_s.shape[0] != n:
@@ -354,9 +374,15 @@ def read(dict params, tuple key, tuple state, const double[::1] age_s, object ou
     cdef const double* ag = &age_s[0]
     cdef double age0 = age_s[0]
     cdef bint fast = not general and uniform and not p.relax_table
+    cdef am_fparams f
+    am_fparams_of(&p, &f)
     with nogil:
         for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            if fast:
+            if s.f32 and fast:
+                am_read_fast_f32(&p, &f, k, first, c * chunk, min(n, (c + 1) * chunk), s, age0, <float*> o)
+            elif s.f32:
+                am_read_cells_f32(&p, &f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, uniform, <float*> o)
+            elif fast:
                 am_read_fast(&p, k, first, c * chunk, min(n, (c + 1) * chunk), s, age0, o, out_f32)
             else:
                 am_read_cells(&p, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, uniform, o, out_f32)
@@ -398,12 +424,14 @@ def philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, 
 def draws(tuple key, Py_ssize_t n_cells, int n_draws, str kind="bits"):
     """``(n_cells, n_draws)`` draws of cells 0.. of an operation: raw 64-bit words
     (``kind="bits"``), uniforms, normals, or (``"read_normal"``, one column) the read-noise
-    normals of cells 0.. of a read (for tests of the stream and its transforms)."""
+    normals of cells 0.. of a read; ``"normal_f32"`` and ``"read_normal_f32"`` the same
+    for float32 benches (for tests of the stream and its transforms)."""
     cdef am_key k = _key(key)
     cdef Py_ssize_t i
     cdef int d
-    if kind not in ("bits", "uniform", "normal", "read_normal"):
-        raise ValueError("kind must be 'bits', 'uniform', 'normal' or 'read_normal'")
+    modes = {"bits": 0, "uniform": 1, "normal": 2, "read_normal": 3, "normal_f32": 4, "read_normal_f32": 5}
+    if kind not in modes:
+        raise ValueError(f"kind must be one of {sorted(modes)}")
     out = np.empty((n_cells, n_draws), dtype=np.uint64 if kind == "bits" else np.float64)
     cdef uint64_t[:, ::1] ob
     cdef double[:, ::1] of
@@ -412,7 +440,7 @@ def draws(tuple key, Py_ssize_t n_cells, int n_draws, str kind="bits"):
         ob = out
     else:
         of = out
-    cdef int mode = {"bits": 0, "uniform": 1, "normal": 2, "read_normal": 3}[kind]
+    cdef int mode = modes[kind]
     with nogil:
         for i in range(n_cells):
             for d in range(n_draws):
@@ -423,28 +451,42 @@ def draws(tuple key, Py_ssize_t n_cells, int n_draws, str kind="bits"):
                     of[i, d] = am_uniform(w)
                 elif mode == 2:
                     of[i, d] = am_normal_draw(k, <uint64_t> i, <uint32_t> d)
-                else:
+                elif mode == 3:
                     of[i, d] = am_read_normal(k, <uint64_t> i)
+                elif mode == 4:
+                    of[i, d] = am_normal_draw_f(k, <uint64_t> i, <uint32_t> d)
+                else:
+                    of[i, d] = am_read_normal_f(k, <uint64_t> i)
     return out
 
 
 def elementary(str name, const double[::1] x):
     """The kernels' own ``log``, ``exp``, ``sin2pi`` (sin 2 pi x) or ``cos2pi`` of each
-    ``x`` (for tests)."""
+    ``x``, or their float32 versions ``logf``, ``expf``, ``sin2pif``, ``cos2pif`` (of x
+    rounded to float32; for tests)."""
     cdef Py_ssize_t i, n = x.shape[0]
     out = np.empty(n)
     cdef double[::1] o = out
     cdef double sv, cv
-    cdef int which = {"log": 0, "exp": 1, "sin2pi": 2, "cos2pi": 3}[name]
+    cdef float sf, cf
+    cdef int which = {"log": 0, "exp": 1, "sin2pi": 2, "cos2pi": 3, "logf": 4, "expf": 5, "sin2pif": 6,
+                      "cos2pif": 7}[name]
     with nogil:
         for i in range(n):
             if which == 0:
                 o[i] = am_log(x[i])
             elif which == 1:
                 o[i] = am_exp(x[i])
-            else:
+            elif which <= 3:
                 am_sincos2pi(x[i], &sv, &cv)
                 o[i] = sv if which == 2 else cv
+            elif which == 4:
+                o[i] = am_logf(<float> x[i])
+            elif which == 5:
+                o[i] = am_expf(<float> x[i])
+            else:
+                am_sincos2pif(<float> x[i], &sf, &cf)
+                o[i] = sf if which == 6 else cf
     return out
 
 

@@ -705,6 +705,296 @@ static void am_read_fast(const am_params* p, am_key key, int64_t first, int64_t 
     }
 }
 
+/* ================================================================== float32 arithmetic
+ * Benches with float32 state compute single-shot programs of polynomial cards and every
+ * read in float32 (16 lanes per AVX-512 vector instead of 8; ~1 ulp float32 functions), and
+ * draw 32-bit uniforms: float32 draw d of a cell is normal d & 3 of block d >> 2, the words
+ * (w0, w1) and (w2, w3) of a block each giving one Box-Muller pair; a read draws one normal
+ * per cell, the cells at positions 4j .. 4j + 3 sharing block 0 of counter j. Uniforms for
+ * the radius have 31 bits (normals reach 6.66 sigma), for the angle 24 bits. */
+static inline uint32_t am_fbits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float am_from_fbits(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+static inline float am_fmax(float a, float b) { return a > b ? a : b; }
+static inline float am_fmin(float a, float b) { return a < b ? a : b; }
+static inline float am_fclip(float v, float lo, float hi) { return am_fmin(am_fmax(v, lo), hi); }
+
+/* natural log of a positive normal float (fdlibm e_logf.c as in musl, without special cases) */
+static inline float am_logf(float x) {
+    uint32_t ix = am_fbits(x) + (0x3f800000u - 0x3f3504f3u);
+    int32_t k = (int32_t)(ix >> 23) - 0x7f;
+    float f = am_from_fbits((ix & 0x007fffffu) + 0x3f3504f3u) - 1.0f;
+    float s = f / (2.0f + f), z = s * s, w = z * z;
+    float t1 = w * (0.40000972152f + w * 0.24279078841f);
+    float t2 = z * (0.66666662693f + w * 0.28498786688f);
+    float R = t2 + t1, hfsq = 0.5f * f * f, dk = (float)k;
+    return s * (hfsq + R) + dk * 9.0580006145e-06f - hfsq + f + dk * 6.9313812256e-01f;
+}
+
+/* e^x for x clamped to [-87, 88]: x = k ln2 + r, |r| <= ln2/2, Taylor to r^7 */
+static inline float am_expf(float x) {
+    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
+    float t, k, r, e;
+    int32_t ki;
+    x = am_fclip(x, -87.0f, 88.0f);
+    t = x * 1.44269502163e+00f + shifter;
+    k = t - shifter;
+    ki = (int32_t)(am_fbits(t) - am_fbits(shifter));
+    r = (x - k * 6.9314575195e-01f) - k * 1.4286067653e-06f;
+    e = 1.98412698e-4f;
+    e = e * r + 1.38888889e-3f;
+    e = e * r + 8.33333333e-3f;
+    e = e * r + 4.16666667e-2f;
+    e = e * r + 1.66666667e-1f;
+    e = e * r + 0.5f;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    return e * am_from_fbits((uint32_t)(ki + 127) << 23);
+}
+
+/* sin and cos of 2 pi u, u in [0, 1): as am_sincos2pi, in float */
+static inline void am_sincos2pif(float u, float* s_out, float* c_out) {
+    const float shifter = 12582912.0f;
+    float t = 4.0f * u, k = (t + shifter) - shifter, g = t - k, x = g * 1.57079632679f, x2 = x * x;
+    int32_t q = (int32_t)(am_fbits(t + shifter) - am_fbits(shifter)) & 3;
+    float s = 2.75573192e-6f, c = -2.75573192e-7f;
+    s = s * x2 - 1.98412698e-4f;
+    s = s * x2 + 8.33333333e-3f;
+    s = s * x2 - 1.66666667e-1f;
+    s = x + x * x2 * s;
+    c = c * x2 + 2.48015873e-5f;
+    c = c * x2 - 1.38888889e-3f;
+    c = c * x2 + 4.16666667e-2f;
+    c = c * x2 - 0.5f;
+    c = 1.0f + x2 * c;
+    *s_out = q == 0 ? s : (q == 1 ? c : (q == 2 ? -s : -c));
+    *c_out = q == 0 ? c : (q == 1 ? -s : (q == 2 ? -c : s));
+}
+
+/* Box-Muller on two 32-bit words: u1 = (floor(a / 2) + 1/2) / 2^31, u2 = floor(b / 2^8) / 2^24 */
+static inline void am_box_mullerf(uint32_t a, uint32_t b, float* z0, float* z1) {
+    float u1 = ((float)(int32_t)(a >> 1) + 0.5f) * 4.656612873077392578125e-10f;
+    float r = sqrtf(-2.0f * am_logf(u1)), s, c;
+    am_sincos2pif((float)(int32_t)(b >> 8) * 5.9604644775390625e-8f, &s, &c);
+    *z0 = r * c;
+    *z1 = r * s;
+}
+
+static inline float am_normal4(uint64_t a, uint64_t b, uint32_t k) {
+    float z0, z1;
+    if (k < 2) am_box_mullerf((uint32_t)a, (uint32_t)(a >> 32), &z0, &z1);
+    else am_box_mullerf((uint32_t)b, (uint32_t)(b >> 32), &z0, &z1);
+    return (k & 1u) ? z1 : z0;
+}
+
+/* float32 draw d of the cell at op-local position `cell` */
+static inline float am_normal_draw_f(am_key key, uint64_t cell, uint32_t d) {
+    uint64_t a, b;
+    am_block(key, cell, d >> 2, &a, &b);
+    return am_normal4(a, b, d & 3u);
+}
+
+/* float32 read noise of the cell at read position `pos` */
+static inline float am_read_normal_f(am_key key, uint64_t pos) {
+    uint64_t a, b;
+    am_block(key, pos >> 2, 0, &a, &b);
+    return am_normal4(a, b, (uint32_t)(pos & 3u));
+}
+
+typedef struct {
+    float g_min, g_max, inv_g_max, clip_lo, clip_hi, x_floor, prog_scale, mu_slope, mu_icpt, mu_min, mu_max;
+    float sg_slope, sg_icpt, sg_min, sg_max, q_coef, q_exp, q_max, relax_scale;
+    float prog_c[AM_MAXC];
+    float relax_c[AM_MAXT * AM_MAXC];
+    float q_stuck[3];
+} am_fparams;
+
+static inline float am_poly8f(const float* c, float x) {
+    float acc = 0.0f;
+    int k;
+    for (k = AM_MAXC - 1; k >= 0; k--) acc = acc * x + c[k];
+    return acc;
+}
+static inline float am_lnx_f(const am_fparams* f, float x) { return am_logf(am_fmax(x, f->x_floor)); }
+static inline float am_sigma_prog_f(const am_fparams* f, float x) { return f->prog_scale * am_poly8f(f->prog_c, x); }
+static inline float am_write_normal_f(const am_fparams* f, float gt, float x, float z) {
+    return am_fclip(gt + am_sigma_prog_f(f, x) * z, f->clip_lo, f->clip_hi);
+}
+static inline float am_nu_f(const am_fparams* f, float lx, float z) {
+    float mu = am_fclip(f->mu_slope * lx + f->mu_icpt, f->mu_min, f->mu_max);
+    float sg = am_fclip(f->sg_slope * lx + f->sg_icpt, f->sg_min, f->sg_max);
+    return fabsf(mu + sg * z);
+}
+static inline float am_q_f(const am_fparams* f, float lx) { return am_fmin(f->q_coef * am_expf(-f->q_exp * lx), f->q_max); }
+static inline float am_sigma_relax_poly_f(const am_fparams* f, float x, int a, float w, int two) {
+    float sa = am_poly8f(&f->relax_c[a * AM_MAXC], x), st, sp;
+    if (two) sa = sa + w * (am_poly8f(&f->relax_c[(a + 1) * AM_MAXC], x) - sa);
+    st = f->relax_scale * sa;
+    sp = am_sigma_prog_f(f, x);
+    return sqrtf(am_fmax(st * st - sp * sp, 0.0f));
+}
+static inline float am_drifted_f(float g, float nu, float L) { return g * am_expf(-nu * L); }
+static inline float am_read_noise_f(float g, float q, float F, float z) { return g + fabsf(g) * q * F * z; }
+
+static void am_fparams_of(const am_params* p, am_fparams* f) {
+    int i;
+    f->g_min = (float)p->g_min; f->g_max = (float)p->g_max; f->inv_g_max = (float)p->inv_g_max;
+    f->clip_lo = (float)p->clip_lo; f->clip_hi = (float)p->clip_hi; f->x_floor = (float)p->x_floor;
+    f->prog_scale = (float)p->prog_scale;
+    f->mu_slope = (float)p->mu_slope; f->mu_icpt = (float)p->mu_icpt; f->mu_min = (float)p->mu_min;
+    f->mu_max = (float)p->mu_max; f->sg_slope = (float)p->sg_slope; f->sg_icpt = (float)p->sg_icpt;
+    f->sg_min = (float)p->sg_min; f->sg_max = (float)p->sg_max;
+    f->q_coef = (float)p->q_coef; f->q_exp = (float)p->q_exp; f->q_max = (float)p->q_max;
+    f->relax_scale = (float)p->relax_scale;
+    for (i = 0; i < AM_MAXC; i++) f->prog_c[i] = (float)p->prog_c[i];
+    for (i = 0; i < AM_MAXT * AM_MAXC; i++) f->relax_c[i] = (float)p->relax_c[i];
+    f->q_stuck[0] = 0.0f;
+    f->q_stuck[1] = p->read_on ? am_q_f(f, am_lnx_f(f, f->g_min * f->inv_g_max)) : 0.0f;
+    f->q_stuck[2] = p->read_on ? am_q_f(f, am_lnx_f(f, f->g_max * f->inv_g_max)) : 0.0f;
+}
+
+/* Single-shot program of cells [lo, hi) into float32 state, polynomial write channels. */
+AM_CLONES static void am_normals_f32(am_key key, int64_t cell0, int n, int pairs, float* restrict z0,
+                                     float* restrict z1, float* restrict z2, float* restrict z3) {
+    uint64_t a[AM_BLOCK], b[AM_BLOCK];
+    int i;
+    am_blocks(key, cell0, n, 0, a, b);
+    for (i = 0; i < n; i++) am_box_mullerf((uint32_t)a[i], (uint32_t)(a[i] >> 32), &z0[i], &z1[i]);
+    if (pairs > 1)
+        for (i = 0; i < n; i++) am_box_mullerf((uint32_t)b[i], (uint32_t)(b[i] >> 32), &z2[i], &z3[i]);
+}
+
+AM_CLONES static void am_program_math_f32(const am_params* p, const am_fparams* f, int n,
+                                          const double* restrict g_target, const float* restrict zw,
+                                          const float* restrict zd, float* restrict ge, float* restrict v,
+                                          float* restrict nu, float* restrict q) {
+    int i;
+    for (i = 0; i < n; i++) ge[i] = (float)g_target[i];
+    for (i = 0; i < n; i++) v[i] = am_write_normal_f(f, ge[i], ge[i] * f->inv_g_max, zw[i]);
+    if (p->drift_on || p->read_on) {
+        float lx[AM_BLOCK];
+        for (i = 0; i < n; i++) lx[i] = am_lnx_f(f, ge[i] * f->inv_g_max);
+        if (p->drift_on)
+            for (i = 0; i < n; i++) nu[i] = am_nu_f(f, lx[i], zd[i]);
+        if (p->read_on)
+            for (i = 0; i < n; i++) q[i] = am_q_f(f, lx[i]);
+    }
+}
+
+static inline void am_fstore(void* dst, int64_t lo, int n, const float* v) {
+    if (dst) memcpy((float*)dst + lo, v, (size_t)n * sizeof(float));
+}
+
+static void am_program_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
+                                int64_t hi, const double* g_target, const int8_t* stuck, am_state s) {
+    float z0[AM_BLOCK], z1[AM_BLOCK], z2[AM_BLOCK], z3[AM_BLOCK], ge[AM_BLOCK], v[AM_BLOCK], nu[AM_BLOCK], q[AM_BLOCK];
+    /* draws: 0 write, then drift, then relaxation */
+    float* zr = p->drift_on ? z2 : z1;
+    int pairs = (p->drift_on && p->relax_on) ? 2 : 1, i;
+    int64_t b;
+    for (b = lo; b < hi; b += AM_BLOCK) {
+        int n = (int)(hi - b < AM_BLOCK ? hi - b : AM_BLOCK);
+        am_normals_f32(key, first + b, n, pairs, z0, z1, z2, z3);
+        am_program_math_f32(p, f, n, g_target + b, z0, z1, ge, v, nu, q);
+        if (!p->drift_on) for (i = 0; i < n; i++) nu[i] = 0.0f;
+        if (stuck) {
+            for (i = 0; i < n; i++) {
+                int8_t st = stuck[b + i];
+                if (st) {
+                    v[i] = ge[i] = st == 1 ? f->g_min : f->g_max;
+                    nu[i] = 0.0f;
+                    zr[i] = 0.0f;
+                    q[i] = f->q_stuck[st];
+                }
+            }
+        }
+        am_fstore(s.g_eff, b, n, ge);
+        am_fstore(s.g_prog, b, n, v);
+        am_fstore(s.nu, b, n, nu);
+        if (s.z_relax) am_fstore(s.z_relax, b, n, zr);
+        am_fstore(s.q_read, b, n, q);
+    }
+}
+
+typedef struct {
+    float L, F, w;
+    int a;
+} am_fage;
+
+static inline am_fage am_fage_of(am_age t) {
+    am_fage f;
+    f.L = (float)t.L; f.F = (float)t.F; f.w = (float)t.w; f.a = t.a;
+    return f;
+}
+
+/* Read cells [lo, hi) of float32 state one at a time (per-cell ages, tabulated relaxation). */
+static void am_read_cells_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
+                              int64_t hi, am_state s, const double* age, int uniform, float* out) {
+    int64_t i;
+    const float *gp = (const float*)s.g_prog, *nu = (const float*)s.nu, *ge = (const float*)s.g_eff;
+    const float *zr = (const float*)s.z_relax, *q = (const float*)s.q_read;
+    am_age td = am_age_factors(p, age[0]);
+    am_fage t = am_fage_of(td);
+    for (i = lo; i < hi; i++) {
+        float g = gp[i];
+        if (!uniform) { td = am_age_factors(p, age[i]); t = am_fage_of(td); }
+        if (p->drift_on) g = am_drifted_f(g, nu[i], t.L);
+        if (p->relax_on) {
+            float sig = p->relax_table ? (float)am_sigma_relax(p, (double)ge[i] * p->inv_g_max, td.a, td.w)
+                                       : am_sigma_relax_poly_f(f, ge[i] * f->inv_g_max, t.a, t.w, p->n_relax_t > 1);
+            g = g + sig * zr[i];
+        }
+        if (p->read_on) g = am_read_noise_f(g, q[i], t.F, am_read_normal_f(key, (uint64_t)(first + i)));
+        out[i] = am_fclip(g, f->clip_lo, f->clip_hi);
+    }
+}
+
+AM_CLONES static void am_read_normals_f32(am_key key, int64_t pos0, int n, float* restrict z) {
+    uint64_t a[AM_BLOCK / 4 + 2], b[AM_BLOCK / 4 + 2];
+    float zz[4 * (AM_BLOCK / 4 + 2)];
+    int64_t j0 = pos0 >> 2;
+    int nb = (int)(((pos0 + n - 1) >> 2) - j0 + 1), j, i, off = (int)(pos0 & 3);
+    am_blocks(key, j0, nb, 0, a, b);
+    for (j = 0; j < nb; j++) {
+        am_box_mullerf((uint32_t)a[j], (uint32_t)(a[j] >> 32), &zz[4 * j], &zz[4 * j + 1]);
+        am_box_mullerf((uint32_t)b[j], (uint32_t)(b[j] >> 32), &zz[4 * j + 2], &zz[4 * j + 3]);
+    }
+    for (i = 0; i < n; i++) z[i] = zz[off + i];
+}
+
+AM_CLONES static void am_read_math_f32(const am_params* p, const am_fparams* f, am_fage t, int n, float* restrict g,
+                                       const float* restrict nu, const float* restrict ge, const float* restrict zr,
+                                       const float* restrict q, const float* restrict z) {
+    int i;
+    if (p->drift_on)
+        for (i = 0; i < n; i++) g[i] = am_drifted_f(g[i], nu[i], t.L);
+    if (p->relax_on && p->n_relax_t > 1)
+        for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly_f(f, ge[i] * f->inv_g_max, t.a, t.w, 1) * zr[i];
+    else if (p->relax_on)
+        for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly_f(f, ge[i] * f->inv_g_max, t.a, t.w, 0) * zr[i];
+    if (p->read_on)
+        for (i = 0; i < n; i++) g[i] = am_read_noise_f(g[i], q[i], t.F, z[i]);
+    for (i = 0; i < n; i++) g[i] = am_fclip(g[i], f->clip_lo, f->clip_hi);
+}
+
+/* Read cells [lo, hi) of float32 state at one age (no tabulated relaxation); equal, bit
+   for bit, to am_read_cells_f32. */
+static void am_read_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
+                             int64_t hi, am_state s, double age, float* out) {
+    float g[AM_BLOCK], z[AM_BLOCK];
+    const float *nu = (const float*)s.nu, *ge = (const float*)s.g_eff, *zr = (const float*)s.z_relax;
+    const float *q = (const float*)s.q_read;
+    am_fage t = am_fage_of(am_age_factors(p, age));
+    int64_t b;
+    for (b = lo; b < hi; b += AM_BLOCK) {
+        int n = (int)(hi - b < AM_BLOCK ? hi - b : AM_BLOCK);
+        memcpy(g, (const float*)s.g_prog + b, (size_t)n * sizeof(float));
+        if (p->read_on) am_read_normals_f32(key, first + b, n, z);
+        am_read_math_f32(p, f, t, n, g, nu ? nu + b : NULL, ge ? ge + b : NULL, zr ? zr + b : NULL,
+                         q ? q + b : NULL, z);
+        memcpy(out + b, g, (size_t)n * sizeof(float));
+    }
+}
+
 /* Stuck-at states of cells: addresses[i] (or first + i without addresses) */
 AM_CLONES static void am_stuck_cells(const am_params* p, int64_t first, const int64_t* addresses, int64_t n, int8_t* out) {
     int64_t i;

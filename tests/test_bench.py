@@ -254,20 +254,6 @@ def test_state_holds_only_the_arrays_the_card_uses(device, keys):
         assert b.read(1.0).dtype == np.dtype(dtype)
 
 
-def test_float32_state_is_the_float64_model_rounded():
-    """dtype only changes storage: the model is computed in double, so a float32 bench's
-    programmed state is the float64 bench's rounded to float32, and its reads follow."""
-    n = 50_000
-    targets = np.random.default_rng(0).uniform(0, 25e-6, n)
-    b64, b32 = (EmulatedBench("pcm-nandakumar2019", n, seed=4, dtype=dt) for dt in ("float64", "float32"))
-    for b in (b64, b32):
-        b.program(targets)
-    s64, s32 = b64.cell_state(), b32.cell_state()
-    for k in ("g_prog", "nu", "q_read"):
-        np.testing.assert_array_equal(s32[k], s64[k].astype(np.float32), err_msg=k)
-    np.testing.assert_allclose(b32.read(86400.0), b64.read(86400.0), rtol=1e-6, atol=1e-13)
-
-
 def test_unprogrammed_cells_read_at_g_min_and_materialise_on_partial_program():
     b = EmulatedBench("rram-wan2022", 1000, seed=0)
     assert b.state_nbytes == 0

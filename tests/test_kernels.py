@@ -26,19 +26,14 @@ PHILOX_KAT = [
 ]
 
 
-def assert_close_to_oracle(fast: dict, slow: dict, device, dtype) -> None:
-    """Kernel vs numpy oracle: float64 state agrees to 1e-12 relative (plus 1e-12 of the
-    card's g_max for conductances, where g_T + σz cancels to near zero; 1e-12 absolute
+def assert_close_to_oracle(fast: dict, slow: dict, device) -> None:
+    """Kernel vs numpy oracle (float64 state): agreement to 1e-12 relative (plus 1e-12 of
+    the card's g_max for conductances, where g_T + σz cancels to near zero; 1e-12 absolute
     for dimensionless values). The two use different elementary functions (~1 ulp apart),
-    nothing else. float32 state: the same double result rounded, so at most one float32
-    ulp apart."""
+    nothing else."""
     for key, value in fast.items():
-        ref = slow[key]
-        if np.dtype(dtype) == np.float32 and value.dtype == np.float32:
-            np.testing.assert_allclose(value, ref, rtol=2.0**-23, atol=1e-30, err_msg=key)
-        else:
-            scale = device.g_max_S if key in ("g_prog", "g_eff", "read") and device.input == "conductance" else 1.0
-            np.testing.assert_allclose(value, ref, rtol=1e-12, atol=1e-12 * scale, err_msg=key)
+        scale = device.g_max_S if key in ("g_prog", "g_eff", "read") and device.input == "conductance" else 1.0
+        np.testing.assert_allclose(value, slow[key], rtol=1e-12, atol=1e-12 * scale, err_msg=key)
 
 
 def test_installed_package_runs_compiled_kernels():
@@ -99,33 +94,42 @@ def test_elementary_functions_are_accurate_to_an_ulp():
     for name, fn in (("sin2pi", np.sin), ("cos2pi", np.cos)):
         np.testing.assert_allclose(_kernels.elementary(name, u), fn(2 * np.pi * u), rtol=0, atol=1e-15)
     np.testing.assert_array_equal(_kernels.elementary("sin2pi", np.array([0.25, 0.5, 0.75])), [1.0, 0.0, -1.0])
+    # float32 versions (float32 benches): within 1.5 float32 ulp of the exact value of the float32 argument
+    xf = x[(x > 1e-37) & (x < 1e37)].astype(np.float32).astype(np.float64)
+    got, ref = _kernels.elementary("logf", xf), np.log(xf)
+    assert np.max(np.abs(got - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)) <= 1.0
+    yf = y[(y > -87) & (y < 88)].astype(np.float32).astype(np.float64)
+    got, ref = _kernels.elementary("expf", yf), np.exp(yf)
+    assert np.max(np.abs(got - ref) / np.spacing(ref.astype(np.float32)).astype(np.float64)) <= 1.5
+    uf = u.astype(np.float32).astype(np.float64)
+    for name, fn in (("sin2pif", np.sin), ("cos2pif", np.cos)):
+        np.testing.assert_allclose(_kernels.elementary(name, uf), fn(2 * np.pi * uf), rtol=0, atol=2e-7)
 
 
 # ---------------------------------------------------------------- kernels vs oracle
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_kernels_equal_numpy_reference(device, dtype):
+def test_kernels_equal_numpy_reference(device):
     """Same stream, same use of each draw: the kernels and the numpy oracle agree (see
     :func:`assert_close_to_oracle`), for a full program, partial reprogramming, per-cell
-    ages, reads of a subset."""
+    ages, reads of a subset. (float32 benches compute in float32 with 32-bit draws: they
+    are held to the model by the distribution tests of tests/test_statistics.py.)"""
     n = 150_001  # several work chunks, the last one partial
     dev = analogmem.load_device(device)
     rng = np.random.default_rng(3)
     targets = rng.uniform(*dev.input_range, n)
-    fast = EmulatedBench(dev, n, seed=42, dtype=dtype)
-    slow = EmulatedBench(dev, n, seed=42, backend="numpy", dtype=dtype)
+    fast = EmulatedBench(dev, n, seed=42)
+    slow = EmulatedBench(dev, n, seed=42, backend="numpy")
     for b in (fast, slow):
         b.program(targets)
     assert set(fast.cell_state()) == set(state_keys(dev)) | {"t_prog_s", "stuck"}
-    assert_close_to_oracle(fast.cell_state(), slow.cell_state(), dev, dtype)
-    assert_close_to_oracle({"read": fast.read(3600.0)}, {"read": slow.read(3600.0)}, dev, dtype)
+    assert_close_to_oracle(fast.cell_state(), slow.cell_state(), dev)
+    assert_close_to_oracle({"read": fast.read(3600.0)}, {"read": slow.read(3600.0)}, dev)
     addr = rng.choice(n, 5000, replace=False)
     for b in (fast, slow):
         b.wait(7200.0)
         b.program(dev.input_range[0] + (targets[addr] - dev.input_range[0]) * 0.5, addresses=addr)
-    assert_close_to_oracle({"read": fast.read(86400.0)}, {"read": slow.read(86400.0)}, dev, dtype)
-    assert_close_to_oracle({"read": fast.read(10.0, addresses=addr)}, {"read": slow.read(10.0, addresses=addr)},
-                           dev, dtype)
+    assert_close_to_oracle({"read": fast.read(86400.0)}, {"read": slow.read(86400.0)}, dev)
+    assert_close_to_oracle({"read": fast.read(10.0, addresses=addr)}, {"read": slow.read(10.0, addresses=addr)}, dev)
 
 
 def _general_vs_fast(device: str, dtype: str) -> None:
@@ -143,9 +147,10 @@ def _general_vs_fast(device: str, dtype: str) -> None:
         st = tuple(np.empty(n, dtype=dtype) if k in keys else None for k in STATE_KEYS)
         _kernels.program(params, key, g, stuck, st, 2, first=12345, general=general)
         states.append(st)
-    for a, b in zip(*states):
-        if a is not None:
-            np.testing.assert_array_equal(a, b)
+    if dtype == "float64":  # float32 programs of these cards have only the vectorised path
+        for a, b in zip(*states):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
     reads = []
     for general in (False, True):
         out = np.empty(n, dtype=dtype)
@@ -158,7 +163,8 @@ def _general_vs_fast(device: str, dtype: str) -> None:
 def test_vectorised_path_equals_the_cell_by_cell_path_bit_for_bit(device):
     """The vectorised block kernels (common cards, one age) and the one-cell-at-a-time
     kernels (every path) call the same model functions in the same order: identical bits,
-    float64 and float32, stuck cells included, at any op-local offset."""
+    stuck cells included, at any op-local offset (programs in float64, reads in float64
+    and float32)."""
     for dtype in ("float64", "float32"):
         _general_vs_fast(device, dtype)
 
@@ -236,7 +242,7 @@ def test_write_verify_kernel_equals_reference(device, card_text):
         stuck_value = np.where(fast.stuck == 1, dev.g_min_S, dev.g_max_S)
         inside = (stuck_value >= lo) & (stuck_value <= hi)
         np.testing.assert_array_equal(rf.success[fast.stuck != 0], inside[fast.stuck != 0])
-    assert_close_to_oracle(fast.cell_state(), slow.cell_state(), dev, "float64")
+    assert_close_to_oracle(fast.cell_state(), slow.cell_state(), dev)
     one = EmulatedBench(dev, n, seed=9, n_threads=1)
     np.testing.assert_array_equal(one.program(targets, verify=vf).pulses, rf.pulses)
 
