@@ -432,7 +432,7 @@ class EmulatedBench:
     def _stuck_range(self, lo: int, hi: int) -> np.ndarray | None:
         """Stuck states of cells lo..hi-1; None when every cell is healthy."""
         if self._cells.has("stuck"):
-            return self._cells.load(("stuck",), lo, hi)["stuck"]
+            return self._cells.load(("stuck",), lo, hi)["stuck"].copy()
         if not self._params["faults_on"]:
             return None
         if self.backend == "numpy":
@@ -545,7 +545,7 @@ class EmulatedBench:
                 raise TargetRangeError(f"chunked targets, cells {lo}..{hi - 1}: {exc}") from None
             return g
 
-        for lo, hi in self._cells.ranges():
+        for lo, hi in self._cells.ranges(FileArrays.CHUNK_CELLS):
             chunk(lo, hi)
         return self.n_cells, chunk
 
@@ -612,7 +612,9 @@ class EmulatedBench:
             self._cells.begin_write("program")
         if addr is None:
             stuck_report = np.zeros(m, dtype=np.int8)  # calloc: untouched pages cost nothing
-            for lo, hi in self._cells.ranges():
+            # chunked targets are made (and used) a chunk at a time, in memory as on disk
+            streamed = FileArrays.CHUNK_CELLS if isinstance(targets, ChunkedTargets) else None
+            for lo, hi in self._cells.ranges(streamed):
                 buf = self._cells.for_write(names, lo, hi)
                 st = self._stuck_range(lo, hi)
                 self._run_program(chunk(lo, hi), st, key, lo, verify, buf,
@@ -729,7 +731,7 @@ class EmulatedBench:
             for k, v in self._load(lo, hi).items():
                 out[k][lo:hi] = v
         if self._cells.has("t_prog_s"):
-            t_prog = np.concatenate([self._cells.load(("t_prog_s",), lo, hi)["t_prog_s"]
+            t_prog = np.concatenate([self._cells.load(("t_prog_s",), lo, hi)["t_prog_s"].copy()
                                      for lo, hi in self._cells.ranges()])
         else:
             t_prog = np.full(self.n_cells, self._uniform_t_prog)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,9 +70,12 @@ class RamArrays:
     def dtype(self, name: str) -> np.dtype:
         return self.arrays[name].dtype
 
-    def ranges(self) -> Iterator[tuple[int, int]]:
-        """One range: the kernels take the whole array at once."""
-        yield 0, self.n
+    def ranges(self, chunk_cells: int | None = None) -> Iterator[tuple[int, int]]:
+        """One range (the kernels take the whole array at once), or chunks of
+        ``chunk_cells`` when the caller streams its input."""
+        step = chunk_cells or self.n
+        for lo in range(0, self.n, step):
+            yield lo, min(self.n, lo + step)
 
     def for_write(self, names: dict[str, np.dtype], lo: int, hi: int) -> dict[str, np.ndarray]:
         """Buffers for cells [lo, hi) of ``names`` to be filled and then :meth:`commit`-ted:
@@ -125,6 +129,45 @@ class FileArrays:
         self.n = n
         self.header = header
         self.chunk_cells = int(chunk_cells or self.CHUNK_CELLS)
+        # Chunk-sized buffers reused chunk after chunk (fresh memory would cost a page fault
+        # per page of every chunk), in two sets: while the kernels fill one, a background
+        # thread writes the other (write-behind) or reads the next chunk into it (read-ahead).
+        self._buffers: dict[tuple[str, str], np.ndarray] = {}
+        self._io: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None           # the write in flight
+        self._ahead: tuple[tuple, Future] | None = None  # ((names, lo, hi, set), the read in flight)
+        self._write_set = 0
+        self._read_set = 0
+
+    def _buffer(self, name: str, kind: str, size: int) -> np.ndarray:
+        dt = self.dtype(name)
+        buf = self._buffers.get((name, kind))
+        if buf is None or buf.dtype != dt or buf.shape[0] < size:
+            buf = self._buffers[(name, kind)] = np.empty(max(size, min(self.chunk_cells, self.n)), dtype=dt)
+        return buf[:size]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analogmem-chip-io")
+        return self._io
+
+    def flush(self) -> None:
+        """Wait for the write in flight (raising its error, if any) and drop any read-ahead."""
+        pending, self._pending = self._pending, None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].result()
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Finish pending I/O and stop the I/O thread."""
+        try:
+            self.flush()
+        finally:
+            if self._io is not None:
+                self._io.shutdown(wait=True)
+                self._io = None
 
     # ---------------------------------------------------------------- create / open
     @classmethod
@@ -186,6 +229,7 @@ class FileArrays:
 
     def begin_write(self, operation: str) -> None:
         """Mark the chip dirty (on disk) before any state byte changes."""
+        self.flush()
         self.header["dirty"] = True
         self.header["dirty_operation"] = operation
         self.save_header()
@@ -193,6 +237,7 @@ class FileArrays:
     def end_write(self, durable: bool = False) -> None:
         """Clear the dirty mark after the state is complete (with ``durable``: fsync every
         state file first, so it also survives a power loss)."""
+        self.flush()
         if durable:
             for name in self.header["arrays"]:
                 fd = os.open(self._file(name), os.O_RDONLY)
@@ -222,16 +267,31 @@ class FileArrays:
             fh.truncate(self.n * dt.itemsize)
         self.header["arrays"][name] = dt.str
 
-    def ranges(self) -> Iterator[tuple[int, int]]:
+    def ranges(self, chunk_cells: int | None = None) -> Iterator[tuple[int, int]]:
+        """Chunks of the chip (``chunk_cells`` is ignored: files are always streamed in
+        :attr:`chunk_cells`)."""
         for lo in range(0, self.n, self.chunk_cells):
             yield lo, min(self.n, lo + self.chunk_cells)
 
     def for_write(self, names: dict[str, np.dtype], lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Buffers for cells [lo, hi) to fill and :meth:`commit`; the other set of buffers
+        may still be being written in the background."""
+        if self._ahead is not None:
+            self.flush()
         for name, dt in names.items():
             self._ensure(name, dt)
-        return {name: np.empty(hi - lo, dtype=self.dtype(name)) for name in names}
+        return {name: self._buffer(name, f"w{self._write_set}", hi - lo) for name in names}
 
     def commit(self, lo: int, buffers: dict[str, np.ndarray]) -> None:
+        """Write the buffers of cells [lo, ...) in the background (after the write before
+        them has finished, so at most one is in flight); :meth:`flush` waits for it."""
+        if self._pending is not None:
+            self._pending, pending = None, self._pending
+            pending.result()
+        self._pending = self._executor().submit(self._write, lo, dict(buffers))
+        self._write_set ^= 1
+
+    def _write(self, lo: int, buffers: dict[str, np.ndarray]) -> None:
         for name, buf in buffers.items():
             fd = os.open(self._file(name), os.O_WRONLY)
             try:
@@ -242,11 +302,11 @@ class FileArrays:
             finally:
                 os.close(fd)
 
-    def load(self, names: tuple[str, ...], lo: int, hi: int) -> dict[str, np.ndarray]:
+    def _read(self, names: tuple[str, ...], lo: int, hi: int, kind: str) -> dict[str, np.ndarray]:
         out = {}
         for name in names:
             dt = self.dtype(name)
-            buf = np.empty(hi - lo, dtype=dt)
+            buf = self._buffer(name, kind, hi - lo)
             view = memoryview(buf).cast("B")
             fd = os.open(self._file(name), os.O_RDONLY)
             try:
@@ -261,11 +321,34 @@ class FileArrays:
             out[name] = buf
         return out
 
+    def load(self, names: tuple[str, ...], lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Cells [lo, hi) of ``names``, in buffers valid until the next load of those arrays.
+        Sequential loads are read ahead: the next chunk is read in the background."""
+        if self._pending is not None:
+            self.flush()
+        names = tuple(names)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0][:3] == (names, lo, hi):
+            out, kind = ahead[1].result(), ahead[0][3]
+        else:
+            if ahead is not None:
+                ahead[1].result()
+            kind = f"r{self._read_set}"
+            out = self._read(names, lo, hi, kind)
+        self._read_set = 1 if kind == "r0" else 0
+        nxt_hi = min(self.n, hi + (hi - lo))
+        if hi < self.n and hi - lo >= 1 << 16:  # only whole-chip passes are worth reading ahead
+            nxt_kind = f"r{self._read_set}"
+            self._ahead = ((names, hi, nxt_hi, nxt_kind),
+                           self._executor().submit(self._read, names, hi, nxt_hi, nxt_kind))
+        return out
+
     def _map(self, name: str, mode: str) -> np.memmap:
         return np.memmap(self._file(name), dtype=self.dtype(name), mode=mode, shape=(self.n,))
 
     def gather(self, names: tuple[str, ...], addr: np.ndarray) -> dict[str, np.ndarray]:
         """Entries ``addr`` of each array (mapped for this call only, then unmapped)."""
+        self.flush()
         out = {}
         for name in names:
             mm = self._map(name, "r")
@@ -274,6 +357,7 @@ class FileArrays:
         return out
 
     def scatter(self, addr: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        self.flush()
         for name, v in values.items():
             self._ensure(name, np.asarray(v).dtype)
             mm = self._map(name, "r+")
@@ -282,6 +366,7 @@ class FileArrays:
             del mm
 
     def drop(self, name: str) -> None:
+        self.flush()
         if self.header["arrays"].pop(name, None) is not None:
             self._file(name).unlink(missing_ok=True)
 
