@@ -424,14 +424,17 @@ def philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, 
 def draws(tuple key, Py_ssize_t n_cells, int n_draws, str kind="bits"):
     """``(n_cells, n_draws)`` draws of cells 0.. of an operation: raw 64-bit words
     (``kind="bits"``), uniforms, normals, or (``"read_normal"``, one column) the read-noise
-    normals of cells 0.. of a read; ``"normal_f32"`` and ``"read_normal_f32"`` the same
-    for float32 benches (for tests of the stream and its transforms)."""
+    normals of cells 0.. of a read; ``"normal_f32"`` (at most two columns) and
+    ``"read_normal_f32"`` the same for float32 benches (for tests of the stream and its
+    transforms)."""
     cdef am_key k = _key(key)
     cdef Py_ssize_t i
     cdef int d
     modes = {"bits": 0, "uniform": 1, "normal": 2, "read_normal": 3, "normal_f32": 4, "read_normal_f32": 5}
     if kind not in modes:
         raise ValueError(f"kind must be one of {sorted(modes)}")
+    if kind == "normal_f32" and n_draws > 2:
+        raise ValueError("float32 programs draw at most two normals per cell from a shared block")
     out = np.empty((n_cells, n_draws), dtype=np.uint64 if kind == "bits" else np.float64)
     cdef uint64_t[:, ::1] ob
     cdef double[:, ::1] of

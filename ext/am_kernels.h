@@ -708,10 +708,12 @@ static void am_read_fast(const am_params* p, am_key key, int64_t first, int64_t 
 /* ================================================================== float32 arithmetic
  * Benches with float32 state compute single-shot programs of polynomial cards and every
  * read in float32 (16 lanes per AVX-512 vector instead of 8; ~1 ulp float32 functions), and
- * draw 32-bit uniforms: float32 draw d of a cell is normal d & 3 of block d >> 2, the words
- * (w0, w1) and (w2, w3) of a block each giving one Box-Muller pair; a read draws one normal
- * per cell, the cells at positions 4j .. 4j + 3 sharing block 0 of counter j. Uniforms for
- * the radius have 31 bits (normals reach 6.66 sigma), for the angle 24 bits. */
+ * draw 32-bit uniforms: the words (w0, w1) and (w2, w3) of a block each give one Box-Muller
+ * pair. A program gives the cells at positions 2j and 2j + 1 the two pairs of counter j
+ * (cards with at most two draws per cell) or each cell both pairs of its own counter (three
+ * draws); a read draws one normal per cell, the cells at positions 4j .. 4j + 3 sharing
+ * block 0 of counter j. Uniforms for the radius have 31 bits (normals reach 6.66 sigma),
+ * for the angle 24 bits. */
 static inline uint32_t am_fbits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 static inline float am_from_fbits(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 static inline float am_fmax(float a, float b) { return a > b ? a : b; }
@@ -786,11 +788,11 @@ static inline float am_normal4(uint64_t a, uint64_t b, uint32_t k) {
     return (k & 1u) ? z1 : z0;
 }
 
-/* float32 draw d of the cell at op-local position `cell` */
-static inline float am_normal_draw_f(am_key key, uint64_t cell, uint32_t d) {
+/* float32 program draw d (0 or 1) of the cell at position `pos` (two draws per cell) */
+static inline float am_normal_draw_f(am_key key, uint64_t pos, uint32_t d) {
     uint64_t a, b;
-    am_block(key, cell, d >> 2, &a, &b);
-    return am_normal4(a, b, d & 3u);
+    am_block(key, pos >> 1, 0, &a, &b);
+    return am_normal4(a, b, (uint32_t)((pos & 1u) << 1) | (d & 1u));
 }
 
 /* float32 read noise of the cell at read position `pos` */
@@ -852,15 +854,34 @@ static void am_fparams_of(const am_params* p, am_fparams* f) {
     f->q_stuck[2] = p->read_on ? am_q_f(f, am_lnx_f(f, f->g_max * f->inv_g_max)) : 0.0f;
 }
 
-/* Single-shot program of cells [lo, hi) into float32 state, polynomial write channels. */
-AM_CLONES static void am_normals_f32(am_key key, int64_t cell0, int n, int pairs, float* restrict z0,
-                                     float* restrict z1, float* restrict z2, float* restrict z3) {
+/* Single-shot program of cells [lo, hi) into float32 state, polynomial write channels.
+   Draws: 0 write, then drift, then relaxation. A card with at most two draws per cell (every
+   bundled polynomial card) shares a block between the cells at positions 2j and 2j + 1 (pair
+   (w0, w1) for the first, (w2, w3) for the second, counter j); with three, each cell has
+   its own block (counter = position, pairs (w0, w1) and (w2, w3)). */
+AM_CLONES static void am_normals_f32(am_key key, int64_t cell0, int n, float* restrict z0, float* restrict z1,
+                                     float* restrict z2, float* restrict z3) {
     uint64_t a[AM_BLOCK], b[AM_BLOCK];
     int i;
     am_blocks(key, cell0, n, 0, a, b);
     for (i = 0; i < n; i++) am_box_mullerf((uint32_t)a[i], (uint32_t)(a[i] >> 32), &z0[i], &z1[i]);
-    if (pairs > 1)
-        for (i = 0; i < n; i++) am_box_mullerf((uint32_t)b[i], (uint32_t)(b[i] >> 32), &z2[i], &z3[i]);
+    for (i = 0; i < n; i++) am_box_mullerf((uint32_t)b[i], (uint32_t)(b[i] >> 32), &z2[i], &z3[i]);
+}
+
+AM_CLONES static void am_normals_shared_f32(am_key key, int64_t pos0, int n, float* restrict z0,
+                                            float* restrict z1) {
+    uint64_t a[AM_BLOCK / 2 + 1], b[AM_BLOCK / 2 + 1];
+    float pa0[AM_BLOCK / 2 + 1], pa1[AM_BLOCK / 2 + 1], pb0[AM_BLOCK / 2 + 1], pb1[AM_BLOCK / 2 + 1];
+    int64_t j0 = pos0 >> 1;
+    int nb = (int)(((pos0 + n - 1) >> 1) - j0 + 1), j, i, odd = (int)(pos0 & 1);
+    am_blocks(key, j0, nb, 0, a, b);
+    for (j = 0; j < nb; j++) am_box_mullerf((uint32_t)a[j], (uint32_t)(a[j] >> 32), &pa0[j], &pa1[j]);
+    for (j = 0; j < nb; j++) am_box_mullerf((uint32_t)b[j], (uint32_t)(b[j] >> 32), &pb0[j], &pb1[j]);
+    for (i = 0; i < n; i++) {
+        int k = i + odd;
+        z0[i] = (k & 1) ? pb0[k >> 1] : pa0[k >> 1];
+        z1[i] = (k & 1) ? pb1[k >> 1] : pa1[k >> 1];
+    }
 }
 
 AM_CLONES static void am_program_math_f32(const am_params* p, const am_fparams* f, int n,
@@ -886,16 +907,25 @@ static inline void am_fstore(void* dst, int64_t lo, int n, const float* v) {
 
 static void am_program_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
                                 int64_t hi, const double* g_target, const int8_t* stuck, am_state s) {
-    float z0[AM_BLOCK], z1[AM_BLOCK], z2[AM_BLOCK], z3[AM_BLOCK], ge[AM_BLOCK], v[AM_BLOCK], nu[AM_BLOCK], q[AM_BLOCK];
-    /* draws: 0 write, then drift, then relaxation */
+    float z0[AM_BLOCK], z1[AM_BLOCK], z2[AM_BLOCK], z3[AM_BLOCK], ge_s[AM_BLOCK], nu_s[AM_BLOCK], q_s[AM_BLOCK];
     float* zr = p->drift_on ? z2 : z1;
-    int pairs = (p->drift_on && p->relax_on) ? 2 : 1, i;
+    int shared = !(p->drift_on && p->relax_on), i;
     int64_t b;
     for (b = lo; b < hi; b += AM_BLOCK) {
         int n = (int)(hi - b < AM_BLOCK ? hi - b : AM_BLOCK);
-        am_normals_f32(key, first + b, n, pairs, z0, z1, z2, z3);
+        /* the kernels write straight into the state arrays; scratch where the card has none */
+        float* ge = s.g_eff ? (float*)s.g_eff + b : ge_s;
+        float* v = (float*)s.g_prog + b;
+        float* nu = s.nu ? (float*)s.nu + b : nu_s;
+        float* q = s.q_read ? (float*)s.q_read + b : q_s;
+        if (shared) {
+            am_normals_shared_f32(key, first + b, n, z0, z1);
+            zr = z1;
+        } else {
+            am_normals_f32(key, first + b, n, z0, z1, z2, z3);
+        }
         am_program_math_f32(p, f, n, g_target + b, z0, z1, ge, v, nu, q);
-        if (!p->drift_on) for (i = 0; i < n; i++) nu[i] = 0.0f;
+        if (s.nu && !p->drift_on) for (i = 0; i < n; i++) nu[i] = 0.0f;
         if (stuck) {
             for (i = 0; i < n; i++) {
                 int8_t st = stuck[b + i];
@@ -907,11 +937,7 @@ static void am_program_fast_f32(const am_params* p, const am_fparams* f, am_key 
                 }
             }
         }
-        am_fstore(s.g_eff, b, n, ge);
-        am_fstore(s.g_prog, b, n, v);
-        am_fstore(s.nu, b, n, nu);
         if (s.z_relax) am_fstore(s.z_relax, b, n, zr);
-        am_fstore(s.q_read, b, n, q);
     }
 }
 
