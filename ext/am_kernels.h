@@ -151,72 +151,48 @@ static inline uint64_t am_draw(am_key key, uint64_t cell, uint32_t d) {
 
 #define AM_XOR3_512(a, b, c) _mm512_ternarylogic_epi64(a, b, c, 0x96)
 #define AM_XOR3_256(a, b, c) _mm256_xor_si256(_mm256_xor_si256(a, b), c)
+#define AM_STORE_512(p, v) _mm512_storeu_si512((void*)(p), v)
+#define AM_STORE_256(p, v) _mm256_storeu_si256((__m256i*)(p), v)
 
-__attribute__((target("avx512f"))) static void am_blocks_avx512(am_key key, int64_t cell0, int n, uint32_t blk,
-                                                                uint64_t* a, uint64_t* b) {
-    const __m512i M0 = _mm512_set1_epi64(0xD2511F53LL), M1 = _mm512_set1_epi64(0xCD9E8D57LL);
-    const __m512i m32 = _mm512_set1_epi64(0xffffffffLL), lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i c2i = _mm512_set1_epi64(blk), c3i = _mm512_set1_epi64(key.c3);
-    __m512i K0[10], K1[10];
-    uint32_t k0 = key.k0, k1 = key.k1;
-    int r, i, u;
-    for (r = 0; r < 10; r++, k0 += 0x9E3779B9u, k1 += 0xBB67AE85u) {
-        K0[r] = _mm512_set1_epi64(k0);
-        K1[r] = _mm512_set1_epi64(k1);
+/* One definition for both instruction sets: V holds L lanes of 64 bits (a 32-bit word each). */
+#define AM_DEFINE_BLOCKS(NAME, TARGET, V, L, SET1, LANES, ADD, AND, SRLI, SLLI, OR, MUL, XOR3, STORE)            \
+    __attribute__((target(TARGET))) static void NAME(am_key key, int64_t cell0, int n, uint32_t blk, uint64_t* a, \
+                                                     uint64_t* b) {                                            \
+        const V M0 = SET1(0xD2511F53LL), M1 = SET1(0xCD9E8D57LL), m32 = SET1(0xffffffffLL), lane = LANES;      \
+        const V c2i = SET1(blk), c3i = SET1(key.c3);                                                           \
+        V K0[10], K1[10];                                                                                      \
+        uint32_t k0 = key.k0, k1 = key.k1;                                                                     \
+        int r, i, u;                                                                                           \
+        for (r = 0; r < 10; r++, k0 += 0x9E3779B9u, k1 += 0xBB67AE85u) {                                       \
+            K0[r] = SET1(k0);                                                                                  \
+            K1[r] = SET1(k1);                                                                                  \
+        }                                                                                                      \
+        for (i = 0; i + 4 * L <= n; i += 4 * L) {                                                              \
+            V c0[4], c1[4], c2[4], c3[4];                                                                      \
+            for (u = 0; u < 4; u++) {                                                                          \
+                V cell = ADD(SET1(cell0 + i + L * u), lane);                                                   \
+                c0[u] = AND(cell, m32);                                                                        \
+                c1[u] = SRLI(cell, 32);                                                                        \
+                c2[u] = c2i;                                                                                   \
+                c3[u] = c3i;                                                                                   \
+            }                                                                                                  \
+            for (r = 0; r < 10; r++)                                                                           \
+                for (u = 0; u < 4; u++)                                                                        \
+                    AM_PHILOX_ROUND(V, MUL, SRLI, AND, XOR3, c0[u], c1[u], c2[u], c3[u], K0[r], K1[r]);        \
+            for (u = 0; u < 4; u++) {                                                                          \
+                STORE(a + i + L * u, OR(c0[u], SLLI(c1[u], 32)));                                              \
+                STORE(b + i + L * u, OR(c2[u], SLLI(c3[u], 32)));                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (; i < n; i++) am_block(key, (uint64_t)(cell0 + i), blk, &a[i], &b[i]);                            \
     }
-    for (i = 0; i + 32 <= n; i += 32) {
-        __m512i c0[4], c1[4], c2[4], c3[4];
-        for (u = 0; u < 4; u++) {
-            __m512i cell = _mm512_add_epi64(_mm512_set1_epi64(cell0 + i + 8 * u), lane);
-            c0[u] = _mm512_and_si512(cell, m32);
-            c1[u] = _mm512_srli_epi64(cell, 32);
-            c2[u] = c2i;
-            c3[u] = c3i;
-        }
-        for (r = 0; r < 10; r++)
-            for (u = 0; u < 4; u++)
-                AM_PHILOX_ROUND(__m512i, _mm512_mul_epu32, _mm512_srli_epi64, _mm512_and_si512, AM_XOR3_512,
-                                c0[u], c1[u], c2[u], c3[u], K0[r], K1[r]);
-        for (u = 0; u < 4; u++) {
-            _mm512_storeu_si512((void*)(a + i + 8 * u), _mm512_or_si512(c0[u], _mm512_slli_epi64(c1[u], 32)));
-            _mm512_storeu_si512((void*)(b + i + 8 * u), _mm512_or_si512(c2[u], _mm512_slli_epi64(c3[u], 32)));
-        }
-    }
-    for (; i < n; i++) am_block(key, (uint64_t)(cell0 + i), blk, &a[i], &b[i]);
-}
 
-__attribute__((target("avx2"))) static void am_blocks_avx2(am_key key, int64_t cell0, int n, uint32_t blk,
-                                                           uint64_t* a, uint64_t* b) {
-    const __m256i M0 = _mm256_set1_epi64x(0xD2511F53LL), M1 = _mm256_set1_epi64x(0xCD9E8D57LL);
-    const __m256i m32 = _mm256_set1_epi64x(0xffffffffLL), lane = _mm256_set_epi64x(3, 2, 1, 0);
-    const __m256i c2i = _mm256_set1_epi64x(blk), c3i = _mm256_set1_epi64x(key.c3);
-    __m256i K0[10], K1[10];
-    uint32_t k0 = key.k0, k1 = key.k1;
-    int r, i, u;
-    for (r = 0; r < 10; r++, k0 += 0x9E3779B9u, k1 += 0xBB67AE85u) {
-        K0[r] = _mm256_set1_epi64x(k0);
-        K1[r] = _mm256_set1_epi64x(k1);
-    }
-    for (i = 0; i + 16 <= n; i += 16) {
-        __m256i c0[4], c1[4], c2[4], c3[4];
-        for (u = 0; u < 4; u++) {
-            __m256i cell = _mm256_add_epi64(_mm256_set1_epi64x(cell0 + i + 4 * u), lane);
-            c0[u] = _mm256_and_si256(cell, m32);
-            c1[u] = _mm256_srli_epi64(cell, 32);
-            c2[u] = c2i;
-            c3[u] = c3i;
-        }
-        for (r = 0; r < 10; r++)
-            for (u = 0; u < 4; u++)
-                AM_PHILOX_ROUND(__m256i, _mm256_mul_epu32, _mm256_srli_epi64, _mm256_and_si256, AM_XOR3_256,
-                                c0[u], c1[u], c2[u], c3[u], K0[r], K1[r]);
-        for (u = 0; u < 4; u++) {
-            _mm256_storeu_si256((__m256i*)(a + i + 4 * u), _mm256_or_si256(c0[u], _mm256_slli_epi64(c1[u], 32)));
-            _mm256_storeu_si256((__m256i*)(b + i + 4 * u), _mm256_or_si256(c2[u], _mm256_slli_epi64(c3[u], 32)));
-        }
-    }
-    for (; i < n; i++) am_block(key, (uint64_t)(cell0 + i), blk, &a[i], &b[i]);
-}
+AM_DEFINE_BLOCKS(am_blocks_avx512, "avx512f", __m512i, 8, _mm512_set1_epi64, _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                 _mm512_add_epi64, _mm512_and_si512, _mm512_srli_epi64, _mm512_slli_epi64, _mm512_or_si512,
+                 _mm512_mul_epu32, AM_XOR3_512, AM_STORE_512)
+AM_DEFINE_BLOCKS(am_blocks_avx2, "avx2", __m256i, 4, _mm256_set1_epi64x, _mm256_set_epi64x(3, 2, 1, 0),
+                 _mm256_add_epi64, _mm256_and_si256, _mm256_srli_epi64, _mm256_slli_epi64, _mm256_or_si256,
+                 _mm256_mul_epu32, AM_XOR3_256, AM_STORE_256)
 #endif
 
 static void am_blocks(am_key key, int64_t cell0, int n, uint32_t blk, uint64_t* a, uint64_t* b) {
@@ -341,29 +317,39 @@ static inline int8_t am_stuck(const am_params* p, uint64_t cell) {
     return (int8_t)(u < p->p_stuck_lo ? 1 : (u < p->p_stuck_lohi ? 2 : 0));
 }
 
-/* ------------------------------------------------------------------ the cell model */
-static inline double am_poly8(const double* c, double x) {
-    double acc = 0.0;
-    int k;
-    for (k = AM_MAXC - 1; k >= 0; k--) acc = acc * x + c[k];
-    return acc;
-}
+/* ------------------------------------------------------------------ the cell model
+ * Written once and instantiated for double (am_params, suffix none) and float (am_fparams,
+ * suffix _f), so both precisions apply the same operations in the same order. */
+#define AM_DEFINE_MODEL(T, P, SUF, LOG, EXP, SQRT, FABS, MAX, MIN, CLIP, ZERO)                                     \
+    static inline T am_poly8##SUF(const T* c, T x) {                                                              \
+        T acc = ZERO;                                                                                             \
+        int k;                                                                                                    \
+        for (k = AM_MAXC - 1; k >= 0; k--) acc = acc * x + c[k];                                                  \
+        return acc;                                                                                               \
+    }                                                                                                             \
+    static inline T am_lnx##SUF(const P* p, T x) { return LOG(MAX(x, p->x_floor)); }                             \
+    static inline T am_sigma_prog##SUF(const P* p, T x) { return p->prog_scale * am_poly8##SUF(p->prog_c, x); } \
+    static inline T am_write_normal##SUF(const P* p, T gt, T x, T z) {                                           \
+        return CLIP(gt + am_sigma_prog##SUF(p, x) * z, p->clip_lo, p->clip_hi);                                   \
+    }                                                                                                             \
+    static inline T am_nu##SUF(const P* p, T lx, T z) {                                                           \
+        T mu = CLIP(p->mu_slope * lx + p->mu_icpt, p->mu_min, p->mu_max);                                         \
+        T sg = CLIP(p->sg_slope * lx + p->sg_icpt, p->sg_min, p->sg_max);                                         \
+        return FABS(mu + sg * z);                                                                                 \
+    }                                                                                                             \
+    static inline T am_q##SUF(const P* p, T lx) { return MIN(p->q_coef * EXP(-p->q_exp * lx), p->q_max); }       \
+    /* sqrt(max(sigma_tot(x, t)^2 - sigma_P(x)^2, 0)) (S) in segment (a, w) of polynomial rows */                 \
+    static inline T am_sigma_relax_poly##SUF(const P* p, T x, int a, T w, int two) {                              \
+        T sa = am_poly8##SUF(&p->relax_c[a * AM_MAXC], x), st, sp;                                                \
+        if (two) sa = sa + w * (am_poly8##SUF(&p->relax_c[(a + 1) * AM_MAXC], x) - sa);                           \
+        st = p->relax_scale * sa;                                                                                 \
+        sp = am_sigma_prog##SUF(p, x);                                                                            \
+        return SQRT(MAX(st * st - sp * sp, ZERO));                                                                \
+    }                                                                                                             \
+    static inline T am_drifted##SUF(T g, T nu, T L) { return g * EXP(-nu * L); }                                 \
+    static inline T am_read_noise##SUF(T g, T q, T F, T z) { return g + FABS(g) * q * F * z; }
 
-static inline double am_lnx(const am_params* p, double x) { return am_log(am_max(x, p->x_floor)); }
-
-static inline double am_sigma_prog(const am_params* p, double x) { return p->prog_scale * am_poly8(p->prog_c, x); }
-
-static inline double am_write_normal(const am_params* p, double gt, double x, double z) {
-    return am_clip(gt + am_sigma_prog(p, x) * z, p->clip_lo, p->clip_hi);
-}
-
-static inline double am_nu(const am_params* p, double lx, double z) {
-    double mu = am_clip(p->mu_slope * lx + p->mu_icpt, p->mu_min, p->mu_max);
-    double sg = am_clip(p->sg_slope * lx + p->sg_icpt, p->sg_min, p->sg_max);
-    return fabs(mu + sg * z);
-}
-
-static inline double am_q(const am_params* p, double lx) { return am_min(p->q_coef * am_exp(-p->q_exp * lx), p->q_max); }
+AM_DEFINE_MODEL(double, am_params, , am_log, am_exp, sqrt, fabs, am_max, am_min, am_clip, 0.0)
 
 /* time factors of a read `age` seconds after programming */
 static inline double am_drift_L(const am_params* p, double age) { return am_log((age + p->t0) / p->t0); }
@@ -399,15 +385,6 @@ static inline double am_table_x(const am_params* p, int row, double x) {
     if (x >= p->relax_x[p->n_relax_c - 1]) return r[p->n_relax_c - 1];
     k = am_search(p->relax_x, p->n_relax_c, x);
     return r[k] + (x - p->relax_x[k]) / (p->relax_x[k + 1] - p->relax_x[k]) * (r[k + 1] - r[k]);
-}
-
-/* sqrt(max(sigma_tot(x, t)^2 - sigma_P(x)^2, 0)) (S) in segment (a, w) */
-static inline double am_sigma_relax_poly(const am_params* p, double x, int a, double w, int two) {
-    double sa = am_poly8(&p->relax_c[a * AM_MAXC], x), st, sp;
-    if (two) sa = sa + w * (am_poly8(&p->relax_c[(a + 1) * AM_MAXC], x) - sa);
-    st = p->relax_scale * sa;
-    sp = am_sigma_prog(p, x);
-    return sqrt(am_max(st * st - sp * sp, 0.0));
 }
 
 static inline double am_sigma_relax(const am_params* p, double x, int a, double w) {
@@ -646,8 +623,6 @@ static inline am_age am_age_factors(const am_params* p, double age) {
 }
 
 /* one cell read: drift, relaxation, read noise (z: its normal), clip */
-static inline double am_drifted(const am_params* p, double g, double nu, double L) { return g * am_exp(-nu * L); }
-static inline double am_read_noise(double g, double q, double F, double z) { return g + fabs(g) * q * F * z; }
 
 /* Read cells [lo, hi) one at a time (per-cell ages when `uniform` is 0; every card). */
 static void am_read_cells(const am_params* p, am_key key, int64_t first, int64_t lo, int64_t hi, am_state s,
@@ -658,7 +633,7 @@ static void am_read_cells(const am_params* p, am_key key, int64_t first, int64_t
     for (i = lo; i < hi; i++) {
         double g = am_load(s.g_prog, s.f32, i);
         if (!uniform) t = am_age_factors(p, age[i]);
-        if (p->drift_on) g = am_drifted(p, g, am_load(s.nu, s.f32, i), t.L);
+        if (p->drift_on) g = am_drifted(g, am_load(s.nu, s.f32, i), t.L);
         if (p->relax_on) g = g + am_sigma_relax(p, am_load(s.g_eff, s.f32, i) * p->inv_g_max, t.a, t.w)
                                      * am_load(s.z_relax, s.f32, i);
         if (p->read_on) g = am_read_noise(g, am_load(s.q_read, s.f32, i), t.F, am_read_normal(key, (uint64_t)(first + i)));
@@ -672,20 +647,24 @@ static inline void am_load_block(const void* src, int f32, int64_t lo, int n, do
     else memcpy(v, (const double*)src + lo, (size_t)n * sizeof(double));
 }
 
-AM_CLONES static void am_read_math(const am_params* p, am_age t, int n, double* restrict g,
-                                   const double* restrict nu, const double* restrict ge, const double* restrict zr,
-                                   const double* restrict q, const double* restrict z) {
-    int i;
-    if (p->drift_on)
-        for (i = 0; i < n; i++) g[i] = am_drifted(p, g[i], nu[i], t.L);
-    if (p->relax_on && p->n_relax_t > 1)
-        for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly(p, ge[i] * p->inv_g_max, t.a, t.w, 1) * zr[i];
-    else if (p->relax_on)
-        for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly(p, ge[i] * p->inv_g_max, t.a, t.w, 0) * zr[i];
-    if (p->read_on)
-        for (i = 0; i < n; i++) g[i] = am_read_noise(g[i], q[i], t.F, z[i]);
-    for (i = 0; i < n; i++) g[i] = am_clip(g[i], p->clip_lo, p->clip_hi);
-}
+/* The read of a block of cells at one age, in double (m = p) or float (m = the float parameters). */
+#define AM_DEFINE_READ_MATH(NAME, T, PT, AGE, SUF, CLIP)                                                          \
+    AM_CLONES static void NAME(const am_params* p, const PT* m, AGE t, int n, T* restrict g, const T* restrict nu, \
+                               const T* restrict ge, const T* restrict zr, const T* restrict q,                   \
+                               const T* restrict z) {                                                             \
+        int i;                                                                                                    \
+        if (p->drift_on)                                                                                          \
+            for (i = 0; i < n; i++) g[i] = am_drifted##SUF(g[i], nu[i], t.L);                                     \
+        if (p->relax_on && p->n_relax_t > 1)                                                                      \
+            for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly##SUF(m, ge[i] * m->inv_g_max, t.a, t.w, 1) * zr[i]; \
+        else if (p->relax_on)                                                                                     \
+            for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly##SUF(m, ge[i] * m->inv_g_max, t.a, t.w, 0) * zr[i]; \
+        if (p->read_on)                                                                                           \
+            for (i = 0; i < n; i++) g[i] = am_read_noise##SUF(g[i], q[i], t.F, z[i]);                             \
+        for (i = 0; i < n; i++) g[i] = CLIP(g[i], m->clip_lo, m->clip_hi);                                        \
+    }
+
+AM_DEFINE_READ_MATH(am_read_math, double, am_params, am_age, , am_clip)
 
 /* Read cells [lo, hi) at one age (no tabulated relaxation); equal, bit for bit, to am_read_cells. */
 static void am_read_fast(const am_params* p, am_key key, int64_t first, int64_t lo, int64_t hi, am_state s,
@@ -700,7 +679,7 @@ static void am_read_fast(const am_params* p, am_key key, int64_t first, int64_t 
         if (p->drift_on) am_load_block(s.nu, s.f32, b, n, nu);
         if (p->relax_on) { am_load_block(s.g_eff, s.f32, b, n, ge); am_load_block(s.z_relax, s.f32, b, n, zr); }
         if (p->read_on) { am_load_block(s.q_read, s.f32, b, n, q); am_read_normals(key, first + b, n, z); }
-        am_read_math(p, t, n, g, nu, ge, zr, q, z);
+        am_read_math(p, p, t, n, g, nu, ge, zr, q, z);
         am_store_block(out, out_f32, b, n, g);
     }
 }
@@ -810,32 +789,7 @@ typedef struct {
     float q_stuck[3];
 } am_fparams;
 
-static inline float am_poly8f(const float* c, float x) {
-    float acc = 0.0f;
-    int k;
-    for (k = AM_MAXC - 1; k >= 0; k--) acc = acc * x + c[k];
-    return acc;
-}
-static inline float am_lnx_f(const am_fparams* f, float x) { return am_logf(am_fmax(x, f->x_floor)); }
-static inline float am_sigma_prog_f(const am_fparams* f, float x) { return f->prog_scale * am_poly8f(f->prog_c, x); }
-static inline float am_write_normal_f(const am_fparams* f, float gt, float x, float z) {
-    return am_fclip(gt + am_sigma_prog_f(f, x) * z, f->clip_lo, f->clip_hi);
-}
-static inline float am_nu_f(const am_fparams* f, float lx, float z) {
-    float mu = am_fclip(f->mu_slope * lx + f->mu_icpt, f->mu_min, f->mu_max);
-    float sg = am_fclip(f->sg_slope * lx + f->sg_icpt, f->sg_min, f->sg_max);
-    return fabsf(mu + sg * z);
-}
-static inline float am_q_f(const am_fparams* f, float lx) { return am_fmin(f->q_coef * am_expf(-f->q_exp * lx), f->q_max); }
-static inline float am_sigma_relax_poly_f(const am_fparams* f, float x, int a, float w, int two) {
-    float sa = am_poly8f(&f->relax_c[a * AM_MAXC], x), st, sp;
-    if (two) sa = sa + w * (am_poly8f(&f->relax_c[(a + 1) * AM_MAXC], x) - sa);
-    st = f->relax_scale * sa;
-    sp = am_sigma_prog_f(f, x);
-    return sqrtf(am_fmax(st * st - sp * sp, 0.0f));
-}
-static inline float am_drifted_f(float g, float nu, float L) { return g * am_expf(-nu * L); }
-static inline float am_read_noise_f(float g, float q, float F, float z) { return g + fabsf(g) * q * F * z; }
+AM_DEFINE_MODEL(float, am_fparams, _f, am_logf, am_expf, sqrtf, fabsf, am_fmax, am_fmin, am_fclip, 0.0f)
 
 static void am_fparams_of(const am_params* p, am_fparams* f) {
     int i;
@@ -987,20 +941,7 @@ AM_CLONES static void am_read_normals_f32(am_key key, int64_t pos0, int n, float
     for (i = 0; i < n; i++) z[i] = zz[off + i];
 }
 
-AM_CLONES static void am_read_math_f32(const am_params* p, const am_fparams* f, am_fage t, int n, float* restrict g,
-                                       const float* restrict nu, const float* restrict ge, const float* restrict zr,
-                                       const float* restrict q, const float* restrict z) {
-    int i;
-    if (p->drift_on)
-        for (i = 0; i < n; i++) g[i] = am_drifted_f(g[i], nu[i], t.L);
-    if (p->relax_on && p->n_relax_t > 1)
-        for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly_f(f, ge[i] * f->inv_g_max, t.a, t.w, 1) * zr[i];
-    else if (p->relax_on)
-        for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly_f(f, ge[i] * f->inv_g_max, t.a, t.w, 0) * zr[i];
-    if (p->read_on)
-        for (i = 0; i < n; i++) g[i] = am_read_noise_f(g[i], q[i], t.F, z[i]);
-    for (i = 0; i < n; i++) g[i] = am_fclip(g[i], f->clip_lo, f->clip_hi);
-}
+AM_DEFINE_READ_MATH(am_read_math_f32, float, am_fparams, am_fage, _f, am_fclip)
 
 /* Read cells [lo, hi) of float32 state at one age (no tabulated relaxation); equal, bit
    for bit, to am_read_cells_f32. */
