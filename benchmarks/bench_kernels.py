@@ -14,6 +14,11 @@ Timed, all in one process and interleaved run by run (so a busy machine slows al
   * ``copy``         ``np.copyto`` of a large array: the memory-bandwidth ceiling, counted as
                      bytes read + bytes written per second.
 
+A bench's freed state arrays are reused by the next bench of the same size (the state pool,
+``analogmem.emulator.chipstate.STATE_POOL``), as in any loop that makes benches;
+``--no-state-pool`` puts every bench on fresh memory instead (the kernel then zeroes every
+page of state on first touch). The read output is always fresh memory.
+
 Reported: the median (and min, max) wall time of each phase over ``--repeat`` runs, their
 CPU time (the sum over threads: robust on a shared machine), end-to-end cells/s, ratios
 (analogmem float32 vs torch, vs the reference), construction as a fraction of program time,
@@ -40,7 +45,7 @@ from analogmem._io import write_json
 from analogmem.emulator import _kernels
 from analogmem.emulator.bench import default_threads
 from analogmem.emulator.cells import X_FLOOR, DeviceModel
-from analogmem.emulator.chipstate import STATE_KEYS, bytes_per_cell, state_keys
+from analogmem.emulator.chipstate import STATE_KEYS, STATE_POOL, bytes_per_cell, state_keys
 
 DAY = 86400.0
 
@@ -194,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ref-repeat", type=int, default=1, help="runs of the (slow) numpy reference")
     ap.add_argument("--threads", type=int, default=None, help="kernel and torch threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-state-pool", action="store_true",
+                    help="every bench on fresh memory (disable the pool of freed state arrays)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -201,10 +208,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     n = args.cells
     threads = args.threads or default_threads()
+    if args.no_state_pool:
+        STATE_POOL.limit_bytes = 0
     torch.set_num_threads(threads)
     bandwidth = copy_bandwidth(min(8 * n, 1 << 30), 5)
     print(f"{n:,} cells, {threads} threads; memory bandwidth (np.copyto, read + write): {bandwidth / 1e9:.1f} GB/s")
     results: dict[str, Any] = {"cells": n, "threads": threads, "read_time_s": DAY,
+                               "state_pool_bytes": STATE_POOL.limit_bytes,
                                "copy_bandwidth_bytes_per_s": bandwidth, "devices": {}}
     for name in args.devices:
         dev = analogmem.load_device(name)

@@ -313,3 +313,38 @@ def test_bad_dtype_and_missing_restore_keys():
         b.restore_state(state, time_s=0.0, seed=np.random.SeedSequence(0))
     with pytest.raises(ValueError, match="chunk_cells"):
         b.read_chunks(1.0, chunk_cells=0)
+
+
+def test_freed_state_is_reused_by_the_next_bench_without_changing_results():
+    """The state pool hands a garbage-collected bench's arrays to the next bench of the
+    same size (no fresh pages to zero); every cell is rewritten before it is read, so the
+    results equal those of a bench on fresh memory, and release_state_pool frees them."""
+    import gc
+
+    from analogmem.emulator import chipstate
+
+    n = 100_000
+    targets = np.linspace(0, 25e-6, n)
+    first = EmulatedBench("pcm-nandakumar2019", n, seed=5, dtype="float32")
+    first.program(targets)
+    addresses = {first._cells.arrays[k].ctypes.data for k in ("g_prog", "nu", "q_read")}
+    del first
+    gc.collect()
+    reused = EmulatedBench("pcm-nandakumar2019", n, seed=6, dtype="float32")
+    reused.program(np.full(10, 1e-6), addresses=np.arange(10))  # a partial program first: all cells written
+    reused.program(targets)
+    assert {reused._cells.arrays[k].ctypes.data for k in ("g_prog", "nu", "q_read")} == addresses
+    limit = chipstate.STATE_POOL.limit_bytes
+    chipstate.STATE_POOL.limit_bytes = 0
+    try:
+        fresh = EmulatedBench("pcm-nandakumar2019", n, seed=6, dtype="float32")
+        fresh.program(np.full(10, 1e-6), addresses=np.arange(10))
+        fresh.program(targets)
+        for k, v in reused.cell_state().items():
+            np.testing.assert_array_equal(v, fresh.cell_state()[k], err_msg=k)
+        np.testing.assert_array_equal(reused.read(60.0), fresh.read(60.0))
+    finally:
+        chipstate.STATE_POOL.limit_bytes = limit
+    del reused, fresh
+    gc.collect()
+    assert chipstate.release_state_pool() > 0 and chipstate.release_state_pool() == 0

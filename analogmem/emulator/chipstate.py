@@ -22,6 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import weakref
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,7 +36,7 @@ from .._version import __version__
 from ..errors import StorageError
 
 __all__ = ["STATE_KEYS", "state_keys", "bytes_per_cell", "RamArrays", "FileArrays", "STATE_FORMAT",
-           "STATE_FORMAT_VERSION"]
+           "STATE_FORMAT_VERSION", "STATE_POOL", "release_state_pool"]
 
 #: The per-cell state arrays, in the order the kernels take them.
 STATE_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read")
@@ -55,14 +58,77 @@ def bytes_per_cell(device: Any, dtype: Any) -> int:
     return len(state_keys(device)) * np.dtype(dtype).itemsize
 
 
+class _StatePool:
+    """Freed in-memory state arrays kept for the next bench (like a caching allocator).
+
+    Fresh memory costs the kernel a zeroed page per page touched — for a 11.2 M-cell
+    float32 PCM bench that is most of an end-to-end construct + program + read — so the
+    arrays of a bench that is garbage-collected wait here (as raw bytes, up to
+    ``limit_bytes`` in all, oldest dropped first) for a bench that needs arrays of the same
+    size. State arrays never leave a bench except as copies, so a reused buffer is never
+    visible to two owners; a bench writes every cell of an array before reading it."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self._lock = threading.Lock()
+        self._free: OrderedDict[int, list[np.ndarray]] = OrderedDict()
+        self._bytes = 0
+
+    def take(self, n: int, dtype: np.dtype) -> np.ndarray:
+        nbytes = n * np.dtype(dtype).itemsize
+        with self._lock:
+            stack = self._free.get(nbytes)
+            if stack:
+                owner = stack.pop()
+                self._bytes -= nbytes
+                if not stack:
+                    del self._free[nbytes]
+                return owner.view(dtype)
+        return np.empty(n, dtype=dtype)
+
+    def give(self, arrays: Iterator[np.ndarray]) -> None:
+        with self._lock:
+            for a in arrays:
+                owner = a if a.base is None else a.base  # the array that owns the memory
+                if (not isinstance(owner, np.ndarray) or owner.base is not None or owner.nbytes != a.nbytes
+                        or not owner.flags.c_contiguous or a.nbytes > self.limit_bytes):
+                    continue
+                self._free.setdefault(owner.nbytes, []).append(owner)
+                self._free.move_to_end(owner.nbytes)
+                self._bytes += owner.nbytes
+                while self._bytes > self.limit_bytes:
+                    size, stack = next(iter(self._free.items()))
+                    stack.pop(0)
+                    self._bytes -= size
+                    if not stack:
+                        del self._free[size]
+
+    def clear(self) -> int:
+        with self._lock:
+            freed, self._free, self._bytes = self._bytes, OrderedDict(), 0
+        return freed
+
+
+#: Bytes of freed state arrays kept for reuse (``ANALOGMEM_STATE_POOL_BYTES``, default 512 MiB; 0 disables).
+STATE_POOL = _StatePool(int(os.environ.get("ANALOGMEM_STATE_POOL_BYTES", 1 << 29)))
+
+
+def release_state_pool() -> int:
+    """Free the state arrays kept for reuse; returns the bytes released."""
+    return STATE_POOL.clear()
+
+
 class RamArrays:
-    """Named arrays of ``n`` entries in memory, each created when first asked for."""
+    """Named arrays of ``n`` entries in memory, each created when first asked for (from
+    :data:`STATE_POOL` when it holds one of the right size); returned to the pool when the
+    owner is garbage-collected or drops an array."""
 
     in_memory = True
 
     def __init__(self, n: int):
         self.n = n
         self.arrays: dict[str, np.ndarray] = {}
+        weakref.finalize(self, _return_arrays, self.arrays)
 
     def has(self, name: str) -> bool:
         return name in self.arrays
@@ -79,12 +145,13 @@ class RamArrays:
 
     def for_write(self, names: dict[str, np.dtype], lo: int, hi: int) -> dict[str, np.ndarray]:
         """Buffers for cells [lo, hi) of ``names`` to be filled and then :meth:`commit`-ted:
-        here, views of the arrays themselves (made with ``np.empty`` on first use)."""
+        here, views of the arrays themselves (uninitialised on first use)."""
         out = {}
         for name, dt in names.items():
             a = self.arrays.get(name)
             if a is None or a.dtype != dt:
-                a = self.arrays[name] = np.empty(self.n, dtype=dt)
+                self.drop(name)
+                a = self.arrays[name] = STATE_POOL.take(self.n, dt)
             out[name] = a[lo:hi]
         return out
 
@@ -102,12 +169,19 @@ class RamArrays:
             self.arrays[k][addr] = v
 
     def drop(self, name: str) -> None:
-        self.arrays.pop(name, None)
+        a = self.arrays.pop(name, None)
+        if a is not None:
+            STATE_POOL.give([a])
 
     @property
     def nbytes(self) -> int:
         """Bytes of state held in memory."""
         return sum(a.nbytes for a in self.arrays.values())
+
+
+def _return_arrays(arrays: dict[str, np.ndarray]) -> None:
+    STATE_POOL.give(list(arrays.values()))
+    arrays.clear()
 
 
 class FileArrays:
