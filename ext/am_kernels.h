@@ -947,18 +947,17 @@ AM_DEFINE_READ_MATH(am_read_math_f32, float, am_fparams, am_fage, _f, am_fclip)
    for bit, to am_read_cells_f32. */
 static void am_read_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
                              int64_t hi, am_state s, double age, float* out) {
-    float g[AM_BLOCK], z[AM_BLOCK];
+    float z[AM_BLOCK];
     const float *nu = (const float*)s.nu, *ge = (const float*)s.g_eff, *zr = (const float*)s.z_relax;
     const float *q = (const float*)s.q_read;
     am_fage t = am_fage_of(am_age_factors(p, age));
     int64_t b;
     for (b = lo; b < hi; b += AM_BLOCK) {
         int n = (int)(hi - b < AM_BLOCK ? hi - b : AM_BLOCK);
-        memcpy(g, (const float*)s.g_prog + b, (size_t)n * sizeof(float));
+        memcpy(out + b, (const float*)s.g_prog + b, (size_t)n * sizeof(float));  /* computed in place */
         if (p->read_on) am_read_normals_f32(key, first + b, n, z);
-        am_read_math_f32(p, f, t, n, g, nu ? nu + b : NULL, ge ? ge + b : NULL, zr ? zr + b : NULL,
+        am_read_math_f32(p, f, t, n, out + b, nu ? nu + b : NULL, ge ? ge + b : NULL, zr ? zr + b : NULL,
                          q ? q + b : NULL, z);
-        memcpy(out + b, g, (size_t)n * sizeof(float));
     }
 }
 
