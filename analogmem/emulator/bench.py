@@ -613,6 +613,12 @@ class EmulatedBench:
         success = np.zeros(m, dtype=np.int8) if verify is not None else None
         names = {k: self.dtype for k in self._keys}
         on_disk = isinstance(self._cells, FileArrays)
+        if addr is not None:  # a few cells: computed before anything is written
+            st = self._stuck_at(addr)
+            stuck_report = np.zeros(m, dtype=np.int8) if st is None else st
+            values = {k: np.empty(m, dtype=self.dtype) for k in self._keys}
+            self._run_program(chunk(0, m), st, key, 0, verify, values,
+                              *((pulses, success) if verify is not None else ()))
         if on_disk:
             self._cells.begin_write("program")
         if addr is None:
@@ -631,11 +637,6 @@ class EmulatedBench:
             self._uniform_t_prog = now
             self._programmed = True
         else:
-            st = self._stuck_at(addr)
-            stuck_report = np.zeros(m, dtype=np.int8) if st is None else st
-            values = {k: np.empty(m, dtype=self.dtype) for k in self._keys}
-            self._run_program(chunk(0, m), st, key, 0, verify, values,
-                              *((pulses, success) if verify is not None else ()))
             if not self._programmed:
                 self._materialise()
             self._cells.scatter(addr, values)
