@@ -14,8 +14,8 @@ Runs each step in a separate process (peak resident memory is that process's
      stream is counter-based: a cell's values do not depend on how many cells the chip has).
   4. ``crash``: the chip is programmed again and the process is killed (SIGKILL) once the
      program has begun writing; ``EmulatedBench.open`` must then refuse it (StorageError).
-  5. throughput: the same program + read on an in-memory bench of ``--ram-cells`` cells,
-     per cell, against step 1's.
+  5. throughput: the same program + read on an in-memory bench of ``--ram-cells`` cells
+     (median of ``--ram-repeat`` runs), per cell, against step 1's.
 
 The state files (12 GB for 10⁹ float32 PCM cells) are deleted at the end unless ``--keep``.
 
@@ -159,14 +159,19 @@ def in_memory(args) -> dict:
     same = {step: bool(np.array_equal(np.load(args.path.parent / f"{args.path.name}-{step}-first.npy"), ref))
             for step, ref in (("program+read", first_read), ("reopen", second_read))}
     n = args.ram_cells
-    t0 = time.perf_counter()
-    ram = EmulatedBench(dev, n, seed=args.seed, dtype="float32")
-    ram.program(ChunkedTargets(n, targets_fn(dev.g_max_S)))
-    t1 = time.perf_counter()
-    ram.read(DAY)
-    t2 = time.perf_counter()
-    return {"first_cells_equal_in_memory": same, "ram_cells": n, "ram_program_s": t1 - t0, "ram_read_s": t2 - t1,
-            "ram_cells_per_s": n / (t2 - t0)}
+    runs = []
+    for r in range(args.ram_repeat):
+        t0 = time.perf_counter()
+        ram = EmulatedBench(dev, n, seed=args.seed + r, dtype="float32")
+        ram.program(ChunkedTargets(n, targets_fn(dev.g_max_S)))
+        t1 = time.perf_counter()
+        ram.read(DAY)
+        runs.append((t1 - t0, time.perf_counter() - t1))
+        del ram
+    program_s = float(np.median([p for p, _ in runs]))
+    read_s = float(np.median([r for _, r in runs]))
+    return {"first_cells_equal_in_memory": same, "ram_cells": n, "ram_runs": len(runs),
+            "ram_program_s_median": program_s, "ram_read_s_median": read_s, "ram_cells_per_s": n / (program_s + read_s)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cells", type=int, default=1_000_000_000)
     ap.add_argument("--check-cells", type=int, default=1 << 22, help="cells compared with an in-memory bench")
     ap.add_argument("--ram-cells", type=int, default=1 << 24, help="cells of the in-memory throughput baseline")
+    ap.add_argument("--ram-repeat", type=int, default=5, help="runs of the in-memory baseline (median)")
     ap.add_argument("--kill-after", type=float, default=3.0, help="seconds of writing before the SIGKILL")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--keep", action="store_true", help="keep the state files")
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
         ooc_rate = args.cells / (r["program_s"] + r["read_s"])
         results["throughput_in_memory_over_out_of_core"] = m["ram_cells_per_s"] / ooc_rate
         print(f"first {args.check_cells:,} cells equal to an in-memory bench: {m['first_cells_equal_in_memory']}")
-        print(f"in memory ({m['ram_cells']:,} cells): {m['ram_cells_per_s'] / 1e6:.1f} M cells/s; out of core "
+        print(f"in memory ({m['ram_cells']:,} cells, median of {m['ram_runs']}): {m['ram_cells_per_s'] / 1e6:.1f} "
+              f"M cells/s; out of core "
               f"{ooc_rate / 1e6:.1f} M cells/s = {results['throughput_in_memory_over_out_of_core']:.2f}x slower per cell")
         results["crash"] = crash(args)
         c = results["crash"]

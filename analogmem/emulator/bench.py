@@ -53,7 +53,7 @@ def kernels_info() -> dict[str, Any]:
     """Where the compiled kernels come from and how they were built."""
     return {"module": _kernels.__name__, "path": _kernels.__file__, "openmp": bool(_kernels.OPENMP),
             "max_threads": int(_kernels.max_threads()), "work_chunk_cells": int(_kernels.WORK_CHUNK),
-            "random_stream": "Philox4x32-10 (counter-based), normals by inversion (AS 241)"}
+            "random_stream": "Philox4x32-10 (counter-based), Box-Muller normals"}
 
 
 @dataclass(frozen=True)
