@@ -387,12 +387,12 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     Raises :class:`StorageError` naming the tensor for NaN/inf weights (checked for every
     tensor before anything is programmed).
     """
-    import torch  # noqa: F401  (the module is a torch module)
+    import torch
 
     state = module.state_dict()
     params = {n for n, _ in module.named_parameters()}
     for n, v in state.items():
-        if v.is_floating_point():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):  # checked where the tensor lives
             check_finite(n, v.detach().cpu().numpy())
     analog = [n for n in state if n in params]
     digital = [n for n in state if n not in params]
@@ -414,9 +414,11 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     return ModelHandle(store, template, analog, digital)
 
 
-def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
+def load_model(handle: ModelHandle, t_s: float | None = None, device: Any = None) -> Any:
     """A copy of the stored module with every tensor as read ``t_s`` seconds after
-    programming (one read of all cells)."""
+    programming (one read of all cells), on the device the module was stored from, or on
+    ``device`` (a torch device) if given. Stores may return numpy arrays or torch tensors
+    (a :class:`~analogmem.storage.torch_store.TorchStore` returns tensors on its device)."""
     import torch
 
     if hasattr(handle.store, "get_all"):
@@ -424,5 +426,6 @@ def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
     else:
         values = {n: handle.store.get(n, t_s) for n in handle.analog + handle.digital}
     module = copy.deepcopy(handle.template)
-    module.load_state_dict({n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in values.items()})
-    return module
+    module.load_state_dict({n: v if torch.is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v))
+                            for n, v in values.items()})
+    return module if device is None else module.to(device)
