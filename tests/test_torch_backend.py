@@ -376,7 +376,7 @@ def test_backend_wiring_and_constructor_errors():
     b = EmulatedBench("pcm-nandakumar2019", 8, seed=0, backend="torch")
     assert isinstance(b, TorchBench) and isinstance(b, analogmem.Bench) and b.torch_device == torch.device("cpu")
     assert isinstance(EmulatedBench("pcm-nandakumar2019", 8, seed=0), EmulatedBench)
-    with pytest.raises(ValueError, match="needs backend='torch'"):
+    with pytest.raises(TypeError, match="torch_device"):  # a torch argument without backend="torch"
         EmulatedBench("pcm-nandakumar2019", 8, torch_device="cpu")
     with pytest.raises(ValueError, match="n_cells"):
         EmulatedBench("pcm-nandakumar2019", 0, backend="torch")

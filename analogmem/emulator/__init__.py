@@ -5,6 +5,8 @@
   :func:`parse_card`, the Arrhenius acceleration factor;
 * :mod:`.bench` — the :class:`Bench` protocol, :class:`EmulatedBench`,
   :class:`WriteVerify`, :class:`ProgramReport`;
+* :mod:`.torch_bench` — :class:`TorchBench`, the same model on torch tensors (CPU or CUDA),
+  registered as ``EmulatedBench(..., backend="torch")``; torch is imported only when one is made;
 * :mod:`.reference` — the same model in plain numpy, drawing the same numbers (the oracle
   the kernels are tested against);
 * :mod:`._streams` — per-chunk random streams spawned from one ``SeedSequence``.
@@ -14,6 +16,7 @@ Imports only the base modules (:mod:`analogmem.errors`, :mod:`analogmem._seeding
 
 from .bench import Bench, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device, parse_card
+from .torch_bench import TorchBench
 
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",
-           "DeviceModel", "bundled_devices", "load_device", "parse_card"]
+           "DeviceModel", "bundled_devices", "load_device", "parse_card", "TorchBench"]

@@ -35,6 +35,9 @@ __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_in
            "check_addresses", "as_target_array"]
 
 _BACKENDS = ("cython", "numpy", "torch")
+#: Backends implemented by other classes, by name (``analogmem.emulator.torch_bench`` registers
+#: ``"torch"``): ``EmulatedBench(..., backend=name, **kw)`` returns ``BACKEND_CLASSES[name](..., **kw)``.
+BACKEND_CLASSES: dict[str, Any] = {}
 #: Per-cell state arrays, in the order the kernels take them.
 _STATE_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read")
 
@@ -277,8 +280,8 @@ class EmulatedBench:
         n_threads: kernel threads (default: the cores this process may use).
         backend: ``"cython"`` (compiled kernels, the default) or ``"numpy"`` (the plain
             reference implementation, same results; slow, for checking); ``"torch"`` makes a
-            :class:`~analogmem.emulator.torch_bench.TorchBench` instead (state as torch tensors on
-            ``torch_device``; keyword ``dtype`` too), tested against the reference by distribution.
+            :class:`~analogmem.emulator.torch_bench.TorchBench` instead (keywords ``torch_device``,
+            ``dtype``): state as torch tensors, tested against the reference by distribution.
 
     Cells start unprogrammed at ``g_min_S``. Stuck-at faults (the card's
     ``p_stuck_low``/``p_stuck_high``) are drawn once, when the bench is made, and last for
@@ -287,13 +290,9 @@ class EmulatedBench:
     moves the clock there if that is later); ``wait`` advances the clock.
     """
 
-    def __new__(cls, *args: Any, backend: str = "cython", torch_device: Any = None, **kwargs: Any):
-        if backend == "torch":  # the same model on torch tensors (a different class: __init__ is not rerun)
-            from .torch_bench import TorchBench
-
-            return TorchBench(*args, torch_device="cpu" if torch_device is None else torch_device, **kwargs)
-        if torch_device is not None:
-            raise ValueError(f"torch_device={torch_device!r} needs backend='torch', got backend={backend!r}")
+    def __new__(cls, *args: Any, backend: str = "cython", **kwargs: Any):
+        if backend in BACKEND_CLASSES:  # another class (its __init__ takes the arguments; ours is not run)
+            return BACKEND_CLASSES[backend](*args, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,

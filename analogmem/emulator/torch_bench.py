@@ -34,7 +34,8 @@ import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
 from ..errors import AddressError, DeviceCardError, TargetRangeError
-from .bench import ProgramReport, WriteVerify, _check_seconds, _kernel_params, as_target_array, check_addresses
+from .bench import (BACKEND_CLASSES, ProgramReport, WriteVerify, _check_seconds, _kernel_params, as_target_array,
+                    check_addresses)
 from .cells import X_FLOOR, DeviceModel, load_device
 
 __all__ = ["TorchBench", "TorchProgramReport", "TORCH_CHUNK_CELLS"]
@@ -636,3 +637,6 @@ class TorchBench:
         return (f"TorchBench(device={self.device.name!r}, n_cells={self.n_cells}, "
                 f"torch_device={str(self.torch_device)!r}, dtype={str(self.dtype).replace('torch.', '')!r}, "
                 f"time_s={self._time_s:g})")
+
+
+BACKEND_CLASSES["torch"] = TorchBench
