@@ -482,7 +482,7 @@ def test_analog_path_does_not_go_through_numpy(monkeypatch):
         ts.put(f"w{i}", w, make_encoder(name, 2))
     out = ts.get_all(86400.0)
     assert all(torch.is_tensor(v) for v in out.values())
-    assert max(moved, default=0) <= 20_000, sorted(moved)[-5:]
+    assert max(moved, default=0) <= E.FIT_SAMPLE, sorted(moved)[-5:]
 
 
 def test_store_model_and_load_model_keep_weights_on_the_device(tdev):

@@ -34,8 +34,8 @@ import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
 from ..errors import AddressError, DeviceCardError, TargetRangeError
-from .bench import (BACKEND_CLASSES, ProgramReport, WriteVerify, _check_seconds, _kernel_params, as_target_array,
-                    check_addresses)
+from .bench import (BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _check_seconds, _kernel_params,
+                    as_target_array, check_addresses)
 from .cells import X_FLOOR, DeviceModel, load_device
 
 __all__ = ["TorchBench", "TorchProgramReport", "TORCH_CHUNK_CELLS"]
@@ -312,8 +312,9 @@ class TorchBench:
         return stuck
 
     def _addresses(self, addresses: Any) -> Any:
-        """Validated addresses as an int64 tensor on the device (None: every cell); the
-        checks and messages of :func:`~analogmem.emulator.bench.check_addresses`."""
+        """Validated addresses as an int64 tensor on the device (None: every cell): checked
+        on the device; anything wrong is reported by
+        :func:`~analogmem.emulator.bench.check_addresses` (the same error and message)."""
         import torch
 
         if addresses is None:
@@ -321,56 +322,38 @@ class TorchBench:
         if not torch.is_tensor(addresses):
             return torch.as_tensor(check_addresses(addresses, self.n_cells), device=self.torch_device)
         a = addresses.detach()
-        if a.ndim != 1 or (a.numel() and (a.is_floating_point() or a.is_complex() or a.dtype == torch.bool)):
-            raise AddressError(f"addresses must be a 1-D array of integers, got shape {tuple(a.shape)} dtype "
-                                f"{str(a.dtype).replace('torch.', '')}")
-        a = a.to(device=self.torch_device, dtype=torch.long)
-        if a.numel():
-            bad = (a < 0) | (a >= self.n_cells)
-            if bool(bad.any()):
-                i = int(torch.argmax(bad.to(torch.int8)))
-                raise AddressError(f"addresses[{i}] = {int(a[i])} is outside [0, {self.n_cells - 1}]")
-            if a.numel() > 1 and not bool((a[1:] > a[:-1]).all()):
+        ok = a.ndim == 1 and not (a.numel() and (a.is_floating_point() or a.is_complex() or a.dtype == torch.bool))
+        if ok and a.numel():
+            a = a.to(device=self.torch_device, dtype=torch.long)
+            lo, hi = (int(v) for v in torch.aminmax(a))
+            ok = lo >= 0 and hi < self.n_cells
+            if ok and a.numel() > 1 and not bool((a[1:] > a[:-1]).all()):
                 s = torch.sort(a).values
-                if bool((s[1:] == s[:-1]).any()):
-                    raise AddressError("addresses contain duplicates; program each cell once per call")
-        return a
+                ok = not bool((s[1:] == s[:-1]).any())
+        if not ok:
+            check_addresses(a.cpu().numpy(), self.n_cells)  # raises AddressError naming the entry
+        return a.to(device=self.torch_device, dtype=torch.long)
 
     def _targets(self, targets: Any, n_expected: int) -> Any:
-        """Validated targets as a tensor of the bench's dtype on its device: the checks
-        and messages of ``EmulatedBench.program`` (numbers, shape, finite, input range)."""
+        """Validated targets as a tensor of the bench's dtype on its device: checked on the
+        device; anything wrong is reported by ``EmulatedBench``'s own target check (the same
+        error and message: numbers, shape, finite, input range)."""
         import torch
 
         unit = self.device.input_unit or "level"
-        if torch.is_tensor(targets):
-            if targets.dtype == torch.bool or targets.is_complex():
-                raise TargetRangeError(f"targets must be numbers ({unit}), got a {targets.dtype} tensor")
-            if targets.ndim != 1 or targets.shape[0] != n_expected:
-                raise TargetRangeError(f"targets must be a 1-D array of {n_expected} values ({unit}), "
-                                       f"got shape {tuple(targets.shape)}")
-            g = targets.detach().to(device=self.torch_device, dtype=self.dtype)
-        else:
-            g = torch.as_tensor(as_target_array(targets, n_expected, unit), device=self.torch_device).to(self.dtype)
-        if g.numel() == 0:
-            return g
-        lo_ok, hi_ok = self.device.input_range
-        lo, hi = (float(v) for v in torch.aminmax(g))  # NaN propagates into both
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            i = int(torch.argmax((~torch.isfinite(g)).to(torch.int8)))
-            raise TargetRangeError(f"targets[{i}] = {float(g[i])} is not finite; nothing was programmed")
-        if lo < lo_ok or hi > hi_ok:
-            bad = (g < lo_ok) | (g > hi_ok)
-            i = int(torch.argmax(bad.to(torch.int8)))
-            v = float(g[i])
-            if unit == "S":
-                shown = (f"{v:.6g} S ({v * 1e6:.6g} µS) is outside the input range "
-                         f"[{lo_ok * 1e6:g}, {hi_ok * 1e6:g}] µS")
-            else:
-                u = self.device.input_unit
-                shown = f"{v:.6g} {u} is outside the input range [{lo_ok:g}, {hi_ok:g}] {u}".replace(" ]", "]")
-            raise TargetRangeError(f"targets[{i}] = {shown} of device {self.device.name!r}; "
-                                   f"{int(bad.sum())} target(s) out of range, nothing was programmed")
-        return g
+        if not torch.is_tensor(targets):
+            targets = torch.as_tensor(as_target_array(targets, n_expected, unit))
+        if targets.dtype == torch.bool or targets.is_complex():
+            raise TargetRangeError(f"targets must be numbers ({unit}), got a {targets.dtype} tensor")
+        g = targets.detach().to(self.torch_device)  # checked as given (as EmulatedBench checks float64 values)
+        ok = g.ndim == 1 and g.shape[0] == n_expected
+        if ok and g.numel():
+            lo_ok, hi_ok = self.device.input_range
+            lo, hi = (float(v) for v in torch.aminmax(g))  # NaN propagates into both
+            ok = math.isfinite(lo) and math.isfinite(hi) and lo >= lo_ok and hi <= hi_ok
+        if not ok:
+            EmulatedBench._check_targets(self, g.double().cpu().numpy(), n_expected)  # raises TargetRangeError
+        return g.to(self.dtype)
 
     def _check_verify(self, verify: WriteVerify | None, g_t: Any) -> None:
         if verify is None:
@@ -399,29 +382,15 @@ class TorchBench:
                 "conductance window per cell, which only conductance-input cards define")
 
     # ------------------------------------------------------------------ protocol
-    @property
-    def time_s(self) -> float:
-        """The emulated clock (s)."""
-        return self._time_s
-
-    def wait(self, seconds: float) -> None:
-        """Advance the emulated clock by ``seconds`` (≥ 0)."""
-        self._time_s += _check_seconds("seconds", seconds)
-
-    def bake(self, seconds: float, temperature_K: float) -> float:
-        """Emulate ``seconds`` at ``temperature_K`` with the card's Arrhenius retention model
-        (see :meth:`EmulatedBench.bake`); returns the equivalent time (s) the clock advanced."""
-        rt = self.device.retention
-        if not rt.enabled:
-            raise DeviceCardError(f"device {self.device.name!r} has no [retention] model: it cannot emulate "
-                                  "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
-        t = _check_seconds("seconds", seconds)
-        temp = float(temperature_K)
-        if not np.isfinite(temp) or temp <= 0:
-            raise TargetRangeError(f"temperature_K must be a positive temperature in kelvin, got {temperature_K!r}")
-        equivalent = t * float(rt.acceleration_factor(temp))
-        self._time_s += equivalent
-        return equivalent
+    # The clock (``time_s``, ``wait``, ``bake``: no cell state), ``shutdown``, the context
+    # manager and ``seed_sequence`` are EmulatedBench's own.
+    time_s = EmulatedBench.time_s
+    wait = EmulatedBench.wait
+    bake = EmulatedBench.bake
+    shutdown = EmulatedBench.shutdown
+    __enter__ = EmulatedBench.__enter__
+    __exit__ = EmulatedBench.__exit__
+    seed_sequence = EmulatedBench.seed_sequence
 
     def program(self, targets: Any, addresses: Any = None, verify: WriteVerify | None = None) -> TorchProgramReport:
         """Program cells to ``targets`` (card's input domain; S for the published cards),
@@ -482,20 +451,6 @@ class TorchBench:
                 age = (when - self._t_prog[cells]).clamp(min=0.0).to(self.dtype)
             out[lo:hi] = self._read_chunk({k: v[cells] for k, v in self._state.items()}, age, gen)
         return out
-
-    def shutdown(self) -> None:
-        """Nothing to make safe on an emulator; present for the Bench protocol."""
-
-    def __enter__(self) -> "TorchBench":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.shutdown()
-
-    @property
-    def seed_sequence(self) -> np.random.SeedSequence:
-        """The bench's root SeedSequence (each operation spawns one child)."""
-        return self._seed
 
     def cell_state(self) -> dict[str, Any]:
         """Copies of the per-cell state as tensors on the device, keys as

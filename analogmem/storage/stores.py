@@ -220,17 +220,16 @@ class BenchStore:
         _check_name(self._entries, name)
         if encoder is None:
             raise StorageError(f"tensor {name!r}: an encoder is needed to put it on analog cells")
-        a = _as_array(name, tensor)
-        check_finite(name, a)
-        w = a.astype(np.float64).reshape(-1)
+        w, shape, dtype = self._flat_weights(name, tensor)
+        n_w = int(np.prod(shape, dtype=np.int64))
         channel = Channel(self.device, t_fit_s)
-        side = encoder.fit(w, channel)
+        side = self._fit(encoder, w, channel)
         if counts is None:
-            plan = [(1, np.arange(w.size), encoder)]
+            plan = [(1, None, encoder)]
         else:
             counts = np.asarray(counts)
-            if counts.shape != (w.size,) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
-                raise StorageError(f"tensor {name!r}: counts must be non-negative integers of shape ({w.size},), "
+            if counts.shape != (n_w,) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
+                raise StorageError(f"tensor {name!r}: counts must be non-negative integers of shape ({n_w},), "
                                    f"got shape {counts.shape} dtype {counts.dtype}")
             if not isinstance(encoder, CellMap):
                 raise StorageError(f"tensor {name!r}: per-weight counts need a cell-map encoder, got {encoder.name}")
@@ -238,21 +237,40 @@ class BenchStore:
                     for r in np.unique(counts) if r > 0]
         targets, groups, start = [], [], self._next
         for r, idx, enc in plan:
-            x = enc.encode(w[idx], side)
-            g = channel.to_S(x)
+            g, n_g, g_mean = self._targets_S(enc, w, idx, side, channel)
             targets.append(g)
-            groups.append((r, start, int(g.size), float(g.mean()) if g.size else 0.0))
-            start += g.size
+            groups.append((r, start, n_g, g_mean))
+            start += n_g
         n_new = start - self._next
         if start > self.bench.n_cells:
             raise StorageError(f"tensor {name!r} needs {n_new} cells but only {self.bench.n_cells - self._next} of "
                                f"{self.bench.n_cells} are free; nothing was programmed")
         if n_new:
-            self.bench.program(np.concatenate(targets), addresses=np.arange(self._next, start))
-        self._entries[name] = Entry(name, tuple(a.shape), a.dtype.name, "analog", encoder.spec(), side, groups,
+            self._program_cells(targets, self._next, start)
+        self._entries[name] = Entry(name, shape, dtype, "analog", encoder.spec(), side, groups,
                                     None if counts is None else counts.astype(np.uint8 if counts.max(initial=0) < 256
                                                                               else np.int64))
         self._next = start
+
+    # hooks of put (a store over tensors of another library overrides them)
+    def _flat_weights(self, name: str, tensor: Any) -> tuple[np.ndarray, tuple[int, ...], str]:
+        """The tensor's weights, flat float64, checked finite; its shape and dtype name."""
+        a = _as_array(name, tensor)
+        check_finite(name, a)
+        return a.astype(np.float64).reshape(-1), tuple(a.shape), a.dtype.name
+
+    def _fit(self, encoder: Encoder, w: np.ndarray, channel: Channel) -> dict[str, Any]:
+        return encoder.fit(w, channel)
+
+    def _targets_S(self, enc: Encoder, w: np.ndarray, idx: np.ndarray | None, side: dict[str, Any],
+                   channel: Channel) -> tuple[np.ndarray, int, float]:
+        """Cell targets (S) of the weights ``w[idx]`` (all when None), their number and mean."""
+        g = channel.to_S(enc.encode(w if idx is None else w[idx], side))
+        return g, int(g.size), float(g.mean()) if g.size else 0.0
+
+    def _program_cells(self, targets: list[np.ndarray], start: int, stop: int) -> None:
+        """Program the concatenated ``targets`` onto cells ``[start, stop)``."""
+        self.bench.program(np.concatenate(targets), addresses=np.arange(start, stop))
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, in digital memory (counted in bits by :meth:`usage`)."""
@@ -305,12 +323,20 @@ class BenchStore:
             (r, start, n, gmean), = e.groups
             w = self._decode_group(enc, e, reads[start - offset:start - offset + n], gmean, e.size, channel)
         else:
-            w = np.zeros(e.size)
+            w = self._zeros_like(reads, e.size)
             counts = e.counts
             for r, start, n, gmean in e.groups:
                 idx = np.flatnonzero(counts == r)
                 w[idx] = self._decode_group(enc.with_repetition(r), e, reads[start - offset:start - offset + n],
                                             gmean, idx.size, channel)
+        return self._as_stored(w, e)
+
+    # hooks of _decode (with _decode_group; a store over tensors of another library overrides them)
+    def _zeros_like(self, reads: np.ndarray, n: int) -> np.ndarray:
+        return np.zeros(n)
+
+    def _as_stored(self, w: np.ndarray, e: Entry) -> np.ndarray:
+        """Decoded weights in the tensor's shape and dtype."""
         return w.reshape(e.shape).astype(e.dtype)
 
     def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: Channel):

@@ -20,8 +20,10 @@ relative targets → cells → reads → decoded weights):
   scores its candidate ranges on at most 20,000 sampled weights with the card's channel
   statistics (as :meth:`CellMap.fit` does), MMSE's channel table (mean and spread of the
   ``grid`` candidate weights) is computed on the host, and the side information (scale,
-  prior histogram) and per-weight repetition counts are kept on the host as digital
-  side information;
+  prior histogram) is kept on the host as digital side information;
+* on the host, as metadata: per-weight repetition counts from an allocation (and so the
+  indices of each repetition group, which are moved to the device to gather and scatter
+  the weights) and the bench's cell addresses of each tensor;
 * entirely through numpy: :class:`~analogmem.storage.encoders.DigitalECC` (the BCH code runs on
   the CPU) — the tensor is moved to the host, stored with the numpy path of
   :class:`~analogmem.storage.stores.BenchStore`, and the decoded tensor moved back.
@@ -41,13 +43,11 @@ from ..emulator.cells import DeviceModel
 from ..emulator.torch_bench import TorchBench
 from ..errors import StorageError
 from .encoders import (_AUTO_PERCENTILES, MMSE, CellMap, Channel, DifferentialPair, Encoder, LinearMap, Repetition,
-                       SignMagnitude, Sliced, check_finite, encoder_from_spec, global_drift_scale)
+                       SignMagnitude, Sliced, check_finite, encoder_from_spec, fit_sample, global_drift_scale)
 from .stores import BenchStore, Entry, _check_name
 
 __all__ = ["TorchStore", "torch_encode", "torch_decode", "torch_fit", "on_device"]
 
-#: The adaptive range fit scores candidate ranges on at most this many weights (as CellMap.fit).
-_FIT_SAMPLE = 20000
 
 
 def on_device(encoder: Encoder) -> bool:
@@ -196,16 +196,10 @@ def torch_fit(enc: CellMap, w: Any, channel: Channel | None = None) -> dict[str,
         return {"scale": _range(a, float(enc.clip_percentile))}
     if channel is None:
         return {"scale": _range(a, 99.9)}
-    # CellMap.fit's adaptive range: the percentile minimising clipping error² + channel
-    # noise variance, scored on <= 20,000 sampled weights (the only weights that reach the host)
-    sample = (w if w.numel() <= _FIT_SAMPLE else w[:: max(1, w.numel() // _FIT_SAMPLE)]).double().cpu().numpy()
-    best = None
-    for p in _AUTO_PERCENTILES:
-        s = _range(a, p)
-        err = np.sum((np.abs(sample) - s).clip(min=0) ** 2) + np.sum(enc.noise_variance(sample, {"scale": s}, channel))
-        if best is None or err < best[0]:
-            best = (err, s)
-    return {"scale": best[1]}
+    # CellMap.fit's adaptive range: candidate ranges on the device, scored on the fit
+    # sample (<= 20,000 weights: the only weights that reach the host)
+    sample = fit_sample(w).double().cpu().numpy()
+    return {"scale": enc.best_scale([_range(a, p) for p in _AUTO_PERCENTILES], sample, channel)}
 
 
 # --------------------------------------------------------------------------- the store
@@ -240,44 +234,41 @@ class TorchStore(BenchStore):
 
     def put(self, name: str, tensor: Any, encoder: Encoder | None = None, counts: Any = None,
             t_fit_s: float = 86400.0) -> None:
-        """As :meth:`BenchStore.put`; on the device when ``on_device(encoder)``."""
+        """As :meth:`BenchStore.put`, on the device when ``on_device(encoder)``; ``counts``
+        may be a tensor (it is kept on the host, with the side information)."""
         import torch
 
-        _check_name(self._entries, name)
-        if encoder is None:
-            raise StorageError(f"tensor {name!r}: an encoder is needed to put it on analog cells")
+        if torch.is_tensor(counts):
+            counts = counts.cpu().numpy()
+        super().put(name, tensor, encoder, counts, t_fit_s)
+
+    # hooks of BenchStore.put: tensors on the device
+    def _flat_weights(self, name: str, tensor: Any) -> tuple[Any, tuple[int, ...], str]:
         t = self._tensor(name, tensor)
-        if not on_device(encoder):  # DigitalECC: the numpy path, then nothing more here
-            return super().put(name, t.cpu().numpy(), encoder, None if counts is None else np.asarray(counts), t_fit_s)
-        w = t.to(self.bench.dtype).reshape(-1)
-        channel = Channel(self.device, t_fit_s)
-        side = torch_fit(encoder, w, channel)
-        if counts is None:
-            plan = [(1, None, encoder)]
-        else:
-            counts = counts.cpu().numpy() if torch.is_tensor(counts) else np.asarray(counts)
-            if counts.shape != (w.numel(),) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
-                raise StorageError(f"tensor {name!r}: counts must be non-negative integers of shape ({w.numel()},), "
-                                   f"got shape {counts.shape} dtype {counts.dtype}")
-            plan = [(int(r), torch.as_tensor(np.flatnonzero(counts == r), device=self.torch_device),
-                     encoder.with_repetition(int(r))) for r in np.unique(counts) if r > 0]
-        targets, groups, start = [], [], self._next
-        span, g_min = channel.span_S, self.device.g_min_S
-        for r, idx, enc in plan:
-            g = g_min + torch_encode(enc, w if idx is None else w[idx], side) * span
-            targets.append(g)
-            groups.append((r, start, int(g.numel()), float(g.mean()) if g.numel() else 0.0))
-            start += g.numel()
-        if start > self.bench.n_cells:
-            raise StorageError(f"tensor {name!r} needs {start - self._next} cells but only "
-                               f"{self.bench.n_cells - self._next} of {self.bench.n_cells} are free; nothing was programmed")
-        if start > self._next:
-            self.bench.program(torch.cat(targets), addresses=torch.arange(self._next, start, device=self.torch_device))
-        self._entries[name] = Entry(name, tuple(t.shape), str(t.dtype).replace("torch.", ""), "analog",
-                                    encoder.spec(), side, groups,
-                                    None if counts is None else counts.astype(np.uint8 if counts.max(initial=0) < 256
-                                                                              else np.int64))
-        self._next = start
+        return t.to(self.bench.dtype).reshape(-1), tuple(t.shape), str(t.dtype).replace("torch.", "")
+
+    def _fit(self, encoder: Encoder, w: Any, channel: Channel) -> dict[str, Any]:
+        if on_device(encoder):
+            return torch_fit(encoder, w, channel)
+        return encoder.fit(w.double().cpu().numpy(), channel)  # numpy path (DigitalECC)
+
+    def _targets_S(self, enc: Encoder, w: Any, idx: np.ndarray | None, side: dict[str, Any],
+                   channel: Channel) -> tuple[Any, int, float]:
+        import torch
+
+        if on_device(enc):
+            w_sel = w if idx is None else w[torch.as_tensor(idx, device=self.torch_device)]
+            g = torch_encode(enc, w_sel, side) * channel.span_S + self.device.g_min_S
+        else:  # numpy path (DigitalECC): targets made on the host, moved to the device
+            w_np = w.double().cpu().numpy()
+            g = torch.as_tensor(channel.to_S(enc.encode(w_np if idx is None else w_np[idx], side)),
+                                device=self.torch_device)
+        return g, int(g.numel()), float(g.mean()) if g.numel() else 0.0
+
+    def _program_cells(self, targets: list[Any], start: int, stop: int) -> None:
+        import torch
+
+        self.bench.program(torch.cat(targets), addresses=torch.arange(start, stop, device=self.torch_device))
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, as a tensor on the store's device."""
@@ -313,31 +304,33 @@ class TorchStore(BenchStore):
                 for n in names}
 
     def _decode(self, e: Entry, reads: Any, offset: int, t_s: float | None) -> Any:
-        import torch
+        if not on_device(encoder_from_spec(e.encoder)):  # numpy path (DigitalECC): the reads go to the host
+            reads = reads.cpu().numpy()
+        return super()._decode(e, reads, offset, t_s)
 
-        enc = encoder_from_spec(e.encoder)
-        if not on_device(enc):  # numpy path (DigitalECC), result back on the device
-            w = super()._decode(e, reads.cpu().numpy(), offset, t_s)
-            return torch.as_tensor(w).to(self.torch_device)
-        t = float(t_s) if t_s is not None else max(self.bench.time_s, 0.0)
-        channel = Channel(self.device, max(t, 0.0))
-        if e.counts is None:
-            (r, start, n, gmean), = e.groups
-            w = self._decode_group_t(enc, e, reads[start - offset:start - offset + n], gmean, e.size, channel)
-        else:
-            w = torch.zeros(e.size, dtype=reads.dtype, device=self.torch_device)
-            for r, start, n, gmean in e.groups:
-                idx = torch.as_tensor(np.flatnonzero(e.counts == r), device=self.torch_device)
-                w[idx] = self._decode_group_t(enc.with_repetition(r), e, reads[start - offset:start - offset + n],
-                                              gmean, idx.numel(), channel).to(w.dtype)
-        return w.reshape(e.shape).to(getattr(torch, e.dtype))
-
-    def _decode_group_t(self, enc: Encoder, e: Entry, g: Any, gmean: float, n: int, channel: Channel) -> Any:
+    # hooks of BenchStore._decode: tensors on the device (numpy arrays: the numpy path's own)
+    def _decode_group(self, enc: Encoder, e: Entry, g: Any, gmean: float, n: int, channel: Channel) -> Any:
+        if isinstance(g, np.ndarray):
+            return super()._decode_group(enc, e, g, gmean, n, channel)
         if self.compensate_drift and not enc.uses_channel and g.numel():
             # global_drift_scale needs only the mean read: one number from the device
             g = g * global_drift_scale(np.array([float(g.mean())]), gmean)
         y = (g - self.device.g_min_S) / channel.span_S
-        return torch_decode(enc, y, e.side, n, channel)
+        return torch_decode(enc, y, e.side, n, channel).to(g.dtype)
+
+    def _zeros_like(self, reads: Any, n: int) -> Any:
+        import torch
+
+        if isinstance(reads, np.ndarray):
+            return super()._zeros_like(reads, n)
+        return torch.zeros(n, dtype=reads.dtype, device=reads.device)
+
+    def _as_stored(self, w: Any, e: Entry) -> Any:
+        import torch
+
+        if isinstance(w, np.ndarray):
+            return torch.as_tensor(super()._as_stored(w, e)).to(self.torch_device)
+        return w.reshape(e.shape).to(getattr(torch, e.dtype))
 
     def usage(self) -> dict[str, Any]:
         """As :meth:`BenchStore.usage`, counting the digital tensors kept on the device."""
