@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
-from ..errors import AddressError, DeviceCardError, TargetRangeError
+from ..errors import DeviceCardError, TargetRangeError
 from .bench import (BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _check_seconds, _kernel_params,
                     as_target_array, check_addresses)
 from .cells import X_FLOOR, DeviceModel, load_device
@@ -129,7 +129,7 @@ class _Card:
     @staticmethod
     def lerp_table(knots: Any, values: Any, x: Any) -> Any:
         """Piecewise-linear ``values`` at ``knots`` (1-D) evaluated at ``x``, held outside."""
-        k = (torch_searchsorted(knots, x) - 1).clamp(0, knots.numel() - 2)
+        k = (_searchsorted_right(knots, x) - 1).clamp(0, knots.numel() - 2)
         x0, x1 = knots[k], knots[k + 1]
         w = ((x - x0) / (x1 - x0)).clamp(0.0, 1.0)
         v0 = values[k]
@@ -170,7 +170,7 @@ class _Card:
         """Row ``row`` (tensor of indices) of a quantile ``table`` (rows × probs) at
         probabilities ``u``, linear between knots."""
         n_p = probs.numel()
-        j = (torch_searchsorted(probs, u) - 1).clamp(0, n_p - 2)
+        j = (_searchsorted_right(probs, u) - 1).clamp(0, n_p - 2)
         p0 = probs[j]
         t = (u - p0) / (probs[j + 1] - p0)
         flat = table.reshape(-1)
@@ -182,8 +182,8 @@ class _Card:
         """ln(g/S) of the empirical channel at write inputs ``x_in`` and probabilities ``u``."""
         levels = self.emp_levels
         if levels.numel() == 1:
-            return self.quantile(self.emp_q, self.emp_probs, torch_zeros_like_long(u), u)
-        k = (torch_searchsorted(levels, x_in) - 1).clamp(0, levels.numel() - 2)
+            return self.quantile(self.emp_q, self.emp_probs, _zeros_long(u), u)
+        k = (_searchsorted_right(levels, x_in) - 1).clamp(0, levels.numel() - 2)
         w = ((x_in - levels[k]) / (levels[k + 1] - levels[k])).clamp(0.0, 1.0)
         a = self.quantile(self.emp_q, self.emp_probs, k, u)
         return a + w * (self.quantile(self.emp_q, self.emp_probs, k + 1, u) - a)
@@ -199,14 +199,14 @@ class _Card:
         return out
 
 
-def torch_searchsorted(sorted_1d: Any, values: Any) -> Any:
+def _searchsorted_right(sorted_1d: Any, values: Any) -> Any:
     """Index of the first knot > each value (numpy's ``searchsorted(..., side="right")``)."""
     import torch
 
     return torch.searchsorted(sorted_1d, values.contiguous(), right=True)
 
 
-def torch_zeros_like_long(u: Any) -> Any:
+def _zeros_long(u: Any) -> Any:
     import torch
 
     return torch.zeros(u.shape, dtype=torch.long, device=u.device)
@@ -481,8 +481,6 @@ class TorchBench:
 
     def _program_chunk(self, g_t: Any, stuck: Any, gen: Any, verify: WriteVerify | None) -> dict[str, Any]:
         """New state of one chunk of cells (plus ``pulses``/``success`` with verify)."""
-        import torch
-
         c, dev, r = self._card, self.device, self.device.range
         n = g_t.numel()
         x = g_t / r.g_max_S

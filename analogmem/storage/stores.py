@@ -15,6 +15,9 @@ A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t
 * :class:`EmulatedStore` — a ``BenchStore`` over an :class:`~analogmem.emulator.bench.EmulatedBench`
   it makes itself (so it knows its random state and can be snapshotted).
 * :class:`DigitalStore` — exact storage (the baseline); ``t_s`` is ignored.
+* :class:`~analogmem.storage.torch_store.TorchStore` — a ``BenchStore`` over the emulator's
+  torch backend whose tensors stay on a torch device (it overrides ``put``'s and
+  ``_decode``'s hooks).
 
 Every store also keeps *digital* tensors (:meth:`Store.put_digital`: exact, counted in
 bits) for what is not worth putting on analog cells. :func:`store_model` puts every
