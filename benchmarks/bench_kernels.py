@@ -14,13 +14,13 @@ page-faulting run is discarded).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import numpy as np
 
 import analogmem
+from analogmem._io import write_json
 from analogmem.emulator.bench import default_threads
 
 
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"kernel / random bound    : {summary['kernel_over_random_bound']:.0%}  (target >= 50%)")
     print(f"kernel {cores} threads / 1 thread: {summary['kernel_thread_scaling']:.2f}x")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(args.json, summary, seed=0, settings=vars(args))
     return summary
 
 

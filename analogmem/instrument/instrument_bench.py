@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify, as_target_array, check_addresses
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import InstrumentError, TargetRangeError
@@ -585,9 +586,7 @@ class InstrumentBench:
 
     def _iter(self, n: int, what: str):
         if self.progress and n > 1:
-            from tqdm import tqdm
-
-            return tqdm(range(n), desc=f"{what} ({self.identity['model']})", unit="cell", leave=False)
+            return progress_bar(range(n), desc=f"{what} ({self.identity['model']})", unit="cell", leave=False)
         return range(n)
 
     def __enter__(self) -> "InstrumentBench":

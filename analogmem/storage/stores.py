@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence, seed_state
 from ..emulator.bench import Bench, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
@@ -404,9 +405,7 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
         flat_w = {n: state[n].detach().cpu().numpy().reshape(-1) for n in analog}
         counts = allocate_cells(flat_w, sensitivity, encoder, Channel(store.device, t_fit_s), int(budget),
                                 max_repetitions=max_repetitions)
-    from tqdm.auto import tqdm
-
-    for n in tqdm(analog, desc="program", unit="tensor", disable=not progress):
+    for n in progress_bar(analog, enabled=progress, desc="program", unit="tensor"):
         store.put(n, state[n], encoder=encoder, counts=None if counts is None else counts[n])
     for n in digital:
         store.put_digital(n, state[n])
