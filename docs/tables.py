@@ -544,8 +544,9 @@ def _fl_notes(doc: dict) -> str:
         marks = sorted({1, last // 2, last})
         rates = "; ".join(f"K = {o} sends " + ", ".join(f"{at(run, t):.3g}" for t in marks)
                           for o, run in sorted(pred.items()))
+        after = f"{min(bbits[1:]):.0f}" + (f"–{max(bbits[1:]):.0f}" if min(bbits[1:]) != max(bbits[1:]) else "")
         text = (f"- KLMS codes {min(kl):.3g}–{max(kl):.3g} bits of KL per parameter. With predicted boundaries the "
-                f"boundary cost is the 16-bin table ({bbits[0]:.0f} bits in round 1, {min(bbits):.0f}–{max(bbits[1:]):.0f} "
+                f"boundary cost is the 16-bin table ({bbits[0]:.0f} bits in round 1, {after} "
                 f"bits after: {max(bbits[1:]) / n:.4f} bpp), and the rate is essentially log₂K bits per block of about "
                 f"{some['settings']['kl_budget_bits']:g} bits of KL ({min(blocks):,.0f}–{max(blocks):,.0f} blocks per "
                 f"message): in rounds {', '.join(map(str, marks))} {rates} bpp.")
