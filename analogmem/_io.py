@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "save_figure", "write_json", "provenance"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "save_figure", "write_json", "provenance",
+           "progress"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -93,6 +94,15 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def progress(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> Any:
+    """A tqdm progress bar (``tqdm.auto``) over ``iterable`` or of ``total=`` steps, shown only
+    when ``enabled`` *and* stderr is a terminal (tqdm's ``disable=None``): a run piped into a
+    file or a CI log gets no bar. Other keyword arguments go to tqdm (``desc``, ``unit``, ...)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=None if enabled else True, **kwargs)
 
 
 #: Packages whose versions every results file records (absent ones as null).

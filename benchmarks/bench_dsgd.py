@@ -15,14 +15,13 @@ one r/k on 2 busy cores: 5.6 min with the defaults (each extra r/k adds ~20 s pe
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 from analogmem.dsgd import DSGDConfig, rank_generator, run_dsgd, select
 
 
@@ -94,7 +93,7 @@ def main(argv=None) -> int:
         print(f"| {r['density']:g} | {r['method']} | {f['mean']:.2%} ± {f['std']:.2%} "
               f"| {m['mean']:.2%} ± {m['std']:.2%} | {r['bits_sent_per_rank'] / 1e6:.2f} |")
     print(f"seeds {args.seeds}; elapsed: {elapsed:.1f} s")
-    atomic_write_text(args.json, json.dumps({
+    write_json(args.json, {
         "benchmark": "bench_dsgd",
         "settings": {"seeds": args.seeds, "densities": args.densities, "r_factors": args.r_factors,
                      "epochs": args.epochs, "world_size": 2, "dataset": "mnist", "eval_every": 20},
@@ -103,7 +102,7 @@ def main(argv=None) -> int:
                   "bits_sent_per_rank": "bits one rank handed to all_gather over the run",
                   "selection_ms": "median milliseconds of one selection, 1 thread", "elapsed_s": "seconds"},
         "selection_ms": sel, "rows": rows, "elapsed_s": elapsed,
-    }, indent=2) + "\n")
+    }, seed=args.seeds, settings=vars(args))
     print(f"wrote {args.json}")
     return 0
 

@@ -12,10 +12,10 @@ About 1 min (digits) + 4 min (MNIST-5k) on 2 cores with 3 networks per release.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from analogmem._io import write_json
 from analogmem.privacy.noisy_compression import NOISY_UNITS, format_noisy_table, run_noisy_compression
 
 
@@ -38,12 +38,11 @@ def main(argv=None) -> int:
         print(f"\n{name} (seed {args.seed}, {args.repeats} networks × {args.epochs} epochs per release, {elapsed:.0f} s)")
         print(format_noisy_table(rows))
         results[name] = {"rows": rows, "elapsed_s": elapsed}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    write_json(args.json, {
         "benchmark": "bench_privacy_noisy",
         "settings": {"noise_std": args.noise_std, "epochs": args.epochs, "repeats": args.repeats, "seed": args.seed},
         "units": dict(NOISY_UNITS, elapsed_s="seconds"), "results": results,
-    }, indent=2) + "\n")
+    }, seed=args.seed, settings=vars(args))
     print(f"wrote {args.json}")
     return 0
 

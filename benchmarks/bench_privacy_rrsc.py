@@ -12,10 +12,10 @@ Prints the paper-vs-ours table and the checks (mean |ours/paper − 1| < 5 %, fo
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from analogmem._io import write_json
 from analogmem.privacy.sweeps import MSE_UNITS, format_rrsc_table, plot_rrsc, rrsc_sweep, summarize_rrsc
 
 
@@ -36,13 +36,12 @@ def main(argv=None) -> int:
         print(f"{key}: {value:.2%}" if "rel_diff" in key else
               f"{key}: {value:.3g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"elapsed: {elapsed:.1f} s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    write_json(args.json, {
         "benchmark": "bench_privacy_rrsc", "settings": {"d": 500, "n_users": 5000, "runs": args.runs, "seed": args.seed},
         "units": {"mse": MSE_UNITS, "epsilon_nats": "local DP budget (natural log units)", "bits": "bits per user",
                   "elapsed_s": "seconds"},
         "points": rows, "summary": summary, "elapsed_s": elapsed,
-    }, indent=2) + "\n")
+    }, seed=args.seed, settings=vars(args))
     print(f"wrote {args.json}")
     if args.plot:
         plot_rrsc(rows, args.plot)

@@ -12,13 +12,12 @@ the accuracy-vs-sparsity table of ``analogmem prune net`` (≈ 35 s on 2 cores).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 from analogmem.pruning import LAM_RULES, format_network_table, network_comparison, surp_decode, surp_encode
 
 
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
         result = network_comparison("mnist", seed=args.seed, progress=True)
         print(format_network_table(result))
         payload["net"] = result
-    atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    write_json(args.json, payload, seed=args.seed, settings=vars(args))
     print(f"wrote {args.json}")
     return 0
 

@@ -9,7 +9,6 @@ every cell with drift/relaxation/read noise, decoding, building the module). Not
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 def main(argv=None) -> int:
     import torch
 
-    from analogmem._io import atomic_write_text
+    from analogmem._io import write_json
     from analogmem.emulator.bench import default_threads
     from analogmem.storage.encoders import make_encoder
     from analogmem.ml.models import count_parameters, resnet18
@@ -57,7 +56,7 @@ def main(argv=None) -> int:
     print(f"read-back (read + decode + module): " + ", ".join(f"{r:.2f}" for r in reads)
           + f" s; mean {res['read_back_wall_s_mean']:.2f} s")
     if a.json:
-        atomic_write_text(a.json, json.dumps(res, indent=2))
+        write_json(a.json, res, seed=0, settings=vars(a))
     return 0
 
 

@@ -17,7 +17,6 @@ The table feeds ``analogmem.calibrate`` directly (one row per read, unit-suffixe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -54,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                            read_times_s=times, reads_per_time=args.reads_per_time, temperature_K=args.temperature_K,
                            seed=args.seed, progress=True)
     if args.json:
-        from analogmem._io import atomic_write_text
+        from analogmem._io import write_json
 
-        atomic_write_text(args.json, json.dumps(res.summary, indent=2))
+        write_json(args.json, dict(res.summary), seed=args.seed, settings=vars(args))
     print(f"{res.n_rows} rows -> {res.path} ({res.wall_s:.1f} s)")
     return 0
 

@@ -30,7 +30,6 @@ not used for the fit are out-of-sample checks).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 import analogmem
-from analogmem._io import atomic_write_text, save_figure
+from analogmem._io import atomic_write_text, save_figure, write_json
 from analogmem.calibrate.write_verify import fit_write_verify, spread_table
 from analogmem.calibrate.retention import fit_arrhenius
 
@@ -227,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['std_postbake_emulated_S'] * 1e6:>9.2f} {r['std_postbake_emulated_S'] / r['std_postbake_data_S']:>6.2f}"
               + ("" if r["experiment"] in args.bake else "  (held out)"))
     if args.json:
-        atomic_write_text(args.json, json.dumps({"card": str(args.out), "fit": summary, "write_verify_check": wv_rows,
-                                                 "bake_check": bake_rows, "fitted_bakes": args.bake}, indent=2))
+        write_json(args.json, {"card": str(args.out), "fit": summary, "write_verify_check": wv_rows,
+                               "bake_check": bake_rows, "fitted_bakes": args.bake}, settings=vars(args))
     if args.plot:
         plot(args.plot, wv_rows, bake_rows, args.bake)
     return 0

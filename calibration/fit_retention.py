@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from analogmem._io import atomic_write_text
+from analogmem._io import write_json
 from analogmem.calibrate.retention import fit_arrhenius
 
 
@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         fit.plot(args.plot)
     if args.json:
-        atomic_write_text(args.json, json.dumps({**fit.card_table(), "rms_log10_ber": fit.rms_log10, "n_points": fit.n,
-                                                 "curves_log10_ber_vs_log10_equivalent_time_s":
-                                                     {str(k): v for k, v in fit.curves.items()}}, indent=2))
+        write_json(args.json, {**fit.card_table(), "rms_log10_ber": fit.rms_log10, "n_points": fit.n,
+                               "curves_log10_ber_vs_log10_equivalent_time_s":
+                                   {str(k): v for k, v in fit.curves.items()}}, settings=vars(args))
     return 0
 
 

@@ -202,3 +202,116 @@ def test_cli_rejects_bad_settings_before_starting_ray():
     assert FederatedConfig(method="klms", oversample_bits=1).n_samples == 8
     with pytest.raises(FederatedError, match="oversample_bits"):
         FederatedConfig(method="klms", oversample_bits=-1)
+
+
+def _compare_args(*argv):
+    parser = argparse.ArgumentParser(prog="analogmem")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["fl", "compare", *argv])
+
+
+def test_compare_entries_and_per_method_rounds_resolve_before_any_run():
+    from analogmem.federated.cli import config_from_args, parse_entry, parse_rounds
+
+    assert parse_rounds("20") == {None: 20}
+    assert parse_rounds("fedavg=20,fedpm=25,klms=40") == {None: 20, "fedavg": 20, "fedpm": 25, "klms": 40}
+    assert parse_entry("klms:oversample-bits=1,boundaries=sent") == ("klms", {"oversample_bits": 1, "boundaries": "sent"})
+    args = _compare_args("--rounds", "10,klms=40", "--methods", "fedavg", "klms:oversample-bits=1",
+                         "klms:boundaries=sent,boundary-refresh=5,rounds=7")
+    cfgs = [config_from_args(args, m) for m in args.methods]
+    assert [c.method for c in cfgs] == ["fedavg", "klms", "klms"]
+    assert [c.rounds for c in cfgs] == [10, 40, 7]  # an entry's own rounds win over --rounds METHOD=N
+    assert cfgs[1].n_samples == 8 and cfgs[1].boundaries == "predicted"
+    assert (cfgs[2].n_samples, cfgs[2].boundaries, cfgs[2].boundary_refresh) == (4, "sent", 5)
+    for bad, match in [(("--methods", "fedprox"), "method must be one of"),
+                       (("--methods", "klms:K=8"), "not OPTION=VALUE"),
+                       (("--methods", "klms:oversample-bits=x"), "oversample-bits must be int"),
+                       (("--methods", "klms:boundary-refresh=5"), "needs boundaries='sent'"),
+                       (("--rounds", "fedprox=3"), "not a method"),
+                       (("--rounds", "klms=many"), "not N or METHOD=N")]:
+        args = _compare_args(*bad, "--no-progress")
+        with pytest.raises(FederatedError, match=match):
+            args.func(args)  # refused before Ray starts
+
+
+def test_summary_table_and_payload_measure_every_run_at_fedavgs_target():
+    from analogmem.federated import FederatedResult, format_summary_table, result_payload
+
+    def fake(method, accs, bpp, label=None):
+        rows = [{"round": 0, "test_accuracy": 0.1, "uplink_bpp": 0.0, "cumulative_bpp": 0.0, "cumulative_uplink_bits": 0}]
+        for i, a in enumerate(accs, 1):
+            rows.append({"round": i, "test_accuracy": a, "uplink_bpp": bpp, "cumulative_bpp": i * bpp,
+                         "cumulative_uplink_bits": i * 100})
+        cfg = {"method": method, "rounds": len(accs), "n_clients": 2, "split": "iid"}
+        return FederatedResult(cfg, rows, 100, {}, 1.0, label)
+
+    runs = [fake("fedavg", [0.80, 0.90], 32.0), fake("klms", [0.5, 0.87, 0.89], 0.01, "klms:oversample-bits=1"),
+            fake("fedpm", [0.5, 0.6], 1.0)]
+    payload = result_payload(runs, "analogmem fl compare")
+    assert payload["target_accuracy"] == pytest.approx(0.88)
+    assert [r["label"] for r in payload["runs"]] == ["fedavg", "klms:oversample-bits=1", "fedpm"]
+    assert [r["first_reach"] for r in payload["runs"]] == [
+        {"round": 2, "cumulative_bpp": 64.0}, {"round": 3, "cumulative_bpp": 0.03}, {"round": None, "cumulative_bpp": None}]
+    table = format_summary_table(runs)
+    assert "| klms:oversample-bits=1 | 3 |" in table and "0.03 (round 3)" in table and "| never |" in table
+
+
+def test_cli_compare_runs_an_entry_with_its_own_settings_and_removes_rays_folder(tmp_path, monkeypatch):
+    import os
+
+    import ray
+
+    from analogmem.federated import flower_app
+
+    made = []
+    real_mkdtemp = flower_app.tempfile.mkdtemp
+
+    def spy(*a, **k):
+        made.append(real_mkdtemp(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(flower_app.tempfile, "mkdtemp", spy)
+    out = tmp_path / "c.json"
+    argv = ["fl", "compare", "--methods", "klms:oversample-bits=1", "--rounds", "5,klms=1", "--dataset", "digits",
+            "--clients", "3", "--hidden", "32", "--local-epochs", "1", "--max-train", "300", "--max-test", "200",
+            "--num-cpus", "1", "--json", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert not ray.is_initialized()
+    assert len(made) == 1 and os.path.basename(made[0]).startswith("analogmem-ray-") and not os.path.exists(made[0])
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["label"] == "klms:oversample-bits=1" and run["settings"]["oversample_bits"] == 1
+    assert [r["round"] for r in run["rounds"]] == [0, 1]
+
+
+def test_progress_bar_names_what_the_first_round_waits_for(monkeypatch):
+    import threading
+    import time
+
+    import ray
+
+    from analogmem.federated.flower_app import _StartWatcher
+
+    class Bar:
+        disable = False
+
+        def __init__(self):
+            self.postfix = []
+
+        def set_postfix_str(self, s):
+            self.postfix.append(s)
+
+    bar = Bar()
+    up = threading.Event()
+    monkeypatch.setattr(ray, "is_initialized", up.is_set)
+    w = _StartWatcher(bar, poll_s=0.01)
+    assert bar.postfix == ["starting Ray…"]
+    up.set()
+    deadline = time.monotonic() + 5
+    while len(bar.postfix) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    w.stop()
+    assert bar.postfix[1].startswith("round 1: client actors starting")
+    quiet = Bar()
+    quiet.disable = True
+    _StartWatcher(quiet).stop()
+    assert quiet.postfix == []

@@ -45,3 +45,23 @@ def test_a_command_writes_provenance(tmp_path):
     assert {d["name"] for d in data["devices"]} >= {"pcm-nandakumar2019", "rram-wan2022"}
     assert data["provenance"]["command"].endswith("devices --json " + str(out))
     assert data["provenance"]["analogmem_version"] == provenance()["analogmem_version"]
+
+
+def test_progress_bars_are_off_when_stderr_is_not_a_terminal():
+    import io
+
+    from analogmem._io import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert list(progress(range(3), file=io.StringIO())) == [0, 1, 2]
+    assert progress(range(3), file=io.StringIO()).disable  # a pipe or a log file: no bar
+    tty = Terminal()
+    bar = progress(total=2, file=tty)
+    assert not bar.disable
+    bar.update(2)
+    bar.close()
+    assert "2/2" in tty.getvalue()
+    assert progress(total=2, file=Terminal(), enabled=False).disable  # --no-progress

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from analogmem._io import progress as progress_bar
+
 from ._validation import DeltaZipError, check_bits, check_finite_tensor, check_positive_int, check_sparsity
 from .baselines import SignScaled, bitdelta_layer, magnitude_rtn_layer, rtn_layer
 from .obs import GRID_FITS, GRID_KINDS, HessianAccumulator, LayerCompression, gptzip_layer
@@ -306,7 +308,6 @@ def compress_model_delta(base: Any, finetuned: Any, calibration: Any = None, *, 
     per-layer statistics (stored weights, relative weight error, OBS loss).
     """
     import torch
-    from tqdm.auto import tqdm
 
     if method not in METHODS:
         raise DeltaZipError(f"method must be one of {METHODS}, got {method!r}")
@@ -348,7 +349,7 @@ def compress_model_delta(base: Any, finetuned: Any, calibration: Any = None, *, 
     dense = _dense_records(base, finetuned, set(layers_ft))
     if method != "gptzip":
         with torch.no_grad():
-            for name in tqdm(list(layers_ft), desc=method, unit="layer", disable=not progress):
+            for name in progress_bar(list(layers_ft), enabled=progress, desc=method, unit="layer"):
                 records[name] = compress_one(name, layers_ft[name].weight)
     else:
         vocab = getattr(getattr(finetuned, "config", None), "vocab_size", None)
@@ -361,7 +362,7 @@ def compress_model_delta(base: Any, finetuned: Any, calibration: Any = None, *, 
         prefix, blocks = decoder_blocks(model)
         layers = compressible_layers(model)
         inputs = _capture_block_inputs(model, blocks[0], batches, device)
-        bar = tqdm(total=len(layers), desc="gptzip", unit="layer", disable=not progress)
+        bar = progress_bar(total=len(layers), enabled=progress, desc="gptzip", unit="layer")
         with torch.no_grad():
             for i, block in enumerate(blocks):
                 mine = {n: m for n, m in layers.items() if n.startswith(f"{prefix}.{i}." if prefix else f"{i}.")}

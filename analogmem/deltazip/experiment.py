@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from analogmem._io import save_figure
+from analogmem._io import progress as progress_bar, save_figure
 
 from ._validation import DeltaZipError, check_bits, check_positive_int, check_sparsity
 from .compress import METHODS, apply_delta, compress_model_delta
@@ -115,8 +115,6 @@ def store_readback(dm: DemoModels, delta: CompressedDelta, *, card: str = "pcm-n
                    device: Any = "cpu", progress: bool = True) -> list[dict[str, Any]]:
     """Put ``delta`` on an :class:`~analogmem.storage.EmulatedStore` of ``card`` (codes on
     4-level cells with BCH ``ecc_t``), read it at each time and evaluate the held-out loss."""
-    from tqdm.auto import tqdm
-
     from analogmem.storage import EmulatedStore
 
     n_cells = max(1, cells_needed(delta, ecc_t=ecc_t))
@@ -125,7 +123,7 @@ def store_readback(dm: DemoModels, delta: CompressedDelta, *, card: str = "pcm-n
     written = {n: r.codes for n, r in delta.records.items() if r.kind == "sparse"}
     n_codes = sum(c.size for c in written.values())
     rows = []
-    for t in tqdm(times_s, desc=f"read {card}", unit="time", disable=not progress):
+    for t in progress_bar(times_s, enabled=progress, desc=f"read {card}", unit="time"):
         back = handle.read(t)
         wrong = sum(int(np.count_nonzero(back.records[n].codes != c)) for n, c in written.items())
         v = lm_loss(apply_delta(dm.base, back, device=device), dm.heldout, seq_len=dm.spec.ctx, device=device)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from analogmem._io import atomic_write_text
+from analogmem._io import atomic_write_text, progress as progress_bar
 from analogmem._seeding import SeedLike, as_generator, as_seed_sequence
 from analogmem.ml.datasets import cache_dir
 
@@ -205,7 +205,6 @@ def train_lm(model: Any, data: Any, *, steps: int, batch_size: int = 16, seq_len
     parameters (default all) are updated. Returns the training loss of every step (nats/byte);
     the model is left in eval mode."""
     torch = _torch()
-    from tqdm.auto import tqdm
 
     steps = check_positive_int(steps, "steps")
     params = list(trainable) if trainable is not None else list(model.parameters())
@@ -226,7 +225,7 @@ def train_lm(model: Any, data: Any, *, steps: int, batch_size: int = 16, seq_len
     model.train()
     losses = []
     offsets = torch.arange(seq_len)
-    with tqdm(total=steps, desc="train", unit="step", disable=not progress) as bar:
+    with progress_bar(total=steps, enabled=progress, desc="train", unit="step") as bar:
         for _ in range(steps):
             starts = torch.randint(0, ids.numel() - seq_len, (batch_size,), generator=g)
             x = ids[starts[:, None] + offsets[None, :]].to(device)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from analogmem._io import progress as progress_bar
 from analogmem.storage.encoders import DigitalECC
 
 from ._validation import DeltaZipError
@@ -123,10 +124,8 @@ def put_delta(delta: CompressedDelta, store: Any, *, ecc_t: int = 8, block_bytes
     """Put ``delta`` on ``store``: codes on 4-level analog cells (``DigitalECC`` with
     ``bits_per_cell = 2`` and a BCH code correcting ``ecc_t`` bit errors per ``block_bytes``
     bytes; ``ecc_t = 0`` for none), everything else digital. Returns a :class:`DeltaOnStore`."""
-    from tqdm.auto import tqdm
-
     layout: dict[str, dict[str, Any]] = {}
-    for name, rec in tqdm(list(delta.records.items()), desc="program", unit="tensor", disable=not progress):
+    for name, rec in progress_bar(list(delta.records.items()), enabled=progress, desc="program", unit="tensor"):
         lay = {"kind": rec.kind, "shape": list(rec.shape), "transposed": bool(rec.transposed), "method": rec.method}
         if rec.kind == "sparse":
             lay.update(bits=rec.bits, grid=rec.grid, n_stored=int(rec.codes.size))

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from analogmem._io import atomic_write_text
+from analogmem._io import atomic_write_text, progress as progress_bar
 from analogmem._seeding import as_seed_sequence
 from analogmem.ml.datasets import DATASETS, load_dataset
 
@@ -154,7 +154,6 @@ def _train_method(rank: int, world: int, method: str, cfg: DSGDConfig, data: Any
     import torch.distributed as dist
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel as DDP
-    from tqdm.auto import tqdm
 
     c, h, _ = data.input_shape
     with torch.random.fork_rng(devices=[]):
@@ -171,7 +170,7 @@ def _train_method(rank: int, world: int, method: str, cfg: DSGDConfig, data: Any
     if per_epoch < 1:
         raise DSGDError(f"batch_size={cfg.batch_size} x world_size={world} exceeds the {n} training examples")
     total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
-    bar = tqdm(total=total, desc=f"{method:>6}", unit="step", disable=not (progress and rank == 0), leave=True)
+    bar = progress_bar(total=total, enabled=progress and rank == 0, desc=f"{method:>6}", unit="step", leave=True)
     history: list[dict] = []
     losses: list[float] = []
     step, start = 0, time.perf_counter()

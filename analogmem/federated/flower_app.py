@@ -27,6 +27,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
+import tempfile
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -34,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from analogmem._io import progress as progress_bar
 from analogmem._seeding import as_generator
 
 from ._validation import FederatedError, check_fraction, check_int, check_positive
@@ -555,6 +559,8 @@ class FederatedResult:
         n_params: parameters per model (masked parameters for FedPM/KLMS).
         final_arrays: the final global arrays (θ for FedPM/KLMS, the state dict otherwise), numpy.
         elapsed_s: wall time of the simulation (s).
+        label: the run's name in tables and figures (``fl compare`` names a variant by its
+            entry, e.g. ``"klms:oversample-bits=1"``); None → the method.
     """
 
     config: dict[str, Any]
@@ -562,6 +568,12 @@ class FederatedResult:
     n_params: int
     final_arrays: dict[str, np.ndarray]
     elapsed_s: float
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The label, or the method when the run has none."""
+        return self.label or self.config["method"]
 
     @property
     def final_accuracy(self) -> float:
@@ -579,7 +591,7 @@ class FederatedResult:
         return (self.final_arrays["theta"] > 0.5).astype(np.uint8)
 
     def summary(self) -> dict[str, Any]:
-        out = {"method": self.config["method"], "final_test_accuracy": self.final_accuracy,
+        out = {"method": self.config["method"], "label": self.name, "final_test_accuracy": self.final_accuracy,
                "best_test_accuracy": float(max(r["test_accuracy"] for r in self.rows)),
                "mean_uplink_bpp": self.mean_uplink_bpp,
                "total_uplink_bits": int(self.rows[-1]["cumulative_uplink_bits"]),
@@ -608,11 +620,38 @@ def _evaluator(cfg: FederatedConfig) -> Callable[[ArrayRecord], float]:
     return evaluate
 
 
+class _StartWatcher:
+    """Says on a progress bar what the run waits for before its first round ends: Ray starting
+    (``ray.init`` in Flower's simulation thread: 5–20 s), then round 1 while the client actors
+    start (each imports torch) and train. Polls ``ray.is_initialized()`` from a daemon thread;
+    does nothing when the bar is disabled."""
+
+    def __init__(self, bar: Any, poll_s: float = 0.25) -> None:
+        self._bar = bar
+        self._done = threading.Event()
+        if getattr(bar, "disable", True):
+            self._done.set()
+            return
+        bar.set_postfix_str("starting Ray…")
+        threading.Thread(target=self._watch, args=(poll_s,), name="analogmem-ray-watch", daemon=True).start()
+
+    def _watch(self, poll_s: float) -> None:
+        import ray
+
+        while not self._done.wait(poll_s):
+            if ray.is_initialized():
+                if not self._done.is_set():
+                    self._bar.set_postfix_str("round 1: client actors starting, then training…")
+                return
+
+    def stop(self) -> None:
+        """Stop watching (the first round has ended, or the run is over)."""
+        self._done.set()
+
+
 def make_server_app(cfg: FederatedConfig, sink: dict[str, Any], progress: bool = False) -> ServerApp:
     """The ``ServerApp``: runs ``cfg.rounds`` rounds of the method's strategy with server-side
     evaluation after every round; fills ``sink`` with ``rows``, ``n_params`` and ``final_arrays``."""
-    from tqdm.auto import tqdm
-
     app = ServerApp()
 
     @app.main()
@@ -621,7 +660,8 @@ def make_server_app(cfg: FederatedConfig, sink: dict[str, Any], progress: bool =
         strategy = make_strategy(cfg, log)
         evaluate = _evaluator(cfg)
         rows: list[dict[str, Any]] = []
-        bar = tqdm(total=cfg.rounds, desc=f"fl {cfg.method}", unit="round", disable=not progress)
+        bar = progress_bar(total=cfg.rounds, enabled=progress, desc=f"fl {cfg.method}", unit="round")
+        watcher = _StartWatcher(bar)
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             acc = evaluate(arrays)
@@ -633,6 +673,7 @@ def make_server_app(cfg: FederatedConfig, sink: dict[str, Any], progress: bool =
                 prev = rows[-1]
                 row["cumulative_uplink_bits"] = prev["cumulative_uplink_bits"] + row["uplink_bits_total"]
                 row["cumulative_bpp"] = prev["cumulative_bpp"] + row["uplink_bpp"]
+                watcher.stop()
                 bar.update(1)
                 bar.set_postfix(acc=f"{acc:.3f}", bpp=f"{row['uplink_bpp']:.3g}")
             rows.append(row)
@@ -643,6 +684,7 @@ def make_server_app(cfg: FederatedConfig, sink: dict[str, Any], progress: bool =
                 strategy, "initial_arrays") else ArrayRecord(dense_model(cfg).state_dict()),
                 num_rounds=cfg.rounds, evaluate_fn=evaluate_fn)
         finally:
+            watcher.stop()
             bar.close()
         sink["rows"] = rows
         sink["n_params"] = (strategy.n_params if hasattr(strategy, "n_params")
@@ -655,7 +697,10 @@ def make_server_app(cfg: FederatedConfig, sink: dict[str, Any], progress: bool =
 def run_federated(cfg: FederatedConfig, progress: bool = True) -> FederatedResult:
     """Run ``cfg`` on Flower's simulation engine (Ray backend, offline) and return the per-round
     results. Flower's and Ray's logging is held at ERROR during the run; Ray is shut down at the
-    end even on failure. Raises :class:`FederatedError` when a client fails."""
+    end even on failure, and its session folder (logs, sockets, object spill), which Ray would
+    otherwise leave under ``/tmp/ray``, lives in a fresh ``analogmem-ray-*`` folder of the temp
+    directory (``$TMPDIR``, else ``/tmp``) that is deleted after the run. Raises
+    :class:`FederatedError` when a client fails."""
     _quiet_env()
     import ray
     from flwr.simulation import run_simulation
@@ -663,9 +708,10 @@ def run_federated(cfg: FederatedConfig, progress: bool = True) -> FederatedResul
     _data(cfg)  # fail early on a bad dataset, before Ray starts
     sink: dict[str, Any] = {}
     n_cpus = cfg.num_cpus or os.cpu_count() or 1
+    ray_dir = tempfile.mkdtemp(prefix="analogmem-ray-")  # Ray's session folder, removed after the run
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": n_cpus, "num_gpus": 0, "include_dashboard": False,
-                             "logging_level": logging.ERROR, "log_to_driver": False}}
+                             "logging_level": logging.ERROR, "log_to_driver": False, "_temp_dir": ray_dir}}
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     flwr_logger.setLevel(logging.ERROR)
@@ -677,6 +723,7 @@ def run_federated(cfg: FederatedConfig, progress: bool = True) -> FederatedResul
         flwr_logger.setLevel(level)
         if ray.is_initialized():
             ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
     if "rows" not in sink:
         raise FederatedError(f"the Flower simulation of {cfg.method!r} ended without results")
     return FederatedResult(asdict(cfg), sink["rows"], int(sink["n_params"]), sink["final_arrays"],

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 from analogmem._io import save_figure
 
-__all__ = ["UNITS", "format_rounds_table", "format_summary_table", "plot_results", "result_payload"]
+__all__ = ["UNITS", "TARGET_GAP", "first_reach", "format_rounds_table", "format_summary_table", "plot_results",
+           "result_payload"]
 
 #: Units of the keys in rows and summaries.
 UNITS = {
@@ -29,7 +30,27 @@ UNITS = {
     "final_mask_density": "FedPM/KLMS: fraction of weights kept by the final mask",
     "n_params": "parameters per model (masked weights+biases for FedPM/KLMS)",
     "elapsed_s": "wall-clock seconds of the simulation",
+    "target_accuracy": "the accuracy every run is measured against: FedAvg's final accuracy - TARGET_GAP",
+    "first_reach": "first round at which a run's test accuracy >= target_accuracy, and its cumulative_bpp "
+                   "there (null: never)",
 }
+
+#: Runs are compared at FedAvg's final accuracy minus this (a fraction: 2 points).
+TARGET_GAP = 0.02
+
+
+def first_reach(result, target: float) -> dict[str, Any]:
+    """``{"round", "cumulative_bpp"}`` of the first round whose test accuracy is ≥ ``target``
+    (both None if no round reaches it): the uplink bits per parameter one client needed."""
+    for r in result.rows[1:]:
+        if r["test_accuracy"] >= target:
+            return {"round": r["round"], "cumulative_bpp": r["cumulative_bpp"]}
+    return {"round": None, "cumulative_bpp": None}
+
+
+def _target(results: Sequence) -> float | None:
+    ref = next((r for r in results if r.config["method"] == "fedavg"), None)
+    return None if ref is None else ref.final_accuracy - TARGET_GAP
 
 
 def _extra(row: dict[str, Any]) -> str:
@@ -45,7 +66,7 @@ def _extra(row: dict[str, Any]) -> str:
 
 def format_rounds_table(result) -> str:
     """A Markdown table of one run, one line per round."""
-    lines = [f"{result.config['method']}: {result.config['n_clients']} clients, {result.config['split']} split, "
+    lines = [f"{result.name}: {result.config['n_clients']} clients, {result.config['split']} split, "
              f"{result.n_params} parameters",
              "| round | test acc (%) | uplink bpp | cumulative bpp | notes |", "|---|---|---|---|---|"]
     for r in result.rows:
@@ -55,25 +76,39 @@ def format_rounds_table(result) -> str:
 
 
 def format_summary_table(results: Sequence) -> str:
-    """A Markdown table comparing runs (final/best accuracy, mean uplink bpp, total bits)."""
+    """A Markdown table comparing runs (rounds, final/best accuracy, mean uplink bpp, total bits;
+    with a FedAvg run: the gap to it and the bits per parameter each run needed to first reach
+    FedAvg's final accuracy − 2 points)."""
     ref = next((r for r in results if r.config["method"] == "fedavg"), None)
-    lines = ["| method | final acc (%) | best acc (%) | mean uplink bpp | total uplink (Mbit) | acc − FedAvg (points) |",
-             "|---|---|---|---|---|---|"]
+    target = _target(results)
+    reach = "" if target is None else f" bpp to reach {100 * target:.1f} % |"
+    lines = ["| run | rounds | final acc (%) | best acc (%) | mean uplink bpp | total uplink (Mbit) | acc − FedAvg (points) |"
+             + reach, "|---|---|---|---|---|---|---|" + ("---|" if reach else "")]
     for res in results:
         s = res.summary()
         gap = "" if ref is None else f"{100 * (s['final_test_accuracy'] - ref.final_accuracy):+.2f}"
-        lines.append(f"| {s['method']} | {100 * s['final_test_accuracy']:.2f} | {100 * s['best_test_accuracy']:.2f} | "
-                     f"{s['mean_uplink_bpp']:.4g} | {s['total_uplink_bits'] / 1e6:.3f} | {gap} |")
+        line = (f"| {res.name} | {res.config['rounds']} | {100 * s['final_test_accuracy']:.2f} | "
+                f"{100 * s['best_test_accuracy']:.2f} | {s['mean_uplink_bpp']:.4g} | {s['total_uplink_bits'] / 1e6:.3f} | "
+                f"{gap} |")
+        if target is not None:
+            first = first_reach(res, target)
+            line += (" never |" if first["round"] is None
+                     else f" {first['cumulative_bpp']:.3g} (round {first['round']}) |")
+        lines.append(line)
     return "\n".join(lines)
 
 
 def result_payload(results: Sequence, command: str) -> dict[str, Any]:
-    """The JSON document of one or more runs: settings, units, per-round rows, summaries."""
-    return {
-        "command": command,
-        "units": dict(UNITS),
-        "runs": [{"settings": r.config, "summary": r.summary(), "rounds": r.rows} for r in results],
-    }
+    """The JSON document of one or more runs: settings, units, per-round rows, summaries, and
+    (with a FedAvg run) the common accuracy target and when each run first reached it."""
+    target = _target(results)
+    runs = []
+    for r in results:
+        run = {"label": r.name, "settings": r.config, "summary": r.summary(), "rounds": r.rows}
+        if target is not None:
+            run["first_reach"] = first_reach(r, target)
+        runs.append(run)
+    return {"command": command, "units": dict(UNITS), "target_accuracy": target, "runs": runs}
 
 
 def plot_results(results: Sequence, path: str | Path) -> Path:
@@ -86,7 +121,7 @@ def plot_results(results: Sequence, path: str | Path) -> Path:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for res in results:
-        label = f"{res.config['method']} ({res.mean_uplink_bpp:.3g} bpp)"
+        label = f"{res.name} ({res.mean_uplink_bpp:.3g} bpp)"
         rounds = [r["round"] for r in res.rows]
         acc = [100 * r["test_accuracy"] for r in res.rows]
         a1.plot(rounds, acc, marker="o", ms=3, label=label)

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_generator
 from ..emulator.bench import Bench, ProgramReport, WriteVerify
 
@@ -221,11 +222,8 @@ def characterise(bench: Bench, out_csv: str | os.PathLike, *, levels_S: Sequence
         success = report.success
         t_prog = float(report.time_s)
         chunks = [np.arange(i, min(i + int(chunk_cells), n_total)) for i in range(0, n_total, int(chunk_cells))]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(times) * int(reads_per_time) * len(chunks), desc="characterise", unit="chunk")
+        bar = progress_bar(total=len(times) * int(reads_per_time) * len(chunks), enabled=progress, desc="characterise",
+                           unit="chunk")
         values: dict[tuple[float, int], list[np.ndarray]] = {}
 
         def write_rows(idx: np.ndarray, g: np.ndarray, ages: np.ndarray) -> None:
@@ -256,10 +254,8 @@ def characterise(bench: Bench, out_csv: str | os.PathLike, *, levels_S: Sequence
                     write_rows(idx, g, ages)
                     for j, k in enumerate(idx):
                         values.setdefault((t, int(level_of[k])), []).append(g[j:j + 1])
-                    if bar is not None:
-                        bar.update(1)
-        if bar is not None:
-            bar.close()
+                    bar.update(1)
+        bar.close()
     except BaseException as exc:
         writer.close()
         if has_bar:

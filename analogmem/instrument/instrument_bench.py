@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.validation import as_target_array, check_addresses, check_read_time, check_seconds
 from ..emulator.cells import DeviceModel, load_device
@@ -583,9 +584,7 @@ class InstrumentBench:
 
     def _iter(self, n: int, what: str):
         if self.progress and n > 1:
-            from tqdm import tqdm
-
-            return tqdm(range(n), desc=f"{what} ({self.identity['model']})", unit="cell", leave=False)
+            return progress_bar(range(n), desc=f"{what} ({self.identity['model']})", unit="cell", leave=False)
         return range(n)
 
     def __enter__(self) -> "InstrumentBench":

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, progress as progress_bar
 from .datasets import Split, cache_dir
 
 __all__ = ["resnet_cifar", "resnet20", "resnet18", "train", "accuracy", "pretrained", "count_parameters"]
@@ -101,7 +101,6 @@ def train(model: Any, data: Split, epochs: int = 3, batch_size: int = 64, lr: fl
     """Train ``model`` on ``data`` with Adam + one-cycle LR and light shift augmentation
     (±2 px); deterministic for a seed. Returns the model in eval mode."""
     torch, nn, F = _torch()
-    from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -109,7 +108,7 @@ def train(model: Any, data: Split, epochs: int = 3, batch_size: int = 64, lr: fl
     steps = epochs * ((n + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
-    bar = tqdm(total=steps, desc="train", unit="batch", disable=not progress)
+    bar = progress_bar(total=steps, enabled=progress, desc="train", unit="batch")
     for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
         for a in range(0, n, batch_size):

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from scipy import fft, special, stats
 
-from analogmem._io import save_figure
+from analogmem._io import progress as progress_bar, save_figure
 from analogmem._seeding import SeedLike, as_generator, as_seed_sequence, spawn
 
 from ._validation import PrivacyParameterError, check_positive
@@ -441,10 +441,7 @@ def run_noisy_compression(dataset: str = "digits", noise_stds=(0.1, 0.25, 0.5, 1
         }
 
     jobs = [("clean", 0.0)] + [(r, s) for s in noise_stds for r in ("noisy", "noisy+dct", "noisy+gaussian-rd")]
-    if progress:
-        from tqdm.auto import tqdm
-
-        jobs = tqdm(jobs, desc=f"noisy-compress {dataset}", unit="release")
+    jobs = progress_bar(jobs, enabled=progress, desc=f"noisy-compress {dataset}", unit="release")
     noise_seeds = dict(zip(noise_stds, s_noise.spawn(len(noise_stds))))
     rows, noisy = [], {}
     for release, sigma in jobs:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from analogmem._io import save_figure
+from analogmem._io import progress as progress_bar, save_figure
 from analogmem._seeding import SeedLike, as_generator, spawn
 
 from ._validation import PrivacyParameterError, check_bits, check_dimension, check_epsilon
@@ -111,11 +111,7 @@ def rrsc_sweep(points: Iterable[tuple[int, float]] | None = None, *, d: int = PA
     pu_params = {e: privunitg_parameters(d, e) for e in {e for _, e in pts}} if "privunitg" in methods else {}
     errors = {(p, m): [] for p in pts for m in methods}
 
-    iterator = range(runs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc=f"RRSC sweep d={d} n={n}", unit="run")
+    iterator = progress_bar(range(runs), enabled=progress, desc=f"RRSC sweep d={d} n={n}", unit="run")
     for run_seed in (spawn(seed, runs)[r] for r in iterator):
         s_input, s_rrsc, s_pu, s_sqkr = run_seed.spawn(4)
         x = paper_inputs(d, n, s_input)

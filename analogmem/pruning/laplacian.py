@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from analogmem._io import progress as progress_bar
 from analogmem._seeding import SeedLike, as_seed_sequence
 
 from ._errors import PruningError
@@ -105,8 +106,6 @@ def laplacian_experiment(ns: Sequence[int] = (1_000, 10_000, 100_000),
     (n, λD) with the keys of :data:`LAPLACIAN_UNITS`, and for the plot the achievable
     (rate, distortion) trace of each run (thinned to ≤ 400 points).
     """
-    from tqdm.auto import tqdm
-
     ns = [int(n) for n in ns]
     lam_ds = sorted((float(x) for x in lam_ds), reverse=True)
     if not ns or min(ns) < 16:
@@ -115,7 +114,7 @@ def laplacian_experiment(ns: Sequence[int] = (1_000, 10_000, 100_000),
         raise PruningError(f"lam_ds must lie in (0, 1), got {lam_ds}")
     seeds = as_seed_sequence(seed).spawn(2 * len(ns))
     rows, curves = [], {}
-    for i, n in enumerate(tqdm(ns, desc="laplacian", unit="n", disable=not progress)):
+    for i, n in enumerate(progress_bar(ns, enabled=progress, desc="laplacian", unit="n")):
         w = np.random.Generator(np.random.PCG64(seeds[2 * i])).laplace(0.0, 1.0, n)
         nrm = float(np.float32(np.linalg.norm(w)))
         cap = None if max_steps_per_n is None else max(1, int(max_steps_per_n * n))

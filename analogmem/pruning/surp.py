@@ -52,6 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from analogmem._io import progress as progress_bar
 from analogmem._seeding import SeedLike, as_seed_sequence
 
 from ._errors import PruningError
@@ -353,10 +354,8 @@ def successive_refinement(u: np.ndarray, *, seed: SeedLike = None, alpha: float 
     e_lam.append(lam), e_alpha.append(a), e_resets.append(0), e_steps.append(0)
     activate(s * lam)
     stop_reason = "exhausted"
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=target_nonzero if target_nonzero is not None else max_steps, desc="SuRP",
-               unit="nz" if target_nonzero is not None else "step", disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=target_nonzero if target_nonzero is not None else max_steps, enabled=progress, desc="SuRP",
+                       unit="nz" if target_nonzero is not None else "step", mininterval=0.5)
     t = 0
     empty_resets = 0
     while True:

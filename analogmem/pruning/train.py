@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from analogmem._io import progress as progress_bar
 from analogmem._seeding import SeedLike, as_seed_sequence
 
 from ._errors import PruningError
@@ -66,7 +67,6 @@ def train_model(model: Any, x: Any, y: Any, *, epochs: int, seed: SeedLike = 0, 
     """
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise PruningError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
@@ -83,8 +83,8 @@ def train_model(model: Any, x: Any, y: Any, *, epochs: int, seed: SeedLike = 0, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = int(x.shape[0])
     model.train()
-    bar = tqdm(total=epochs * ((n + batch_size - 1) // batch_size), desc=desc, unit="batch", disable=not progress,
-               leave=False)
+    bar = progress_bar(total=epochs * ((n + batch_size - 1) // batch_size), enabled=progress, desc=desc, unit="batch",
+                       leave=False)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
         for a in range(0, n, batch_size):

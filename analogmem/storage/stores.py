@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence, seed_state
 from ..emulator.bench import Bench, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
@@ -472,12 +473,10 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
             raise StorageError(f"the model needs {sum(need.values())} cells ({len(need)} tensors, the largest "
                                f"{big!r} {need[big]}) but only {free} of {store.bench.n_cells} are free; nothing "
                                "was programmed")
-    from tqdm.auto import tqdm
-
     cells_before = store.cells_used if isinstance(store, BenchStore) else 0
     done: list[str] = []
     try:
-        for n in tqdm(analog, desc="program", unit="tensor", disable=not progress):
+        for n in progress_bar(analog, enabled=progress, desc="program", unit="tensor"):
             store.put(n, state[n], encoder=encoder, counts=None if counts is None else counts[n])
             done.append(n)
         for n in digital:
