@@ -22,6 +22,7 @@ from . import reference
 from .._seeding import SeedLike, as_seed_sequence
 from ._streams import CHUNK_CELLS, chunk_bit_generators
 from .cells import X_FLOOR, DeviceModel, load_device
+from .pulse_response import MAX_WINDOWS, PulseTable
 from ..errors import AddressError, DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
 
 try:
@@ -62,21 +63,39 @@ class WriteVerify:
     ``[g_T − h, g_T + h]`` with ``h = tolerance_S + tolerance_rel·|g_T|``, and each pulse
     re-draws the cell from the card's write channel.
 
-    ``windows = "card"``: the card's own verify windows (one per level, S) and its
-    calibrated pulse-response model (``[write_verify]``, :class:`~analogmem.emulator.cells.PulseResponse`)
-    — every target must lie in one of the card's windows; ``max_pulses=None`` takes the
-    card's budget. Build it with :meth:`card`.
+    ``windows = "card"``: the card's calibrated pulse-response model (``[write_verify]``,
+    :mod:`~analogmem.emulator.pulse_response`) draws the pulses each cell needs and its
+    verified value. The windows are ``levels`` (a sequence of (lo_S, hi_S)), else target ±
+    tolerance when a tolerance is given, else the card's own levels; every target must lie
+    in one. A ``shared-geometric-mixture`` card emulates any window inside its range, with
+    the start state (``prior_programs``: programs of the cell into the same window directly
+    before this one), the pulse scheme (``scheme``, ``step_V``) and the run
+    (``run_effect``, in standard deviations of the run-to-run effect; 0 the median run);
+    a ``geometric-mixture`` card only its fitted windows. ``max_pulses=None`` takes the
+    scheme's budget. Build it with :meth:`card`.
     """
 
     max_pulses: int | None = 20
     tolerance_S: float = 0.0
     tolerance_rel: float = 0.05
     windows: str = "tolerance"
+    levels: tuple[tuple[float, float], ...] | None = None
+    prior_programs: int = 0
+    scheme: str | None = None
+    step_V: float | None = None
+    run_effect: float = 0.0
 
     @classmethod
-    def card(cls, max_pulses: int | None = None) -> "WriteVerify":
-        """Verify against the card's windows with its pulse-response model."""
-        return cls(max_pulses=max_pulses, tolerance_S=0.0, tolerance_rel=0.0, windows="card")
+    def card(cls, max_pulses: int | None = None, windows: Any = None, tolerance_S: float = 0.0,
+             tolerance_rel: float = 0.0, prior_programs: int = 0, scheme: str | None = None,
+             step_V: float | None = None, run_effect: float = 0.0) -> "WriteVerify":
+        """Verify with the card's pulse-response model: in ``windows`` (sequence of
+        (lo_S, hi_S)), in target ± (``tolerance_S`` + ``tolerance_rel``·target), or (neither
+        given) in the card's levels."""
+        levels = None if windows is None else tuple((float(a), float(b)) for a, b in windows)
+        return cls(max_pulses=max_pulses, tolerance_S=tolerance_S, tolerance_rel=tolerance_rel, windows="card",
+                   levels=levels, prior_programs=prior_programs, scheme=scheme, step_V=step_V,
+                   run_effect=run_effect)
 
     def __post_init__(self) -> None:
         if self.windows not in ("tolerance", "card"):
@@ -85,12 +104,49 @@ class WriteVerify:
                 isinstance(self.max_pulses, bool) or not isinstance(self.max_pulses, (int, np.integer))
                 or self.max_pulses < 1):
             raise ValueError(f"WriteVerify.max_pulses must be a positive integer, got {self.max_pulses!r}")
-        for name in ("tolerance_S", "tolerance_rel"):
+        for name in ("tolerance_S", "tolerance_rel", "run_effect"):
             v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"WriteVerify.{name} must be finite and >= 0, got {v!r}")
+            if not np.isfinite(v) or (v < 0 and name != "run_effect"):
+                raise ValueError(f"WriteVerify.{name} must be finite{' and >= 0' if name != 'run_effect' else ''}, "
+                                 f"got {v!r}")
         if self.windows == "tolerance" and self.tolerance_S == 0 and self.tolerance_rel == 0:
             raise ValueError("WriteVerify needs a window: tolerance_S or tolerance_rel must be > 0")
+        if self.levels is not None and (self.tolerance_S or self.tolerance_rel):
+            raise ValueError("WriteVerify.card: give windows or a tolerance, not both")
+        if (isinstance(self.prior_programs, bool) or not isinstance(self.prior_programs, (int, np.integer))
+                or self.prior_programs < 0):
+            raise ValueError(f"WriteVerify.prior_programs must be a non-negative integer, got {self.prior_programs!r}")
+
+    def pulse_table(self, device: DeviceModel, g_target_S: np.ndarray) -> PulseTable:
+        """``windows = "card"``: the card model's table for these targets (S, shape (n,)).
+
+        Raises :class:`~analogmem.errors.DeviceCardError` for a card without a pulse-response
+        model and :class:`~analogmem.errors.TargetRangeError` for a target in none of the
+        windows, a window outside the card's range, or more than ``MAX_WINDOWS`` windows."""
+        pr = device.write_verify
+        if not pr.enabled:
+            raise DeviceCardError(f"device {device.name!r} has no [write_verify] pulse-response "
+                                  "model: use WriteVerify(tolerance_rel=...) windows instead")
+        g = np.asarray(g_target_S, dtype=np.float64)
+        settings = {"prior_programs": int(self.prior_programs), "scheme": self.scheme, "step_V": self.step_V,
+                    "run_effect": float(self.run_effect), "max_pulses": self.max_pulses}
+        if self.tolerance_S or self.tolerance_rel:
+            targets = np.unique(g)
+            if targets.size > MAX_WINDOWS:
+                raise TargetRangeError(f"{targets.size} distinct targets: target + tolerance verify takes at most "
+                                       f"{MAX_WINDOWS} (give windows=... to share windows between targets)")
+            lo, hi = self.window(targets)
+            table = pr.table(list(zip(np.maximum(lo, 0.0), hi)), lookup=list(zip(targets, targets)), **settings)
+        else:
+            table = pr.table(self.levels, **settings)
+        level = table.level_of(g)
+        if np.any(level < 0):
+            i = int(np.argmax(level < 0))
+            where = "given" if self.levels is not None else "card's"
+            raise TargetRangeError(
+                f"targets[{i}] = {g[i]:g} {device.input_unit} lies in none of the {where} {table.n_levels} verify "
+                "windows (see device.write_verify.window_lo_S / window_hi_S, or pass windows=...)")
+        return table
 
     def pulse_budget(self, device: DeviceModel) -> int:
         """The pulse budget on ``device`` (the card's default when ``max_pulses`` is None)."""
@@ -197,27 +253,26 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
         "relax_on": int(rl.enabled), "relax_scale": 1e-6 * r.g_max_S / rl.g_ref_S if rl.enabled else 0.0,
         "relax_t": list(rl.times_s), "relax_c": [list(c) for c in rl.coefficients_uS],
         "relax_table": int(rl.enabled and rl.tabulated), "relax_x": list(rl.x_knots),
-        **_pulse_response_params(device),
+        "pr_on": 0,  # a write-verify program call adds its pulse-response table (_pulse_table_params)
     }
 
 
-def _pulse_response_params(device: DeviceModel) -> dict[str, Any]:
-    """The kernels' arrays for the card's pulse-response write-verify model (if any)."""
-    pr = device.write_verify
-    if not pr.enabled:
+def _pulse_table_params(table: PulseTable | None) -> dict[str, Any]:
+    """The kernels' arrays for a pulse-response table (``pr_on = 0`` without one)."""
+    if table is None:
         return {"pr_on": 0}
     k_max = _kernels.MAX_PULSE_COMPONENTS
-    n = pr.n_levels
+    n = table.n_levels
     cumw, p_hit = np.ones((n, k_max)), np.ones((n, k_max))
     for j in range(n):
-        k = len(pr.weights[j])
-        cumw[j, :k] = np.cumsum(pr.weights[j])
+        k = len(table.weights[j])
+        cumw[j, :k] = np.cumsum(table.weights[j])
         cumw[j, k - 1:] = 2.0  # past the last component: never stop below it
-        p_hit[j, :k] = pr.p_hit[j]
+        p_hit[j, :k] = table.p_hit[j]
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    return {"pr_on": 1, "pr_lo": f64(pr.window_lo_S), "pr_hi": f64(pr.window_hi_S), "pr_cumw": cumw,
-            "pr_p": p_hit, "pr_off": f64(pr.offset_pulses), "pr_probs": f64(pr.probabilities),
-            "pr_q": f64(pr.log_g_quantiles)}
+    return {"pr_on": 1, "pr_lo": f64(table.window_lo_S), "pr_hi": f64(table.window_hi_S), "pr_cumw": cumw,
+            "pr_p": p_hit, "pr_off": f64(table.offset_pulses), "pr_probs": f64(table.probabilities),
+            "pr_q": f64(table.log_g_quantiles)}
 
 
 def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
@@ -397,20 +452,12 @@ class EmulatedBench:
         """
         addr = self._addresses(addresses)
         g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
+        table = None
         if verify is not None:
             if not isinstance(verify, WriteVerify):
                 raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
             if verify.windows == "card":
-                pr = self.device.write_verify
-                if not pr.enabled:
-                    raise DeviceCardError(f"device {self.device.name!r} has no [write_verify] pulse-response "
-                                          "model: use WriteVerify(tolerance_rel=...) windows instead")
-                level = pr.level_of(g_t)
-                if np.any(level < 0):
-                    i = int(np.argmax(level < 0))
-                    raise TargetRangeError(
-                        f"targets[{i}] = {g_t[i]:g} {self.device.input_unit} lies in none of the card's "
-                        f"{pr.n_levels} verify windows (see device.write_verify.window_lo_S / window_hi_S)")
+                table = verify.pulse_table(self.device, g_t)
             elif self.device.input != "conductance":
                 raise DeviceCardError(
                     f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
@@ -419,9 +466,9 @@ class EmulatedBench:
         now = self._time_s
         if addr is None:
             # Inputs are valid, so the kernel cannot fail now: it may write the state in place.
-            result = self._run_program(g_t, stuck, self._op_seed(), verify, out=self._state)
+            result = self._run_program(g_t, stuck, self._op_seed(), verify, out=self._state, table=table)
         else:
-            result = self._run_program(g_t, stuck, self._op_seed(), verify)
+            result = self._run_program(g_t, stuck, self._op_seed(), verify, table=table)
         outcome = {k: result.pop(k) for k in ("pulses", "success") if k in result}
         if addr is None:
             self._state = result
@@ -512,11 +559,13 @@ class EmulatedBench:
 
     # ------------------------------------------------------------------ backends
     def _run_program(self, g_t: np.ndarray, stuck: np.ndarray, seed: np.random.SeedSequence,
-                     verify: WriteVerify | None, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                     verify: WriteVerify | None, out: dict[str, np.ndarray] | None = None,
+                     table: PulseTable | None = None) -> dict[str, np.ndarray]:
         """State arrays of the programmed cells (written into ``out`` when given), plus
-        ``pulses`` and ``success`` with verify."""
+        ``pulses`` and ``success`` with verify (``table``: the pulse-response table of a
+        ``WriteVerify.card`` call)."""
         if self.backend == "numpy":
-            return reference.program_reference(self.device, g_t, stuck, seed, verify)
+            return reference.program_reference(self.device, g_t, stuck, seed, verify, table=table)
         n = g_t.shape[0]
         # zeros: the kernel does not write the arrays of components the card lacks
         out = {k: np.zeros(n) for k in _STATE_KEYS} if out is None else dict(out)
@@ -524,10 +573,12 @@ class EmulatedBench:
         extra: dict[str, Any] = {}
         if verify is not None:
             out["pulses"], out["success"] = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int8)
-            extra = {"verify_max_pulses": verify.pulse_budget(self.device), "tol_abs": verify.tolerance_S,
+            budget = table.max_pulses if table is not None else verify.pulse_budget(self.device)
+            extra = {"verify_max_pulses": budget, "tol_abs": verify.tolerance_S,
                      "tol_rel": verify.tolerance_rel, "pulses": out["pulses"], "success": out["success"],
-                     "verify_card": int(verify.windows == "card")}
-        _kernels.program(self._params, g_t, np.ascontiguousarray(stuck), *(out[k] for k in _STATE_KEYS),
+                     "verify_card": int(table is not None)}
+        params = self._params if table is None else {**self._params, **_pulse_table_params(table)}
+        _kernels.program(params, g_t, np.ascontiguousarray(stuck), *(out[k] for k in _STATE_KEYS),
                          [g.capsule for g in gens], CHUNK_CELLS, self.n_threads, **extra)
         return out
 

@@ -40,16 +40,18 @@ def _normals(op_seed: np.random.SeedSequence, n: int, k: int, first_uniform: boo
 
 
 def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.ndarray,
-                      op_seed: np.random.SeedSequence, verify: Any = None) -> dict[str, np.ndarray]:
+                      op_seed: np.random.SeedSequence, verify: Any = None, table: Any = None) -> dict[str, np.ndarray]:
     """Program cells with targets ``g_target_S`` (S, shape (n,)); ``stuck`` (int8, (n,)):
-    0 healthy, 1 stuck at g_min, 2 stuck at g_max.
+    0 healthy, 1 stuck at g_min, 2 stuck at g_max. ``verify``: a ``WriteVerify`` (None: a
+    single-shot write); ``table``: its pulse-response table (card windows; computed from
+    ``verify`` when None).
 
     Returns the per-cell state ``g_eff`` (S, effective target), ``g_prog`` (S), ``nu``,
     ``z_relax`` and ``q_read`` (read-noise factor Q_s of ``g_eff``), each shape (n,).
     """
     g_t = np.asarray(g_target_S, dtype=np.float64)
     if verify is not None:
-        return _program_verify_reference(device, g_t, stuck, op_seed, verify)
+        return _program_verify_reference(device, g_t, stuck, op_seed, verify, table)
     n = g_t.shape[0]
     z = _normals(op_seed, n, draws_per_cell(device), first_uniform=device.empirical)
     r = device.range
@@ -89,20 +91,21 @@ def read_reference(device: DeviceModel, state: dict[str, np.ndarray], age_s: np.
 
 
 def _program_verify_reference(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray,
-                              op_seed: np.random.SeedSequence, verify: Any) -> dict[str, np.ndarray]:
+                              op_seed: np.random.SeedSequence, verify: Any, table: Any = None) -> dict[str, np.ndarray]:
     """Program-and-verify, cell by cell (a plain loop: the oracle for small arrays). Per
     cell: pulse (write draw), read right after it (read-noise draw if the card has read
     noise), compare with the window, repeat; then the drift and relaxation draws."""
     n = g_t.shape[0]
     r = device.range
-    budget = verify.pulse_budget(device)
     card = verify.windows == "card"
     if card:
-        pr = device.write_verify
+        pr = verify.pulse_table(device, g_t) if table is None else table
+        budget = pr.max_pulses
         level = pr.level_of(g_t)
         cumw = [np.cumsum(w) for w in pr.weights]
         lo_w = hi_w = g_t  # unused
     else:
+        budget = verify.pulse_budget(device)
         lo_w, hi_w = verify.window(g_t)
     g_eff = np.where(stuck == 1, r.g_min_S, np.where(stuck == 2, r.g_max_S, g_t))
     q = device.read_noise_q(g_eff)
