@@ -35,7 +35,6 @@ out-of-sample check of the write-verify model (leave one run out).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import analogmem
 from analogmem._io import atomic_write_text, save_figure, write_json
 from analogmem.calibrate.pulse_response import fit_pulse_response, response_table
 from analogmem.calibrate.retention import fit_arrhenius
-from analogmem.calibrate.write_verify import read_write_verify, spread_table
+from analogmem.calibrate.write_verify import read_write_verify, spread_table, write_verify_card
 
 PREBAKE_AGE_S = 3600.0
 T_VERIFIED_S = 1.0
@@ -82,8 +81,7 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
         if write_verify:
             wv_all = wv_all[wv_all.experiment.isin(write_verify)]
         wv = fit_pulse_response(wv_all)
-        response, wv_table, wv_report = wv.response(), wv.card_table(), wv.card("rram-radar", "")["fit_report"][
-            "write_verify"]
+        response, wv_table, wv_report = wv.response(), wv.card_table(), wv.fit_summary()
         runs = wv.runs
     else:
         response, wv_table, wv_report = keep.write_verify, response_table(keep.write_verify), keep.fit_report[
@@ -94,11 +92,8 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
     n_levels = levels.n_levels
     median, verified_std = verified_stats(levels)
     sigma_p = float(np.median(verified_std))
-    g_max = math.ceil(float(np.exp(np.max(levels.log_g_quantiles))) * 1e6) * 1e-6
-    card = {"range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
-            "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p * 1e6]},
-            "drift": {"model": "none"}, "read_noise": {"model": "none"},
-            "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0}, "write_verify": wv_table}
+    card = write_verify_card("rram-radar", "", "", levels.log_g_quantiles, sigma_p, wv_table, wv_report)
+    g_max = card["range"]["g_max_S"]
 
     # spread per level: pre-bake (pooled over the bake experiments) and after each bake
     pre = spread_table(pd.concat([_bake_reads(reads, d)[0] for d in bakes]))
@@ -121,8 +116,10 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
 
     card.update({
         "card": {"name": "rram-radar", "schema_version": 1, "technology": "RRAM", "input": "conductance",
-                 "description": "1T1R RRAM, 3 bits per cell programmed with RADAR write-verify: pulse-response "
-                                "model, verified-level distributions, spread after bakes, Arrhenius retention."},
+                 "description": "1T1R RRAM, 3 bits per cell programmed with RADAR write-verify: shared "
+                                "pulse-response model (any verify window in range, first program or re-program, "
+                                "RADAR or ISPP scheme, run-to-run effect), verified-level distributions, spread after "
+                                "bakes, Arrhenius retention."},
         "source": {
             "citation": "A. Levy et al., 'RADAR: A Fast and Energy-Efficient Programming Technique for Multiple "
                         "Bits-per-Cell RRAM Arrays', IEEE TED 2021 (doi 10.1109/TED.2021.3097975); data: "

@@ -31,6 +31,7 @@ import numpy as np
 
 from analogmem._io import save_figure, write_json
 from analogmem.calibrate import fit_geometric_mixture, fit_pulse_response, read_write_verify
+from analogmem.errors import CalibrationError
 
 PULSES_TOL = 0.20
 SUCCESS_TOL = 0.02
@@ -76,10 +77,14 @@ def loeo(df: Any, classes: int = 3, progress: bool = True) -> list[dict[str, Any
     for held in tqdm(runs, desc="held-out runs", disable=None if progress else True):
         train, test = df[df.experiment != held], df[df.experiment == held]
         shared_ok = set(test.scheme) <= set(train.scheme)
+        failure = None
         if shared_ok:
-            fit = fit_pulse_response(train, classes=classes, stderr=False, start=full)
-            mean, ok = fit.predict(test, clip_steps=True)
-        else:
+            try:
+                fit = fit_pulse_response(train, classes=classes, stderr=False, start=full)
+                mean, ok = fit.predict(test, clip_steps=True)
+            except CalibrationError as exc:  # reported in the table, not hidden
+                shared_ok, failure = False, str(exc)
+        if not shared_ok:
             mean, ok = np.full(len(test), np.nan), np.full(len(test), np.nan)
         pw = per_window_prediction(train, test)
         test = test.assign(_m=mean, _s=ok)
@@ -94,7 +99,7 @@ def loeo(df: Any, classes: int = 3, progress: bool = True) -> list[dict[str, Any
                 "pulses_mean_shared": float(g._m.mean()), "success_rate_shared": float(g._s.mean()),
                 "pulses_mean_per_window": None if p is None else float(p[0]),
                 "success_rate_per_window": None if p is None else float(p[1]),
-                "shared_refused": None if shared_ok else f"scheme {g.scheme.iloc[0]!r} is in no training run",
+                "shared_refused": None if shared_ok else (failure or f"scheme {g.scheme.iloc[0]!r} is in no training run"),
                 "note": _note(train, g),
             })
     for r in rows:

@@ -24,6 +24,10 @@ from stats_helpers import SHARED_DATA
 RADAR = SHARED_DATA / "rram-radar"
 needs_data = pytest.mark.skipif(not RADAR.exists(), reason="../shared/data not present")
 ROOT = Path(__file__).resolve().parents[1]
+#: Share of (run, level) pairs of writetest3, writetest4 and ISPP 0.1 V whose emulated mean
+#: pulses the card puts within 20 % of the data (17 of 20 when fitted; a shared model does
+#: not reproduce every window of every run — calibration/README.md has the full table).
+IN_SAMPLE_WITHIN_20 = 0.75
 
 
 def _script(name: str):
@@ -57,13 +61,13 @@ def test_card_verify_kernel_equals_reference(card_text):
     n = 70_000  # two chunks
     level = np.random.default_rng(3).integers(0, pr.n_levels, n)
     targets = np.exp([np.interp(0.5, pr.probabilities, pr.log_g_quantiles[k]) for k in level])
-    vf = WriteVerify.card(max_pulses=60)  # a budget that makes some cells fail
+    vf = WriteVerify.card(max_pulses=150)  # a budget that makes some cells fail (about 36 % of first programs)
     fast = EmulatedBench(dev, n, seed=5, n_threads=2)
     slow = EmulatedBench(dev, n, seed=5, backend="numpy")
     rf, rs = fast.program(targets, verify=vf), slow.program(targets, verify=vf)
     np.testing.assert_array_equal(rf.pulses, rs.pulses)
     np.testing.assert_array_equal(rf.success, rs.success)
-    assert not rf.success[fast.stuck != 0].any() and (rf.pulses[fast.stuck != 0] == 60).all()
+    assert not rf.success[fast.stuck != 0].any() and (rf.pulses[fast.stuck != 0] == 150).all()
     assert 0 < (~rf.success.astype(bool)).mean() < 0.5
     for key, value in fast.cell_state().items():
         np.testing.assert_allclose(value, slow.cell_state()[key], rtol=1e-12, atol=1e-24, err_msg=key)

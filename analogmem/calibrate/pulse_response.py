@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from .._io import save_figure
-from ..emulator.pulse_response import P_EFFECTS, WEIGHT_EFFECTS, PulseResponse, PulseScheme, pulse_covariates
+from ..emulator.pulse_response import (P_EFFECTS, SCHEME_TERMS, WEIGHT_EFFECTS, PulseResponse, PulseScheme,
+                                       pulse_covariates)
 from ..errors import CalibrationError
-from .write_verify import overlapping_windows, read_write_verify
+from .write_verify import overlapping_windows, read_write_verify, write_verify_card
 
 __all__ = ["PulseResponseFit", "fit_pulse_response", "window_columns_S", "expected_pulses", "response_table",
            "stationarity"]
@@ -75,14 +76,28 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
+def _covariates(df: Any, g_ref_S: float, schemes: list[str]) -> dict[str, np.ndarray]:
+    """Every candidate covariate of a tidy table's rows: :func:`pulse_covariates` and, per
+    scheme after the first (the reference), its indicator ``scheme:NAME`` and the indicator
+    times each one-sided window, ``scheme:NAME:open_above`` / ``:open_below``."""
+    lo, hi = window_columns_S(df)
+    cov = pulse_covariates(lo, hi, df.prior_programs.to_numpy(), df.step_V.to_numpy(), g_ref_S)
+    for s in schemes[1:]:
+        on = (df.scheme.to_numpy() == s).astype(float)
+        for term in SCHEME_TERMS:
+            cov[_scheme_key(s, term)] = on * (cov[term] if term else 1.0)
+    return cov
+
+
+def _scheme_key(scheme: str, term: str) -> str:
+    return f"scheme:{scheme}" + (f":{term}" if term else "")
+
+
 class _Design:
     """The fit's data, compressed to distinct rows (run, covariates, pulses, censored) with counts."""
 
     def __init__(self, df: Any, g_ref_S: float, schemes: list[str], x_names: list[str], z_names: list[str]):
-        lo, hi = window_columns_S(df)
-        cov = pulse_covariates(lo, hi, df.prior_programs.to_numpy(), df.step_V.to_numpy(), g_ref_S)
-        dummies = {f"scheme:{s}": (df.scheme.to_numpy() == s).astype(float) for s in schemes[1:]}
-        cov.update(dummies)
+        cov = _covariates(df, g_ref_S, schemes)
         X = np.column_stack([cov[n] for n in x_names]) if x_names else np.zeros((len(df), 0))
         Z = np.column_stack([cov[n] for n in z_names]) if z_names else np.zeros((len(df), 0))
         runs = sorted(df.experiment.unique())
@@ -169,11 +184,15 @@ class PulseResponseFit:
         weight_effects = {n: delta[n] for n in WEIGHT_EFFECTS if n in delta}
         schemes = []
         for s in self.schemes:
-            key = f"scheme:{s}"
+            shifts = {}
+            for term, (p_field, w_field) in SCHEME_TERMS.items():
+                key = _scheme_key(s, term)
+                shifts[p_field] = float(beta.get(key, 0.0))
+                shifts[w_field] = tuple(delta[key]) if key in delta else ()
             pos, above, below = self.final_quantiles[s]
-            schemes.append(PulseScheme(s, self.scheme_budgets[s], float(beta.get(key, 0.0)),
-                                       tuple(delta[key]) if key in delta else (), tuple(self.scheme_steps[s]),
-                                       tuple(pos), tuple(above), tuple(below)))
+            schemes.append(PulseScheme(s, self.scheme_budgets[s], steps_V=tuple(self.scheme_steps[s]),
+                                       position_quantiles=tuple(pos), open_above_log_quantiles=tuple(above),
+                                       open_below_log_quantiles=tuple(below), **shifts))
         return PulseResponse("shared-geometric-mixture", window_lo_S=tuple(self.window_lo_S),
                              window_hi_S=tuple(self.window_hi_S), max_pulses=schemes[0].max_pulses,
                              probabilities=tuple(self.probabilities), range_S=self.range_S, g_ref_S=self.g_ref_S,
@@ -187,13 +206,14 @@ class PulseResponseFit:
 
     def fit_summary(self) -> dict[str, Any]:
         """Parameters with standard errors, log-likelihood, BIC, the runs' effects (in units
-        of τ), what was left out, and the per-(run, level) report."""
-        return {"model": "shared-geometric-mixture", "classes": self.classes, "n_operations": self.n,
+        of τ), what was left out, the covariance of the parameters and the per-(run, level)
+        report (non-finite numbers as strings, so TOML and JSON writers take it)."""
+        return _toml_safe({"model": "shared-geometric-mixture", "classes": self.classes, "n_operations": self.n,
                 "loglik": self.loglik, "bic": self.bic, "run_sd": self.run_sd, "prior_sd": self.prior_sd,
                 "parameters": {k: {"estimate": v, "stderr": s} for k, (v, s) in self.parameters.items()},
                 "run_effects": dict(zip(self.runs, self.run_effects)), "left_out": self.dropped,
-                "covariance": None if self.covariance is None else self.covariance.tolist(),
-                "report": self.report}
+                "covariance": [] if self.covariance is None else self.covariance.tolist(),
+                "report": self.report})
 
     def card(self, name: str, source: str, verified_std_S: float | None = None) -> dict[str, Any]:
         """A device card (dict for ``tomli_w``) with this pulse-response model: input
@@ -201,21 +221,11 @@ class PulseResponseFit:
         card's levels, programming noise σ_P = ``verified_std_S`` (default: the median
         spread of verified cells per level; a write without verify is not in such data)."""
         q = np.asarray(self.response().log_g_quantiles)
-        g_max = math.ceil(float(np.exp(q.max())) * 1e6) * 1e-6
         sigma_p = float(np.median([r["verified_g_std_S"] for r in self.report if np.isfinite(r["verified_g_std_S"])])
                         if verified_std_S is None else verified_std_S)
-        return {
-            "card": {"name": name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
-                     "description": "shared write-verify pulse-response model fitted by "
-                                    "analogmem.calibrate.pulse_response"},
-            "source": {"citation": source or "measured write-verify traces (tidy table)"},
-            "range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
-            "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p * 1e6]},
-            "drift": {"model": "none"}, "read_noise": {"model": "none"}, "relaxation": {"model": "none"},
-            "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
-            "write_verify": self.card_table(),
-            "fit_report": {"write_verify": _toml_safe(self.fit_summary())},
-        }
+        return write_verify_card(name, source, "shared write-verify pulse-response model fitted by "
+                                 "analogmem.calibrate.pulse_response", q, sigma_p, self.card_table(),
+                                 self.fit_summary())
 
     def predict(self, data: Any, run_effect: float | None = None, quadrature: int = 21,
                 clip_steps: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -285,12 +295,18 @@ def response_table(r: PulseResponse) -> dict[str, Any]:
             "class_logit_weight": list(r.class_logit_weight), "run_sd": r.run_sd,
             "p_effects": dict(r.p_effects), "weight_effects": {k: list(v) for k, v in r.weight_effects.items()},
             "probabilities": list(r.probabilities),
-            "schemes": {s.name: {"max_pulses": s.max_pulses, "p_shift": s.p_shift,
-                                 "weight_shift": list(s.weight_shift), "steps_V": list(s.steps_V),
-                                 "position_quantiles": list(s.position_quantiles),
-                                 "open_above_log_quantiles": list(s.open_above_log_quantiles),
-                                 "open_below_log_quantiles": list(s.open_below_log_quantiles)}
-                        for s in r.schemes}}
+            "schemes": {s.name: _scheme_table(s) for s in r.schemes}}
+
+
+def _scheme_table(s: PulseScheme) -> dict[str, Any]:
+    out: dict[str, Any] = {"max_pulses": s.max_pulses, "steps_V": list(s.steps_V)}
+    for p_field, w_field in SCHEME_TERMS.values():
+        out[p_field] = getattr(s, p_field)
+        out[w_field] = list(getattr(s, w_field))
+    out.update({"position_quantiles": list(s.position_quantiles),
+                "open_above_log_quantiles": list(s.open_above_log_quantiles),
+                "open_below_log_quantiles": list(s.open_below_log_quantiles)})
+    return out
 
 
 def _theta_of(r: PulseResponse) -> tuple[list[str], list[str], list[str], np.ndarray]:
@@ -298,11 +314,12 @@ def _theta_of(r: PulseResponse) -> tuple[list[str], list[str], list[str], np.nda
     inverse of :meth:`PulseResponseFit.response`."""
     schemes = [s.name for s in r.schemes]
     k = len(r.class_logit_p)
-    x_names = [f"scheme:{s.name}" for s in r.schemes[1:] if s.p_shift != 0.0] + list(r.p_effects)
-    z_names = [f"scheme:{s.name}" for s in r.schemes[1:] if s.weight_shift] + list(r.weight_effects)
-    shift = {f"scheme:{s.name}": s for s in r.schemes}
-    beta = [shift[n].p_shift if n in shift else r.p_effects[n] for n in x_names]
-    delta = np.array([list(shift[n].weight_shift) if n in shift else list(r.weight_effects[n])
+    terms = {_scheme_key(s.name, t): (getattr(s, pf), getattr(s, wf)) for s in r.schemes[1:]
+             for t, (pf, wf) in SCHEME_TERMS.items()}
+    x_names = [n for n, (pv, _) in terms.items() if pv != 0.0] + list(r.p_effects)
+    z_names = [n for n, (_, wv) in terms.items() if wv] + list(r.weight_effects)
+    beta = [terms[n][0] if n in terms else r.p_effects[n] for n in x_names]
+    delta = np.array([list(terms[n][1]) if n in terms else list(r.weight_effects[n])
                       for n in z_names]).reshape(len(z_names), k - 1)
     theta = np.concatenate([r.class_logit_p, beta, r.class_logit_weight[1:], delta.T.ravel(),
                             [math.log(r.run_sd) if r.run_sd > 0 else -math.inf]])
@@ -448,7 +465,7 @@ def _final_quantiles(df: Any, probs: np.ndarray) -> tuple[list[float], list[floa
 
 def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
                        min_cells_per_level: int = 20, prior_sd: float = 10.0, stderr: bool = True,
-                       g_ref_S: float | None = None, max_iter: int = 5000,
+                       g_ref_S: float | None = None, max_iter: int = 50000,
                        start: PulseResponseFit | None = None) -> PulseResponseFit:
     """Fit the shared pulse-response model to a tidy write-verify table (all its runs, windows
     and schemes at once).
@@ -489,9 +506,8 @@ def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
     if g_ref_S is None:
         g_ref_S = start.g_ref_S if start is not None else float(np.exp(np.mean(np.log(finite_edges))))
     schemes = sorted(df.scheme.unique(), key=lambda s: (-int((df.scheme == s).sum()), s))
-    cov = pulse_covariates(lo, hi, df.prior_programs.to_numpy(), df.step_V.to_numpy(), g_ref_S)
-    cov.update({f"scheme:{s}": (df.scheme.to_numpy() == s).astype(float) for s in schemes[1:]})
-    scheme_cols = [f"scheme:{s}" for s in schemes[1:]]
+    cov = _covariates(df, g_ref_S, schemes)
+    scheme_cols = [_scheme_key(s, term) for s in schemes[1:] for term in SCHEME_TERMS]
     x_names, x_dropped = _select(cov, scheme_cols + list(P_EFFECTS))
     z_names, z_dropped = _select(cov, scheme_cols + list(WEIGHT_EFFECTS)) if classes > 1 else ([], [])
     d = _Design(df, g_ref_S, schemes, x_names, z_names)

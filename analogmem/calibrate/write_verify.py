@@ -270,19 +270,9 @@ class WriteVerifyFit:
         pulse-response model: input conductance (S), ``g_max_S`` just above the largest
         verified conductance, programming noise σ_P = the median verified spread (a write
         without verify is not in such data), no time dependence, and the fit report."""
-        g_max = math.ceil(float(np.exp(np.max(self.log_g_quantiles))) * 1e6) * 1e-6
-        sigma_p = float(np.median(self.verified_std_S))
-        return {
-            "card": {"name": name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
-                     "description": "write-verify pulse-response model fitted by analogmem.calibrate.write_verify"},
-            "source": {"citation": source or "measured write-verify traces (tidy table)"},
-            "range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
-            "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p * 1e6]},
-            "drift": {"model": "none"}, "read_noise": {"model": "none"}, "relaxation": {"model": "none"},
-            "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
-            "write_verify": self.card_table(),
-            "fit_report": {"write_verify": self.report},
-        }
+        return write_verify_card(name, source, "write-verify pulse-response model fitted by "
+                                 "analogmem.calibrate.write_verify", self.log_g_quantiles,
+                                 float(np.median(self.verified_std_S)), self.card_table(), self.report)
 
     def plot(self, path: Any) -> Any:
         """PNG: per level, mean pulses and success rate, data vs the fitted model (budget
@@ -312,6 +302,26 @@ class WriteVerifyFit:
         """Median conductance (S) of verified cells per level."""
         q = np.asarray(self.log_g_quantiles)
         return np.exp(np.array([np.interp(0.5, self.probabilities, row) for row in q]))
+
+
+def write_verify_card(name: str, source: str, description: str, log_g_quantiles: Any, sigma_p_S: float,
+                      write_verify: dict[str, Any], report: Any) -> dict[str, Any]:
+    """A device card (dict for ``tomli_w``) that programs with a ``[write_verify]`` table:
+    input conductance (S), ``g_max_S`` just above the largest verified conductance (the
+    largest of ``log_g_quantiles``, ln S), programming noise σ_P = ``sigma_p_S`` (a write
+    without verify is not in write-verify data), no time dependence, and the fit report."""
+    g_max = math.ceil(float(np.exp(np.max(log_g_quantiles))) * 1e6) * 1e-6
+    return {
+        "card": {"name": name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
+                 "description": description},
+        "source": {"citation": source or "measured write-verify traces (tidy table)"},
+        "range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
+        "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p_S * 1e6]},
+        "drift": {"model": "none"}, "read_noise": {"model": "none"}, "relaxation": {"model": "none"},
+        "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
+        "write_verify": write_verify,
+        "fit_report": {"write_verify": report},
+    }
 
 
 def fit_write_verify(data: Any, max_components: int = 3, n_quantiles: int = 41,

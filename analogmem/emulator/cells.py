@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceCardError
-from .pulse_response import P_EFFECTS, WEIGHT_EFFECTS, PulseResponse, PulseScheme, PulseTable
+from .pulse_response import P_EFFECTS, SCHEME_TERMS, WEIGHT_EFFECTS, PulseResponse, PulseScheme, PulseTable
 
 __all__ = [
     "DeviceModel",
@@ -655,17 +655,22 @@ def _shared_pulse_response(t: _Table, lo: tuple[float, ...], hi: tuple[float, ..
     schemes = []
     for name in list(st.data):
         s = st.table(name)
-        shift = s.numbers("weight_shift", min_len=0) if "weight_shift" in s.data else ()
-        if shift and len(shift) != k - 1:
-            s.fail(f"expected {k - 1} numbers (one per class after the first), got {len(shift)}", "weight_shift")
+        shifts = {}
+        for p_field, w_field in SCHEME_TERMS.values():
+            shifts[p_field] = s.number(p_field, default=0.0)
+            shift = s.numbers(w_field, min_len=0) if w_field in s.data else ()
+            if shift and len(shift) != k - 1:
+                s.fail(f"expected {k - 1} numbers (one per class after the first), got {len(shift)}", w_field)
+            shifts[w_field] = shift
         steps = s.numbers("steps_V", min_len=0) if "steps_V" in s.data else ()
         if any(v <= 0 for v in steps):
             s.fail(f"steps must be > 0 V, got {list(steps)}", "steps_V")
         nq = len(probs)
-        schemes.append(PulseScheme(name, _max_pulses(s), s.number("p_shift", default=0.0), shift, steps,
-                                   _quantile_row(s, "position_quantiles", nq, 0.0, 1.0),
-                                   _quantile_row(s, "open_above_log_quantiles", nq, 0.0),
-                                   _quantile_row(s, "open_below_log_quantiles", nq, 0.0)))
+        schemes.append(PulseScheme(name, _max_pulses(s), steps_V=steps,
+                                   position_quantiles=_quantile_row(s, "position_quantiles", nq, 0.0, 1.0),
+                                   open_above_log_quantiles=_quantile_row(s, "open_above_log_quantiles", nq, 0.0),
+                                   open_below_log_quantiles=_quantile_row(s, "open_below_log_quantiles", nq, 0.0),
+                                   **shifts))
         s.done()
     st.done()
     if not schemes:

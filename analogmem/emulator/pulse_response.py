@@ -12,8 +12,8 @@ window's quantile function of ln(g/S) — and otherwise fails after ``max_pulses
 * ``model = "shared-geometric-mixture"`` (issue #16): one set of physical parameters shared
   by every window. For a window ``[lo, hi]`` (S), the start state and the pulse scheme,
 
-  ``logit p_k = α_k + Σ_j β_j·x_j + s_scheme + τ·r``  and
-  ``weights = softmax(γ_k + Σ_j δ_kj·z_j + w_scheme,k)``,
+  ``logit p_k = α_k + Σ_j β_j·x_j + s_scheme(window side) + τ·r``  and
+  ``weights = softmax(γ_k + Σ_j δ_kj·z_j + w_scheme,k(window side))``,
 
   with the covariates of :func:`pulse_covariates` (window position and relative width,
   one-sided windows, first program or re-program and how many re-programs, ISPP step),
@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import DeviceCardError, TargetRangeError
 
 __all__ = ["PulseTable", "PulseScheme", "PulseResponse", "pulse_covariates", "P_EFFECTS", "WEIGHT_EFFECTS",
+           "SCHEME_TERMS",
            "WIDTH_REF", "STEP_REF_V", "MAX_WINDOWS"]
 
 #: Covariates acting on the per-pulse hit probability (logit scale), in this order.
@@ -132,11 +133,13 @@ class PulseTable:
 
 @dataclass(frozen=True)
 class PulseScheme:
-    """One pulse scheme of a shared model: its default budget, its shift of the hit
-    probability's logit and of the class logits (0 for the reference scheme), the ISPP
-    steps (V) it was fitted on (empty: no step), and where its verified cells end in their
-    windows (at the model's ``probabilities``): the fraction of a two-sided window's
-    ln-width, and the ln-distance past the edge of a window open above / below."""
+    """One pulse scheme of a shared model: its default budget; its shifts of the hit
+    probability's logit and of the class logits (0 for the reference scheme) — for every
+    window, and in addition for windows open above (reached by SET pulses alone) and open
+    below (RESET alone), where the scheme's polarity-specific ramp acts; the ISPP steps (V)
+    it was fitted on (empty: no step); and where its verified cells end in their windows
+    (at the model's ``probabilities``): the fraction of a two-sided window's ln-width, and
+    the ln-distance past the edge of a window open above / below."""
 
     name: str
     max_pulses: int
@@ -146,6 +149,15 @@ class PulseScheme:
     position_quantiles: tuple[float, ...] = ()
     open_above_log_quantiles: tuple[float, ...] = ()
     open_below_log_quantiles: tuple[float, ...] = ()
+    p_shift_open_above: float = 0.0
+    p_shift_open_below: float = 0.0
+    weight_shift_open_above: tuple[float, ...] = ()
+    weight_shift_open_below: tuple[float, ...] = ()
+
+
+#: A scheme's shift terms: covariate suffix → (PulseScheme field of the p shift, of the weight shift).
+SCHEME_TERMS = {"": ("p_shift", "weight_shift"), "open_above": ("p_shift_open_above", "weight_shift_open_above"),
+                "open_below": ("p_shift_open_below", "weight_shift_open_below")}
 
 
 @dataclass(frozen=True)
@@ -211,14 +223,20 @@ class PulseResponse:
         eta = np.zeros(x["position"].shape)
         for name, coef in self.p_effects.items():
             eta = eta + coef * x[name]
-        eta = eta + sc.p_shift + self.run_sd * float(run_effect)
+        eta = eta + self.run_sd * float(run_effect)
+        for term, (p_field, w_field) in SCHEME_TERMS.items():
+            on = x[term] if term else 1.0
+            eta = eta + getattr(sc, p_field) * on
         logit = np.asarray(self.class_logit_p)[None, :] + eta[:, None]
         p = np.clip(1.0 / (1.0 + np.exp(-logit)), _P_FLOOR, 1.0)
         zeta = np.tile(np.asarray(self.class_logit_weight, dtype=np.float64), (eta.size, 1))
         for name, coefs in self.weight_effects.items():
             zeta[:, 1:] += x[name][:, None] * np.asarray(coefs)[None, :]
-        if sc.weight_shift:
-            zeta[:, 1:] += np.asarray(sc.weight_shift)[None, :]
+        for term, (_, w_field) in SCHEME_TERMS.items():
+            shift = getattr(sc, w_field)
+            if shift:
+                on = x[term][:, None] if term else 1.0
+                zeta[:, 1:] += on * np.asarray(shift)[None, :]
         zeta -= zeta.max(axis=1, keepdims=True)
         w = np.exp(zeta)
         return w / w.sum(axis=1, keepdims=True), p
