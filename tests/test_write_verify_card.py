@@ -252,14 +252,15 @@ def test_shipped_card_is_what_the_fit_gives(tables, card_text):
     """devices/rram-radar.toml is what calibration/fit_radar_card.py gives: its write-verify
     parameters are the optimum of the fit on the converted traces — the Newton step from
     them to the optimum is below 0.05 standard errors (in the metric of the fit's
-    covariance; a parameter moved by 0.3 standard errors gives about 0.3) — and every other
-    table is rebuilt from the data around them: the Arrhenius activation energy (a least-
-    squares result) within 0.05 of its standard error, and the tables that follow from it
-    within what such a change of E_a moves them by: a bake's equivalent time changes by
-    ΔE_a·(1/T_ref − 1/T)/k_B relative, below 8·ΔE_a/eV for the 80–120 °C bakes."""
+    covariance; a parameter moved by 0.3 standard errors gives about 0.3; the shared model
+    is fitted by L-BFGS, so the test asks for the optimum, not for the same floats) — and
+    every other table, rebuilt from the data around them, agrees field by field within the
+    tolerance card_tolerances.RRAM_RADAR derives for it (settings and shapes equal,
+    arithmetic to 1e-12, the Arrhenius fit to 1/1000 of its standard error)."""
     import tomllib
 
     from analogmem.calibrate.pulse_response import stationarity
+    from card_tolerances import RRAM_RADAR, compare_cards
 
     shipped_dev = analogmem.load_device("rram-radar")
     wv = read_write_verify(tables / "radar-write-verify.csv", min_cells_per_level=1)
@@ -268,17 +269,39 @@ def test_shipped_card_is_what_the_fit_gives(tables, card_text):
     fit = _script("fit_radar_card")
     text, _ = fit.build_card(tables, ["radar-expt3", "radar-expt4"], keep=shipped_dev)
     new, shipped = tomllib.loads(text), tomllib.loads(card_text("rram-radar"))
-    e_new, e_old = new["retention"]["activation_energy_eV"], shipped["retention"]["activation_energy_eV"]
-    stderr = shipped["retention"]["activation_energy_stderr_eV"]
-    assert abs(e_new - e_old) < 0.05 * stderr
-    rtol = max(8 * 0.05 * stderr, 1e-9)
+    compare_cards(new, shipped, ("write_verify", "relaxation", "retention", "range", "programming"), RRAM_RADAR)
 
-    def flat(v):
-        return [x for row in v for x in flat(row)] if isinstance(v, list) else [v]
 
-    for table in ("write_verify", "relaxation", "retention", "range", "programming"):
-        for key, value in shipped[table].items():
-            if isinstance(value, (str, dict)):
-                assert new[table][key] == value, f"[{table}].{key}"
-            else:
-                np.testing.assert_allclose(flat(new[table][key]), flat(value), rtol=rtol, err_msg=f"[{table}].{key}")
+def test_card_comparison_accepts_fit_noise_and_catches_real_changes(card_text):
+    """The per-field tolerances of the shipped-card test: the issue's cross-machine
+    difference (Arrhenius times 5.4e-8 relative, E_a moved within its xtol) passes; a change
+    of 1 % of a standard error, or any change of data arithmetic beyond rounding, fails."""
+    import copy
+    import tomllib
+
+    from card_tolerances import RRAM_RADAR, compare_cards
+
+    tables = ("write_verify", "relaxation", "retention", "range", "programming")
+    shipped = tomllib.loads(card_text("rram-radar"))
+
+    def moved(path, factor):
+        card = copy.deepcopy(shipped)
+        table, key = path.split(".")
+        v = card[table][key]
+        card[table][key] = ([[x * factor for x in row] for row in v] if isinstance(v[0], list) else
+                            [x * factor for x in v]) if isinstance(v, list) else v * factor
+        return card
+
+    se_ea = shipped["retention"]["activation_energy_stderr_eV"] / shipped["retention"]["activation_energy_eV"]
+    compare_cards(moved("relaxation.times_s", 1 + 5.4e-8), shipped, tables, RRAM_RADAR)
+    compare_cards(moved("retention.activation_energy_eV", 1 + 1e-8), shipped, tables, RRAM_RADAR)
+    compare_cards(moved("write_verify.class_logit_p", 1 + 1e-7), shipped, tables, RRAM_RADAR)
+    for path, factor in (("retention.activation_energy_eV", 1 + 0.01 * se_ea), ("relaxation.times_s", 1.001),
+                         ("write_verify.class_logit_weight", 1.001), ("relaxation.sigma_uS", 1 + 1e-9),
+                         ("write_verify.window_lo_S", 1 + 1e-9)):
+        with pytest.raises(AssertionError):
+            compare_cards(moved(path, factor), shipped, tables, RRAM_RADAR)
+    changed = copy.deepcopy(shipped)
+    changed["write_verify"]["schemes"]["radar"]["max_pulses"] += 1
+    with pytest.raises(AssertionError, match="exact entries differ"):
+        compare_cards(changed, shipped, tables, RRAM_RADAR)
