@@ -237,14 +237,22 @@ def test_radar_card_reproduces_write_verify_traces(tables, radar):
 def test_radar_card_reproduces_post_bake_spread(tables, radar):
     """Must show: emulated post-bake spread per level within 15 % of the measured one, for
     the bakes the card's time axis was fitted to (30 min at 100 °C and at 120 °C); the
-    bake is emulated through the card's Arrhenius retention (EmulatedBench.bake)."""
+    bake is emulated through the card's Arrhenius retention (EmulatedBench.bake).
+
+    One emulated chip has as many cells per level as the data (128 in expt 3), so its
+    spread alone scatters by 1/sqrt(2 * 127) = 6.3 % (relative standard error of a standard
+    deviation): a single seed would test the seed as much as the card. The emulated
+    variance is pooled over 8 chips (seeds 0..7; 2.2 % standard error), so the 15 % bound
+    is on the card's model plus the data's own sampling error."""
     import pandas as pd
 
     fit = _script("fit_radar_card")
     reads = pd.read_csv(tables / "radar-reads.csv")
     for exp in ("radar-expt3", "radar-expt4"):
-        for r in fit.emulate_bake(radar, reads, exp):
-            assert abs(r["std_postbake_emulated_S"] / r["std_postbake_data_S"] - 1) < 0.15, r
+        chips = [fit.emulate_bake(radar, reads, exp, seed=s) for s in range(8)]
+        for rows in zip(*chips):
+            pooled_S = float(np.sqrt(np.mean([r["std_postbake_emulated_S"] ** 2 for r in rows])))
+            assert abs(pooled_S / rows[0]["std_postbake_data_S"] - 1) < 0.15, (rows[0], pooled_S)
 
 
 @needs_data
