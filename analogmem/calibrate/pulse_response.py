@@ -15,7 +15,7 @@ The fit maximises the likelihood with failed operations right-censored (``X > pu
 and each run's effect ``u_e ~ N(0, τ²)`` — the Laplace approximation of the marginal
 likelihood without its log-determinant term (the h-likelihood of Lee & Nelder), exact in
 the limit of many operations per run; the shared data have 278–23,593 per run, whose
-effects are then known to ±0.02–0.05 on logit p against τ ≈ 0.3–0.5 — by L-BFGS with the
+effects are then known to ±0.02–0.05 on logit p against τ = 0.11 fitted there — by L-BFGS with the
 analytic gradient. The effects carry a weak N(0, ``prior_sd``²) penalty (maximum a
 posteriori): it keeps a class weight the data push to 0 finite and moves nothing the data
 determine. Standard errors come from the numerical Hessian of the joint objective (the
