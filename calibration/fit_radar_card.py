@@ -6,10 +6,12 @@
 
 The card (input: conductance, S) carries
 
-* ``[write_verify]``: per 3-bit level, the verify window and the pulse-response model fitted
-  by :func:`analogmem.calibrate.write_verify.fit_write_verify` to the write-verify traces of the
-  experiments named by ``--write-verify`` (default ``writetest3 writetest4``, which share one
-  set of windows), and the distribution of verified conductances;
+* ``[write_verify]``: the shared pulse-response model (``model = "shared-geometric-mixture"``)
+  fitted by :func:`analogmem.calibrate.fit_pulse_response` to the write-verify traces of every
+  run (``--write-verify`` names a subset): one set of parameters for any window inside the
+  card's range, the start state (first program or re-program), the pulse scheme (RADAR,
+  ISPP with its step) and the run-to-run effect; the card's levels are the 3-bit windows of
+  ``writetest3`` (the largest run);
 * ``[retention]``: the Arrhenius time–temperature equivalence fitted to ``radar-ber.csv``;
 * ``[relaxation]`` (``table-log-time``): per level, the read spread of the cells at 1 s
   (the verified spread), before the bake (``--prebake-age-s`` after programming; the data
@@ -22,9 +24,12 @@ The relaxation rows are referenced to verified cells: the kernels add
 level's verified spread σ_v, so each row holds ``sqrt(σ_meas² − σ_v² + σ_P²)`` and a
 verified cell read at a tabulated time has exactly the measured spread σ_meas.
 
-It then emulates the experiments on the new card and writes, per level, data vs model:
-mean pulses and success rate, and the pre/post-bake spreads of every experiment (the ones
-not used for the fit are out-of-sample checks).
+It then emulates every run on the new card — each (run, level, prior programs) group with
+its own windows, start state, scheme and the run's fitted effect, through
+``EmulatedBench.program(..., verify=WriteVerify.card(windows=...))`` — and writes data vs
+emulation per (run, level), and the pre/post-bake spreads of every experiment (the ones not
+used for the fit are out-of-sample checks). ``calibration/loeo_write_verify.py`` is the
+out-of-sample check of the write-verify model (leave one run out).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ import numpy as np
 
 import analogmem
 from analogmem._io import atomic_write_text, save_figure, write_json
-from analogmem.calibrate.write_verify import fit_write_verify, spread_table
+from analogmem.calibrate.pulse_response import fit_pulse_response, response_table
 from analogmem.calibrate.retention import fit_arrhenius
+from analogmem.calibrate.write_verify import read_write_verify, spread_table, write_verify_card
 
 PREBAKE_AGE_S = 3600.0
 T_VERIFIED_S = 1.0
@@ -53,22 +59,41 @@ def _bake_reads(reads: Any, device: str) -> tuple[Any, Any, float]:
     return pre, post, float(post.temperature_K.iloc[0])
 
 
-def build_card(tables: Path, write_verify: list[str], bakes: list[str], prebake_age_s: float = PREBAKE_AGE_S
-               ) -> tuple[str, dict[str, Any]]:
-    """The card's TOML text and the fit summary."""
+def verified_stats(table: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Median and standard deviation (S) of the verified conductance per window of a
+    pulse-response table (from its quantile functions of ln g)."""
+    u = (np.arange(4000) + 0.5) / 4000
+    g = np.exp(np.array([np.interp(u, table.probabilities, q) for q in table.log_g_quantiles]))
+    return np.median(g, axis=1), g.std(axis=1, ddof=1)
+
+
+def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AGE_S,
+               write_verify: list[str] | None = None, keep: Any = None) -> tuple[str, dict[str, Any]]:
+    """The card's TOML text and the fit summary. ``keep``: a device whose ``[write_verify]``
+    table and fit report are taken as they are instead of fitting them again (the shipped
+    card's test rebuilds everything else around it)."""
     import pandas as pd
     import tomli_w
 
-    wv_all = pd.read_csv(tables / "radar-write-verify.csv")
     reads = pd.read_csv(tables / "radar-reads.csv")
-    wv = fit_write_verify(wv_all[wv_all.device.isin(write_verify)])
+    if keep is None:
+        wv_all = read_write_verify(tables / "radar-write-verify.csv", min_cells_per_level=1)
+        if write_verify:
+            wv_all = wv_all[wv_all.experiment.isin(write_verify)]
+        wv = fit_pulse_response(wv_all)
+        response, wv_table, wv_report = wv.response(), wv.card_table(), wv.fit_summary()
+        runs = wv.runs
+    else:
+        response, wv_table, wv_report = keep.write_verify, response_table(keep.write_verify), keep.fit_report[
+            "write_verify"]
+        runs = list(wv_report["run_effects"])
     arr = fit_arrhenius(tables / "radar-ber.csv")
-    n_levels = len(wv.levels)
-    verified_std = wv.verified_std_S
-    median = wv.median_S
-    card = wv.card("rram-radar", "")
+    levels = response.table()
+    n_levels = levels.n_levels
+    median, verified_std = verified_stats(levels)
+    sigma_p = float(np.median(verified_std))
+    card = write_verify_card("rram-radar", "", "", levels.log_g_quantiles, sigma_p, wv_table, wv_report)
     g_max = card["range"]["g_max_S"]
-    sigma_p = card["programming"]["coefficients_uS"][0] * 1e-6
 
     # spread per level: pre-bake (pooled over the bake experiments) and after each bake
     pre = spread_table(pd.concat([_bake_reads(reads, d)[0] for d in bakes]))
@@ -91,8 +116,10 @@ def build_card(tables: Path, write_verify: list[str], bakes: list[str], prebake_
 
     card.update({
         "card": {"name": "rram-radar", "schema_version": 1, "technology": "RRAM", "input": "conductance",
-                 "description": "1T1R RRAM, 3 bits per cell programmed with RADAR write-verify: pulse-response "
-                                "model, verified-level distributions, spread after bakes, Arrhenius retention."},
+                 "description": "1T1R RRAM, 3 bits per cell programmed with RADAR write-verify: shared "
+                                "pulse-response model (any verify window in range, first program or re-program, "
+                                "RADAR or ISPP scheme, run-to-run effect), verified-level distributions, spread after "
+                                "bakes, Arrhenius retention."},
         "source": {
             "citation": "A. Levy et al., 'RADAR: A Fast and Energy-Efficient Programming Technique for Multiple "
                         "Bits-per-Cell RRAM Arrays', IEEE TED 2021 (doi 10.1109/TED.2021.3097975); data: "
@@ -100,9 +127,10 @@ def build_card(tables: Path, write_verify: list[str], bakes: list[str], prebake_
             "regenerate": "python calibration/convert_radar.py ../shared/data/rram-radar /tmp/radar && "
                           "python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml "
                           "--plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json",
-            "notes": (f"write-verify traces: {', '.join(write_verify)}; bakes: {', '.join(bakes)}. Programming "
+            "notes": (f"write-verify traces: {', '.join(runs)}; bakes: {', '.join(bakes)}. Programming "
                       f"noise sigma_P = {sigma_p * 1e6:.3f} uS is the median spread of verified cells (a write "
-                      "without verify is not in the data). Relaxation rows are referenced to verified cells: "
+                      "without verify is not in the data); verified spreads per level come from the card's "
+                      "shared write-verify model. Relaxation rows are referenced to verified cells: "
                       "row = sqrt(sigma_measured^2 - sigma_verified^2 + sigma_P^2), so a verified cell read at a "
                       f"tabulated time has the measured spread. Pre-bake reads assumed {prebake_age_s:g} s after "
                       "programming (not stated in the data). Mean shifts during bakes (up to -3 % of g) are not "
@@ -112,7 +140,7 @@ def build_card(tables: Path, write_verify: list[str], bakes: list[str], prebake_
                        "times_s": [float(t) for t in times],
                        "x_knots": [float(v) for v in median[order] / g_max], "sigma_uS": sigma_rows},
         "retention": arr.card_table(),
-        "fit_report": {"write_verify": wv.report, "bakes": bake_info,
+        "fit_report": {"write_verify": wv_report, "bakes": bake_info,
                        "retention": {"activation_energy_eV": arr.activation_energy_eV,
                                      "activation_energy_stderr_eV": arr.activation_energy_stderr_eV,
                                      "rms_log10_ber": arr.rms_log10, "n_points": arr.n}},
@@ -122,22 +150,44 @@ def build_card(tables: Path, write_verify: list[str], bakes: list[str], prebake_
             + tomli_w.dumps(card))
     analogmem.emulator.cells.parse_card(text, "rram-radar")  # refuse to write a card that does not load
     summary = {"n_levels": n_levels, "g_max_S": g_max, "sigma_program_S": sigma_p, "times_s": times,
-               "bakes": bake_info, "write_verify": wv.report}
+               "bakes": bake_info, "write_verify": {k: v for k, v in wv_report.items() if k != "covariance"}}
     return text, summary
 
 
-def emulate_write_verify(device: Any, wv_table: Any, seed: int = 0) -> list[dict[str, Any]]:
-    """Per level: data vs emulated mean pulses and success rate (as many cells as the data)."""
+def _inside(lo: float, hi: float) -> float:
+    """A target (S) inside the window: its geometric centre, or 2 % past a one-sided window's edge."""
+    if np.isinf(hi):
+        return lo * 1.02
+    if lo <= 0:
+        return hi / 1.02
+    return float(np.sqrt(lo * hi))
+
+
+def emulate_runs(device: Any, wv_table: Any, run_effects: dict[str, float], seed: int = 0) -> list[dict[str, Any]]:
+    """Per (run, level): data vs emulated mean pulses and success rate. Every (run, level,
+    prior programs) group is programmed on an ``EmulatedBench`` with as many cells as the
+    data, in its own window, start state, scheme (and ISPP step) and the run's fitted effect."""
+    from analogmem.calibrate.pulse_response import window_columns_S
+
     out = []
-    pr = device.write_verify
-    for level, g in wv_table.groupby("target_level", sort=True):
-        n = len(g)
-        target = float(np.exp(np.interp(0.5, pr.probabilities, pr.log_g_quantiles[int(level)])))
-        bench = analogmem.EmulatedBench(device, n_cells=n, seed=[seed, int(level)])
-        rep = bench.program(np.full(n, target), verify=analogmem.WriteVerify.card())
-        out.append({"level": int(level), "n_cells": n, "pulses_mean_data": float(g.pulses.mean()),
-                    "pulses_mean_emulated": float(rep.pulses.mean()),
-                    "success_rate_data": float(g.success.mean()), "success_rate_emulated": float(rep.success.mean())})
+    lo_all, hi_all = window_columns_S(wv_table)
+    wv_table = wv_table.assign(_lo=lo_all, _hi=hi_all)
+    for (run, level), g in wv_table.groupby(["experiment", "target_level"], sort=True):
+        pulses, ok = [], []
+        for prior, h in g.groupby("prior_programs", sort=True):
+            lo, hi = float(h._lo.iloc[0]), float(h._hi.iloc[0])
+            step = float(h.step_V.iloc[0]) if np.isfinite(h.step_V.iloc[0]) else None
+            budget = int(h.max_pulses.iloc[0]) if np.isfinite(h.max_pulses.iloc[0]) else None
+            bench = analogmem.EmulatedBench(device, n_cells=len(h), seed=[seed, int(level), int(prior)])
+            rep = bench.program(np.full(len(h), _inside(lo, hi)), verify=analogmem.WriteVerify.card(
+                max_pulses=budget, windows=[(lo, hi)], prior_programs=int(prior), scheme=str(h.scheme.iloc[0]),
+                step_V=step, run_effect=run_effects.get(run, 0.0)))
+            pulses.append(rep.pulses)
+            ok.append(rep.success)
+        pulses, ok = np.concatenate(pulses), np.concatenate(ok)
+        out.append({"run": run, "level": int(level), "n_cells": len(g), "pulses_mean_data": float(g.pulses.mean()),
+                    "pulses_mean_emulated": float(pulses.mean()), "success_rate_data": float(g.success.mean()),
+                    "success_rate_emulated": float(ok.mean())})
     return out
 
 
@@ -175,11 +225,16 @@ def plot(path: Path, wv_rows: list[dict], bake_rows: list[dict], fitted: list[st
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    lv = [r["level"] for r in wv_rows]
-    ax[0].bar(np.array(lv) - 0.2, [r["pulses_mean_data"] for r in wv_rows], 0.4, label="data")
-    ax[0].bar(np.array(lv) + 0.2, [r["pulses_mean_emulated"] for r in wv_rows], 0.4, label="emulated")
-    ax[0].set(xlabel="level", ylabel="mean pulses per cell", title="write-verify: pulses per level")
-    ax[0].legend()
+    for run in sorted({r["run"] for r in wv_rows}):
+        rows = [r for r in wv_rows if r["run"] == run]
+        ax[0].loglog([r["pulses_mean_data"] for r in rows], [r["pulses_mean_emulated"] for r in rows], "o", ms=4,
+                     label=run)
+    lim = [5, 600]
+    ax[0].plot(lim, lim, "k-", lw=0.8)
+    ax[0].fill_between(lim, [v * 0.8 for v in lim], [v * 1.2 for v in lim], color="0.9")
+    ax[0].set(xlabel="mean pulses per (run, level), data", ylabel="emulated (run's fitted effect)",
+              title="write-verify, in sample (band ±20 %)")
+    ax[0].legend(fontsize=6)
     for exp in sorted({r["experiment"] for r in bake_rows}):
         rows = [r for r in bake_rows if r["experiment"] == exp]
         x = [r["level"] for r in rows]
@@ -200,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tables", type=Path, help="directory of convert_radar.py's tidy tables")
     ap.add_argument("--out", type=Path, required=True, help="device card to write (TOML)")
-    ap.add_argument("--write-verify", nargs="+", default=["writetest3", "writetest4"])
+    ap.add_argument("--write-verify", nargs="+", default=None, help="runs to fit the write-verify model to "
+                    "(default: every run of radar-write-verify.csv)")
     ap.add_argument("--bake", nargs="+", default=["radar-expt3", "radar-expt4"])
     ap.add_argument("--check", nargs="+", default=["radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4"],
                     help="experiments whose bakes are emulated and compared (those not in --bake are held out)")
@@ -208,18 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    text, summary = build_card(args.tables, args.write_verify, args.bake, args.prebake_age_s)
+    text, summary = build_card(args.tables, args.bake, args.prebake_age_s, args.write_verify)
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
     device = analogmem.load_device(args.out)
-    wv_all = pd.read_csv(args.tables / "radar-write-verify.csv")
+    wv_all = read_write_verify(args.tables / "radar-write-verify.csv", min_cells_per_level=1)
+    effects = dict(summary["write_verify"]["run_effects"])
+    wv_rows = emulate_runs(device, wv_all[wv_all.experiment.isin(list(effects))], effects)
     reads = pd.read_csv(args.tables / "radar-reads.csv")
-    wv_rows = emulate_write_verify(device, wv_all[wv_all.device.isin(args.write_verify)])
     bake_rows = [r for e in args.check for r in emulate_bake(device, reads, e, args.prebake_age_s)]
-    print(f"{'level':>5} {'pulses data':>12} {'emulated':>9} {'success data':>13} {'emulated':>9}")
+    print(f"{'run':>22} {'level':>5} {'pulses data':>12} {'emulated':>9} {'success data':>13} {'emulated':>9}")
     for r in wv_rows:
-        print(f"{r['level']:>5} {r['pulses_mean_data']:>12.1f} {r['pulses_mean_emulated']:>9.1f} "
+        print(f"{r['run']:>22} {r['level']:>5} {r['pulses_mean_data']:>12.1f} {r['pulses_mean_emulated']:>9.1f} "
               f"{r['success_rate_data']:>13.4f} {r['success_rate_emulated']:>9.4f}")
+    within = np.mean([abs(r["pulses_mean_emulated"] / r["pulses_mean_data"] - 1) <= 0.2 for r in wv_rows])
+    print(f"in sample: mean pulses within 20 % at {100 * within:.0f} % of (run, level) pairs")
     print(f"{'experiment':>12} {'level':>5} {'σ post data µS':>15} {'emulated':>9} {'ratio':>6}")
     for r in bake_rows:
         print(f"{r['experiment']:>12} {r['level']:>5} {r['std_postbake_data_S'] * 1e6:>15.2f} "

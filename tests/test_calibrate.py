@@ -173,16 +173,19 @@ def test_empirical_card_rejects_time_models_and_bad_tables(card_text):
 
 
 def test_calibrate_command_writes_card_plot_and_json(tmp_path):
+    """The card, the JSON, and the plot only where --plot asks for it (issue #16)."""
     rng = np.random.default_rng(2)
     table = pd.DataFrame({"target_S": np.repeat([5e-6, 10e-6, 20e-6], 100),
                           "read_value_S": np.repeat([5e-6, 10e-6, 20e-6], 100) * np.exp(rng.normal(0, 0.05, 300))})
     src = tmp_path / "tidy.csv"
     table.to_csv(src, index=False)
     out = tmp_path / "my-card.toml"
-    assert main(["calibrate", str(src), "--out", str(out), "--name", "my-card", "--json", str(tmp_path / "r.json")]) == 0
+    assert main(["calibrate", str(src), "--out", str(out), "--name", "my-card", "--json", str(tmp_path / "r.json"),
+                 "--plot", str(tmp_path / "fit.png")]) == 0
     dev = analogmem.load_device(out)
     assert dev.name == "my-card" and dev.input == "conductance" and dev.fit_report["chosen"]
-    assert (tmp_path / "my-card.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".csv", ".json", ".png", ".toml"]
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["chosen"] == dev.fit_report["chosen"] and len(report["levels"]) == 3
     b = EmulatedBench(dev, 1000, seed=0)

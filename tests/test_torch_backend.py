@@ -228,6 +228,28 @@ def test_write_verify_card_model_matches(tdev):
     assert np_(rm.pulses).max() <= pr.max_pulses
 
 
+def test_write_verify_card_any_window_matches(tdev):
+    """Issue #16 on the torch backend: windows the card has no level for (inside its range),
+    a re-program and the ISPP scheme: pulses and success per window against the closed form
+    of the table the shared model gives for exactly these settings."""
+    dev = analogmem.load_device("rram-radar")
+    windows = [(1.0 / 6660.0, 1.0 / 5920.0), (1.0 / 6010.0, 1.0 / 5770.0)]  # 5920-6660 and 5770-6010 ohm
+    vf = WriteVerify.card(windows=windows, prior_programs=1, scheme="ispp", step_V=0.1)
+    table = dev.write_verify.table(windows, prior_programs=1, scheme="ispp", step_V=0.1)
+    n_level = 20_000
+    g_t = np.repeat([math.sqrt(lo * hi) for lo, hi in windows], n_level)
+    rep = TorchBench(dev, g_t.size, seed=3, torch_device=tdev).program(g_t, verify=vf)
+    for j in range(len(windows)):
+        sl = slice(j * n_level, (j + 1) * n_level)
+        pulses = np_(rep.pulses[sl]).astype(float)
+        mean = table.mean_pulses(j)
+        assert abs(pulses.mean() - mean) <= Z * pulses.std() / math.sqrt(n_level), (j, pulses.mean(), mean)
+        p_ok = table.success_probability(j)
+        succ = np_(rep.success[sl]).astype(float)
+        assert abs(succ.mean() - p_ok) <= Z * math.sqrt(max(p_ok * (1 - p_ok), 1e-12) / n_level) + 1e-12
+    assert np_(rep.pulses).max() <= table.max_pulses
+
+
 def test_stuck_cells(card_text, tdev):
     text = card_text().replace("p_stuck_low = 0.0", "p_stuck_low = 0.02").replace(
         "p_stuck_high = 0.0", "p_stuck_high = 0.01")

@@ -4,7 +4,8 @@
   calibrators);
 * :mod:`.channel` — :class:`ChannelCalibrator`, the empirical/Gaussian write channel;
 * :mod:`.parametric` — :class:`PolynomialCalibrator`, σ(g, t) polynomials;
-* :mod:`.write_verify` — the pulse-response model of program-and-verify, bake spreads;
+* :mod:`.write_verify` — write-verify trace tables, the per-window pulse-response model, bake spreads;
+* :mod:`.pulse_response` — the shared pulse-response model (any window, start state, scheme, run);
 * :mod:`.retention` — the Arrhenius fit to bake bit-error rates;
 * :mod:`.cli` — ``analogmem calibrate``.
 
@@ -13,6 +14,7 @@ Imports the base modules and the emulator layer (cards), nothing above.
 
 from .channel import ChannelCalibrator
 from .parametric import PolynomialCalibrator
+from .pulse_response import PulseResponseFit, fit_pulse_response
 from .retention import ArrheniusFit, fit_arrhenius
 from .tidy import OPTIONAL_COLUMNS, READ_COLUMNS, TARGET_COLUMNS, load_table, read_tidy
 from .write_verify import (
@@ -20,10 +22,12 @@ from .write_verify import (
     WriteVerifyFit,
     fit_geometric_mixture,
     fit_write_verify,
+    overlapping_windows,
     read_write_verify,
     spread_table,
 )
 
 __all__ = ["ChannelCalibrator", "PolynomialCalibrator", "ArrheniusFit", "fit_arrhenius", "load_table", "read_tidy",
            "TARGET_COLUMNS", "READ_COLUMNS", "OPTIONAL_COLUMNS", "GeometricMixture", "WriteVerifyFit",
-           "fit_geometric_mixture", "fit_write_verify", "read_write_verify", "spread_table"]
+           "fit_geometric_mixture", "fit_write_verify", "read_write_verify", "overlapping_windows", "spread_table",
+           "PulseResponseFit", "fit_pulse_response"]

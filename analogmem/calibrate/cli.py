@@ -3,8 +3,9 @@
 Models: ``channel`` (per-level Gaussian/empirical candidates validated on held-out reads,
 :class:`~analogmem.calibrate.channel.ChannelCalibrator`), ``polynomial`` (σ(g, t)
 polynomials, :class:`~analogmem.calibrate.parametric.PolynomialCalibrator`) and
-``write-verify`` (a pulse-response card from write-verify traces,
-:func:`~analogmem.calibrate.write_verify.fit_write_verify`).
+``write-verify`` (a shared pulse-response card from write-verify traces,
+:func:`~analogmem.calibrate.pulse_response.fit_pulse_response`). A plot is written only
+with ``--plot``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from . import channel
 from .channel import ChannelCalibrator
 from ..errors import CalibrationError
 from .parametric import PolynomialCalibrator
+from .pulse_response import fit_pulse_response
 from .tidy import READ_UNITS, TARGET_UNITS, ColumnMap
-from .write_verify import fit_write_verify
 
 __all__ = ["add_subparser"]
 
@@ -32,20 +33,25 @@ def _main(args: Any) -> int:
     if args.model == "write-verify":
         import tomli_w
 
-        wv = fit_write_verify(args.data, min_cells_per_level=args.min_reads)
-        print(f"{'level':>5} {'cells':>6} {'K':>2} {'pulses data':>12} {'model':>7} {'success data':>13} {'model':>7}")
+        wv = fit_pulse_response(args.data, min_cells_per_level=args.min_reads)
+        print(f"shared pulse-response model: {wv.classes} classes, run-to-run sd {wv.run_sd:.3f} on logit p, "
+              f"{len(wv.runs)} run(s), schemes {', '.join(wv.schemes)}"
+              + (f"; left out (not identified by these data): {', '.join(wv.dropped)}" if wv.dropped else ""))
+        print(f"{'run':>24} {'level':>5} {'cells':>6} {'pulses data':>12} {'model':>7} {'success data':>13} {'model':>7}")
         for r in wv.report:
-            print(f"{r['level']:>5} {r['n_cells']:>6} {r['components']:>2} {r['pulses_mean_data']:>12.2f} "
-                  f"{r['pulses_mean_model']:>7.2f} {r['success_rate_data']:>13.4f} {r['success_rate_model']:>7.4f}")
+            print(f"{r['run'][-24:]:>24} {r['level']:>5} {r['n_cells']:>6} {r['pulses_mean_data']:>12.2f} "
+                  f"{r['pulses_mean_model_run']:>7.2f} {r['success_rate_data']:>13.4f} "
+                  f"{r['success_rate_model_run']:>7.4f}")
         text = tomli_w.dumps(wv.card(args.name, args.source))
         parse_card(text, args.name)  # refuse to write a card that does not load
         atomic_write_text(args.out, text)
-        plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
-        wv.plot(plot)
+        written = [str(args.out)]
+        if args.plot:
+            written.append(str(wv.plot(args.plot)))
         if args.json:
-            write_json(args.json, {"card": str(args.out), "max_pulses": wv.max_pulses, "levels": wv.report},
-                       settings=vars(args))
-        print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
+            write_json(args.json, {"card": str(args.out), **wv.fit_summary()}, settings=vars(args))
+            written.append(str(args.json))
+        print("wrote " + " and ".join(written))
         return 0
     columns = ColumnMap(args.target_column, args.read_column, args.target_unit, args.read_unit)
     if args.model == "polynomial":
@@ -71,13 +77,15 @@ def _main(args: Any) -> int:
     _print_mapping(cal)
     print(cal.summary_table())
     cal.write_card(args.out)
-    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
-    cal.plot(plot)
+    written = [str(args.out)]
+    if args.plot:
+        written.append(str(cal.plot(Path(args.plot))))
     if args.json:
         write_json(args.json, {"card": str(args.out), "chosen": cal.chosen_, "summary": cal.summary_,
                                "levels": cal.fit_report_, "column_mapping": cal.column_mapping_,
                                "dropped_reads": cal.dropped_}, seed=args.seed, settings=vars(args))
-    print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
+        written.append(str(args.json))
+    print("wrote " + " and ".join(written))
     return 0
 
 
@@ -104,13 +112,15 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--holdout", type=float, default=0.5, help="fraction of each level's reads held out (default 0.5)")
     p.add_argument("--min-reads", type=int, default=20, help="fewest reads per level (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
-    p.add_argument("--plot", default=None, help="PNG of data vs model (default: next to the card)")
+    p.add_argument("--plot", default=None, help="write a PNG of data vs model here (default: no plot)")
     p.add_argument("--json", default=None, help="write the fit report as JSON here")
     p.add_argument("--model", choices=("channel", "polynomial", "write-verify"), default="channel",
                    help="channel: per-level Gaussian/empirical candidates validated on held-out reads (default); "
                         "polynomial: sigma(g, t) polynomials for conductance targets, one per time_s; "
-                        "write-verify: a pulse-response card from a write-verify trace table (target_level, "
-                        "window_lo_ohm, window_hi_ohm, read_value_ohm, pulses, success)")
+                        "write-verify: a shared pulse-response card (any window in range, start state, scheme, "
+                        "run-to-run effect) from a write-verify trace table (target_level, window_lo_ohm, "
+                        "window_hi_ohm, read_value_ohm, pulses, success; optional experiment, prior_programs, "
+                        "scheme, step_V, max_pulses)")
     p.add_argument("--degree", type=int, default=2, help="polynomial degree for --model polynomial (default 2)")
     g = p.add_argument_group("a lab's own columns (channel and polynomial models)")
     g.add_argument("--target-column", default=None, metavar="NAME",

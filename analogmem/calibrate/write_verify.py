@@ -32,9 +32,12 @@ from ..errors import CalibrationError
 from .tidy import load_table
 
 __all__ = ["GeometricMixture", "fit_geometric_mixture", "WriteVerifyFit", "fit_write_verify",
-           "read_write_verify", "spread_table", "WRITE_VERIFY_COLUMNS"]
+           "read_write_verify", "overlapping_windows", "spread_table", "WRITE_VERIFY_COLUMNS",
+           "OPTIONAL_WRITE_VERIFY_COLUMNS"]
 
 WRITE_VERIFY_COLUMNS = ("target_level", "window_lo_ohm", "window_hi_ohm", "read_value_ohm", "pulses", "success")
+#: Optional columns (the shared model's run, start state and scheme); see :func:`read_write_verify`.
+OPTIONAL_WRITE_VERIFY_COLUMNS = ("experiment", "prior_programs", "scheme", "step_V", "max_pulses")
 _P_MAX = 1.0 - 1e-12
 
 
@@ -147,7 +150,12 @@ def read_write_verify(data: Any, min_cells_per_level: int = 20) -> Any:
 
     Raises :class:`CalibrationError` naming the column and first offending row for a
     missing column, a non-numeric/NaN value, a non-positive resistance, a negative pulse
-    count, or a level with fewer than ``min_cells_per_level`` cells."""
+    count, or a level with fewer than ``min_cells_per_level`` cells. The optional columns
+    (``OPTIONAL_WRITE_VERIFY_COLUMNS``) are validated and filled with their defaults:
+    ``experiment`` (the run; default the ``device`` column, else one run), ``prior_programs``
+    (programs of the cell into the same window directly before this one; default 0),
+    ``scheme`` (default "default"), ``step_V`` (ISPP step, V; empty for none) and
+    ``max_pulses`` (the row's pulse budget; empty for none seen)."""
     import pandas as pd
 
     df, label = load_table(data, "write-verify table")
@@ -174,12 +182,60 @@ def read_write_verify(data: Any, min_cells_per_level: int = 20) -> Any:
             raise CalibrationError(f"{label}: column {col!r}, row {row}: {df[col].iloc[row]!r} is not valid")
         df[col] = arr.astype(bool) if col == "success" else (arr.astype(int) if col in ("pulses", "target_level")
                                                             else arr)
+    _optional_columns(df, label)
     counts = df.groupby("target_level").size()
     few = counts[counts < min_cells_per_level]
     if len(few):
         raise CalibrationError(f"{label}: level {int(few.index[0])} has {int(few.iloc[0])} cells "
                                f"(at least {min_cells_per_level} needed)")
     return df
+
+
+def _optional_columns(df: Any, label: str) -> None:
+    """Validate (in place) and default the optional columns of the shared model: ``experiment``
+    (the run; default the ``device`` column, else one run), ``prior_programs`` (integer >= 0,
+    default 0), ``scheme`` (default "default"), ``step_V`` (> 0 or empty) and ``max_pulses``
+    (>= 1 or empty)."""
+    import pandas as pd
+
+    if "experiment" not in df.columns:
+        df["experiment"] = df["device"].astype(str) if "device" in df.columns else "run"
+    df["experiment"] = df["experiment"].astype(str)
+    df["scheme"] = df["scheme"].astype(str) if "scheme" in df.columns else "default"
+    checks = {"prior_programs": (0.0, False, True), "step_V": (np.nan, True, False),
+              "max_pulses": (np.nan, True, True)}
+    for col, (default, may_be_empty, integer) in checks.items():
+        if col not in df.columns:
+            df[col] = default
+            continue
+        arr = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        empty = df[col].isna().to_numpy() | (df[col].astype(str).str.strip() == "").to_numpy()
+        bad = np.isnan(arr) & ~(empty & may_be_empty)
+        fin = np.isfinite(arr)
+        bad |= fin & ((arr < 0) | ((arr <= 0) & (col != "prior_programs")) | (integer & (arr != np.round(arr))))
+        bad |= np.isinf(arr) & (col != "max_pulses")
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise CalibrationError(f"{label}: column {col!r}, row {row}: {df[col].iloc[row]!r} is not valid")
+        df[col] = arr.astype(int) if col == "prior_programs" else arr
+
+
+def overlapping_windows(df: Any, by: str | None = "experiment") -> list[str]:
+    """Every pair of different but overlapping verify windows (Ω) in a tidy write-verify
+    table, within each value of column ``by`` (None: the whole table), as text lines."""
+    groups = [(None, df)] if by is None else list(df.groupby(by, sort=True))
+    out = []
+    for key, g in groups:
+        wins = sorted(set(zip(g.window_lo_ohm.tolist(), g.window_hi_ohm.tolist())))
+        levels = {w: sorted(set(g.target_level[(g.window_lo_ohm == w[0]) & (g.window_hi_ohm == w[1])].tolist()))
+                  for w in wins}
+        for i, a in enumerate(wins):
+            for b in wins[i + 1:]:
+                if b[0] < a[1] and a[0] < b[1]:
+                    where = "" if key is None else f"{by} {key!r}: "
+                    out.append(f"{where}[{a[0]:g}, {a[1]:g}] Ohm (level {levels[a]}) and [{b[0]:g}, {b[1]:g}] Ohm "
+                               f"(level {levels[b]})")
+    return out
 
 
 @dataclass
@@ -214,19 +270,9 @@ class WriteVerifyFit:
         pulse-response model: input conductance (S), ``g_max_S`` just above the largest
         verified conductance, programming noise σ_P = the median verified spread (a write
         without verify is not in such data), no time dependence, and the fit report."""
-        g_max = math.ceil(float(np.exp(np.max(self.log_g_quantiles))) * 1e6) * 1e-6
-        sigma_p = float(np.median(self.verified_std_S))
-        return {
-            "card": {"name": name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
-                     "description": "write-verify pulse-response model fitted by analogmem.calibrate.write_verify"},
-            "source": {"citation": source or "measured write-verify traces (tidy table)"},
-            "range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
-            "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p * 1e6]},
-            "drift": {"model": "none"}, "read_noise": {"model": "none"}, "relaxation": {"model": "none"},
-            "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
-            "write_verify": self.card_table(),
-            "fit_report": {"write_verify": self.report},
-        }
+        return write_verify_card(name, source, "write-verify pulse-response model fitted by "
+                                 "analogmem.calibrate.write_verify", self.log_g_quantiles,
+                                 float(np.median(self.verified_std_S)), self.card_table(), self.report)
 
     def plot(self, path: Any) -> Any:
         """PNG: per level, mean pulses and success rate, data vs the fitted model (budget
@@ -258,6 +304,26 @@ class WriteVerifyFit:
         return np.exp(np.array([np.interp(0.5, self.probabilities, row) for row in q]))
 
 
+def write_verify_card(name: str, source: str, description: str, log_g_quantiles: Any, sigma_p_S: float,
+                      write_verify: dict[str, Any], report: Any) -> dict[str, Any]:
+    """A device card (dict for ``tomli_w``) that programs with a ``[write_verify]`` table:
+    input conductance (S), ``g_max_S`` just above the largest verified conductance (the
+    largest of ``log_g_quantiles``, ln S), programming noise σ_P = ``sigma_p_S`` (a write
+    without verify is not in write-verify data), no time dependence, and the fit report."""
+    g_max = math.ceil(float(np.exp(np.max(log_g_quantiles))) * 1e6) * 1e-6
+    return {
+        "card": {"name": name, "schema_version": 1, "technology": "calibrated", "input": "conductance",
+                 "description": description},
+        "source": {"citation": source or "measured write-verify traces (tidy table)"},
+        "range": {"g_min_S": 0.0, "g_max_S": g_max, "clip_min_S": 0.0, "clip_max_S": math.inf},
+        "programming": {"model": "polynomial", "g_ref_S": g_max, "coefficients_uS": [sigma_p_S * 1e6]},
+        "drift": {"model": "none"}, "read_noise": {"model": "none"}, "relaxation": {"model": "none"},
+        "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
+        "write_verify": write_verify,
+        "fit_report": {"write_verify": report},
+    }
+
+
 def fit_write_verify(data: Any, max_components: int = 3, n_quantiles: int = 41,
                      max_pulses: int | None = None, min_cells_per_level: int = 20) -> WriteVerifyFit:
     """Fit the pulse-response model of every level of a tidy write-verify table.
@@ -269,11 +335,15 @@ def fit_write_verify(data: Any, max_components: int = 3, n_quantiles: int = 41,
     df = read_write_verify(data, min_cells_per_level)
     probs = np.linspace(0.0, 1.0, n_quantiles)
     fit = WriteVerifyFit([], [], [], [], [float(v) for v in probs], [], 0)
+    disagree = [f"level {lv}: " + ", ".join(f"[{a:g}, {b:g}] Ohm" for a, b in sorted(set(zip(g.window_lo_ohm,
+                                                                                            g.window_hi_ohm))))
+                for lv, g in df.groupby("target_level", sort=True) if len(set(zip(g.window_lo_ohm, g.window_hi_ohm))) > 1]
+    if disagree:
+        raise CalibrationError("the per-window model needs one window per level, but " + "; ".join(disagree)
+                               + ": fit one set of windows (one experiment) at a time, or fit the shared model "
+                               "(fit_pulse_response, analogmem calibrate --model write-verify), which takes any windows")
     for level, g in df.groupby("target_level", sort=True):
         lo_ohm, hi_ohm = np.unique(g.window_lo_ohm), np.unique(g.window_hi_ohm)
-        if lo_ohm.size != 1 or hi_ohm.size != 1:
-            raise CalibrationError(f"level {level}: rows disagree on the window ({lo_ohm.size} lower and "
-                                   f"{hi_ohm.size} upper bounds); fit one set of windows (one experiment) at a time")
         mix = fit_geometric_mixture(g.pulses.to_numpy(), g.success.to_numpy(), max_components)
         ok = g[g.success]
         log_g = np.log(1.0 / ok.read_value_ohm.to_numpy())

@@ -3,6 +3,8 @@
 
 * :mod:`.cells` — :class:`DeviceModel` (a card's statistics), :func:`load_device`,
   :func:`parse_card`, the Arrhenius acceleration factor;
+* :mod:`.pulse_response` — a card's write-verify pulse-response model (per-window table, or
+  shared over windows, start states, schemes and runs);
 * :mod:`.bench` — the :class:`Bench` protocol, :class:`EmulatedBench`,
   :class:`WriteVerify`, :class:`ProgramReport`, :class:`ChunkedTargets`;
 * :mod:`.chipstate` — where per-cell state lives: in memory (allocated on first use) or in

@@ -25,6 +25,7 @@ from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
 from ._streams import inv_log1m, op_key, stuck_states
 from .cells import X_FLOOR, DeviceModel, load_device, parse_card
 from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, state_keys
+from .pulse_response import MAX_WINDOWS, PulseTable
 from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
                          check_seconds, check_targets, check_temperature_K)
 from ..errors import DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
@@ -70,21 +71,39 @@ class WriteVerify:
     ``[g_T − h, g_T + h]`` with ``h = tolerance_S + tolerance_rel·|g_T|``, and each pulse
     re-draws the cell from the card's write channel.
 
-    ``windows = "card"``: the card's own verify windows (one per level, S) and its
-    calibrated pulse-response model (``[write_verify]``, :class:`~analogmem.emulator.cells.PulseResponse`)
-    — every target must lie in one of the card's windows; ``max_pulses=None`` takes the
-    card's budget. Build it with :meth:`card`.
+    ``windows = "card"``: the card's calibrated pulse-response model (``[write_verify]``,
+    :mod:`~analogmem.emulator.pulse_response`) draws the pulses each cell needs and its
+    verified value. The windows are ``levels`` (a sequence of (lo_S, hi_S)), else target ±
+    tolerance when a tolerance is given, else the card's own levels; every target must lie
+    in one. A ``shared-geometric-mixture`` card emulates any window inside its range, with
+    the start state (``prior_programs``: programs of the cell into the same window directly
+    before this one), the pulse scheme (``scheme``, ``step_V``) and the run
+    (``run_effect``, in standard deviations of the run-to-run effect; 0 the median run);
+    a ``geometric-mixture`` card only its fitted windows. ``max_pulses=None`` takes the
+    scheme's budget. Build it with :meth:`card`.
     """
 
     max_pulses: int | None = 20
     tolerance_S: float = 0.0
     tolerance_rel: float = 0.05
     windows: str = "tolerance"
+    levels: tuple[tuple[float, float], ...] | None = None
+    prior_programs: int = 0
+    scheme: str | None = None
+    step_V: float | None = None
+    run_effect: float = 0.0
 
     @classmethod
-    def card(cls, max_pulses: int | None = None) -> "WriteVerify":
-        """Verify against the card's windows with its pulse-response model."""
-        return cls(max_pulses=max_pulses, tolerance_S=0.0, tolerance_rel=0.0, windows="card")
+    def card(cls, max_pulses: int | None = None, windows: Any = None, tolerance_S: float = 0.0,
+             tolerance_rel: float = 0.0, prior_programs: int = 0, scheme: str | None = None,
+             step_V: float | None = None, run_effect: float = 0.0) -> "WriteVerify":
+        """Verify with the card's pulse-response model: in ``windows`` (sequence of
+        (lo_S, hi_S)), in target ± (``tolerance_S`` + ``tolerance_rel``·target), or (neither
+        given) in the card's levels."""
+        levels = None if windows is None else tuple((float(a), float(b)) for a, b in windows)
+        return cls(max_pulses=max_pulses, tolerance_S=tolerance_S, tolerance_rel=tolerance_rel, windows="card",
+                   levels=levels, prior_programs=prior_programs, scheme=scheme, step_V=step_V,
+                   run_effect=run_effect)
 
     def __post_init__(self) -> None:
         if self.windows not in ("tolerance", "card"):
@@ -93,12 +112,49 @@ class WriteVerify:
                 isinstance(self.max_pulses, bool) or not isinstance(self.max_pulses, (int, np.integer))
                 or self.max_pulses < 1):
             raise ValueError(f"WriteVerify.max_pulses must be a positive integer, got {self.max_pulses!r}")
-        for name in ("tolerance_S", "tolerance_rel"):
+        for name in ("tolerance_S", "tolerance_rel", "run_effect"):
             v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"WriteVerify.{name} must be finite and >= 0, got {v!r}")
+            if not np.isfinite(v) or (v < 0 and name != "run_effect"):
+                raise ValueError(f"WriteVerify.{name} must be finite{' and >= 0' if name != 'run_effect' else ''}, "
+                                 f"got {v!r}")
         if self.windows == "tolerance" and self.tolerance_S == 0 and self.tolerance_rel == 0:
             raise ValueError("WriteVerify needs a window: tolerance_S or tolerance_rel must be > 0")
+        if self.levels is not None and (self.tolerance_S or self.tolerance_rel):
+            raise ValueError("WriteVerify.card: give windows or a tolerance, not both")
+        if (isinstance(self.prior_programs, bool) or not isinstance(self.prior_programs, (int, np.integer))
+                or self.prior_programs < 0):
+            raise ValueError(f"WriteVerify.prior_programs must be a non-negative integer, got {self.prior_programs!r}")
+
+    def pulse_table(self, device: DeviceModel, g_target_S: np.ndarray) -> PulseTable:
+        """``windows = "card"``: the card model's table for these targets (S, shape (n,)).
+
+        Raises :class:`~analogmem.errors.DeviceCardError` for a card without a pulse-response
+        model and :class:`~analogmem.errors.TargetRangeError` for a target in none of the
+        windows, a window outside the card's range, or more than ``MAX_WINDOWS`` windows."""
+        pr = device.write_verify
+        if not pr.enabled:
+            raise DeviceCardError(f"device {device.name!r} has no [write_verify] pulse-response "
+                                  "model: use WriteVerify(tolerance_rel=...) windows instead")
+        g = np.asarray(g_target_S, dtype=np.float64)
+        settings = {"prior_programs": int(self.prior_programs), "scheme": self.scheme, "step_V": self.step_V,
+                    "run_effect": float(self.run_effect), "max_pulses": self.max_pulses}
+        if self.tolerance_S or self.tolerance_rel:
+            targets = np.unique(g)
+            if targets.size > MAX_WINDOWS:
+                raise TargetRangeError(f"{targets.size} distinct targets: target + tolerance verify takes at most "
+                                       f"{MAX_WINDOWS} (give windows=... to share windows between targets)")
+            lo, hi = self.window(targets)
+            table = pr.table(list(zip(np.maximum(lo, 0.0), hi)), lookup=list(zip(targets, targets)), **settings)
+        else:
+            table = pr.table(self.levels, **settings)
+        level = table.level_of(g)
+        if np.any(level < 0):
+            i = int(np.argmax(level < 0))
+            where = "given" if self.levels is not None else "card's"
+            raise TargetRangeError(
+                f"targets[{i}] = {g[i]:g} {device.input_unit} lies in none of the {where} {table.n_levels} verify "
+                "windows (see device.write_verify.window_lo_S / window_hi_S, or pass windows=...)")
+        return table
 
     def pulse_budget(self, device: DeviceModel) -> int:
         """The pulse budget on ``device`` (the card's default when ``max_pulses`` is None)."""
@@ -205,27 +261,24 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
         "relax_on": int(rl.enabled), "relax_scale": 1e-6 * r.g_max_S / rl.g_ref_S if rl.enabled else 0.0,
         "relax_t": list(rl.times_s), "relax_c": [list(c) for c in rl.coefficients_uS],
         "relax_table": int(rl.enabled and rl.tabulated), "relax_x": list(rl.x_knots),
-        **_pulse_response_params(device),
+        "pr_on": 0,  # a write-verify program call adds its pulse-response table (_pulse_table_params)
     }
 
 
-def _pulse_response_params(device: DeviceModel) -> dict[str, Any]:
-    """The kernels' arrays for the card's pulse-response write-verify model (if any)."""
-    pr = device.write_verify
-    if not pr.enabled:
-        return {"pr_on": 0}
+def _pulse_table_params(table: PulseTable) -> dict[str, Any]:
+    """The kernels' arrays for a pulse-response table (of a ``WriteVerify.card`` call)."""
     k_max = _kernels.MAX_PULSE_COMPONENTS
-    n = pr.n_levels
+    n = table.n_levels
     cumw, p_hit = np.ones((n, k_max)), np.ones((n, k_max))
     for j in range(n):
-        k = len(pr.weights[j])
-        cumw[j, :k] = np.cumsum(pr.weights[j])
+        k = len(table.weights[j])
+        cumw[j, :k] = np.cumsum(table.weights[j])
         cumw[j, k - 1:] = 2.0  # past the last component: never stop below it
-        p_hit[j, :k] = pr.p_hit[j]
+        p_hit[j, :k] = table.p_hit[j]
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    return {"pr_on": 1, "pr_lo": f64(pr.window_lo_S), "pr_hi": f64(pr.window_hi_S), "pr_cumw": cumw,
-            "pr_inv_log1mp": inv_log1m(p_hit), "pr_off": f64(pr.offset_pulses), "pr_probs": f64(pr.probabilities),
-            "pr_q": f64(pr.log_g_quantiles)}
+    return {"pr_on": 1, "pr_lo": f64(table.window_lo_S), "pr_hi": f64(table.window_hi_S), "pr_cumw": cumw,
+            "pr_inv_log1mp": inv_log1m(p_hit), "pr_off": f64(table.offset_pulses),
+            "pr_probs": f64(table.probabilities), "pr_q": f64(table.log_g_quantiles)}
 
 
 @dataclass(frozen=True)
@@ -458,46 +511,43 @@ class EmulatedBench:
     def _check_targets(self, targets: Any, n_expected: int) -> np.ndarray:
         return check_targets(targets, n_expected, self.device)
 
-    def _check_verify(self, g_t: np.ndarray, verify: WriteVerify | None) -> None:
+    def _check_verify(self, g_t: np.ndarray, verify: WriteVerify | None) -> PulseTable | None:
+        """Check the verify settings for targets ``g_t``; returns the pulse-response table
+        of a ``WriteVerify.card`` call (None otherwise)."""
         if verify is None:
-            return
+            return None
         if not isinstance(verify, WriteVerify):
             raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
         if verify.windows == "card":
-            pr = self.device.write_verify
-            if not pr.enabled:
-                raise DeviceCardError(f"device {self.device.name!r} has no [write_verify] pulse-response "
-                                      "model: use WriteVerify(tolerance_rel=...) windows instead")
-            level = pr.level_of(g_t)
-            if np.any(level < 0):
-                i = int(np.argmax(level < 0))
-                raise TargetRangeError(
-                    f"targets[{i}] = {g_t[i]:g} {self.device.input_unit} lies in none of the card's "
-                    f"{pr.n_levels} verify windows (see device.write_verify.window_lo_S / window_hi_S)")
-        elif self.device.input != "conductance":
+            return verify.pulse_table(self.device, g_t)
+        if self.device.input != "conductance":
             raise DeviceCardError(
                 f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
                 "conductance window per cell, which only conductance-input cards define")
+        return None
 
-    def _targets(self, targets: Any, addr: np.ndarray | None,
-                 verify: WriteVerify | None) -> tuple[int, Callable[[int, int], np.ndarray]]:
+    def _targets(self, targets: Any, addr: np.ndarray | None, verify: WriteVerify | None
+                 ) -> tuple[int, Callable[[int, int], tuple[np.ndarray, PulseTable | None]]]:
         """Validate every target (before any cell changes); returns the count and a
-        function giving the validated targets of op-local positions lo..hi-1."""
+        function giving the validated targets of op-local positions lo..hi-1 and their
+        pulse-response table (``WriteVerify.card``; None otherwise)."""
         if not isinstance(targets, ChunkedTargets):
             g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
-            self._check_verify(g_t, verify)
-            return g_t.shape[0], lambda lo, hi: g_t[lo:hi]
+            table = self._check_verify(g_t, verify)
+            return g_t.shape[0], lambda lo, hi: (g_t[lo:hi], table)
         if addr is not None or targets.n != self.n_cells:
             raise TargetRangeError(f"ChunkedTargets program every cell: need n = {self.n_cells} and no addresses, "
                                    f"got n = {targets.n}" + (" with addresses" if addr is not None else ""))
 
-        def chunk(lo: int, hi: int) -> np.ndarray:
+        def chunk(lo: int, hi: int) -> tuple[np.ndarray, PulseTable | None]:
+            # a table per chunk: a target's row depends only on its own window, so the draws
+            # are those of one table over all targets
             try:
                 g = self._check_targets(targets.fn(lo, hi), hi - lo)
-                self._check_verify(g, verify)
+                table = self._check_verify(g, verify)
             except TargetRangeError as exc:
                 raise TargetRangeError(f"chunked targets, cells {lo}..{hi - 1}: {exc}") from None
-            return g
+            return g, table
 
         for lo, hi in self._cells.ranges(FileArrays.CHUNK_CELLS):
             chunk(lo, hi)
@@ -563,7 +613,7 @@ class EmulatedBench:
             st = self._stuck_at(addr)
             stuck_report = np.zeros(m, dtype=np.int8) if st is None else st
             values = {k: np.empty(m, dtype=self.dtype) for k in self._keys}
-            self._run_program(chunk(0, m), st, key, 0, verify, values,
+            self._run_program(*chunk(0, m), st, key, 0, verify, values,
                               *((pulses, success) if verify is not None else ()))
         if on_disk:
             self._cells.begin_write("program")
@@ -574,7 +624,7 @@ class EmulatedBench:
             for lo, hi in self._cells.ranges(streamed):
                 buf = self._cells.for_write(names, lo, hi)
                 st = self._stuck_range(lo, hi)
-                self._run_program(chunk(lo, hi), st, key, lo, verify, buf,
+                self._run_program(*chunk(lo, hi), st, key, lo, verify, buf,
                                   *((pulses[lo:hi], success[lo:hi]) if verify is not None else ()))
                 self._cells.commit(lo, buf)
                 if st is not None:
@@ -740,24 +790,29 @@ class EmulatedBench:
             self._cells.end_write(self.durable)
 
     # ------------------------------------------------------------------ backends
-    def _run_program(self, g_t: np.ndarray, stuck: np.ndarray | None, key: tuple[int, int, int], first: int,
-                     verify: WriteVerify | None, out: dict[str, np.ndarray], pulses: np.ndarray | None = None,
-                     success: np.ndarray | None = None) -> None:
+    def _run_program(self, g_t: np.ndarray, table: PulseTable | None, stuck: np.ndarray | None,
+                     key: tuple[int, int, int], first: int, verify: WriteVerify | None, out: dict[str, np.ndarray],
+                     pulses: np.ndarray | None = None, success: np.ndarray | None = None) -> None:
         """Program cells at op-local positions ``first ..``: fill the state arrays ``out``
-        (and, with verify, ``pulses`` and ``success``)."""
+        (and, with verify, ``pulses`` and ``success``); ``table``: the pulse-response table
+        of a ``WriteVerify.card`` call."""
         if self.backend == "numpy":
-            res = reference.program_reference(self.device, g_t, stuck, key, verify, first=first)
+            res = reference.program_reference(self.device, g_t, stuck, key, verify, first=first, table=table)
             for k in self._keys:
                 out[k][...] = res[k]
             if verify is not None:
                 pulses[...], success[...] = res["pulses"], res["success"]
             return
         extra: dict[str, Any] = {}
+        params = self._params
         if verify is not None:
-            extra = {"verify_max_pulses": verify.pulse_budget(self.device), "tol_abs": verify.tolerance_S,
+            budget = table.max_pulses if table is not None else verify.pulse_budget(self.device)
+            extra = {"verify_max_pulses": budget, "tol_abs": verify.tolerance_S,
                      "tol_rel": verify.tolerance_rel, "pulses": pulses, "success": success,
-                     "verify_card": int(verify.windows == "card")}
-        _kernels.program(self._params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
+                     "verify_card": int(table is not None)}
+            if table is not None:
+                params = {**params, **_pulse_table_params(table)}
+        _kernels.program(params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
                          first=first, **extra)
 
     def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, key: tuple[int, int, int], first: int,

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceCardError
+from .pulse_response import P_EFFECTS, SCHEME_TERMS, WEIGHT_EFFECTS, PulseResponse, PulseScheme, PulseTable
 
 __all__ = [
     "DeviceModel",
@@ -56,6 +57,7 @@ __all__ = [
     "Relaxation",
     "StuckFaults",
     "Retention",
+    "PulseResponse",
     "load_device",
     "bundled_devices",
     "parse_card",
@@ -271,69 +273,6 @@ def acceleration_factor(temperature_K: np.ndarray | float, activation_energy_eV:
     """AF(T) = exp(E_a/k_B · (1/T_ref − 1/T)): seconds at ``T_ref`` per second at ``T``."""
     t = np.asarray(temperature_K, dtype=np.float64)
     return np.exp(activation_energy_eV / BOLTZMANN_eV_per_K * (1.0 / reference_temperature_K - 1.0 / t))
-
-
-@dataclass(frozen=True)
-class PulseResponse:
-    """Program-and-verify as a stochastic pulse-response model (``[write_verify]``,
-    ``model = "geometric-mixture"``), calibrated from measured write-verify traces.
-
-    Level ``L`` is the verify window ``[window_lo_S[L], window_hi_S[L]]`` (S) holding the
-    target. A cell belongs to one of K response classes (probabilities ``weights[L]``);
-    a cell of class k reaches its window after each pulse with probability ``p_hit[L][k]``,
-    so the pulses it needs are ``T = offset_pulses[L] + Geometric(p_hit) − 1`` (0 when the
-    first verify read already finds it in the window and the offset is 0). With
-    ``T ≤ max_pulses`` the cell ends verified, its conductance drawn from the level's
-    quantile function of ln(g/S) (``log_g_quantiles[L]`` at ``probabilities``, linear
-    between knots); otherwise it fails after ``max_pulses`` pulses, at a single-shot write
-    of the card's programming channel. ``max_pulses`` is the default budget.
-    """
-
-    model: str = "none"
-    window_lo_S: tuple[float, ...] = ()
-    window_hi_S: tuple[float, ...] = ()
-    weights: tuple[tuple[float, ...], ...] = ()
-    p_hit: tuple[tuple[float, ...], ...] = ()
-    offset_pulses: tuple[int, ...] = ()
-    max_pulses: int = 0
-    probabilities: tuple[float, ...] = ()
-    log_g_quantiles: tuple[tuple[float, ...], ...] = ()
-
-    @property
-    def enabled(self) -> bool:
-        return self.model != "none"
-
-    @property
-    def n_levels(self) -> int:
-        return len(self.window_lo_S)
-
-    def level_of(self, g_target_S: np.ndarray) -> np.ndarray:
-        """Index of the window holding each target (−1 where none does), same shape."""
-        g = np.asarray(g_target_S, dtype=np.float64)
-        out = np.full(g.shape, -1, dtype=np.intp)
-        for j in range(self.n_levels - 1, -1, -1):
-            out[(g >= self.window_lo_S[j]) & (g <= self.window_hi_S[j])] = j
-        return out
-
-    def mean_pulses(self, level: int, max_pulses: int | None = None) -> float:
-        """E[min(T, max_pulses)] of level ``level`` (closed form of the geometric mixture)."""
-        m = self.max_pulses if max_pulses is None else int(max_pulses)
-        off = self.offset_pulses[level]
-        total = 0.0
-        for w, p in zip(self.weights[level], self.p_hit[level]):
-            # T = off + G - 1, G ~ Geom(p) on {1, 2, ...}; E[min(T, m)] = sum_{t<m} P(T > t)
-            n = max(m - off, 0)  # P(T > t) = 1 for t < off; = (1-p)^(t-off+1) for t >= off
-            tail = (1 - p) * (1 - (1 - p) ** n) / p if p > 0 else float(n)
-            total += w * (min(off, m) + tail)
-        return total
-
-    def success_probability(self, level: int, max_pulses: int | None = None) -> float:
-        """P(T ≤ max_pulses) of level ``level``."""
-        m = self.max_pulses if max_pulses is None else int(max_pulses)
-        off = self.offset_pulses[level]
-        if m < off:
-            return 0.0
-        return float(sum(w * (1 - (1 - p) ** (m - off + 1)) for w, p in zip(self.weights[level], self.p_hit[level])))
 
 
 @dataclass(frozen=True)
@@ -607,12 +546,10 @@ def _rows(t: _Table, label: str, key: str, n_rows: int, n_cols: int | None = Non
     return rows
 
 
-def _pulse_response(t: _Table, label: str) -> PulseResponse:
-    model = t.string("model", choices=("none", "geometric-mixture"))
-    if model == "none":
-        t.done()
-        return PulseResponse()
-    lo = t.numbers("window_lo_S")
+def _windows_field(t: _Table, min_len: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``window_lo_S`` / ``window_hi_S``: one window per level, 0 <= lo < hi (hi may be inf),
+    no two overlapping."""
+    lo = t.numbers("window_lo_S", min_len=min_len)
     hi_raw = t.get("window_hi_S")
     if not isinstance(hi_raw, list) or len(hi_raw) != len(lo):
         t.fail(f"expected {len(lo)} numbers (one per level, inf allowed), got {hi_raw!r}", "window_hi_S")
@@ -624,7 +561,42 @@ def _pulse_response(t: _Table, label: str) -> PulseResponse:
     for a, b in zip(order, order[1:]):
         if hi[a] >= lo[b]:
             t.fail(f"windows of levels {a} and {b} overlap", "window_lo_S")
+    return lo, hi
+
+
+def _probabilities(t: _Table) -> tuple[float, ...]:
+    probs = t.numbers("probabilities", min_len=2)
+    if abs(probs[0]) > 0 or abs(probs[-1] - 1.0) > 0 or any(b <= a for a, b in zip(probs, probs[1:])):
+        t.fail("must increase strictly from 0 to 1", "probabilities")
+    return probs
+
+
+def _max_pulses(t: _Table, key: str = "max_pulses") -> int:
+    v = t.number(key, lo=1.0)
+    if v != int(v):
+        t.fail(f"must be an integer, got {v!r}", key)
+    return int(v)
+
+
+def _quantile_row(t: _Table, key: str, n: int, lo: float = -math.inf, hi: float = math.inf) -> tuple[float, ...]:
+    q = t.numbers(key)
+    if len(q) != n:
+        t.fail(f"expected {n} quantiles (one per probability), got {len(q)}", key)
+    if any(b < a for a, b in zip(q, q[1:])) or q[0] < lo or q[-1] > hi:
+        t.fail(f"must be non-decreasing within [{lo:g}, {hi:g}]", key)
+    return q
+
+
+def _pulse_response(t: _Table, label: str) -> PulseResponse:
+    model = t.string("model", choices=("none", "geometric-mixture", "shared-geometric-mixture"))
+    if model == "none":
+        t.done()
+        return PulseResponse()
+    lo, hi = _windows_field(t)
     n = len(lo)
+    probs = _probabilities(t)
+    if model == "shared-geometric-mixture":
+        return _shared_pulse_response(t, lo, hi, probs)
     weights = _rows(t, label, "weights", n)
     p_hit = _rows(t, label, "p_hit", n)
     for j, (w, p) in enumerate(zip(weights, p_hit)):
@@ -637,20 +609,78 @@ def _pulse_response(t: _Table, label: str) -> PulseResponse:
     offsets = t.numbers("offset_pulses")
     if len(offsets) != n or any(o < 0 or o != int(o) for o in offsets):
         t.fail(f"expected {n} non-negative integers, got {list(offsets)}", "offset_pulses")
-    max_pulses = t.number("max_pulses", lo=1.0)
-    if max_pulses != int(max_pulses):
-        t.fail(f"must be an integer, got {max_pulses!r}", "max_pulses")
-    probs = t.numbers("probabilities", min_len=2)
-    if abs(probs[0]) > 0 or abs(probs[-1] - 1.0) > 0 or any(b <= a for a, b in zip(probs, probs[1:])):
-        t.fail("must increase strictly from 0 to 1", "probabilities")
+    max_pulses = _max_pulses(t)
     quant = _rows(t, label, "log_g_quantiles", n, len(probs))
     for j, q in enumerate(quant):
         if any(b < a for a, b in zip(q, q[1:])):
             t.fail(f"level {j}: quantiles must be non-decreasing", "log_g_quantiles")
     t.done()
-    return PulseResponse(model, window_lo_S=lo, window_hi_S=hi, weights=tuple(weights), p_hit=tuple(p_hit),
-                         offset_pulses=tuple(int(o) for o in offsets), max_pulses=int(max_pulses),
-                         probabilities=probs, log_g_quantiles=tuple(quant))
+    table = PulseTable(lo, hi, tuple(weights), tuple(p_hit), tuple(int(o) for o in offsets), max_pulses, probs,
+                       tuple(quant))
+    return PulseResponse(model, window_lo_S=lo, window_hi_S=hi, max_pulses=max_pulses, probabilities=probs,
+                         fitted=table)
+
+
+def _shared_pulse_response(t: _Table, lo: tuple[float, ...], hi: tuple[float, ...],
+                           probs: tuple[float, ...]) -> PulseResponse:
+    """``model = "shared-geometric-mixture"``: validated field by field."""
+    rng = t.get("range_S")
+    if (not isinstance(rng, list) or len(rng) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                            for v in rng) or not (0 <= rng[0] < rng[1])):
+        t.fail(f"expected [lo, hi] with 0 <= lo < hi (hi may be inf), got {rng!r}", "range_S")
+    r_lo, r_hi = float(rng[0]), float(rng[1])
+    if min(lo) < r_lo or max(hi) > r_hi:
+        t.fail(f"the levels' windows must lie inside range_S [{r_lo:g}, {r_hi:g}]", "window_lo_S")
+    g_ref = t.number("g_ref_S", lo=0.0, lo_open=True)
+    alpha = t.numbers("class_logit_p")
+    k = len(alpha)
+    if not 1 <= k <= 4:
+        t.fail(f"1..4 response classes are supported, got {k}", "class_logit_p")
+    gamma = t.numbers("class_logit_weight")
+    if len(gamma) != k or gamma[0] != 0.0:
+        t.fail(f"expected {k} numbers (one per class), the first 0 (the reference class)", "class_logit_weight")
+    run_sd = t.number("run_sd", lo=0.0)
+    pe = t.table("p_effects")
+    p_effects = {name: pe.number(name) for name in P_EFFECTS if name in pe.data}
+    pe.done()
+    we = t.table("weight_effects")
+    weight_effects = {}
+    for name in WEIGHT_EFFECTS:
+        if name in we.data:
+            v = we.numbers(name, min_len=0) if k > 1 else ()
+            if len(v) != k - 1:
+                we.fail(f"expected {k - 1} numbers (one per class after the first), got {len(v)}", name)
+            weight_effects[name] = v
+    we.done()
+    st = t.table("schemes")
+    schemes = []
+    for name in list(st.data):
+        s = st.table(name)
+        shifts = {}
+        for p_field, w_field in SCHEME_TERMS.values():
+            shifts[p_field] = s.number(p_field, default=0.0)
+            shift = s.numbers(w_field, min_len=0) if w_field in s.data else ()
+            if shift and len(shift) != k - 1:
+                s.fail(f"expected {k - 1} numbers (one per class after the first), got {len(shift)}", w_field)
+            shifts[w_field] = shift
+        steps = s.numbers("steps_V", min_len=0) if "steps_V" in s.data else ()
+        if any(v <= 0 for v in steps):
+            s.fail(f"steps must be > 0 V, got {list(steps)}", "steps_V")
+        nq = len(probs)
+        schemes.append(PulseScheme(name, _max_pulses(s), steps_V=steps,
+                                   position_quantiles=_quantile_row(s, "position_quantiles", nq, 0.0, 1.0),
+                                   open_above_log_quantiles=_quantile_row(s, "open_above_log_quantiles", nq, 0.0),
+                                   open_below_log_quantiles=_quantile_row(s, "open_below_log_quantiles", nq, 0.0),
+                                   **shifts))
+        s.done()
+    st.done()
+    if not schemes:
+        st.fail("at least one pulse scheme is needed (the first is the default)")
+    t.done()
+    return PulseResponse("shared-geometric-mixture", window_lo_S=lo, window_hi_S=hi, max_pulses=schemes[0].max_pulses,
+                         probabilities=probs, range_S=(r_lo, r_hi), g_ref_S=g_ref, class_logit_p=alpha,
+                         class_logit_weight=gamma, p_effects=p_effects, weight_effects=weight_effects, run_sd=run_sd,
+                         schemes=tuple(schemes))
 
 
 def parse_card(text: str, label: str = "<string>") -> DeviceModel:

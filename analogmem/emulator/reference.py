@@ -56,10 +56,13 @@ def _write(device: DeviceModel, g_t: np.ndarray, key: tuple[int, int, int], cell
 
 
 def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.ndarray | None,
-                      key: tuple[int, int, int], verify: Any = None, first: int = 0) -> dict[str, np.ndarray]:
+                      key: tuple[int, int, int], verify: Any = None, first: int = 0,
+                      table: Any = None) -> dict[str, np.ndarray]:
     """Program cells with targets ``g_target_S`` (S, shape (n,)) at op-local positions
     ``first .. first + n - 1`` of the operation keyed by ``key``; ``stuck`` (int8, (n,) or
-    None for none): 0 healthy, 1 stuck at g_min, 2 stuck at g_max.
+    None for none): 0 healthy, 1 stuck at g_min, 2 stuck at g_max. ``verify``: a
+    ``WriteVerify`` (None: a single-shot write); ``table``: its pulse-response table (card
+    windows; computed from ``verify`` when None).
 
     Returns the per-cell state arrays the card uses (:func:`~analogmem.emulator.chipstate.state_keys`:
     ``g_eff`` effective target, ``g_prog`` (S), ``nu``, ``z_relax``, ``q_read`` Q_s of
@@ -77,7 +80,7 @@ def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.nda
     if verify is None:
         g_prog, d = _write(device, g_t, key, cells, 0)
     else:
-        g_prog, d, out["pulses"], out["success"] = _verify(device, g_t, stuck, q, key, cells, verify)
+        g_prog, d, out["pulses"], out["success"] = _verify(device, g_t, stuck, q, key, cells, verify, table)
     nu = np.zeros(n)
     if device.drift.enabled:
         z = normal_draws(key, cells, d)
@@ -93,16 +96,16 @@ def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.nda
 
 
 def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarray, key: tuple[int, int, int],
-            cells: np.ndarray, verify: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            cells: np.ndarray, verify: Any, table: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Program-and-verify: the written conductance, the next draw index, pulses and success
-    of each cell."""
+    of each cell (``table``: the pulse-response table of card windows)."""
     n = g_t.shape[0]
     r = device.range
-    budget = verify.pulse_budget(device)
     if verify.windows == "card":
         # class (uniform, index 0), pulses needed (geometric, 2), then the verified value
         # (uniform, 4) or, on failure, a single-shot write from position 4
-        pr = device.write_verify
+        pr = verify.pulse_table(device, g_t) if table is None else table
+        budget = pr.max_pulses
         level = pr.level_of(g_t)
         k_max = max(len(w) for w in pr.weights)
         cumw = np.full((pr.n_levels, k_max), 2.0)
@@ -124,6 +127,7 @@ def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarr
         success = ok & (stuck == 0)
         pulses = np.where(success, need, budget).astype(np.int32)
         return v, np.where(ok, 6, d_failed), pulses, success.astype(np.int8)
+    budget = verify.pulse_budget(device)
     lo, hi = verify.window(g_t)
     f0 = float(device.read_noise_time_factor(0.0)) if device.read_noise.enabled else 0.0
     stuck_value = np.where(stuck == 1, r.g_min_S, r.g_max_S)

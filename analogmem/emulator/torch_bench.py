@@ -34,7 +34,8 @@ import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
 from ..errors import DeviceCardError, TargetRangeError
-from .bench import BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _kernel_params
+from .bench import BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _kernel_params, _pulse_table_params
+from .pulse_response import PulseTable
 from .validation import as_target_array, check_addresses, check_read_time, check_targets
 from .cells import X_FLOOR, DeviceModel, load_device
 
@@ -82,15 +83,20 @@ class _Card:
             self.relax_x = t(p["relax_x"]) if p["relax_table"] else None
             # tabulated rows as tensors; polynomial rows as coefficient lists
             self.relax_rows = [t(row) if self.relax_x is not None else list(row) for row in p["relax_c"]]
-        self.pr = bool(p["pr_on"])
-        if self.pr:
-            self.pr_lo, self.pr_hi = t(p["pr_lo"], torch.float64), t(p["pr_hi"], torch.float64)
-            # the kernels take 1/ln(1 - p) per component (0 where p = 1); p back from it
-            inv = np.asarray(p["pr_inv_log1mp"], dtype=np.float64)
-            p_hit = -np.expm1(np.divide(1.0, inv, out=np.full_like(inv, -np.inf), where=inv != 0))
-            self.pr_cumw, self.pr_p = t(p["pr_cumw"], torch.float64), t(p_hit, torch.float64)
-            self.pr_off = t(p["pr_off"], torch.float64)
-            self.pr_probs, self.pr_q = t(p["pr_probs"]), t(p["pr_q"])
+        self._t = t
+
+    def pulse_tensors(self, table: PulseTable) -> "_PulseTensors":
+        """A ``WriteVerify.card`` call's pulse-response table as tensors (the kernels' arrays)."""
+        import torch
+
+        p = _pulse_table_params(table)
+        t = self._t
+        # the kernels take 1/ln(1 - p) per component (0 where p = 1); p back from it
+        inv = np.asarray(p["pr_inv_log1mp"], dtype=np.float64)
+        p_hit = -np.expm1(np.divide(1.0, inv, out=np.full_like(inv, -np.inf), where=inv != 0))
+        return _PulseTensors(t(p["pr_lo"], torch.float64), t(p["pr_hi"], torch.float64),
+                             t(p["pr_cumw"], torch.float64), t(p_hit, torch.float64), t(p["pr_off"], torch.float64),
+                             t(p["pr_probs"]), t(p["pr_q"]), table.max_pulses)
 
     # ---- formulas (x: relative conductance g/g_max)
     @staticmethod
@@ -191,8 +197,23 @@ class _Card:
         a = self.quantile(self.emp_q, self.emp_probs, k, u)
         return a + w * (self.quantile(self.emp_q, self.emp_probs, k + 1, u) - a)
 
+
+@dataclass(frozen=True)
+class _PulseTensors:
+    """A pulse-response table on the torch device: windows (S), cumulative class weights,
+    hit probabilities, offsets, and the verified quantiles (ln S) per window; the budget."""
+
+    pr_lo: Any
+    pr_hi: Any
+    pr_cumw: Any
+    pr_p: Any
+    pr_off: Any
+    pr_probs: Any
+    pr_q: Any
+    max_pulses: int
+
     def level_of(self, g: Any) -> Any:
-        """Index of the card's verify window holding each target (validated: one does)."""
+        """Index of the table's verify window holding each target (validated: one does)."""
         import torch
 
         out = torch.zeros(g.shape, dtype=torch.long, device=g.device)
@@ -358,31 +379,20 @@ class TorchBench:
             check_targets(g.double().cpu().numpy(), n_expected, self.device)  # raises TargetRangeError
         return g.to(self.dtype)
 
-    def _check_verify(self, verify: WriteVerify | None, g_t: Any) -> None:
+    def _check_verify(self, verify: WriteVerify | None, g_t: Any) -> "_PulseTensors | None":
+        """Check the verify settings; returns a ``WriteVerify.card`` call's pulse-response
+        table as tensors (None otherwise)."""
         if verify is None:
-            return
+            return None
         if not isinstance(verify, WriteVerify):
             raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
         if verify.windows == "card":
-            pr = self.device.write_verify
-            if not pr.enabled:
-                raise DeviceCardError(f"device {self.device.name!r} has no [write_verify] pulse-response "
-                                      "model: use WriteVerify(tolerance_rel=...) windows instead")
-            import torch
-
-            g64 = g_t.double()
-            inside = torch.zeros(g_t.shape, dtype=torch.bool, device=g_t.device)
-            for j in range(pr.n_levels):
-                inside |= (g64 >= pr.window_lo_S[j]) & (g64 <= pr.window_hi_S[j])
-            if g_t.numel() and not bool(inside.all()):
-                i = int(torch.argmax((~inside).to(torch.int8)))
-                raise TargetRangeError(
-                    f"targets[{i}] = {float(g_t[i]):g} {self.device.input_unit} lies in none of the card's "
-                    f"{pr.n_levels} verify windows (see device.write_verify.window_lo_S / window_hi_S)")
-        elif self.device.input != "conductance":
+            return self._card.pulse_tensors(verify.pulse_table(self.device, g_t.double().cpu().numpy()))
+        if self.device.input != "conductance":
             raise DeviceCardError(
                 f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
                 "conductance window per cell, which only conductance-input cards define")
+        return None
 
     # ------------------------------------------------------------------ protocol
     # The clock (``time_s``, ``wait``, ``bake``: no cell state), ``shutdown``, the context
@@ -408,7 +418,7 @@ class TorchBench:
         addr = self._addresses(addresses)
         n = self.n_cells if addr is None else addr.numel()
         g_t = self._targets(targets, n)
-        self._check_verify(verify, g_t)
+        table = self._check_verify(verify, g_t)
         now = self._time_s
         gen = self._generator()
         stuck = self.stuck if addr is None else self.stuck[addr]
@@ -417,7 +427,7 @@ class TorchBench:
             success = torch.empty(n, dtype=torch.bool, device=self.torch_device)
         for lo in range(0, n, TORCH_CHUNK_CELLS):
             hi = min(n, lo + TORCH_CHUNK_CELLS)
-            new = self._program_chunk(g_t[lo:hi], stuck[lo:hi], gen, verify)
+            new = self._program_chunk(g_t[lo:hi], stuck[lo:hi], gen, verify, table)
             if verify is not None:
                 pulses[lo:hi], success[lo:hi] = new.pop("pulses"), new.pop("success")
             cells = slice(lo, hi) if addr is None else addr[lo:hi]
@@ -485,8 +495,10 @@ class TorchBench:
             v = c.sigma_program(x).mul_(self._normal(g_t.numel(), gen)).add_(g_t)
         return v.clamp_(r.clip_min_S, r.clip_max_S)
 
-    def _program_chunk(self, g_t: Any, stuck: Any, gen: Any, verify: WriteVerify | None) -> dict[str, Any]:
-        """New state of one chunk of cells (plus ``pulses``/``success`` with verify)."""
+    def _program_chunk(self, g_t: Any, stuck: Any, gen: Any, verify: WriteVerify | None,
+                       table: "_PulseTensors | None" = None) -> dict[str, Any]:
+        """New state of one chunk of cells (plus ``pulses``/``success`` with verify;
+        ``table``: the pulse-response table of a ``WriteVerify.card`` call)."""
         c, dev, r = self._card, self.device, self.device.range
         n = g_t.numel()
         x = g_t / r.g_max_S
@@ -499,8 +511,8 @@ class TorchBench:
             out["q_read"] = c.q_read(g_eff / r.g_max_S)
         if verify is None:
             v = self._write(g_t, x, gen)
-        elif verify.windows == "card":
-            v, out["pulses"], out["success"] = self._verify_card(g_t, x, stuck, gen, verify.pulse_budget(dev))
+        elif table is not None:
+            v, out["pulses"], out["success"] = self._verify_card(g_t, x, stuck, gen, table)
         else:
             h = verify.tolerance_S + verify.tolerance_rel * g_t.double().abs()
             lo, hi = g_t.double() - h, g_t.double() + h
@@ -552,14 +564,14 @@ class TorchBench:
                 v[active] = self._write(g_t[active], x[active], gen)
         return v, pulses, success
 
-    def _verify_card(self, g_t: Any, x: Any, stuck: Any, gen: Any, budget: int) -> tuple[Any, Any, Any]:
-        """Program-and-verify with the card's pulse-response model: response class k ~
+    def _verify_card(self, g_t: Any, x: Any, stuck: Any, gen: Any, c: "_PulseTensors") -> tuple[Any, Any, Any]:
+        """Program-and-verify with the card's pulse-response table ``c``: response class k ~
         weights (a uniform), pulses needed T = offset + Geometric(p_k) − 1 (by inversion of
         a uniform); T ≤ budget: verified, value from the level's quantiles (a uniform);
         otherwise a failure after ``budget`` pulses at a single-shot write. Stuck cells fail."""
         import torch
 
-        c, r = self._card, self.device.range
+        r, budget = self.device.range, c.max_pulses
         n = g_t.numel()
         level = c.level_of(g_t)
         k_max = c.pr_cumw.shape[1]
@@ -572,7 +584,7 @@ class TorchBench:
         geo = torch.where(p >= 1.0, 1.0, (u_geo.log() / torch.log1p(-p.clamp(max=1.0 - 1e-16))).ceil().clamp(min=1.0))
         need = c.pr_off[level] + geo - 1.0
         verified = need <= budget
-        q = c.quantile(c.pr_q, c.pr_probs, level, self._uniform(n, gen)).exp().clamp(r.clip_min_S, r.clip_max_S)
+        q = self._card.quantile(c.pr_q, c.pr_probs, level, self._uniform(n, gen)).exp().clamp(r.clip_min_S, r.clip_max_S)
         v = torch.where(verified, q, self._write(g_t, x, gen))
         ok = verified & (stuck == 0)
         pulses = torch.where(ok, need, float(budget)).to(torch.int32)
