@@ -224,8 +224,8 @@ class BenchStore:
         check_finite(name, a)
         w = a.astype(np.float64).reshape(-1)
         channel = Channel(self.device, t_fit_s)
-        side = encoder.fit(w, channel)
         if counts is None:
+            side = encoder.fit(w, channel)
             plan = [(1, np.arange(w.size), encoder)]
         else:
             counts = np.asarray(counts)
@@ -234,6 +234,8 @@ class BenchStore:
                                    f"got shape {counts.shape} dtype {counts.dtype}")
             if not isinstance(encoder, CellMap):
                 raise StorageError(f"tensor {name!r}: per-weight counts need a cell-map encoder, got {encoder.name}")
+            kept = w[counts > 0]  # side information (range, prior) of the weights that get cells
+            side = encoder.fit(kept if kept.size else w, channel)
             plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
                     for r in np.unique(counts) if r > 0]
         targets, groups, start = [], [], self._next
