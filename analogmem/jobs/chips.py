@@ -143,6 +143,7 @@ def run_chips(fn: Callable[[Any, np.random.SeedSequence, Any], Any], shared: Any
     if cpus < 1:
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus!r}")
     tmp = None
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray 2.5x: no GPU env override, no warning
     if ray_address is None:
         tmp = tempfile.mkdtemp(prefix=RAY_TMP_PREFIX)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,

@@ -55,6 +55,7 @@ from ..emulator.cells import bundled_devices
 from ..errors import AnalogMemError
 from .chips import chip_seeds, mean_ci, ray_available, run_chips
 from .store_chip import build_model, chip_accuracies
+from .store_plans import candidate_plans, raw_bit_error_rates, select_plans
 
 __all__ = ["run_store_job", "run_demo_job", "add_subparser", "preferred_rram_card", "format_table", "plot",
            "DEFAULT_DEVICE", "DEFAULT_TIMES_S", "HEADLINE_TIMES_S", "DEFAULT_BUDGETS", "FULL_BUDGETS",
@@ -68,15 +69,14 @@ HEADLINE_TIMES_S = (DAY, YEAR)
 #: Budgets in cells per weight: the demo's and ``--full``'s.
 DEFAULT_BUDGETS = (1, 2, 4, 8)
 FULL_BUDGETS = (1, 2, 3, 4, 6, 8)
-#: The four approaches of the headline, in plotting order.
-APPROACHES = ("naive", "robust", "joint", "digital")
+#: The approaches of the headline, in plotting order: the issue's four, and digital storage
+#: of the same pruned models (values k-bit + BCH, keep-mask as side information).
+APPROACHES = ("naive", "robust", "joint", "digital", "digital-pruned")
+ANALOG_APPROACHES = ("naive", "robust", "joint")
 #: Robust encoders the ``robust`` approach chooses from.
 ROBUST_ENCODERS = ("adaptive", "linear-mmse", "differential-mmse", "sliced")
 #: Pruning sparsities the ``joint`` approach chooses from (0: the dense model, allocation only).
 DEFAULT_SPARSITIES = (0.0, 0.5, 0.75)
-#: Digital configurations searched: k bits per weight, b bits per cell, both level detections.
-DIGITAL_BITS = (2, 3, 4, 5, 6, 8)
-DIGITAL_BITS_PER_CELL = (1, 2, 3, 4)
 #: The card of the demo: Wan et al.'s published RRAM model (see docs/storage.md for why).
 DEFAULT_DEVICE = "rram-wan2022"
 TOLERANCE = 0.01
@@ -149,49 +149,21 @@ def _calibration_batches(data: Any, n: int = 256, batch: int = 16, seed: int = 0
     return [(data.x_train[idx[a:a + batch]], data.y_train[idx[a:a + batch]]) for a in range(0, n, batch)]
 
 
+def _entropy_bits(counts: np.ndarray) -> float:
+    """Bits an entropy coder needs for ``counts`` at their empirical distribution."""
+    c = np.asarray(counts).reshape(-1).astype(np.int64)
+    if c.size == 0:
+        return 0.0
+    p = np.bincount(c) / c.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum() * c.size)
+
+
 def _model_key(sparsity: float) -> str:
     return "dense" if sparsity == 0 else f"pruned{sparsity:g}"
 
 
 # --------------------------------------------------------------------------- candidates
-def _digital_candidates(budget_cells: int, sizes: Sequence[int]) -> list[Any]:
-    """Every (k, b, detection) with the largest BCH ``t`` whose cells fit ``budget_cells``
-    (more parity at the same k and b never hurts)."""
-    from ..storage.encoders import DigitalECC
-
-    def cells(k: int, b: int, t: int) -> float:
-        try:
-            enc = DigitalECC(bits=k, bits_per_cell=b, t=t, block_bytes=64, m=None)
-        except ValueError:  # no code that strong for a 64-byte block
-            return math.inf
-        return sum(enc.n_cells(n) for n in sizes)
-
-    out = []
-    for k in DIGITAL_BITS:
-        for b in DIGITAL_BITS_PER_CELL:
-            if cells(k, b, 0) > budget_cells:
-                continue
-            lo, hi = 0, 1
-            while hi <= 512 and cells(k, b, hi) <= budget_cells:  # grow, then bisect on the largest t that fits
-                lo, hi = hi, 2 * hi
-            hi = min(hi, 513)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if mid <= 512 and cells(k, b, mid) <= budget_cells:
-                    lo = mid
-                else:
-                    hi = mid
-            for detect in ("nearest", "ml"):
-                out.append(DigitalECC(bits=k, bits_per_cell=b, t=lo, block_bytes=64, m=None, detect=detect))
-    return out
-
-
-def _plan(model: str, encoder: Any, n_cells: int, t_fit_s: float, counts: dict | None = None,
-          reference: str | None = None, **info: Any) -> dict[str, Any]:
-    return {"model": model, "encoder": encoder.spec(), "counts": counts, "n_cells": int(n_cells),
-            "t_fit_s": float(t_fit_s), "reference": reference, "name": encoder.name, **info}
-
-
 def _quantised_reference(state: dict[str, np.ndarray], params: Sequence[str], bits: int) -> dict[str, np.ndarray]:
     """The state dict an error-free read of k-bit DigitalECC returns."""
     from ..storage.encoders import DigitalECC
@@ -270,15 +242,16 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     from ..emulator.cells import load_device
     from ..ml.datasets import load_dataset
     from ..ml.models import accuracy, count_parameters, pretrained
+    from ..pruning.network import store_counts
     from ..storage.allocate import AllocationCurves, fisher_diagonal
     from ..storage.encoders import MMSE, Channel, DifferentialPair, LinearMap, make_encoder
 
-    budgets = [int(b) for b in budgets]
     times_s = [float(t) for t in times_s]
     panel_times_s = [float(t) for t in panel_times_s]
     sparsities = [float(s) for s in sparsities]
     encoders = list(encoders)
-    _check(budgets, times_s, panel_times_s, n_chips, sparsities, encoders, panel_budget)
+    _check(list(budgets), times_s, panel_times_s, n_chips, sparsities, encoders, panel_budget)
+    budgets = [int(b) for b in budgets]
     if panel_budget is not None and int(panel_budget) not in budgets:
         budgets = sorted(set(budgets) | {int(panel_budget)})
     t_start = time.perf_counter()
@@ -308,14 +281,14 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                 models[key] = m
                 model_info[key] = {"sparsity": s, "retrained_now": now,
                                    "clean_test_accuracy": accuracy(m, x_test, y_test)}
-                if s in sparsities:
-                    fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
+                fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
             dense = models["dense"]
             n_w = count_parameters(dense)
             params = [n for n, _ in dense.named_parameters()]
             sizes = [p.numel() for p in dense.parameters()]
             clean = model_info["dense"]["clean_test_accuracy"]
             states = {k: _state_numpy(m) for k, m in models.items()}
+            stages = {"data_and_models": time.perf_counter() - t_start}
             # ---- candidate plans per budget (all designed for the design time)
             joint_enc = MMSE(DifferentialPair("auto"))
             curves = {}
@@ -324,85 +297,27 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                 w = {n: p.detach().numpy().reshape(-1) for n, p in models[key].named_parameters()}
                 curves[key] = AllocationCurves(w, {n: fishers[key][n] for n in w}, joint_enc,
                                                Channel(card, design_t), _JOINT_MAX_REPETITIONS)
-            plans: dict[str, dict[str, Any]] = {}
-            candidates: dict[tuple[str, int], list[str]] = {}
-            for B in budgets:
-                cells = B * n_w
-                naive = make_encoder("naive", B)
-                k = f"naive/B{B}"
-                plans[k] = _plan("dense", naive, sum(naive.n_cells(n) for n in sizes), design_t, approach="naive",
-                                 budget=B)
-                candidates[("naive", B)] = [k]
-                candidates[("robust", B)] = []
-                for e in encoders:
-                    try:
-                        enc = make_encoder(e, B)
-                    except ValueError:
-                        continue  # the budget is not a multiple of its cells
-                    k = f"robust/{e}/B{B}"
-                    plans[k] = _plan("dense", enc, sum(enc.n_cells(n) for n in sizes), design_t, approach="robust",
-                                     budget=B, option=e)
-                    candidates[("robust", B)].append(k)
-                candidates[("joint", B)] = []
-                for s in sparsities:
-                    mk = _model_key(s)
-                    counts = curves[mk].counts(cells)
-                    used = joint_enc.cells_per_weight * int(sum(int(c.sum()) for c in counts.values()))
-                    k = f"joint/s{s:g}/B{B}"
-                    plans[k] = _plan(mk, joint_enc, used, design_t, counts=counts, approach="joint", budget=B,
-                                     option=f"sparsity {s:g}")
-                    candidates[("joint", B)].append(k)
-                candidates[("digital", B)] = []
-                for enc in _digital_candidates(cells, sizes):
-                    k = f"digital/{enc.name}/B{B}"
-                    plans[k] = _plan("dense", enc, sum(enc.n_cells(n) for n in sizes), design_t,
-                                     reference=f"q{enc.bits}", approach="digital", budget=B, option=enc.name,
-                                     bits=enc.bits)
-                    candidates[("digital", B)].append(k)
-            # ---- selection chip: training images, its own seed, at the design time
+            keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(models[_model_key(s)]).items()}
+                     for s in sparsities if s > 0}
+            mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
             root = as_seed_sequence(seed)
             sel_seed = chip_seeds(np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (0,)), 1)[0]
             chips_root = np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (1,))
-            bits_used = sorted({p["bits"] for p in plans.values() if "bits" in p})
+            ber = raw_bit_error_rates(device, design_t, sel_seed)
+            plans, candidates = candidate_plans(budgets, n_w, sizes, design_t, encoders, sparsities, curves,
+                                                joint_enc, keeps, mask_bits, params, ber, _model_key)
+            stages["allocation_and_candidates"] = time.perf_counter() - t_start - sum(stages.values())
+            # ---- selection chip: training images, its own seed, at the design time
             refs_sel = {}
-            for b in bits_used:
-                st = _quantised_reference(states["dense"], params, b)
-                refs_sel[f"q{b}"] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_sel, y_sel)}
+            for ref in sorted({p["reference"] for p in plans.values() if p["reference"]}):
+                b, mk = ref[1:].split("/")
+                st = _quantised_reference(states[mk], params, int(b))
+                refs_sel[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_sel, y_sel)}
             shared_sel = {"arch": arch, "models": states, "x": x_sel.numpy(), "y": y_sel.numpy(), "device": device,
-                          "threads": threads, "references": refs_sel,
+                          "threads": threads, "references": refs_sel, "fisher": fishers,
                           "plans": {k: {**p, "times_s": [design_t]} for k, p in plans.items()}}
-            chosen: dict[tuple[str, int], str] = {}
-            selection_rows = []
-            n_cand = sum(len(v) for (a, _), v in candidates.items() if a in ("robust", "joint", "digital"))
-            sbar = tqdm(total=n_cand, desc="selection chip", unit="config", disable=bar_off)
-            for (approach, B), keys in candidates.items():
-                if approach == "naive":
-                    chosen[(approach, B)] = keys[0]
-                    continue
-                order = keys
-                if approach == "digital":  # best error-free accuracy first; fewer cells first on ties
-                    order = sorted(keys, key=lambda k: (-refs_sel[plans[k]["reference"]]["accuracy"],
-                                                        plans[k]["n_cells"]))
-                best: tuple[float, int, str] | None = None
-                for k in order:
-                    bound = refs_sel[plans[k]["reference"]]["accuracy"] if approach == "digital" else None
-                    if bound is not None and best is not None and bound <= best[0]:
-                        row = {"plan": k, "selection_accuracy": None, "skipped": "error-free accuracy of its k bits "
-                               "is not above the best found"}
-                    else:
-                        r = chip_accuracies(shared_sel, sel_seed, [k])[k]
-                        acc = r["accuracy"][0]
-                        row = {"plan": k, "selection_accuracy": acc}
-                        if best is None or (acc, -plans[k]["n_cells"]) > (best[0], -best[1]):
-                            best = (acc, plans[k]["n_cells"], k)
-                    selection_rows.append({**row, "approach": approach, "budget_cells_per_weight": B,
-                                           "configuration": plans[k]["option"],
-                                           "cells_per_weight": plans[k]["n_cells"] / n_w})
-                    sbar.update(1)
-                if best is None:
-                    raise StoreJobError(f"no {approach} configuration fits {B} cells per weight")
-                chosen[(approach, B)] = best[2]
-            sbar.close()
+            chosen, selection_rows = select_plans(shared_sel, sel_seed, candidates, progress)
+            stages["selection"] = time.perf_counter() - t_start - sum(stages.values())
             # ---- evaluation chips
             eval_plans: dict[str, dict[str, Any]] = {}
             for (approach, B), k in chosen.items():
@@ -433,28 +348,41 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                     f"accuracy_{a}": b for a, b in mean_ci(per_chip[t]).items() if a != "n"}} for t in ts],
                 "exact_reads": int(sum(r[k]["exact_reads"] for r in run.results))}
 
+    approaches = [a for a in APPROACHES if all((a, B) in chosen for B in budgets)]
     headline: dict[str, Any] = {}
-    for a in APPROACHES:
+    for a in approaches:
         rows = [{"budget_cells_per_weight": B, **row_for(chosen[(a, B)], times_s)} for B in budgets]
-        fewest = {}
+        for r in rows:
+            r["cells_per_weight_with_side_bits"] = r["cells_per_weight"] + r["side_bits_per_weight"]
+        fewest, fewest_side = {}, {}
         for i, t in enumerate(times_s):
-            ok = [r["cells_per_weight"] for r in rows if r["by_time"][i]["accuracy_mean"] >= clean - tolerance]
-            fewest[_label(t)] = min(ok) if ok else None
-        headline[a] = {"budgets": rows, "fewest_cells_per_weight_within_tolerance": fewest}
+            ok = [r for r in rows if r["by_time"][i]["accuracy_mean"] >= clean - tolerance]
+            fewest[_label(t)] = min(r["cells_per_weight"] for r in ok) if ok else None
+            fewest_side[_label(t)] = min(r["cells_per_weight_with_side_bits"] for r in ok) if ok else None
+        headline[a] = {"budgets": rows, "fewest_cells_per_weight_within_tolerance": fewest,
+                       "fewest_cells_plus_side_bits_per_weight_within_tolerance": fewest_side}
+
+    def ratio(key: str, lab: str, digital: str) -> dict[str, Any]:
+        d = headline[digital][key][lab] if digital in headline else None
+        an = {a: headline[a][key][lab] for a in ANALOG_APPROACHES if a in headline and headline[a][key][lab]}
+        best = min(an.values()) if an else None
+        return {"digital": d, "best_analog": best, "best_analog_approach": min(an, key=an.get) if an else None,
+                "digital_over_best_analog": (d / best) if (d and best) else None}
+
     ratios = {}
     for t in times_s:
         lab = _label(t)
-        d = headline["digital"]["fewest_cells_per_weight_within_tolerance"][lab]
-        an = [headline[a]["fewest_cells_per_weight_within_tolerance"][lab] for a in ("naive", "robust", "joint")]
-        an = [v for v in an if v is not None]
-        ratios[lab] = {"digital_cells_per_weight": d, "best_analog_cells_per_weight": min(an) if an else None,
-                       "digital_over_best_analog": (d / min(an)) if (d and an) else None}
+        ratios[lab] = {
+            "cells_only": ratio("fewest_cells_per_weight_within_tolerance", lab, "digital"),
+            "cells_plus_side_bits": ratio("fewest_cells_plus_side_bits_per_weight_within_tolerance", lab, "digital"),
+            "digital_pruned_cells_plus_side_bits": ratio("fewest_cells_plus_side_bits_per_weight_within_tolerance",
+                                                         lab, "digital-pruned")}
     panel = None
     if panel_budget is not None:
         B = int(panel_budget)
         panel = {"budget_cells_per_weight": B, "times_s": panel_times_s,
                  "time_labels": [_label(t) for t in panel_times_s],
-                 "rows": [{"approach": a, **row_for(chosen[(a, B)], panel_times_s)} for a in APPROACHES]}
+                 "rows": [{"approach": a, **row_for(chosen[(a, B)], panel_times_s)} for a in approaches]}
     return {
         "description": "Thesis ch.3: test accuracy of a ResNet stored on emulated analog memory against analog cells "
                        "per weight, for naive analog storage, the best robust encoder, joint pruning + allocation "
@@ -463,7 +391,13 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
         "units": {"accuracy": "fraction of test images classified correctly", "t_s": "s after programming",
                   "cells_per_weight": "analog cells programmed / weights of the dense model",
                   "side_bits_per_weight": "digital side information (encoder side info at 32 bits per value, "
-                                          "allocation maps at their empirical entropy) / weights of the dense model",
+                                          "allocation maps and keep-masks at their empirical entropy) / weights of "
+                                          "the dense model",
+                  "cells_per_weight_with_side_bits": "cells_per_weight + side_bits_per_weight: every side bit "
+                                                     "counted as one more (binary) cell",
+                  "fewest_cells_per_weight": "per read time, the fewest cells per weight (of the budgets run) whose "
+                                             "mean accuracy is within `tolerance` of clean, and digital / best "
+                                             "analog",
                   "interval": "mean ± t(0.975, n−1)·s/√n over n chips (Student t, s = sample std over chips)"},
         "device": device, "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(x_test.shape[0]),
         "model": {"arch": f"resnet{depth}", "n_parameters": n_w, "pretrained": {**info, "epochs": epochs},
@@ -477,12 +411,15 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
         "time_panel": panel,
         "selection": {"images": f"the last {n_sel} training images", "read_time_s": design_t,
                       "seed_spawn_key": list(sel_seed.spawn_key), "candidates": selection_rows,
-                      "rule": "highest selection accuracy at the design time; ties: fewer cells. Digital candidates "
-                              "are tried best error-free accuracy first and skipped once one reaches their "
-                              "error-free accuracy (a read can only lose it)"},
+                      "raw_bit_error_rates": [{"bits_per_cell": b, "detect": d, "ber": v} for (b, d), v in ber.items()],
+                      "rule": "highest selection accuracy at the design time; ties: fewer cells. Digital: per "
+                              "(k, b) the detection with fewer raw bit errors and the BCH block/t with the fewest "
+                              "predicted failures per data bit within the budget; per k the code whose read is "
+                              "closest to the error-free weights (Fisher-weighted); k tried best error-free "
+                              "accuracy first, skipped once the best found reaches it (analogmem.jobs.store_plans)"},
         "chips": {"n": int(n_chips), "seed": seed, "spawn_keys": [list(s.spawn_key) for s in seeds],
                   "threads_per_chip": threads, **run.describe()},
-        "seed": seed, "wall_s": time.perf_counter() - t_start,
+        "seed": seed, "wall_s": time.perf_counter() - t_start, "stage_wall_s": {**stages, "chips": run.wall_s},
         "kept_digital": "batch-norm running_mean, running_var, num_batches_tracked; encoder side information; "
                         "allocation maps (side_bits_per_weight)",
     }
@@ -513,12 +450,18 @@ def format_table(res: dict[str, Any]) -> str:
     lines.append("\nchosen configurations: " + "; ".join(
         f"{a}: " + ", ".join(f"{r['budget_cells_per_weight']}→{r['configuration']}" for r in v["budgets"])
         for a, v in hl["approaches"].items() if a != "naive"))
-    lines.append(f"\nfewest cells per weight within {100 * res['tolerance']:g} point of clean:")
+    lines.append(f"\nfewest cells per weight within {100 * res['tolerance']:g} point of clean (cells | cells + side "
+                 "bits, one binary cell per side bit):")
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     for lab, r in hl["fewest_cells_per_weight"].items():
-        per = ", ".join(f"{a} {v['fewest_cells_per_weight_within_tolerance'][lab]}" for a, v in hl["approaches"].items())
-        ratio = r["digital_over_best_analog"]
-        lines.append(f"  at {lab}: {per}; digital / best analog = "
-                     + (f"{ratio:.2f}" if ratio is not None else "n/a (one side never within)"))
+        per = ", ".join(f"{a} {fmt(v['fewest_cells_per_weight_within_tolerance'][lab])} | "
+                        f"{fmt(v['fewest_cells_plus_side_bits_per_weight_within_tolerance'][lab])}"
+                        for a, v in hl["approaches"].items())
+        lines.append(f"  at {lab}: {per}")
+        lines.append(f"    digital / best analog: {fmt(r['cells_only']['digital_over_best_analog'])} (cells), "
+                     f"{fmt(r['cells_plus_side_bits']['digital_over_best_analog'])} (cells + side bits); "
+                     f"digital-pruned / best analog: "
+                     f"{fmt(r['digital_pruned_cells_plus_side_bits']['digital_over_best_analog'])} (cells + side bits)")
     p = res.get("time_panel")
     if p:
         lines.append(f"\naccuracy against time at {p['budget_cells_per_weight']} cells per weight:")
@@ -548,7 +491,8 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
                              squeeze=False)
     axes = axes[0]
     clean = 100 * res["clean_test_accuracy"]
-    colours = dict(zip(APPROACHES, ("tab:grey", "tab:blue", "tab:green", "tab:red")))
+    colours = dict(zip(APPROACHES, ("tab:grey", "tab:blue", "tab:green", "tab:red", "tab:orange")))
+    nudge = {a: 2 ** (0.03 * (i - 2)) for i, a in enumerate(APPROACHES)}  # keep error bars apart
 
     def bars(by):
         m = np.array([100 * b["accuracy_mean"] for b in by])
@@ -558,7 +502,7 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
     for i, lab in enumerate(hl["time_labels"]):
         ax = axes[i]
         for a, v in hl["approaches"].items():
-            xs = [r["cells_per_weight"] for r in v["budgets"]]
+            xs = [r["cells_per_weight"] * nudge.get(a, 1.0) for r in v["budgets"]]
             m, hw = bars([r["by_time"][i] for r in v["budgets"]])
             ax.errorbar(xs, m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(a), label=a)
         ax.axhline(clean, color="k", ls="--", lw=1, label="clean")
@@ -575,9 +519,11 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
         ax = axes[-1]
         for r in panel["rows"]:
             m, hw = bars(r["by_time"])
-            ax.errorbar(panel["times_s"], m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(r["approach"]),
+            ax.errorbar(np.asarray(panel["times_s"]) * nudge.get(r["approach"], 1.0) ** 10, m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(r["approach"]),
                         label=f"{r['approach']}: {r['configuration']} ({r['cells_per_weight']:.2f} c/w)")
         ax.axhline(clean, color="k", ls="--", lw=1)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, min(hi, 100.0))
         ax.set_xscale("log")
         ax.set_xticks(panel["times_s"], panel["time_labels"], fontsize=7)
         ax.set_xlabel("time after programming")
@@ -617,7 +563,8 @@ def _run(args: argparse.Namespace) -> int:
                         ray_address=args.ray_address, ray_cpus=args.ray_cpus, dataset=args.dataset, depth=args.depth,
                         epochs=args.epochs, seed=args.seed, checkpoint=args.checkpoint,
                         encoders=[e.strip() for e in args.encoders.split(",")] if args.encoders else ROBUST_ENCODERS,
-                        progress=not args.quiet)
+                        sparsities=_floats(args.sparsities, DEFAULT_SPARSITIES), n_selection=args.n_selection,
+                        n_test=args.n_test, progress=not args.quiet)
     print(format_table(res))
     c = res["chips"]
     print(f"\nchips: {c['n']} on {c['runner']}" + (f" ({c['num_cpus']} CPUs, Ray start-up {c['ray_start_s']:.1f} s)"
@@ -655,6 +602,10 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     p.add_argument("--full", action="store_true", help="the full sweep: budgets 1,2,3,4,6,8 and 8 chips")
     p.add_argument("--encoders", default=None,
                    help=f"robust encoders to choose from (default {','.join(ROBUST_ENCODERS)})")
+    p.add_argument("--sparsities", default=None, help="pruning sparsities the joint approach chooses from "
+                                                       "(default 0,0.5,0.75)")
+    p.add_argument("--n-selection", type=int, default=500, help="training images of the selection chip (default 500)")
+    p.add_argument("--n-test", type=int, default=None, help="evaluate on the first N test images (default: all)")
     p.add_argument("--dataset", default="mnist", choices=("mnist", "digits"))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2 (default 20)")

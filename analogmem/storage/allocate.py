@@ -24,10 +24,12 @@ the read time the allocation optimises for; ``MSE_i(0) = w_i²`` (pruned) for ev
   (:meth:`MMSE.distortion`) — lower than the naive curve, and not ``∝ 1/r``: the prior
   already removes much of the noise of one copy, so further copies are worth less.
 
-Side information (range, MMSE prior) is fitted on the weights that can get cells — the
-non-zero ones; exact zeros (weights pruned before, e.g. by :mod:`analogmem.pruning`) cost
-nothing pruned and are never given cells. The store fits its side information on the
-weights that get cells (``counts > 0``), so the decoder's prior is that of the kept weights.
+Side information (range, MMSE prior) is fitted on the non-zero weights; exact zeros (weights
+pruned before, e.g. by :mod:`analogmem.pruning`) cost nothing pruned and are never given
+cells. A store given counts fits its side information the same way, so the decoder reads
+with exactly the prior the curves assumed (fitting the prior on the kept weights only,
+whose histogram then has a hole at 0, measured 11 % *more* error than predicted on
+rram-wan2022; with the same prior, prediction and measurement agree within 2 %).
 """
 
 from __future__ import annotations

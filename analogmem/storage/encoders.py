@@ -663,8 +663,9 @@ class DigitalECC(Encoder):
                     self._bch, self.m = bch, mm
                     break
             if self._bch is None:
-                raise ValueError(f"no BCH code over GF(2^{m if m is not None else '10..15'}) corrects t = {self.t} "
-                                 f"errors in {self.block_bytes} data bytes; lower t or block_bytes")
+                raise ValueError(f"{self.block_bytes} data bytes and the parity correcting t = {self.t} errors do not "
+                                 f"fit a BCH code over GF(2^{m if m is not None else '10..15'}) (bchlib: t <= 64); "
+                                 "lower t or block_bytes")
             self.ecc_bytes = int(self._bch.ecc_bytes)
         else:
             self._bch, self.ecc_bytes, self.m = None, 0, (10 if m is None else int(m))

@@ -234,8 +234,8 @@ class BenchStore:
                                    f"got shape {counts.shape} dtype {counts.dtype}")
             if not isinstance(encoder, CellMap):
                 raise StorageError(f"tensor {name!r}: per-weight counts need a cell-map encoder, got {encoder.name}")
-            kept = w[counts > 0]  # side information (range, prior) of the weights that get cells
-            side = encoder.fit(kept if kept.size else w, channel)
+            nz = w[w != 0]  # side information (range, prior) without the exact zeros that pruning left,
+            side = encoder.fit(nz if nz.size else w, channel)  # as analogmem.storage.allocate models it
             plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
                     for r in np.unique(counts) if r > 0]
         targets, groups, start = [], [], self._next
