@@ -167,7 +167,8 @@ def test_bad_specs_and_arguments_are_refused():
 
 
 # --------------------------------------------------------------------------- issue 17: the channel and MMSE
-@pytest.mark.parametrize("mu,sigma,s", [(0.05, 0.02, -14.0), (0.1, 0.045, -28.0), (0.01, 0.03, -5.0), (0.05, 0.0, -3.0)])
+@pytest.mark.parametrize("mu,sigma,s", [(0.05, 0.02, -14.0), (0.1, 0.045, -28.0), (0.01, 0.03, -5.0),
+                                        (0.05, 0.0, -3.0)])
 def test_folded_normal_mgf_matches_quadrature(mu, sigma, s):
     """E[exp(s|X|)], X ~ N(μ, σ²), in closed form against numerical integration (rel 1e-8)."""
     from scipy import integrate, stats
@@ -178,8 +179,9 @@ def test_folded_normal_mgf_matches_quadrature(mu, sigma, s):
     if sigma == 0:
         assert got == pytest.approx(np.exp(s * abs(mu)), rel=1e-12)
         return
-    ref, _ = integrate.quad(lambda x: np.exp(s * abs(x)) * stats.norm.pdf(x, mu, sigma), mu - 12 * sigma, mu + 12 * sigma,
-                            points=[0.0] if abs(mu) < 12 * sigma else None, epsabs=0, epsrel=1e-11)
+    ref, _ = integrate.quad(lambda x: np.exp(s * abs(x)) * stats.norm.pdf(x, mu, sigma),
+                            mu - 12 * sigma, mu + 12 * sigma, points=[0.0] if abs(mu) < 12 * sigma else None,
+                            epsabs=0, epsrel=1e-11)
     assert got == pytest.approx(ref, rel=1e-8)
 
 

@@ -215,10 +215,12 @@ def select_plans(shared: dict[str, Any], seed: np.random.SeedSequence, cands: di
                 groups.setdefault(plans[k]["reference"], []).append(k)
             for ref in sorted(groups, key=lambda r: -refs[r]["accuracy"]):
                 free = refs[ref]["accuracy"]
-                ranked = sorted(groups[ref], key=lambda k: (plans[k]["predicted_failures_per_bit"], plans[k]["n_cells"]))
+                ranked = sorted(groups[ref],
+                                key=lambda k: (plans[k]["predicted_failures_per_bit"], plans[k]["n_cells"]))
                 if best is not None and free <= best[0]:
                     for k in ranked:
-                        record(k, selection_accuracy=None, skipped="its error-free accuracy is not above the best found")
+                        record(k, selection_accuracy=None,
+                               skipped="its error-free accuracy is not above the best found")
                     bar.update(len(ranked))
                     continue
                 screened = {k: chip_accuracies({**shared, "screen": True}, seed, [k])[k]["weighted_error"][0]

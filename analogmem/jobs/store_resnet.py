@@ -50,7 +50,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._io import atomic_write_bytes, write_json
-from .._seeding import as_seed_sequence
 from ..emulator.cells import bundled_devices
 from ..errors import AnalogMemError
 from .chips import chip_seeds, mean_ci, ray_available, run_chips
@@ -244,7 +243,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     from ..ml.models import accuracy, count_parameters, pretrained
     from ..pruning.network import store_counts
     from ..storage.allocate import AllocationCurves, fisher_diagonal
-    from ..storage.encoders import MMSE, Channel, DifferentialPair, LinearMap, make_encoder
+    from ..storage.encoders import MMSE, Channel, DifferentialPair
 
     times_s = [float(t) for t in times_s]
     panel_times_s = [float(t) for t in panel_times_s]
@@ -300,9 +299,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
             keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(models[_model_key(s)]).items()}
                      for s in sparsities if s > 0}
             mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
-            root = as_seed_sequence(seed)
-            sel_seed = chip_seeds(np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (0,)), 1)[0]
-            chips_root = np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (1,))
+            sel_seed, chips_root = chip_seeds(seed, 2)  # the selection chip; the root of the N chips
             ber = raw_bit_error_rates(device, design_t, sel_seed)
             plans, candidates = candidate_plans(budgets, n_w, sizes, design_t, encoders, sparsities, curves,
                                                 joint_enc, keeps, mask_bits, params, ber, _model_key)
@@ -405,6 +402,10 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                                  "pruning": "global magnitude (analogmem.pruning), retrained with masks"},
                   "variants": model_info},
         "clean_test_accuracy": clean, "tolerance": tolerance, "design_time_s": design_t,
+        "error_free_digital_accuracy": {
+            "selection": {r: v["accuracy"] for r, v in refs_sel.items()},
+            "test": {r: v["accuracy"] for r, v in refs_test.items()},
+            "keys": "q<k bits>/<model>: the model quantised to k bits, read without a single error"},
         "budgets_cells_per_weight": budgets,
         "headline": {"times_s": times_s, "time_labels": [_label(t) for t in times_s], "approaches": headline,
                      "fewest_cells_per_weight": ratios},
@@ -506,7 +507,8 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
             m, hw = bars([r["by_time"][i] for r in v["budgets"]])
             ax.errorbar(xs, m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(a), label=a)
         ax.axhline(clean, color="k", ls="--", lw=1, label="clean")
-        ax.axhline(clean - 100 * res["tolerance"], color="k", ls=":", lw=1, label=f"clean − {100 * res['tolerance']:g}")
+        ax.axhline(clean - 100 * res["tolerance"], color="k", ls=":", lw=1,
+                   label=f"clean − {100 * res['tolerance']:g}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(res["budgets_cells_per_weight"], [str(b) for b in res["budgets_cells_per_weight"]])
         ax.set_xlabel("analog cells per weight")
@@ -519,7 +521,8 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
         ax = axes[-1]
         for r in panel["rows"]:
             m, hw = bars(r["by_time"])
-            ax.errorbar(np.asarray(panel["times_s"]) * nudge.get(r["approach"], 1.0) ** 10, m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(r["approach"]),
+            ax.errorbar(np.asarray(panel["times_s"]) * nudge.get(r["approach"], 1.0) ** 10, m, yerr=hw, marker="o",
+                        ms=4, capsize=3, color=colours.get(r["approach"]),
                         label=f"{r['approach']}: {r['configuration']} ({r['cells_per_weight']:.2f} c/w)")
         ax.axhline(clean, color="k", ls="--", lw=1)
         lo, hi = ax.get_ylim()
