@@ -101,6 +101,26 @@ def test_store_job_end_to_end_reduced(tmp_path, monkeypatch, capsys):
     assert {r["plan"] for v in hl["approaches"].values() for r in v["budgets"] if "naive" not in r["plan"]} <= chosen
     out = capsys.readouterr().out
     assert "digital / best analog" in out and "accuracy against time" in out
+    # the fewest cells per weight within 1 point, and digital / best analog, follow from the rows
+    clean, tol = res["clean_test_accuracy"], res["tolerance"]
+    for i, lab in enumerate(hl["time_labels"]):
+        fewest = {}
+        for a, v in hl["approaches"].items():
+            ok = [r["cells_per_weight"] for r in v["budgets"] if r["by_time"][i]["accuracy_mean"] >= clean - tol]
+            fewest[a] = min(ok) if ok else None
+            assert v["fewest_cells_per_weight_within_tolerance"][lab] == fewest[a]
+        analog = [fewest[a] for a in ("naive", "robust", "joint") if fewest[a]]
+        want = fewest["digital"] / min(analog) if analog and fewest["digital"] else None
+        assert hl["fewest_cells_per_weight"][lab]["cells_only"]["digital_over_best_analog"] == want
+    # the per-card markdown table (docs/storage.md) from the JSON file, through the command line
+    table = store_resnet.card_table([res], "1 day").splitlines()
+    assert len(table) == 3 and table[2].startswith(f"| {res['device']} | {100 * clean:.1f} |")
+    assert table[2].count("|") == table[0].count("|")  # no cell breaks the columns
+    parser = argparse.ArgumentParser()
+    store_resnet.add_subparser(parser.add_subparsers())
+    args = parser.parse_args(["store", "--table", str(tmp_path / "r.json")])
+    assert args.func(args) == 0
+    assert "\n".join(table) in capsys.readouterr().out
 
 
 def test_store_job_refuses_bad_settings_before_any_work(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ from .chips import chip_seeds, mean_ci, ray_available, run_chips
 from .store_chip import build_model, chip_accuracies
 from .store_plans import candidate_plans, raw_bit_error_rates, select_plans
 
-__all__ = ["run_store_job", "run_demo_job", "add_subparser", "preferred_rram_card", "format_table", "plot",
+__all__ = ["run_store_job", "run_demo_job", "add_subparser", "preferred_rram_card", "format_table", "plot", "card_table",
            "DEFAULT_DEVICE", "DEFAULT_TIMES_S", "HEADLINE_TIMES_S", "DEFAULT_BUDGETS", "FULL_BUDGETS",
            "APPROACHES", "ROBUST_ENCODERS", "DEFAULT_SPARSITIES", "StoreJobError"]
 
@@ -474,6 +474,37 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def card_table(results: Sequence[dict[str, Any]], time_label: str = "1 day") -> str:
+    """Markdown table of several runs (one per card): the fewest cells per weight within the
+    tolerance of clean at ``time_label`` per approach as "cells (cells + side bits)" (``—``: none
+    of the budgets run is within), and
+    digital / best analog on cells alone and with side bits counted as cells (the ch.3 ratio;
+    above 1: analog needs fewer cells). ``results`` as :func:`run_store_job` returns them (or
+    their JSON files loaded)."""
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    head = ["card", "clean (%)", *APPROACHES, "digital / analog (cells)", "digital / analog (cells + side bits)",
+            "digital-pruned / analog (cells + side bits)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        hl = res["headline"]
+        if time_label not in hl["fewest_cells_per_weight"]:
+            raise StoreJobError(f"no read at {time_label!r} in the run on {res['device']} "
+                                f"(it has {list(hl['fewest_cells_per_weight'])})")
+        cols = []
+        for a in APPROACHES:
+            v = hl["approaches"].get(a)
+            cols.append("n/a" if v is None else
+                        f"{fmt(v['fewest_cells_per_weight_within_tolerance'][time_label])} "
+                        f"({fmt(v['fewest_cells_plus_side_bits_per_weight_within_tolerance'][time_label])})")
+        r = hl["fewest_cells_per_weight"][time_label]
+        ratios = []
+        for key in ("cells_only", "cells_plus_side_bits", "digital_pruned_cells_plus_side_bits"):
+            q = r[key]
+            ratios.append(f"{fmt(q['digital_over_best_analog'])} ({q['best_analog_approach'] or '—'})")
+        lines.append(f"| {res['device']} | {100 * res['clean_test_accuracy']:.1f} | " + " | ".join(cols + ratios) + " |")
+    return "\n".join(lines)
+
+
 def plot(res: dict[str, Any], path: str | Path) -> Path:
     """The ch.3 figure (PNG): accuracy against cells per weight at each headline time, one
     curve per approach, and accuracy against time at the panel budget; error bars are the
@@ -553,6 +584,19 @@ def _floats(text: str | None, default: Sequence[float]) -> list[float]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.table:
+        import json
+
+        runs = []
+        for path in args.table:
+            try:
+                runs.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise StoreJobError(f"--table: cannot read results JSON {path}: {exc}") from None
+        for lab in runs[0]["headline"]["time_labels"]:
+            print(f"fewest cells per weight within {100 * runs[0]['tolerance']:g} point of clean at {lab} "
+                  "— cells (cells + side bits):\n" + card_table(runs, lab) + "\n")
+        return 0
     full = bool(args.full)
     budgets = _floats(args.budgets, FULL_BUDGETS if full else DEFAULT_BUDGETS)
     chips = args.chips if args.chips is not None else (8 if full else args.default_chips)
@@ -618,6 +662,8 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     p.add_argument("--plot", default="results/store/store.png", help="write the figure here (PNG)")
     p.add_argument("--sweep", action="store_true", help="only the cells-per-weight sweep (no accuracy-vs-time panel)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--table", nargs="+", metavar="JSON", default=None,
+                   help="only print the per-card markdown table of these results files (one run per card) and exit")
     p.set_defaults(func=_run, default_chips=3 if demo else 8, default_ray=not demo and ray_available())
     return p
 
