@@ -40,7 +40,9 @@ class BuildExt(build_ext):
     def build_extensions(self):
         openmp = sys.platform != "win32" and _compiler_has_openmp(self.compiler)
         for ext in self.extensions:
-            ext.extra_compile_args = ["-O3", "-fno-math-errno"] + (["-fopenmp"] if openmp else [])
+            # -ffp-contract=off: no fused multiply-add contraction, so the AVX-512, AVX2 and baseline
+            # clones of the kernels (ext/am_kernels.h) and the numpy reference see the same roundings
+            ext.extra_compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"] + (["-fopenmp"] if openmp else [])
             ext.extra_link_args = ["-fopenmp"] if openmp else []
             ext.define_macros.append(("ANALOGMEM_OPENMP", "1" if openmp else "0"))
         print(f"analogmem: building kernels with OpenMP={'yes' if openmp else 'no'}")
@@ -51,6 +53,7 @@ extensions = [
     Extension(
         "analogmem.emulator._kernels",
         ["ext/_kernels.pyx"],
+        depends=["ext/am_kernels.h"],
         include_dirs=[np.get_include(), "ext"],
         library_dirs=[NUMPY_RANDOM_LIB],
         libraries=["npyrandom", "m"],

@@ -4,9 +4,11 @@ results JSON (``--json PATH``) carries its provenance (:func:`write_json`)."""
 from __future__ import annotations
 
 import datetime
+import glob
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,15 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_figure", "write_json", "provenance"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "save_figure", "write_json", "provenance"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync,
-    then rename over the target. A crash leaves either the old file or the new one."""
+    then rename over the target. A crash leaves either the old file or the new one.
+
+    The temporary file is ``.NAME.PID.XXXXXXXX.tmp``; a process killed while writing (no
+    chance to clean up) leaves it behind, and the next write of the same ``path`` removes
+    such files of processes that no longer exist (:func:`remove_stale_temps`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -39,6 +46,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a number we cannot test): leave its file alone
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write_bytes` left beside ``path`` in
+    processes that were killed while writing it (their process no longer exists on this
+    machine). Returns the files removed. Temporary files of live processes, and of writers
+    on another machine sharing the folder whose process id happens to be unused here, are
+    the limits of this rule: the first are kept, the second could be removed."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        m = pattern.fullmatch(tmp.name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -14,6 +14,8 @@ __all__ = [
     "DeviceCardError",
     "TargetRangeError",
     "AddressError",
+    "ReadTimeError",
+    "BenchSizeError",
     "KernelUnavailableError",
     "CalibrationError",
     "InstrumentError",
@@ -35,8 +37,20 @@ class DeviceCardError(AnalogMemError, ValueError):
 
 
 class TargetRangeError(AnalogMemError, ValueError):
-    """Programming targets are NaN, infinite, outside the card's input range, or of the
-    wrong shape. Raised before any cell is touched: the bench state is unchanged."""
+    """Programming targets are not real numbers, NaN, infinite, outside the card's input
+    range, or of the wrong shape; or a time (``t_s``, ``seconds``, a temperature) is not a
+    real number in its allowed range. Raised before any cell is touched: the bench state
+    is unchanged."""
+
+
+class ReadTimeError(AnalogMemError, ValueError):
+    """``read(t_s=...)`` asked for a moment earlier than the bench clock: no bench reads in
+    the past (the emulator refuses it as a real bench must). The bench is unchanged."""
+
+
+class BenchSizeError(AnalogMemError, ValueError):
+    """A bench size (``n_cells``) is not a positive integer, or its per-cell state needs
+    more memory than is available. Raised before anything is allocated."""
 
 
 class AddressError(AnalogMemError, IndexError):

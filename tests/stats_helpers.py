@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+def _shared_data() -> Path:
+    """``$ANALOGMEM_SHARED_DATA`` if set, else the nearest ``shared/data`` beside the
+    repository or one of its ancestors (a clone at ``X/repo`` finds ``X/shared/data``, a git
+    worktree at ``X/wt/name`` finds it too)."""
+    env = os.environ.get("ANALOGMEM_SHARED_DATA")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[1]
+    for folder in repo.parents:
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data"
+    return repo.parent / "shared" / "data"
+
+
 #: The measured data beside the repository (../shared/data), when present.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = _shared_data()
 
 #: Tolerance in standard errors for moment checks. With fixed seeds the tests are
 #: deterministic; 5 standard errors is the confidence bound a correct model passes with

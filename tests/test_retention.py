@@ -63,13 +63,14 @@ def test_bake_advances_the_clock_by_the_equivalent_time(card_text):
     text = card_text("rram-wan2022") + ('\n[retention]\nmodel = "arrhenius"\nactivation_energy_eV = 1.2\n'
                                         'reference_temperature_K = 300.0\n')
     dev = parse_card(text, "baked.toml")
-    bench = EmulatedBench(dev, 1000, seed=0)
-    bench.program(np.full(1000, 20e-6))
+    bench, unbaked = EmulatedBench(dev, 1000, seed=0), EmulatedBench(dev, 1000, seed=0)
+    for b in (bench, unbaked):
+        b.program(np.full(1000, 20e-6))
     eq = bench.bake(1800.0, 393.15)
     expect = 1800.0 * math.exp(1.2 / BOLTZMANN_eV_per_K * (1 / 300.0 - 1 / 393.15))
     assert eq == pytest.approx(expect) and bench.time_s == pytest.approx(expect)
     # a longer bake means a wider spread (RRAM relaxation grows, then holds after 2 days)
-    assert np.std(bench.read()) > np.std(bench.read(1.0))
+    assert np.std(bench.read()) > np.std(unbaked.read(1.0))
     with pytest.raises(DeviceCardError, match="no \\[retention\\] model"):
         EmulatedBench("rram-wan2022", 10).bake(10.0, 350.0)
     with pytest.raises(analogmem.TargetRangeError, match="temperature_K"):

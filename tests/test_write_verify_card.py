@@ -196,33 +196,73 @@ def test_radar_card_reproduces_write_verify_traces(tables, radar):
 def test_radar_card_reproduces_post_bake_spread(tables, radar):
     """Must show: emulated post-bake spread per level within 15 % of the measured one, for
     the bakes the card's time axis was fitted to (30 min at 100 °C and at 120 °C); the
-    bake is emulated through the card's Arrhenius retention (EmulatedBench.bake)."""
+    bake is emulated through the card's Arrhenius retention (EmulatedBench.bake).
+
+    One emulated chip has as many cells per level as the data (128 in expt 3), so its
+    spread alone scatters by 1/sqrt(2 * 127) = 6.3 % (relative standard error of a standard
+    deviation): a single seed would test the seed as much as the card. The emulated
+    variance is pooled over 8 chips (seeds 0..7; 2.2 % standard error), so the 15 % bound
+    is on the card's model plus the data's own sampling error."""
     import pandas as pd
 
     fit = _script("fit_radar_card")
     reads = pd.read_csv(tables / "radar-reads.csv")
     for exp in ("radar-expt3", "radar-expt4"):
-        for r in fit.emulate_bake(radar, reads, exp):
-            assert abs(r["std_postbake_emulated_S"] / r["std_postbake_data_S"] - 1) < 0.15, r
+        chips = [fit.emulate_bake(radar, reads, exp, seed=s) for s in range(8)]
+        for rows in zip(*chips):
+            pooled_S = float(np.sqrt(np.mean([r["std_postbake_emulated_S"] ** 2 for r in rows])))
+            assert abs(pooled_S / rows[0]["std_postbake_data_S"] - 1) < 0.15, (rows[0], pooled_S)
 
 
 @needs_data
 def test_shipped_card_is_what_the_fit_gives(tables, card_text):
-    """devices/rram-radar.toml is regenerated exactly by calibration/fit_radar_card.py."""
+    """devices/rram-radar.toml is what calibration/fit_radar_card.py writes: settings, counts
+    and table shapes equal; arithmetic on the data to 1e-12; fitted fields (least-squares
+    Arrhenius, EM pulse response) within a tolerance derived from each quantity (see
+    card_tolerances.RRAM_RADAR) — a fit is not bit-stable across CPUs and BLAS builds."""
     import tomllib
+
+    from card_tolerances import RRAM_RADAR, compare_cards
 
     fit = _script("fit_radar_card")
     text, _ = fit.build_card(tables, ["writetest3", "writetest4"], ["radar-expt3", "radar-expt4"])
     new, shipped = tomllib.loads(text), tomllib.loads(card_text("rram-radar"))
-    def flat(v):
-        return [x for row in v for x in flat(row)] if isinstance(v, list) else [v]
+    compare_cards(new, shipped, ("write_verify", "relaxation", "retention", "range", "programming"), RRAM_RADAR)
 
-    for table in ("write_verify", "relaxation", "retention", "range", "programming"):
-        for key, value in shipped[table].items():
-            if isinstance(value, str):
-                assert new[table][key] == value, f"[{table}].{key}"
-            else:
-                np.testing.assert_allclose(flat(new[table][key]), flat(value), rtol=1e-9, err_msg=f"[{table}].{key}")
+
+def test_card_comparison_accepts_fit_noise_and_catches_real_changes(card_text):
+    """The per-field tolerances of the shipped-card test: the issue's cross-machine
+    difference (Arrhenius times 5.4e-8 relative, E_a moved within its xtol) passes; a change
+    of 1 % of a standard error, or any change of data arithmetic beyond rounding, fails."""
+    import copy
+    import tomllib
+
+    from card_tolerances import RRAM_RADAR, compare_cards
+
+    tables = ("write_verify", "relaxation", "retention", "range", "programming")
+    shipped = tomllib.loads(card_text("rram-radar"))
+
+    def moved(path, factor):
+        card = copy.deepcopy(shipped)
+        table, key = path.split(".")
+        v = card[table][key]
+        card[table][key] = ([[x * factor for x in row] for row in v] if isinstance(v[0], list) else
+                            [x * factor for x in v]) if isinstance(v, list) else v * factor
+        return card
+
+    se_ea = shipped["retention"]["activation_energy_stderr_eV"] / shipped["retention"]["activation_energy_eV"]
+    compare_cards(moved("relaxation.times_s", 1 + 5.4e-8), shipped, tables, RRAM_RADAR)
+    compare_cards(moved("retention.activation_energy_eV", 1 + 1e-8), shipped, tables, RRAM_RADAR)
+    compare_cards(moved("write_verify.p_hit", 1 + 1e-7), shipped, tables, RRAM_RADAR)
+    for path, factor in (("retention.activation_energy_eV", 1 + 0.01 * se_ea), ("relaxation.times_s", 1.001),
+                         ("write_verify.weights", 1.001), ("relaxation.sigma_uS", 1 + 1e-9),
+                         ("write_verify.window_lo_S", 1 + 1e-9)):
+        with pytest.raises(AssertionError):
+            compare_cards(moved(path, factor), shipped, tables, RRAM_RADAR)
+    changed = copy.deepcopy(shipped)
+    changed["write_verify"]["max_pulses"] += 1
+    with pytest.raises(AssertionError, match="exact entries differ"):
+        compare_cards(changed, shipped, tables, RRAM_RADAR)
 
 
 def test_calibrate_command_fits_write_verify_traces_it_has_never_seen(tmp_path, radar):

@@ -40,7 +40,7 @@ from .._seeding import SeedLike, as_generator
 from .._version import __version__
 from ..emulator.cells import INPUT_UNITS, DeviceModel, parse_card
 from ..errors import CalibrationError
-from .tidy import TARGET_COLUMNS, log_conductance, read_tidy
+from .tidy import TARGET_COLUMNS, ColumnMap, log_conductance, read_tidy, screen_outliers
 
 __all__ = ["ChannelCalibrator"]
 
@@ -110,11 +110,17 @@ class ChannelCalibrator:
         n_quantiles: knots of the stored quantile functions.
         alpha: level of the per-level KS tests that choose the model.
         seed: randomness of the hold-out split.
+        columns: which columns of a lab's own table are the target and the read, and their
+            units (:class:`~analogmem.calibrate.tidy.ColumnMap`); None: tidy names.
+        drop_outliers: exclude implausible and far outlying reads
+            (:func:`~analogmem.calibrate.tidy.screen_outliers`) and list them in the fit
+            report (``dropped_``); False refuses a table that has any.
     """
 
     def __init__(self, name: str = "calibrated", source: str = "", *, min_reads_per_level: int = 20,
                  holdout: float = 0.5, windows: tuple[int, ...] = (0, 1, 2, 3), n_quantiles: int = 101,
-                 alpha: float = 0.05, seed: SeedLike = 0):
+                 alpha: float = 0.05, seed: SeedLike = 0, columns: ColumnMap | None = None,
+                 drop_outliers: bool = False):
         self.name = name
         self.source = source
         self.min_reads_per_level = min_reads_per_level
@@ -123,6 +129,8 @@ class ChannelCalibrator:
         self.n_quantiles = n_quantiles
         self.alpha = alpha
         self.seed = seed
+        self.columns = columns
+        self.drop_outliers = drop_outliers
 
     # ------------------------------------------------------------------ fitting
     def _candidates(self, samples: list[np.ndarray]) -> list[_Fit]:
@@ -133,8 +141,10 @@ class ChannelCalibrator:
         """Fit the channel. ``data``: a tidy table (path or DataFrame, see :func:`read_tidy`)."""
         if not 0.0 < self.holdout < 1.0:
             raise CalibrationError(f"holdout must be in (0, 1), got {self.holdout}")
-        df = read_tidy(data)
+        df = read_tidy(data, **(self.columns or ColumnMap()).kwargs())
         target_col = next(c for c in TARGET_COLUMNS if c in df.columns)
+        df, self.dropped_ = screen_outliers(df, [target_col], drop=self.drop_outliers)
+        self.column_mapping_ = df.attrs["column_mapping"]
         self.input_ = TARGET_COLUMNS[target_col]
         y_all = log_conductance(df)
         targets = df[target_col].to_numpy(dtype=float)
@@ -215,6 +225,8 @@ class ChannelCalibrator:
             "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
             "fit_report": {
                 "chosen": fit.name,
+                "column_mapping": self.column_mapping_,
+                "dropped_reads": self.dropped_,
                 "summary": self.summary_,
                 "target": [r["target"] for r in self.fit_report_],
                 "n": [r["n"] for r in self.fit_report_],

@@ -17,13 +17,18 @@ from .._io import atomic_write_text, write_json
 from ..emulator.cells import parse_card
 from . import channel
 from .channel import ChannelCalibrator
+from ..errors import CalibrationError
 from .parametric import PolynomialCalibrator
+from .tidy import READ_UNITS, TARGET_UNITS, ColumnMap
 from .write_verify import fit_write_verify
 
 __all__ = ["add_subparser"]
 
 
 def _main(args: Any) -> int:
+    if args.model == "write-verify" and (args.target_column or args.read_column or args.drop_outliers):
+        raise CalibrationError("--target-column/--read-column/--drop-outliers apply to the channel and polynomial "
+                               "models; a write-verify trace table uses its tidy column names")
     if args.model == "write-verify":
         import tomli_w
 
@@ -42,9 +47,11 @@ def _main(args: Any) -> int:
                        settings=vars(args))
         print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
         return 0
+    columns = ColumnMap(args.target_column, args.read_column, args.target_unit, args.read_unit)
     if args.model == "polynomial":
-        pc = PolynomialCalibrator(args.name, args.source, degree=args.degree,
-                                  min_reads_per_level=args.min_reads).fit(args.data)
+        pc = PolynomialCalibrator(args.name, args.source, degree=args.degree, min_reads_per_level=args.min_reads,
+                                  columns=columns, drop_outliers=args.drop_outliers).fit(args.data)
+        _print_mapping(pc)
         for t, c, e, gof in zip(pc.times_s_, pc.coefficients_uS_, pc.stderr_uS_, pc.goodness_):
             terms = ", ".join(f"c{k} = {v:.4g} ± {s:.2g}" for k, (v, s) in enumerate(zip(c, e)))
             print(f"t = {t:g} s: sigma(x) uS: {terms}  (chi2 = {gof['chi2']:.1f} on {gof['dof']} dof, "
@@ -53,20 +60,37 @@ def _main(args: Any) -> int:
         if args.json:
             write_json(args.json, {"card": str(args.out), "times_s": pc.times_s_,
                                    "coefficients_uS": pc.coefficients_uS_, "stderr_uS": pc.stderr_uS_,
-                                   "goodness": pc.goodness_, "levels": pc.fit_report_}, settings=vars(args))
+                                   "goodness": pc.goodness_, "levels": pc.fit_report_,
+                                   "column_mapping": pc.column_mapping_, "dropped_reads": pc.dropped_},
+                       settings=vars(args))
         print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
         return 0
     cal = ChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
-                            min_reads_per_level=args.min_reads).fit(args.data)
+                            min_reads_per_level=args.min_reads, columns=columns,
+                            drop_outliers=args.drop_outliers).fit(args.data)
+    _print_mapping(cal)
     print(cal.summary_table())
     cal.write_card(args.out)
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     cal.plot(plot)
     if args.json:
         write_json(args.json, {"card": str(args.out), "chosen": cal.chosen_, "summary": cal.summary_,
-                               "levels": cal.fit_report_}, seed=args.seed, settings=vars(args))
+                               "levels": cal.fit_report_, "column_mapping": cal.column_mapping_,
+                               "dropped_reads": cal.dropped_}, seed=args.seed, settings=vars(args))
     print(f"wrote {args.out} and {plot}" + (f" and {args.json}" if args.json else ""))
     return 0
+
+
+def _print_mapping(cal: Any) -> None:
+    """Say which columns were read as what, and which reads were dropped."""
+    for role, m in cal.column_mapping_.items():
+        if m["column"] != m["as"]:
+            scale = f" x {m['factor']:g}" if m["factor"] != 1.0 else ""
+            print(f"{role}: column {m['column']!r} ({m['unit']}) read as {m['as']}{scale}")
+    if cal.dropped_:
+        print(f"dropped {len(cal.dropped_)} read(s) (listed in the fit report):")
+        for d in cal.dropped_[:10]:
+            print(f"  row {d['row']}: {d['read_value']:g} {d['unit']} at target {d['target']:g}: {d['reason']}")
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -88,4 +112,18 @@ def add_subparser(subparsers: Any) -> None:
                         "write-verify: a pulse-response card from a write-verify trace table (target_level, "
                         "window_lo_ohm, window_hi_ohm, read_value_ohm, pulses, success)")
     p.add_argument("--degree", type=int, default=2, help="polynomial degree for --model polynomial (default 2)")
+    g = p.add_argument_group("a lab's own columns (channel and polynomial models)")
+    g.add_argument("--target-column", default=None, metavar="NAME",
+                   help="the column holding the write target when it is not target_S/target_V/target_level "
+                        "(e.g. write_voltage_V); its unit comes from the name's suffix unless --target-unit")
+    g.add_argument("--read-column", default=None, metavar="NAME",
+                   help="the column holding the read value when it is not read_value_S/read_value_ohm "
+                        "(e.g. read_resistance_ohm); its unit comes from the name's suffix unless --read-unit")
+    g.add_argument("--target-unit", default=None, choices=tuple(TARGET_UNITS), metavar="UNIT",
+                   help=f"unit of --target-column: {', '.join(TARGET_UNITS)}")
+    g.add_argument("--read-unit", default=None, choices=tuple(READ_UNITS), metavar="UNIT",
+                   help=f"unit of --read-column: {', '.join(READ_UNITS)}")
+    p.add_argument("--drop-outliers", action="store_true",
+                   help="exclude implausible reads (outside 1 fS..1 kS) and far outliers (ln g beyond 25 IQRs of "
+                        "its level's quartiles) and list them in the fit report; without it such reads are refused")
     p.set_defaults(func=_main)

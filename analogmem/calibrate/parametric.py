@@ -31,7 +31,7 @@ from scipy import stats
 from .._io import atomic_write_text
 from ..emulator.cells import DeviceModel, parse_card
 from ..errors import CalibrationError
-from .tidy import read_tidy
+from .tidy import ColumnMap, read_tidy, screen_outliers
 
 __all__ = ["PolynomialCalibrator"]
 
@@ -58,23 +58,33 @@ class PolynomialCalibrator:
         degree: polynomial degree (the published cards use 2 for PCM, 4 for RRAM).
         g_max_S: the card's g_max (S); default: the largest target.
         min_reads_per_level: fewer reads at a (target, time) is an error naming it.
+        columns: the target and read columns of a lab's own table and their units
+            (:class:`~analogmem.calibrate.tidy.ColumnMap`); None: tidy names.
+        drop_outliers: exclude implausible and far outlying reads (per target and time,
+            :func:`~analogmem.calibrate.tidy.screen_outliers`) and list them (``dropped_``);
+            False refuses a table that has any.
 
     After :meth:`fit`: ``coefficients_uS_`` (per time, low → high order), ``stderr_uS_``,
     ``times_s_``, ``fit_report_`` (per time and level), ``card_text_``, ``device_model_``.
     """
 
     def __init__(self, name: str = "calibrated", source: str = "", *, degree: int = 2,
-                 g_max_S: float | None = None, min_reads_per_level: int = 20):
+                 g_max_S: float | None = None, min_reads_per_level: int = 20, columns: ColumnMap | None = None,
+                 drop_outliers: bool = False):
         if isinstance(degree, bool) or not isinstance(degree, int) or not 0 <= degree <= 7:
             raise CalibrationError(f"degree must be an integer in 0..7 (cards hold at most 8 coefficients), got {degree!r}")
         self.name, self.source, self.degree = name, source, degree
         self.g_max_S, self.min_reads_per_level = g_max_S, min_reads_per_level
+        self.columns, self.drop_outliers = columns, drop_outliers
 
     def fit(self, data: Any) -> "PolynomialCalibrator":
-        df = read_tidy(data)
+        df = read_tidy(data, **(self.columns or ColumnMap()).kwargs())
         if "target_S" not in df.columns:
             raise CalibrationError("a polynomial sigma(g) fit needs conductance targets (column target_S); "
                                    "use ChannelCalibrator for voltage or level targets")
+        df, self.dropped_ = screen_outliers(df, ["target_S"] + (["time_s"] if "time_s" in df.columns else []),
+                                            drop=self.drop_outliers)
+        self.column_mapping_ = df.attrs["column_mapping"]
         if "read_value_S" in df.columns:
             g = df["read_value_S"].to_numpy(dtype=float)
         else:
@@ -144,6 +154,7 @@ class PolynomialCalibrator:
             "relaxation": {"model": "none"},
             "faults": {"p_stuck_low": 0.0, "p_stuck_high": 0.0},
             "fit_report": {"coefficients_stderr_uS": self.stderr_uS_, "goodness": self.goodness_,
+                           "column_mapping": self.column_mapping_, "dropped_reads": self.dropped_,
                            "levels": self.fit_report_},
         }
         if len(self.times_s_) > 1:

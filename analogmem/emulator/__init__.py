@@ -4,16 +4,19 @@
 * :mod:`.cells` — :class:`DeviceModel` (a card's statistics), :func:`load_device`,
   :func:`parse_card`, the Arrhenius acceleration factor;
 * :mod:`.bench` — the :class:`Bench` protocol, :class:`EmulatedBench`,
-  :class:`WriteVerify`, :class:`ProgramReport`;
+  :class:`WriteVerify`, :class:`ProgramReport`, :class:`ChunkedTargets`;
+* :mod:`.chipstate` — where per-cell state lives: in memory (allocated on first use) or in
+  files (``EmulatedBench(..., state_dir=...)``, chips larger than memory);
 * :mod:`.reference` — the same model in plain numpy, drawing the same numbers (the oracle
   the kernels are tested against);
-* :mod:`._streams` — per-chunk random streams spawned from one ``SeedSequence``.
+* :mod:`._streams` — the counter-based random stream (Philox4x32-10, Box–Muller normals),
+  numpy twin of the compiled kernels'.
 
 Imports only the base modules (:mod:`analogmem.errors`, :mod:`analogmem._seeding`, …).
 """
 
-from .bench import Bench, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
+from .bench import Bench, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device, parse_card
 
-__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",
+__all__ = ["Bench", "ChunkedTargets", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",
            "DeviceModel", "bundled_devices", "load_device", "parse_card"]

@@ -4,25 +4,30 @@
 implement: ``n_cells``, ``program``, ``read``, an emulated or real clock (``time_s``,
 ``wait``) and ``shutdown``. Code above it never needs to know which one it has.
 
-:class:`EmulatedBench` keeps per-cell state in numpy arrays and runs the compiled
-Cython kernels of ``ext/`` (``analogmem.emulator._kernels``); there is no silent fallback to
-Python — the numpy reference (:mod:`analogmem.emulator.reference`) is used only when asked for
-with ``backend="numpy"``.
+:class:`EmulatedBench` keeps per-cell state in numpy arrays (allocated on first use, only
+those the card needs) or in files (``state_dir``, :mod:`analogmem.emulator.chipstate`) and
+runs the compiled kernels of ``ext/`` (``analogmem.emulator._kernels``); there is no silent
+fallback to Python — the numpy reference (:mod:`analogmem.emulator.reference`) is used only
+when asked for with ``backend="numpy"``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import reference
-from .._seeding import SeedLike, as_seed_sequence
-from ._streams import CHUNK_CELLS, chunk_bit_generators
-from .cells import X_FLOOR, DeviceModel, load_device
-from ..errors import AddressError, DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
+from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
+from ._streams import inv_log1m, op_key, stuck_states
+from .cells import X_FLOOR, DeviceModel, load_device, parse_card
+from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, state_keys
+from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
+                         check_seconds, check_targets, check_temperature_K)
+from ..errors import DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
 
 try:
     from . import _kernels
@@ -31,12 +36,11 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "analogmem's compiled kernels (analogmem.emulator._kernels) are not built: install the package "
         "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
 
-__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "kernels_info", "default_threads",
-           "check_addresses", "as_target_array"]
+__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "kernels_info",
+           "default_threads", "check_addresses", "as_target_array"]
 
 _BACKENDS = ("cython", "numpy")
-#: Per-cell state arrays, in the order the kernels take them.
-_STATE_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read")
+_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def default_threads() -> int:
@@ -50,7 +54,8 @@ def default_threads() -> int:
 def kernels_info() -> dict[str, Any]:
     """Where the compiled kernels come from and how they were built."""
     return {"module": _kernels.__name__, "path": _kernels.__file__, "openmp": bool(_kernels.OPENMP),
-            "max_threads": int(_kernels.max_threads()), "chunk_cells": CHUNK_CELLS}
+            "max_threads": int(_kernels.max_threads()), "work_chunk_cells": int(_kernels.WORK_CHUNK),
+            "random_stream": "Philox4x32-10 (counter-based), Box-Muller normals"}
 
 
 @dataclass(frozen=True)
@@ -216,54 +221,23 @@ def _pulse_response_params(device: DeviceModel) -> dict[str, Any]:
         p_hit[j, :k] = pr.p_hit[j]
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
     return {"pr_on": 1, "pr_lo": f64(pr.window_lo_S), "pr_hi": f64(pr.window_hi_S), "pr_cumw": cumw,
-            "pr_p": p_hit, "pr_off": f64(pr.offset_pulses), "pr_probs": f64(pr.probabilities),
+            "pr_inv_log1mp": inv_log1m(p_hit), "pr_off": f64(pr.offset_pulses), "pr_probs": f64(pr.probabilities),
             "pr_q": f64(pr.log_g_quantiles)}
 
 
-def check_addresses(addresses: Any, n_cells: int) -> np.ndarray | None:
-    """Validate cell addresses for a bench of ``n_cells`` cells: None (every cell) or a 1-D
-    array of distinct integers in ``[0, n_cells)``, returned as ``intp``. Raises
-    :class:`~analogmem.errors.AddressError` naming the first offending entry."""
-    if addresses is None:
-        return None
-    a = np.asarray(addresses)
-    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-        raise AddressError(f"addresses must be a 1-D array of integers, got shape {a.shape} dtype {a.dtype}")
-    a = a.astype(np.intp)
-    bad = (a < 0) | (a >= n_cells)
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise AddressError(f"addresses[{i}] = {a[i]} is outside [0, {n_cells - 1}]")
-    if a.size > 1 and not np.all(a[1:] > a[:-1]):  # increasing addresses cannot repeat
-        # a mask over the array, not np.unique: numpy's hash-based unique takes ~20 s on 2e7
-        seen = np.zeros(n_cells, dtype=bool)
-        seen[a] = True
-        if np.count_nonzero(seen) != a.size:
-            raise AddressError("addresses contain duplicates; program each cell once per call")
-    return a
+@dataclass(frozen=True)
+class ChunkedTargets:
+    """Programming targets made chunk by chunk, for chips larger than memory:
+    ``fn(lo, hi)`` returns the targets of cells ``lo .. hi-1`` (1-D, ``hi - lo`` values, in
+    the card's input domain) and must return the same values every time it is called.
+    :meth:`EmulatedBench.program` calls it twice per chunk (a validation pass over every
+    chunk before any cell changes, then the programming pass)."""
 
+    n: int
+    fn: Callable[[int, int], np.ndarray]
 
-def as_target_array(targets: Any, n_expected: int, unit: str = "S") -> np.ndarray:
-    """``targets`` as a contiguous float64 array of shape (n_expected,); raises
-    :class:`~analogmem.errors.TargetRangeError` for non-numbers or a wrong shape (range
-    checks are each bench's own)."""
-    try:
-        g = np.ascontiguousarray(targets, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TargetRangeError(f"targets must be numbers ({unit}), got {type(targets).__name__}") from None
-    if g.ndim != 1 or g.shape[0] != n_expected:
-        raise TargetRangeError(f"targets must be a 1-D array of {n_expected} values ({unit}), got shape {g.shape}")
-    return g
-
-
-def _check_seconds(name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TargetRangeError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise TargetRangeError(f"{name} must be finite and >= 0 s, got {value!r}")
-    return v
+    def __len__(self) -> int:
+        return self.n
 
 
 class EmulatedBench:
@@ -273,80 +247,250 @@ class EmulatedBench:
         device: a :class:`~analogmem.emulator.cells.DeviceModel`, a bundled card name or a card path.
         n_cells: number of cells in the array.
         seed: randomness (None, int, SeedSequence, Generator); the same seed and the same
-            sequence of calls give bit-identical results, whatever ``n_threads``.
+            sequence of calls give bit-identical results, whatever ``n_threads``, and whether
+            the state lives in memory or in ``state_dir``.
         n_threads: kernel threads (default: the cores this process may use).
         backend: ``"cython"`` (compiled kernels, the default) or ``"numpy"`` (the plain
-            reference implementation, same results; slow, for checking).
+            reference implementation, slow, for checking: the same results to 1e-12 for
+            float64 state; for float32 state the float64 model rounded, the same
+            distribution but not the same draws as the float32 kernels).
+        dtype: ``"float64"`` (default) or ``"float32"``: the per-cell state and what
+            ``read`` returns. float32 halves the memory and the bytes every program and read
+            moves, and computes single-shot programs of polynomial cards and all reads in
+            float32 with 32-bit random draws (about twice as fast; normals reach 6.7 σ
+            instead of 8.6 σ); program-and-verify and empirical channels compute in double.
+        state_dir: keep the per-cell state in files under this (new or empty) directory
+            instead of memory, and stream program and read through it in chunks (resident
+            memory: a few chunks, whatever ``n_cells``); :meth:`open` reopens it later.
+        durable: with ``state_dir``, fsync the state files before a program is marked
+            complete (survives a power loss; a crashed process is detected either way).
 
-    Cells start unprogrammed at ``g_min_S``. Stuck-at faults (the card's
-    ``p_stuck_low``/``p_stuck_high``) are drawn once, when the bench is made, and last for
-    the array's life. The clock starts at 0 s; ``program`` stamps cells with the current
-    time; ``read(t_s)`` reads ``t_s`` seconds after the most recent ``program`` call (and
-    moves the clock there if that is later); ``wait`` advances the clock.
+    Nothing per cell is allocated when the bench is made: state arrays appear on the first
+    program (or read), and only those the card uses (:attr:`bytes_per_cell`). Cells start
+    unprogrammed at ``g_min_S``. Stuck-at faults (the card's ``p_stuck_low``/``p_stuck_high``)
+    are a pure function of a fault key drawn when the bench is made and of each cell's
+    address, so they last for the array's life without being stored (:attr:`stuck`). The
+    clock starts at 0 s; ``program`` stamps cells with the current time; ``read(t_s)`` reads
+    ``t_s`` seconds after the most recent ``program`` call (and moves the clock there if
+    that is later); ``wait`` advances the clock.
     """
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
-                 n_threads: int | None = None, backend: str = "cython"):
-        self.device = load_device(device)
-        if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 1:
-            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+                 n_threads: int | None = None, backend: str = "cython", dtype: Any = "float64",
+                 state_dir: str | os.PathLike | None = None, durable: bool = False):
+        self._setup(load_device(device), n_cells, n_threads, backend, dtype, in_memory=state_dir is None)
+        self._seed = as_seed_sequence(seed)
+        # the first child of the seed keys the stuck-at faults (drawn per address on demand)
+        self._fault_key = op_key(self._seed.spawn(1)[0])
+        self._params.update(self._fault_params())
+        self.durable = bool(durable)
+        if state_dir is None:
+            self._cells: RamArrays | FileArrays = RamArrays(self.n_cells)
+        else:
+            self._cells = FileArrays.create(state_dir, self.n_cells, {"bench": self._header()},
+                                            self.device.card_text)
+
+    def _setup(self, device: DeviceModel, n_cells: int, n_threads: int | None, backend: str, dtype: Any,
+               in_memory: bool = True) -> None:
+        self.device = device
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
             raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
-        self.n_cells = int(n_cells)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            dt = None
+        if dt is None or dt not in _DTYPES:
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        # in memory: the state arrays and one read's output must fit; in files only the count is checked
+        per_cell = bytes_per_cell(device, dt) + dt.itemsize if in_memory else 0
+        self.n_cells = check_n_cells(n_cells, bytes_per_cell=per_cell)
         self.backend = backend
+        self.dtype = dt
         self.n_threads = int(n_threads) if n_threads is not None else default_threads()
-        self._seed = as_seed_sequence(seed)
         self._params = _kernel_params(self.device)
+        self._keys = state_keys(self.device)
         self._time_s = 0.0
         self._last_program_s = 0.0
-        n, r = self.n_cells, self.device.range
-        self.stuck = self._draw_stuck(self._seed.spawn(1)[0])
-        g0 = np.where(self.stuck == 2, r.g_max_S, r.g_min_S).astype(np.float64)
-        # g_eff holds each cell's effective target in the card's input domain (S, V or
-        # level); unprogrammed cells read g_min_S.
-        self._state = {"g_eff": g0.copy() if not self.device.empirical else np.full(n, self.device.input_range[0]),
-                       "g_prog": g0.copy(), "nu": np.zeros(n), "z_relax": np.zeros(n),
-                       "q_read": self.device.read_noise_q(g0)}
-        # Programming times: one scalar while every cell shares it, else one per cell.
-        self._uniform_t_prog: float | None = 0.0
-        self._t_prog: np.ndarray | None = None
+        # programming time: one scalar while every cell shares it, else the array "t_prog_s"
+        self._uniform_t_prog = 0.0
+        self._programmed = False
+
+    def _fault_params(self) -> dict[str, Any]:
+        f = self.device.faults
+        return {"faults_on": int(f.p_stuck_low > 0 or f.p_stuck_high > 0), "p_stuck_lo": f.p_stuck_low,
+                "p_stuck_hi": f.p_stuck_high, "fault_key": self._fault_key}
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike, *, n_threads: int | None = None, backend: str = "cython",
+             durable: bool = False) -> "EmulatedBench":
+        """Reopen a chip made with ``state_dir``: its card, cells, clock and random state, so
+        it continues exactly as the original would have. Raises
+        :class:`~analogmem.errors.StorageError` for anything but a clean chip directory —
+        in particular one whose last program was interrupted (a crash or kill mid-write)."""
+        cells, card_text = FileArrays.open(state_dir)
+        meta = cells.header.get("bench")
+        if not isinstance(meta, dict):
+            raise StorageError(f"chip {str(state_dir)!r}: header has no bench section")
+        try:
+            device = parse_card(card_text, label=f"{meta['device']['name']} (from {state_dir})")
+            self = cls.__new__(cls)
+            self._setup(device, cells.n, n_threads, backend, meta["dtype"], in_memory=False)
+            self._seed = seed_from_state(meta["seed"])
+            self._fault_key = tuple(int(k) for k in meta["fault_key"])
+            clock = meta["clock"]
+            self._time_s = float(clock["time_s"])
+            self._last_program_s = float(clock["last_program_s"])
+            self._uniform_t_prog = float(clock["uniform_t_prog"])
+            self._programmed = bool(meta["programmed"])
+        except (KeyError, TypeError, ValueError, DeviceCardError) as exc:
+            raise StorageError(f"chip {str(state_dir)!r}: malformed header ({type(exc).__name__}: {exc})") from None
+        self._params.update(self._fault_params())
+        self.durable = bool(durable)
+        self._cells = cells
+        if self._programmed and not all(cells.has(k) for k in self._keys):
+            raise StorageError(f"chip {str(state_dir)!r}: state files {self._keys} are incomplete")
+        return self
+
+    def _header(self) -> dict[str, Any]:
+        return {"device": {"name": self.device.name, "card_sha256": self.device.card_sha256},
+                "dtype": self.dtype.name, "seed": seed_state(self._seed), "fault_key": list(self._fault_key),
+                "clock": {"time_s": self._time_s, "last_program_s": self._last_program_s,
+                          "uniform_t_prog": self._uniform_t_prog},
+                "programmed": self._programmed, "units": {"time_s": "s", "g_prog": "S", "g_eff": "S"}}
+
+    def _save_header(self) -> None:
+        """File-backed chips: record clock and random state after every operation."""
+        if isinstance(self._cells, FileArrays):
+            self._cells.header["bench"] = self._header()
+            self._cells.save_header()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def state_dir(self) -> Path | None:
+        """The directory holding the per-cell state (None: in memory)."""
+        return self._cells.path if isinstance(self._cells, FileArrays) else None
+
+    @property
+    def bytes_per_cell(self) -> int:
+        """Bytes of per-cell state of a programmed chip (the card's arrays × dtype size;
+        plus 8 once cells were programmed at different times)."""
+        return bytes_per_cell(self.device, self.dtype)
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of per-cell state held in memory now (0 for a new bench, or one on disk)."""
+        return self._cells.nbytes
+
+    @property
+    def stuck(self) -> np.ndarray:
+        """Stuck-at state of every cell (int8: 0 healthy, 1 at g_min, 2 at g_max), computed
+        from the fault key (nothing is stored); shape (n_cells,)."""
+        st = self._stuck_range(0, self.n_cells)
+        return np.zeros(self.n_cells, dtype=np.int8) if st is None else st
 
     # ------------------------------------------------------------------ helpers
-    def _draw_stuck(self, seed: np.random.SeedSequence) -> np.ndarray:
-        f = self.device.faults
-        stuck = np.zeros(self.n_cells, dtype=np.int8)
-        if f.p_stuck_low > 0 or f.p_stuck_high > 0:
-            u = np.random.Generator(np.random.PCG64(seed)).random(self.n_cells)
-            stuck[u < f.p_stuck_low] = 1
-            stuck[(u >= f.p_stuck_low) & (u < f.p_stuck_low + f.p_stuck_high)] = 2
-        return stuck
+    def _stuck_range(self, lo: int, hi: int) -> np.ndarray | None:
+        """Stuck states of cells lo..hi-1; None when every cell is healthy."""
+        if self._cells.has("stuck"):
+            return self._cells.load(("stuck",), lo, hi)["stuck"].copy()
+        if not self._params["faults_on"]:
+            return None
+        if self.backend == "numpy":
+            f = self.device.faults
+            return stuck_states(self._fault_key, f.p_stuck_low, f.p_stuck_high, np.arange(lo, hi))
+        return _kernels.stuck(self._params, lo, hi - lo, None, self.n_threads)
+
+    def _stuck_at(self, addr: np.ndarray) -> np.ndarray | None:
+        if self._cells.has("stuck"):
+            return self._cells.gather(("stuck",), addr)["stuck"]
+        if not self._params["faults_on"]:
+            return None
+        if self.backend == "numpy":
+            f = self.device.faults
+            return stuck_states(self._fault_key, f.p_stuck_low, f.p_stuck_high, addr)
+        return _kernels.stuck(self._params, 0, 0, np.ascontiguousarray(addr, dtype=np.int64), self.n_threads)
+
+    def _unprogrammed(self, stuck: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
+        """The state of cells never programmed (at g_min_S; stuck cells at their stuck value)."""
+        r = self.device.range
+        g0 = np.full(n, r.g_min_S) if stuck is None else np.where(stuck == 2, r.g_max_S, r.g_min_S)
+        full = {"g_eff": np.full(n, self.device.input_range[0]) if self.device.empirical else g0,
+                "g_prog": g0, "nu": np.zeros(n), "z_relax": np.zeros(n), "q_read": self.device.read_noise_q(g0)}
+        return {k: full[k].astype(self.dtype) for k in self._keys}
+
+    def _load(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        if self._programmed:
+            return self._cells.load(self._keys, lo, hi)
+        return self._unprogrammed(self._stuck_range(lo, hi), hi - lo)
+
+    def _materialise(self) -> None:
+        """Write the unprogrammed state of every cell (before a first partial program)."""
+        for lo, hi in self._cells.ranges():
+            buf = self._cells.for_write({k: self.dtype for k in self._keys}, lo, hi)
+            for k, v in self._unprogrammed(self._stuck_range(lo, hi), hi - lo).items():
+                buf[k][...] = v
+            self._cells.commit(lo, buf)
+        self._programmed = True
+
+    def _write_full(self, name: str, dtype: Any, values: np.ndarray | float) -> None:
+        """Write one whole per-cell array (an array of n_cells, or one value for all)."""
+        for lo, hi in self._cells.ranges():
+            buf = self._cells.for_write({name: np.dtype(dtype)}, lo, hi)
+            buf[name][...] = values if np.ndim(values) == 0 else values[lo:hi]
+            self._cells.commit(lo, buf)
 
     def _addresses(self, addresses: Any) -> np.ndarray | None:
         return check_addresses(addresses, self.n_cells)
 
     def _check_targets(self, targets: Any, n_expected: int) -> np.ndarray:
-        g = as_target_array(targets, n_expected, self.device.input_unit or "level")
-        if g.size == 0:
+        return check_targets(targets, n_expected, self.device)
+
+    def _check_verify(self, g_t: np.ndarray, verify: WriteVerify | None) -> None:
+        if verify is None:
+            return
+        if not isinstance(verify, WriteVerify):
+            raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
+        if verify.windows == "card":
+            pr = self.device.write_verify
+            if not pr.enabled:
+                raise DeviceCardError(f"device {self.device.name!r} has no [write_verify] pulse-response "
+                                      "model: use WriteVerify(tolerance_rel=...) windows instead")
+            level = pr.level_of(g_t)
+            if np.any(level < 0):
+                i = int(np.argmax(level < 0))
+                raise TargetRangeError(
+                    f"targets[{i}] = {g_t[i]:g} {self.device.input_unit} lies in none of the card's "
+                    f"{pr.n_levels} verify windows (see device.write_verify.window_lo_S / window_hi_S)")
+        elif self.device.input != "conductance":
+            raise DeviceCardError(
+                f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
+                "conductance window per cell, which only conductance-input cards define")
+
+    def _targets(self, targets: Any, addr: np.ndarray | None,
+                 verify: WriteVerify | None) -> tuple[int, Callable[[int, int], np.ndarray]]:
+        """Validate every target (before any cell changes); returns the count and a
+        function giving the validated targets of op-local positions lo..hi-1."""
+        if not isinstance(targets, ChunkedTargets):
+            g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
+            self._check_verify(g_t, verify)
+            return g_t.shape[0], lambda lo, hi: g_t[lo:hi]
+        if addr is not None or targets.n != self.n_cells:
+            raise TargetRangeError(f"ChunkedTargets program every cell: need n = {self.n_cells} and no addresses, "
+                                   f"got n = {targets.n}" + (" with addresses" if addr is not None else ""))
+
+        def chunk(lo: int, hi: int) -> np.ndarray:
+            try:
+                g = self._check_targets(targets.fn(lo, hi), hi - lo)
+                self._check_verify(g, verify)
+            except TargetRangeError as exc:
+                raise TargetRangeError(f"chunked targets, cells {lo}..{hi - 1}: {exc}") from None
             return g
-        lo_ok, hi_ok = self.device.input_range
-        lo, hi = g.min(), g.max()  # one pass each; NaN propagates into both
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            i = int(np.argmin(np.isfinite(g)))
-            raise TargetRangeError(f"targets[{i}] = {g[i]} is not finite; nothing was programmed")
-        if lo < lo_ok or hi > hi_ok:
-            bad = (g < lo_ok) | (g > hi_ok)
-            i = int(np.argmax(bad))
-            unit = self.device.input_unit
-            if unit == "S":
-                shown = (f"{g[i]:.6g} S ({g[i] * 1e6:.6g} µS) is outside the input range "
-                         f"[{lo_ok * 1e6:g}, {hi_ok * 1e6:g}] µS")
-            else:
-                shown = f"{g[i]:.6g} {unit} is outside the input range [{lo_ok:g}, {hi_ok:g}] {unit}".replace(" ]", "]")
-            raise TargetRangeError(f"targets[{i}] = {shown} of device {self.device.name!r}; "
-                                   f"{int(bad.sum())} target(s) out of range, nothing was programmed")
-        return g
+
+        for lo, hi in self._cells.ranges(FileArrays.CHUNK_CELLS):
+            chunk(lo, hi)
+        return self.n_cells, chunk
 
     def _op_seed(self) -> np.random.SeedSequence:
         """A fresh child seed for one operation (program or read)."""
@@ -360,7 +504,8 @@ class EmulatedBench:
 
     def wait(self, seconds: float) -> None:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
-        self._time_s += _check_seconds("seconds", seconds)
+        self._time_s = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds:g})")
+        self._save_header()
 
     def bake(self, seconds: float, temperature_K: float) -> float:
         """Emulate ``seconds`` at ``temperature_K``: with the card's Arrhenius retention
@@ -371,20 +516,20 @@ class EmulatedBench:
         if not rt.enabled:
             raise DeviceCardError(f"device {self.device.name!r} has no [retention] model: it cannot emulate "
                                   "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
-        t = _check_seconds("seconds", seconds)
-        temp = float(temperature_K)
-        if not np.isfinite(temp) or temp <= 0:
-            raise TargetRangeError(f"temperature_K must be a positive temperature in kelvin, got {temperature_K!r}")
+        t, temp = check_seconds("seconds", seconds), check_temperature_K(temperature_K)
         equivalent = t * float(rt.acceleration_factor(temp))
-        self._time_s += equivalent
+        self._time_s = check_clock(self._time_s + equivalent, f"bake({t:g} s at {temp:g} K)")
+        self._save_header()
         return equivalent
 
-    def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
+    def program(self, targets: np.ndarray | ChunkedTargets, addresses: np.ndarray | None = None,
                 verify: WriteVerify | None = None) -> ProgramReport:
         """Program cells to ``targets`` (in the card's input domain: S for the published cards).
 
         Args:
-            targets: shape (n_cells,) when ``addresses`` is None, else (len(addresses),).
+            targets: shape (n_cells,) when ``addresses`` is None, else (len(addresses),); or
+                a :class:`ChunkedTargets` (every cell, made chunk by chunk: chips larger
+                than memory).
             addresses: distinct cell indices in ``[0, n_cells)``; None means every cell.
             verify: program-and-verify settings; None writes each cell with one pulse. With
                 verify, each pulse re-draws the cell from the card's write channel and the
@@ -396,47 +541,63 @@ class EmulatedBench:
         before touching any cell if an input is invalid; the bench is then unchanged.
         """
         addr = self._addresses(addresses)
-        g_t = self._check_targets(targets, self.n_cells if addr is None else addr.shape[0])
-        if verify is not None:
-            if not isinstance(verify, WriteVerify):
-                raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
-            if verify.windows == "card":
-                pr = self.device.write_verify
-                if not pr.enabled:
-                    raise DeviceCardError(f"device {self.device.name!r} has no [write_verify] pulse-response "
-                                          "model: use WriteVerify(tolerance_rel=...) windows instead")
-                level = pr.level_of(g_t)
-                if np.any(level < 0):
-                    i = int(np.argmax(level < 0))
-                    raise TargetRangeError(
-                        f"targets[{i}] = {g_t[i]:g} {self.device.input_unit} lies in none of the card's "
-                        f"{pr.n_levels} verify windows (see device.write_verify.window_lo_S / window_hi_S)")
-            elif self.device.input != "conductance":
-                raise DeviceCardError(
-                    f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
-                    "conductance window per cell, which only conductance-input cards define")
-        stuck = self.stuck if addr is None else self.stuck[addr]
+        m, chunk = self._targets(targets, addr, verify)
         now = self._time_s
+        key = op_key(self._op_seed())
+        pulses = np.zeros(m, dtype=np.int32) if verify is not None else None
+        success = np.zeros(m, dtype=np.int8) if verify is not None else None
+        names = {k: self.dtype for k in self._keys}
+        on_disk = isinstance(self._cells, FileArrays)
+        if addr is not None:  # a few cells: computed before anything is written
+            st = self._stuck_at(addr)
+            stuck_report = np.zeros(m, dtype=np.int8) if st is None else st
+            values = {k: np.empty(m, dtype=self.dtype) for k in self._keys}
+            self._run_program(chunk(0, m), st, key, 0, verify, values,
+                              *((pulses, success) if verify is not None else ()))
+        if on_disk:
+            self._cells.begin_write("program")
         if addr is None:
-            # Inputs are valid, so the kernel cannot fail now: it may write the state in place.
-            result = self._run_program(g_t, stuck, self._op_seed(), verify, out=self._state)
+            stuck_report = np.zeros(m, dtype=np.int8)  # calloc: untouched pages cost nothing
+            # chunked targets are made (and used) a chunk at a time, in memory as on disk
+            streamed = FileArrays.CHUNK_CELLS if isinstance(targets, ChunkedTargets) else None
+            for lo, hi in self._cells.ranges(streamed):
+                buf = self._cells.for_write(names, lo, hi)
+                st = self._stuck_range(lo, hi)
+                self._run_program(chunk(lo, hi), st, key, lo, verify, buf,
+                                  *((pulses[lo:hi], success[lo:hi]) if verify is not None else ()))
+                self._cells.commit(lo, buf)
+                if st is not None:
+                    stuck_report[lo:hi] = st
+            self._cells.drop("t_prog_s")
+            self._uniform_t_prog = now
+            self._programmed = True
         else:
-            result = self._run_program(g_t, stuck, self._op_seed(), verify)
-        outcome = {k: result.pop(k) for k in ("pulses", "success") if k in result}
-        if addr is None:
-            self._state = result
-            self._uniform_t_prog, self._t_prog = now, None
-        else:
-            for key, values in result.items():
-                self._state[key][addr] = values
-            if self._t_prog is None:
-                self._t_prog = np.full(self.n_cells, self._uniform_t_prog)
-            self._t_prog[addr] = now
-            self._uniform_t_prog = None
+            if not self._programmed:
+                self._materialise()
+            self._cells.scatter(addr, values)
+            if not self._cells.has("t_prog_s"):
+                self._write_full("t_prog_s", np.float64, self._uniform_t_prog)
+            self._cells.scatter(addr, {"t_prog_s": np.full(m, now)})
         self._last_program_s = now
-        return ProgramReport(n_cells=g_t.shape[0], time_s=now, stuck=stuck.copy(), addresses=addr,
-                             pulses=outcome.get("pulses"),
-                             success=outcome["success"].astype(bool) if "success" in outcome else None)
+        if on_disk:
+            self._cells.header["bench"] = self._header()
+            self._cells.end_write(self.durable)
+        return ProgramReport(n_cells=m, time_s=now, stuck=stuck_report, addresses=addr, pulses=pulses,
+                             success=success.astype(bool) if success is not None else None)
+
+    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int]]:
+        when = check_read_time(t_s, self._last_program_s, self._time_s)
+        self._time_s = when
+        key = op_key(self._op_seed())
+        self._save_header()
+        return when, key
+
+    def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray) -> None:
+        if self._cells.has("t_prog_s"):
+            age = np.maximum(when - self._cells.load(("t_prog_s",), lo, hi)["t_prog_s"], 0.0)
+        else:
+            age = np.array([max(when - self._uniform_t_prog, 0.0)])
+        self._run_read(self._load(lo, hi), age, key, lo, out)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S).
@@ -447,18 +608,47 @@ class EmulatedBench:
             addresses: cell indices to read; None reads every cell.
 
         Returns:
-            float64 array, shape (n_cells,) or (len(addresses),). Drift and relaxation of a
-            cell are consistent across reads; read noise is fresh at every read.
+            array of the bench's ``dtype`` (float64 unless made with ``dtype="float32"``),
+            shape (n_cells,) or (len(addresses),). Drift and relaxation of a cell are
+            consistent across reads; read noise is fresh at every read.
         """
         addr = self._addresses(addresses)
-        when = self._time_s if t_s is None else self._last_program_s + _check_seconds("t_s", t_s)
-        self._time_s = max(self._time_s, when)
-        if self._t_prog is None:
-            age = np.array([when - self._uniform_t_prog])
+        when, key = self._begin_read(t_s)
+        if addr is None:
+            out = np.empty(self.n_cells, dtype=self.dtype)
+            for lo, hi in self._cells.ranges():
+                self._read_range(lo, hi, when, key, out[lo:hi])
+            return out
+        m = addr.shape[0]
+        state = self._cells.gather(self._keys, addr) if self._programmed else \
+            self._unprogrammed(self._stuck_at(addr), m)
+        if self._cells.has("t_prog_s"):
+            age = np.maximum(when - self._cells.gather(("t_prog_s",), addr)["t_prog_s"], 0.0)
         else:
-            age = when - (self._t_prog if addr is None else self._t_prog[addr])
-        state = self._state if addr is None else {k: v[addr] for k, v in self._state.items()}
-        return self._run_read(state, np.maximum(age, 0.0), self._op_seed())
+            age = np.array([max(when - self._uniform_t_prog, 0.0)])
+        out = np.empty(m, dtype=self.dtype)
+        if m:
+            self._run_read(state, age, key, 0, out)
+        return out
+
+    def read_chunks(self, t_s: float | None = None, chunk_cells: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
+        """Read every cell, one chunk at a time (chips larger than memory): yields
+        ``(first_cell, values)`` with ``values`` (S, the bench's dtype) of cells
+        ``first_cell .. first_cell + len(values) - 1``. One read operation: the chunks
+        joined equal what ``read(t_s)`` would have returned. The clock and random state
+        move when this is called; consume the chunks before the next program."""
+        if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, (int, np.integer)) or chunk_cells < 1:
+            raise ValueError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
+        when, key = self._begin_read(t_s)
+
+        def chunks() -> Iterator[tuple[int, np.ndarray]]:
+            for lo in range(0, self.n_cells, int(chunk_cells)):
+                hi = min(self.n_cells, lo + int(chunk_cells))
+                out = np.empty(hi - lo, dtype=self.dtype)
+                self._read_range(lo, hi, when, key, out)
+                yield lo, out
+
+        return chunks()
 
     def shutdown(self) -> None:
         """Nothing to make safe on an emulator; present for the :class:`Bench` protocol."""
@@ -471,13 +661,22 @@ class EmulatedBench:
 
     # ------------------------------------------------------------------ state access
     def cell_state(self) -> dict[str, np.ndarray]:
-        """Copies of the per-cell state: ``g_eff`` (S, effective target), ``g_prog`` (S,
-        programmed conductance), ``nu`` (drift exponent), ``z_relax`` (relaxation latent),
-        ``q_read`` (read-noise factor Q_s), ``t_prog_s`` (programming time, s), ``stuck``
-        (0/1/2). Each shape (n_cells,)."""
-        out = {k: v.copy() for k, v in self._state.items()}
-        t_prog = self._t_prog if self._t_prog is not None else np.full(self.n_cells, self._uniform_t_prog)
-        out.update(t_prog_s=t_prog.copy(), stuck=self.stuck.copy())
+        """Copies of the per-cell state, each shape (n_cells,): the arrays the card uses
+        (of the bench's dtype; see :func:`~analogmem.emulator.chipstate.state_keys`) among
+        ``g_eff`` (S, effective target: only cards with relaxation), ``g_prog`` (S,
+        programmed conductance), ``nu`` (drift exponent: cards with drift), ``z_relax``
+        (relaxation latent) and ``q_read`` (read-noise factor Q_s: cards with read noise);
+        plus ``t_prog_s`` (programming time, s, float64) and ``stuck`` (int8 0/1/2)."""
+        out = {k: np.empty(self.n_cells, dtype=self.dtype) for k in self._keys}
+        for lo, hi in self._cells.ranges():
+            for k, v in self._load(lo, hi).items():
+                out[k][lo:hi] = v
+        if self._cells.has("t_prog_s"):
+            t_prog = np.concatenate([self._cells.load(("t_prog_s",), lo, hi)["t_prog_s"].copy()
+                                     for lo, hi in self._cells.ranges()])
+        else:
+            t_prog = np.full(self.n_cells, self._uniform_t_prog)
+        out.update(t_prog_s=t_prog, stuck=self.stuck)
         return out
 
     @property
@@ -488,12 +687,14 @@ class EmulatedBench:
 
     def restore_state(self, cell_state: dict[str, np.ndarray], *, time_s: float,
                       seed: np.random.SeedSequence) -> None:
-        """Restore a chip saved with :meth:`cell_state` (all keys, each shape (n_cells,)),
-        with its clock ``time_s`` and random state ``seed`` (a SeedSequence whose
-        ``n_children_spawned`` continues where the saved bench stopped). Raises
+        """Restore a chip saved with :meth:`cell_state` (the card's state arrays plus
+        ``t_prog_s`` and ``stuck``, each shape (n_cells,); other keys are ignored, so a
+        state with all five arrays restores on any card), with its clock ``time_s`` and
+        random state ``seed`` (a SeedSequence whose ``n_children_spawned`` continues where
+        the saved bench stopped). Values are stored in the bench's dtype. Raises
         :class:`~analogmem.errors.StorageError` for missing keys or wrong shapes; the
         bench is then unchanged."""
-        keys = _STATE_KEYS + ("t_prog_s", "stuck")
+        keys = self._keys + ("t_prog_s", "stuck")
         missing = [k for k in keys if k not in cell_state]
         if missing:
             raise StorageError(f"cell state lacks {missing}")
@@ -502,46 +703,63 @@ class EmulatedBench:
                 raise StorageError(f"cell state {k!r} has shape {np.shape(cell_state[k])}, expected ({self.n_cells},)")
         if not isinstance(seed, np.random.SeedSequence):
             raise StorageError(f"seed must be a numpy SeedSequence, got {type(seed).__name__}")
-        self._state = {k: np.array(cell_state[k], dtype=np.float64) for k in _STATE_KEYS}
-        self.stuck = np.array(cell_state["stuck"], dtype=np.int8)
-        self._t_prog = np.array(cell_state["t_prog_s"], dtype=np.float64)
-        self._uniform_t_prog = None
-        self._last_program_s = float(self._t_prog.max())
-        self._time_s = _check_seconds("time_s", time_s)
+        clock = check_seconds("time_s", time_s)
+        t_prog = np.asarray(cell_state["t_prog_s"], dtype=np.float64)
+        stuck = np.asarray(cell_state["stuck"], dtype=np.int8)
+        on_disk = isinstance(self._cells, FileArrays)
+        if on_disk:
+            self._cells.begin_write("restore_state")
+        for k in self._keys:
+            self._write_full(k, self.dtype, np.asarray(cell_state[k]))
+        self._cells.drop("t_prog_s")
+        if np.all(t_prog == t_prog[0]):
+            self._uniform_t_prog = float(t_prog[0])
+        else:
+            self._write_full("t_prog_s", np.float64, t_prog)
+        # keep an explicit stuck-at map only where it differs from what the fault key gives
+        self._cells.drop("stuck")
+        if not np.array_equal(self.stuck, stuck):
+            self._write_full("stuck", np.int8, stuck)
+        self._programmed = True
+        self._last_program_s = float(t_prog.max())
+        self._time_s = clock
         self._seed = seed
+        if on_disk:
+            self._cells.header["bench"] = self._header()
+            self._cells.end_write(self.durable)
 
     # ------------------------------------------------------------------ backends
-    def _run_program(self, g_t: np.ndarray, stuck: np.ndarray, seed: np.random.SeedSequence,
-                     verify: WriteVerify | None, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """State arrays of the programmed cells (written into ``out`` when given), plus
-        ``pulses`` and ``success`` with verify."""
+    def _run_program(self, g_t: np.ndarray, stuck: np.ndarray | None, key: tuple[int, int, int], first: int,
+                     verify: WriteVerify | None, out: dict[str, np.ndarray], pulses: np.ndarray | None = None,
+                     success: np.ndarray | None = None) -> None:
+        """Program cells at op-local positions ``first ..``: fill the state arrays ``out``
+        (and, with verify, ``pulses`` and ``success``)."""
         if self.backend == "numpy":
-            return reference.program_reference(self.device, g_t, stuck, seed, verify)
-        n = g_t.shape[0]
-        # zeros: the kernel does not write the arrays of components the card lacks
-        out = {k: np.zeros(n) for k in _STATE_KEYS} if out is None else dict(out)
-        gens = chunk_bit_generators(seed, n)
+            res = reference.program_reference(self.device, g_t, stuck, key, verify, first=first)
+            for k in self._keys:
+                out[k][...] = res[k]
+            if verify is not None:
+                pulses[...], success[...] = res["pulses"], res["success"]
+            return
         extra: dict[str, Any] = {}
         if verify is not None:
-            out["pulses"], out["success"] = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int8)
             extra = {"verify_max_pulses": verify.pulse_budget(self.device), "tol_abs": verify.tolerance_S,
-                     "tol_rel": verify.tolerance_rel, "pulses": out["pulses"], "success": out["success"],
+                     "tol_rel": verify.tolerance_rel, "pulses": pulses, "success": success,
                      "verify_card": int(verify.windows == "card")}
-        _kernels.program(self._params, g_t, np.ascontiguousarray(stuck), *(out[k] for k in _STATE_KEYS),
-                         [g.capsule for g in gens], CHUNK_CELLS, self.n_threads, **extra)
-        return out
+        _kernels.program(self._params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
+                         first=first, **extra)
 
-    def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, seed: np.random.SeedSequence) -> np.ndarray:
+    def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, key: tuple[int, int, int], first: int,
+                  out: np.ndarray) -> None:
         if self.backend == "numpy":
-            return reference.read_reference(self.device, state, age[0] if age.shape[0] == 1 else age, seed)
-        n = state["g_prog"].shape[0]
-        out = np.empty(n)
-        gens = chunk_bit_generators(seed, n)
-        _kernels.read(self._params, *(state[k] for k in _STATE_KEYS), np.ascontiguousarray(age, dtype=np.float64),
-                      out, [g.capsule for g in gens], CHUNK_CELLS, self.n_threads)
-        return out
+            out[...] = reference.read_reference(self.device, state, age[0] if age.shape[0] == 1 else age, key,
+                                                first=first)
+            return
+        _kernels.read(self._params, key, tuple(np.ascontiguousarray(state[k]) if k in state else None
+                                               for k in STATE_KEYS),
+                      np.ascontiguousarray(age, dtype=np.float64), out, self.n_threads, first=first)
 
     def __repr__(self) -> str:
+        where = f", state_dir={str(self.state_dir)!r}" if self.state_dir is not None else ""
         return (f"EmulatedBench(device={self.device.name!r}, n_cells={self.n_cells}, backend={self.backend!r}, "
-                f"n_threads={self.n_threads}, time_s={self._time_s:g})")
-
+                f"dtype={self.dtype.name!r}, n_threads={self.n_threads}, time_s={self._time_s:g}{where})")

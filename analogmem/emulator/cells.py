@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -808,21 +809,59 @@ def load_device(name_or_path: str | Path) -> DeviceModel:
     """Load a device card: a bundled one by name (see :func:`bundled_devices`, e.g.
     ``"pcm-nandakumar2019"``) or a TOML file by path.
 
-    Raises :class:`~analogmem.errors.DeviceCardError` if the name is unknown, the file
-    cannot be read, or the card is malformed (the message names the field).
+    A string is a *path* when it looks like one — it contains a path separator or ends in
+    ``.toml`` (``"./my-card"``, ``"cards/x.toml"``, ``"x.toml"``) — and a *bundled name*
+    otherwise; a :class:`pathlib.Path` (any ``os.PathLike``) is always a path. A bare name
+    always means the bundled card, even where a file of that name lies in the working
+    folder; a bare name that is not bundled but exists as a local file or folder is
+    ambiguous and refused with a message saying how to load each.
+
+    Raises :class:`~analogmem.errors.DeviceCardError` if the name is unknown or
+    ambiguous, the file cannot be read or is not UTF-8 text, or the card is malformed (the
+    message names the field).
     """
     if isinstance(name_or_path, DeviceModel):
         return name_or_path
-    text_path = Path(name_or_path)
-    if text_path.suffix == ".toml" or text_path.exists() or "/" in str(name_or_path):
-        try:
-            text = text_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DeviceCardError(f"device card {text_path}: cannot read: {exc.strerror}") from None
-        return parse_card(text, str(text_path))
-    resource = resources.files("analogmem.devices") / f"{name_or_path}.toml"
-    if not resource.is_file():
+    if isinstance(name_or_path, os.PathLike):
+        return _load_card_file(Path(name_or_path))
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise DeviceCardError(f"a device is a bundled card name, a path to a .toml card or a DeviceModel, "
+                              f"got {name_or_path!r} ({type(name_or_path).__name__})")
+    name = name_or_path
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if name.endswith(".toml") or any(sep in name for sep in separators):
+        return _load_card_file(Path(name))
+    resource = resources.files("analogmem.devices") / f"{name}.toml"
+    if resource.is_file():
+        return parse_card(_decode_card(resource.read_bytes(), name), name)
+    bundled = ", ".join(bundled_devices())
+    if Path(name).exists():
         raise DeviceCardError(
-            f"no bundled device card named {name_or_path!r}; bundled: {', '.join(bundled_devices())} "
-            "(or pass a path to a .toml card)")
-    return parse_card(resource.read_text(encoding="utf-8"), str(name_or_path))
+            f"{name!r} is not a bundled card name, and a {'folder' if Path(name).is_dir() else 'file'} of that "
+            f"name is in the working folder: to load that file pass it as a path ('./{name}' or a .toml name); "
+            f"bundled cards: {bundled}")
+    raise DeviceCardError(f"no bundled device card named {name!r}; bundled: {bundled} "
+                          "(or pass a path to a .toml card)")
+
+
+def _decode_card(data: bytes, label: str) -> str:
+    """A card file's bytes as text; :class:`DeviceCardError` naming the first bad byte if
+    they are not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DeviceCardError(f"device card {label}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                              f"{exc.start}); a card is a UTF-8 TOML file") from None
+
+
+def _load_card_file(path: Path) -> DeviceModel:
+    """Read and parse the card file at ``path``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        hint = ""
+        stem = path.name[:-5] if path.name.endswith(".toml") else path.name
+        if stem in bundled_devices():
+            hint = f" (for the bundled card, pass the name {stem!r} as a string)"
+        raise DeviceCardError(f"device card {path}: cannot read: {exc.strerror or exc}{hint}") from None
+    return parse_card(_decode_card(data, str(path)), str(path))

@@ -23,6 +23,7 @@ error                          raised when
 from __future__ import annotations
 
 from ..errors import InstrumentError
+from ..errors import ReadTimeError as _BaseReadTimeError
 
 __all__ = [
     "InstrumentError",
@@ -63,5 +64,6 @@ class InstrumentConnectionError(InstrumentError, ConnectionError):
     """The VISA resource could not be opened or the connection was lost."""
 
 
-class ReadTimeError(InstrumentError, ValueError):
-    """``read(t_s=...)`` asked for a moment that has already passed on a real bench."""
+class ReadTimeError(InstrumentError, _BaseReadTimeError):
+    """``read(t_s=...)`` asked for a moment that has already passed on a real bench (an
+    :class:`analogmem.errors.ReadTimeError`, as the emulator raises for the same request)."""

@@ -31,9 +31,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..emulator.bench import ProgramReport, WriteVerify, as_target_array, check_addresses
+from ..emulator.bench import ProgramReport, WriteVerify
+from ..emulator.validation import as_target_array, check_addresses, check_read_time, check_seconds
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import InstrumentError, TargetRangeError
+from ..errors import ReadTimeError as BaseReadTimeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
     InstrumentConnectionError,
@@ -365,9 +367,7 @@ class InstrumentBench:
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` (≥ 0) pass: sleep on a real bench, advance the emulator's clock."""
-        s = float(seconds)
-        if not math.isfinite(s) or s < 0:
-            raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
+        s = check_seconds("seconds", seconds)
         if s == 0:
             return
         if self.clock == "host":
@@ -528,13 +528,11 @@ class InstrumentBench:
         addr = self._addresses(addresses)
         self.limits.check_read(self.scheme.v_read_V)
         if t_s is not None:
-            t = float(t_s)
-            if not math.isfinite(t) or t < 0:
-                raise ValueError(f"t_s must be finite and >= 0 s, got {t_s!r}")
-            late = self.time_s - (self._last_program_s + t)
-            if late > self.read_time_tolerance_s:
-                raise ReadTimeError(f"read at t_s = {t:g} s after programming was asked {late:.3g} s too late: a real "
-                                    "bench cannot read in the past; call read() to read now")
+            try:
+                when = check_read_time(t_s, self._last_program_s, self.time_s, self.read_time_tolerance_s)
+            except BaseReadTimeError as exc:
+                raise ReadTimeError(str(exc)) from None
+            late = self.time_s - when
             if late < 0:
                 self.wait(-late)
         out = np.empty(addr.shape[0])

@@ -22,8 +22,8 @@ Command surface (long or short forms, ``;``-separated, replies joined with ``;``
 ``:SENS:FUNC "CURR"`` (+``?``), ``:SENS:CURR:RANG[:AUTO]``, ``:SENS:CURR:NPLC``;
 ``:OUTP[:STAT] ON|OFF`` (+``?``); ``:READ?`` ``:MEAS:CURR?``; ``:ROUT:OPEN:ALL``
 ``:ROUT:CLOS (@1!row!col)`` ``:ROUT:CLOS?``. Errors go to the queue with SCPI codes
-(-113 undefined header, -222 data out of range, -221 settings conflict, -350 queue
-overflow).
+(-101 invalid character, -113 undefined header, -222 data out of range, -221 settings
+conflict, -350 queue overflow).
 
 Emulator-only commands (a real instrument has none; :class:`InstrumentBench` uses them only
 when ``*IDN?`` names this emulator):
@@ -35,6 +35,14 @@ when ``*IDN?`` names this emulator):
   replies after skipping ``after``: ``DEL`` (reply ``param`` s late), ``DROP`` (no reply),
   ``GARB`` (garbage bytes), ``ERR`` (push error ``param`` onto the queue), ``DISC`` (close
   the connection). ``:EMUL:FAUL:CLE`` clears them. Tests can call :meth:`inject` directly.
+
+State: like a real instrument, the server keeps one state (source level, output on/off,
+closed crosspoint, error queue) shared by every connection and kept from one connection to
+the next — a client that connects after another left the output on at 100 V finds it so.
+``*RST`` clears it (source 0 V, output off, crosspoints open, error queue emptied; the cells
+keep their programmed state); ``reset_on_connect=True`` does that for every new connection
+(for tests). A program message with a non-ASCII byte is not executed: it pushes SCPI error
+-101 (invalid character) naming the byte.
 
 The server binds to a loopback address only; port 0 picks a free ephemeral port.
 Connections idle for ``idle_timeout_s`` are closed; ``max_lifetime_s`` stops the server.
@@ -135,6 +143,9 @@ class _Instrument:
         self.errors: collections.deque[tuple[int, str]] = collections.deque()
 
     def push_error(self, code: int, message: str) -> None:
+        # SCPI is ASCII: anything else in a message (e.g. a quoted header) is escaped, so a
+        # reply built from the queue can always be sent
+        message = message.encode("ascii", "backslashreplace").decode("ascii")
         if len(self.errors) >= 10:
             self.errors[-1] = (-350, "Queue overflow")
         else:
@@ -343,6 +354,14 @@ class _Instrument:
             self.faults.pop(0)
         return f
 
+    def reject_bytes(self, line: bytes) -> None:
+        """A program message with non-ASCII bytes is not executed: SCPI error -101
+        (invalid character) naming the first such byte goes to the queue."""
+        i = next(k for k, b in enumerate(line) if b >= 0x80)
+        with self.lock:
+            self.messages += 1
+            self.push_error(-101, f"Invalid character; byte 0x{line[i]:02X} at column {i}, message not executed")
+
     def handle_message(self, message: str) -> tuple[str | None, Fault | None]:
         """Execute one program message; return (reply, fault to apply to the reply)."""
         with self.lock:
@@ -375,6 +394,9 @@ class _Handler(socketserver.StreamRequestHandler):
         super().setup()
         self.request.settimeout(self.server.idle_timeout_s)
         self.server.track(self.request, add=True)
+        if self.server.reset_on_connect:
+            with self.server.instrument.lock:
+                self.server.instrument.reset()
 
     def finish(self) -> None:
         self.server.track(self.request, add=False)
@@ -392,11 +414,14 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if not line:
                 return
-            message = line.decode("ascii", errors="replace").strip("\r\n")
+            if not line.isascii():
+                inst.reject_bytes(line)
+                continue
+            message = line.decode("ascii").strip("\r\n")
             reply, fault = inst.handle_message(message)
             if reply is None:
                 continue
-            out = reply.encode("ascii") + b"\n"
+            out = reply.encode("ascii", "backslashreplace") + b"\n"
             if fault is not None:
                 if fault.kind == "DROP":
                     continue
@@ -418,9 +443,11 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], instrument: _Instrument, idle_timeout_s: float):
+    def __init__(self, addr: tuple[str, int], instrument: _Instrument, idle_timeout_s: float,
+                 reset_on_connect: bool = False):
         self.instrument = instrument
         self.idle_timeout_s = idle_timeout_s
+        self.reset_on_connect = reset_on_connect
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
@@ -455,6 +482,11 @@ class ScpiEmulatorServer:
         idle_timeout_s: a connection silent this long is closed (s).
         max_lifetime_s: stop by itself after this long (s); None runs until :meth:`stop`.
         reset_fraction: RESET acts for ``V <= -reset_fraction·|v_reset_V|``.
+        reset_on_connect: give every new connection a freshly reset instrument (as after
+            ``*RST``: source 0 V, output off, crosspoints open, error queue empty; the
+            cells keep what they were programmed to). Off by default: like a real
+            instrument, the source level, output state, route and error queue are one
+            state shared by all connections and kept from one connection to the next.
 
     Use as a context manager (``with ScpiEmulatorServer("pcm-nandakumar2019") as srv:``)
     or :meth:`start`/:meth:`stop`; :attr:`resource` is the VISA resource string.
@@ -463,7 +495,7 @@ class ScpiEmulatorServer:
     def __init__(self, device: DeviceModel | str, rows: int = 32, cols: int = 32, seed: SeedLike = None, *,
                  scheme: PulseScheme | None = None, host: str = "127.0.0.1", port: int = 0,
                  idle_timeout_s: float = 120.0, max_lifetime_s: float | None = None,
-                 reset_fraction: float = 0.5, n_threads: int = 1):
+                 reset_fraction: float = 0.5, n_threads: int = 1, reset_on_connect: bool = False):
         dev = load_device(device)
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the SCPI emulator serves loopback addresses only, got host {host!r}")
@@ -474,6 +506,7 @@ class ScpiEmulatorServer:
         self.host, self._port = host, port
         self.idle_timeout_s = float(idle_timeout_s)
         self.max_lifetime_s = max_lifetime_s
+        self.reset_on_connect = bool(reset_on_connect)
         self._server: _TCPServer | None = None
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
@@ -503,7 +536,8 @@ class ScpiEmulatorServer:
             raise RuntimeError("server already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         _TCPServer.address_family = family
-        self._server = _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s)
+        self._server = _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s,
+                                  self.reset_on_connect)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"scpi-emulator-{self.port}", daemon=True)
         self._thread.start()

@@ -1,7 +1,8 @@
 """Chip snapshots: a programmed chip on disk, re-read later (DESIGN §1, §7).
 
 Snapshots (:func:`save_snapshot` / :func:`load_snapshot`) write a programmed chip to one
-safetensors file: the per-cell state of the bench, the store's directory (encoders, side
+safetensors file: the per-cell state of the bench (the arrays its card uses, in the bench's
+dtype; format version 2 — version-1 files, with all five arrays in float64, still load), the store's directory (encoders, side
 information, addresses), the digital tensors, and JSON metadata with the analogmem
 version, the device card (text and sha256) and the random state. The file carries a
 SHA-256 of its whole content (computed with the checksum field zeroed), written
@@ -31,15 +32,21 @@ from .stores import BenchStore, EmulatedStore, Entry
 __all__ = ["save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT = "analogmem-chip-snapshot"
-_SNAPSHOT_VERSION = 1
-_CELL_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read", "t_prog_s", "stuck")
+_SNAPSHOT_VERSION = 2
+#: Version 1 stored all five state arrays as float64; version 2 stores the arrays the card
+#: uses (``bench.cell_keys``), in the bench's dtype. Both load.
+_READABLE_VERSIONS = (1, 2)
+_V1_CELL_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read", "t_prog_s", "stuck")
 _CHECKSUM_KEY = b'"checksum_sha256":"'
 _ZERO_SUM = "0" * 64
 
 
 def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
     """Write the programmed chip of ``store`` to ``path`` (safetensors + JSON metadata,
-    atomic, whole-file SHA-256). Only the used cells are written."""
+    atomic, whole-file SHA-256). Only the used cells are written. Temporary files left by
+    an earlier save of the same ``path`` that was killed are removed first. Raises
+    :class:`StorageError` naming the path if it cannot be written (the file already there,
+    if any, is unchanged)."""
     from safetensors.numpy import save as st_save
 
     if not isinstance(store, BenchStore) or not isinstance(store.bench, EmulatedBench):
@@ -47,7 +54,8 @@ def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
     bench: EmulatedBench = store.bench
     n = store.cells_used
     state = bench.cell_state()
-    tensors: dict[str, np.ndarray] = {f"cells/{k}": np.ascontiguousarray(state[k][:n]) for k in _CELL_KEYS}
+    cell_keys = list(state)
+    tensors: dict[str, np.ndarray] = {f"cells/{k}": np.ascontiguousarray(state[k][:n]) for k in cell_keys}
     entries = []
     for e in store._entries.values():
         side_scalars = {}
@@ -73,7 +81,8 @@ def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
                    "card_text": store.device.card_text},
         "random_state": {"kind": "numpy.random.SeedSequence", "current": saved_seed,
                          "initial": getattr(store, "initial_seed_state", None)},
-        "bench": {"n_cells": bench.n_cells, "cells_saved": n, "time_s": bench.time_s,
+        "bench": {"n_cells": bench.n_cells, "cells_saved": n, "time_s": bench.time_s, "dtype": bench.dtype.name,
+                  "cell_keys": cell_keys,
                   "last_program_s": float(t_prog.max()) if t_prog.size else 0.0,
                   "stuck_unused_cells": int(np.count_nonzero(state["stuck"][n:]))},
         "store": {"compensate_drift": store.compensate_drift, "cells_used": n, "entries": entries},
@@ -83,7 +92,13 @@ def save_snapshot(store: EmulatedStore, path: str | Path) -> Path:
     pos = _checksum_position(blob)
     digest = hashlib.sha256(blob).hexdigest().encode()
     blob = blob[:pos] + digest + blob[pos + 64:]
-    return atomic_write_bytes(path, blob)
+    try:
+        return atomic_write_bytes(path, blob)
+    except OSError as exc:  # permission, a folder in the way, a file where a folder should be, disk full
+        where = Path(str(exc.filename)) if exc.filename else None
+        shown = where is not None and where != Path(path) and not where.name.startswith(f".{Path(path).name}.")
+        raise StorageError(f"cannot write snapshot {str(path)!r}: {exc.strerror or exc}"
+                           + (f" ({where})" if shown else "") + "; nothing was written") from None
 
 
 def _checksum_position(blob: bytes) -> int:
@@ -128,8 +143,9 @@ def load_snapshot(path: str | Path, *, n_threads: int | None = None) -> Emulated
         meta = json.loads(json.loads(blob[8:8 + hlen])["__metadata__"]["analogmem"])
     except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
         raise StorageError(f"snapshot {str(path)!r} cannot be parsed: {exc}") from None
-    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") != _SNAPSHOT_VERSION:
-        raise StorageError(f"{str(path)!r} is not an analogmem chip snapshot of format version {_SNAPSHOT_VERSION}")
+    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") not in _READABLE_VERSIONS:
+        raise StorageError(f"{str(path)!r} is not an analogmem chip snapshot of format version "
+                           f"{' or '.join(map(str, _READABLE_VERSIONS))}")
     dev_meta = meta["device"]
     device = parse_card(dev_meta["card_text"], label=f"{dev_meta['name']} (from snapshot)")
     if device.card_sha256 != dev_meta["card_sha256"]:
@@ -137,13 +153,13 @@ def load_snapshot(path: str | Path, *, n_threads: int | None = None) -> Emulated
                            f"recorded {dev_meta['card_sha256']}")
     b = meta["bench"]
     n = int(b["cells_saved"])
-    cells = {k: tensors[f"cells/{k}"] for k in _CELL_KEYS}
+    cells = {k: tensors[f"cells/{k}"] for k in b.get("cell_keys", _V1_CELL_KEYS)}
     saved_seed = meta["random_state"]["current"]
     store = EmulatedStore.__new__(EmulatedStore)
     store.seed_sequence = seed_from_state(saved_seed)
     store.initial_seed_state = meta["random_state"]["initial"]
     bench = restore_emulated_bench(device, int(b["n_cells"]), cells, store.seed_sequence, time_s=float(b["time_s"]),
-                                   n_threads=n_threads)
+                                   n_threads=n_threads, dtype=b.get("dtype", "float64"))
     BenchStore.__init__(store, bench, device, compensate_drift=bool(meta["store"]["compensate_drift"]))
     for em in meta["store"]["entries"]:
         name = em["name"]
@@ -161,19 +177,24 @@ def load_snapshot(path: str | Path, *, n_threads: int | None = None) -> Emulated
 
 
 def restore_emulated_bench(device: DeviceModel, n_cells: int, cells: dict[str, np.ndarray],
-                           seed: np.random.SeedSequence, *, time_s: float, n_threads: int | None = None) -> EmulatedBench:
-    """Rebuild an :class:`~analogmem.emulator.bench.EmulatedBench` from saved per-cell state
-    (``cells``: the arrays of :meth:`EmulatedBench.cell_state`, each for the first
-    ``len`` cells), its seed sequence (at its saved ``n_children_spawned``) and clock.
+                           seed: np.random.SeedSequence, *, time_s: float, n_threads: int | None = None,
+                           dtype: str = "float64") -> EmulatedBench:
+    """Rebuild an :class:`~analogmem.emulator.bench.EmulatedBench` (of ``dtype``) from
+    saved per-cell state (``cells``: arrays of :meth:`EmulatedBench.cell_state`, each for
+    the first ``len`` cells; arrays the card does not use are ignored), its seed sequence
+    (at its saved ``n_children_spawned``) and clock.
 
     Cells beyond the saved ones are left as a fresh bench has them (unprogrammed).
     """
-    bench = EmulatedBench(device, n_cells, seed=np.random.SeedSequence(0), n_threads=n_threads)
-    n = cells["g_eff"].shape[0]
+    bench = EmulatedBench(device, n_cells, seed=np.random.SeedSequence(0), n_threads=n_threads, dtype=dtype)
+    n = cells["g_prog"].shape[0]
     if n > n_cells:
         raise StorageError(f"snapshot holds {n} cells but the bench has {n_cells}")
     full = bench.cell_state()
-    for k in _CELL_KEYS:
+    missing = [k for k in full if k not in cells]
+    if missing:
+        raise StorageError(f"snapshot lacks the cell arrays {missing} that device {device.name!r} needs")
+    for k in full:
         full[k][:n] = cells[k]
     bench.restore_state(full, time_s=time_s, seed=seed)
     return bench

@@ -127,6 +127,26 @@ def _check_name(store_names: dict[str, Entry], name: str) -> None:
         raise StorageError(f"tensor {name!r} is already stored; stores are write-once per name")
 
 
+def _check_counts(name: str, counts: Any, size: int, encoder: Encoder) -> np.ndarray:
+    """Per-weight repetition counts for tensor ``name`` of ``size`` weights, checked."""
+    counts = np.asarray(counts)
+    if counts.shape != (size,) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
+        raise StorageError(f"tensor {name!r}: counts must be non-negative integers of shape ({size},), "
+                           f"got shape {counts.shape} dtype {counts.dtype}")
+    if not isinstance(encoder, CellMap):
+        raise StorageError(f"tensor {name!r}: per-weight counts need a cell-map encoder, got {encoder.name}")
+    return counts
+
+
+def _cells_needed(name: str, size: int, encoder: Encoder, counts: Any) -> int:
+    """Cells that :meth:`BenchStore.put` will program for a tensor of ``size`` weights."""
+    if counts is None:
+        return int(encoder.n_cells(size))
+    c = _check_counts(name, counts, size, encoder)
+    return int(sum(encoder.with_repetition(int(r)).n_cells(int(np.count_nonzero(c == r)))
+                   for r in np.unique(c) if r > 0))
+
+
 # --------------------------------------------------------------------------- digital store
 class DigitalStore:
     """Exact storage (the error-free baseline): ``get`` returns what was put, whatever
@@ -228,12 +248,7 @@ class BenchStore:
             side = encoder.fit(w, channel)
             plan = [(1, np.arange(w.size), encoder)]
         else:
-            counts = np.asarray(counts)
-            if counts.shape != (w.size,) or not np.issubdtype(counts.dtype, np.integer) or np.any(counts < 0):
-                raise StorageError(f"tensor {name!r}: counts must be non-negative integers of shape ({w.size},), "
-                                   f"got shape {counts.shape} dtype {counts.dtype}")
-            if not isinstance(encoder, CellMap):
-                raise StorageError(f"tensor {name!r}: per-weight counts need a cell-map encoder, got {encoder.name}")
+            counts = _check_counts(name, counts, w.size, encoder)
             nz = w[w != 0]  # side information (range, prior) without the exact zeros that pruning left,
             side = encoder.fit(nz if nz.size else w, channel)  # as analogmem.storage.allocate models it
             plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
@@ -386,8 +401,12 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     :func:`analogmem.storage.allocate.allocate_cells` (pruning where a weight gets 0); or pass
     ``counts`` directly.
 
-    Raises :class:`StorageError` naming the tensor for NaN/inf weights (checked for every
-    tensor before anything is programmed).
+    Everything that can be checked is checked for the whole model before the first tensor
+    is programmed: NaN/inf weights, names already on the store, a missing encoder, counts,
+    and (on a store over a bench) that the free cells hold every tensor. Raises
+    :class:`StorageError` naming the tensor; nothing is programmed then. If a tensor still
+    fails part-way (e.g. an instrument error), every tensor this call had put is removed
+    from the store again (its cells are free for the next call) and the error says so.
     """
     import torch  # noqa: F401  (the module is a torch module)
 
@@ -398,6 +417,13 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
             check_finite(n, v.detach().cpu().numpy())
     analog = [n for n in state if n in params]
     digital = [n for n in state if n not in params]
+    taken = [n for n in state if n in set(store.names())]
+    if taken:
+        raise StorageError(f"tensor(s) {taken} are already on this store (names are write-once); nothing was "
+                           "programmed: store the model on a fresh store")
+    if analog and encoder is None and isinstance(store, BenchStore):
+        raise StorageError(f"an encoder is needed to put {analog[0]!r} (and the other parameters) on analog "
+                           "cells; nothing was programmed")
     if budget is not None and counts is None:
         if sensitivity is None:
             raise StorageError("a cell budget needs per-weight sensitivities (see analogmem.storage.allocate.fisher_diagonal)")
@@ -406,14 +432,54 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
         flat_w = {n: state[n].detach().cpu().numpy().reshape(-1) for n in analog}
         counts = allocate_cells(flat_w, sensitivity, encoder, Channel(store.device, t_fit_s), int(budget),
                                 max_repetitions=max_repetitions)
+    if counts is not None:
+        missing = [n for n in analog if n not in counts]
+        if missing:
+            raise StorageError(f"counts has no entry for tensor(s) {missing}; nothing was programmed")
+    if isinstance(store, BenchStore):
+        need = {n: _cells_needed(n, int(state[n].numel()), encoder, None if counts is None else counts[n])
+                for n in analog}
+        free = store.bench.n_cells - store.cells_used
+        if sum(need.values()) > free:
+            big = max(need, key=need.get)
+            raise StorageError(f"the model needs {sum(need.values())} cells ({len(need)} tensors, the largest "
+                               f"{big!r} {need[big]}) but only {free} of {store.bench.n_cells} are free; nothing "
+                               "was programmed")
     from tqdm.auto import tqdm
 
-    for n in tqdm(analog, desc="program", unit="tensor", disable=not progress):
-        store.put(n, state[n], encoder=encoder, counts=None if counts is None else counts[n])
-    for n in digital:
-        store.put_digital(n, state[n])
+    cells_before = store.cells_used if isinstance(store, BenchStore) else 0
+    done: list[str] = []
+    try:
+        for n in tqdm(analog, desc="program", unit="tensor", disable=not progress):
+            store.put(n, state[n], encoder=encoder, counts=None if counts is None else counts[n])
+            done.append(n)
+        for n in digital:
+            store.put_digital(n, state[n])
+            done.append(n)
+    except Exception as exc:
+        if done and _remove(store, done, cells_before):
+            exc.add_note(f"store_model: the {len(done)} tensor(s) this call had already put ({done[0]!r} ...) were "
+                         "removed from the store again; their cells are free")
+        raise
     template = copy.deepcopy(module)
     return ModelHandle(store, template, analog, digital)
+
+
+def _remove(store: Any, names: list[str], cells_used: int) -> bool:
+    """Take ``names`` off one of this module's stores (and give back its cells after
+    ``cells_used``); False for a store of another kind, which is left as it is."""
+    if isinstance(store, BenchStore):
+        for n in names:
+            store._entries.pop(n, None)
+            store._digital.pop(n, None)
+        store._next = cells_used
+        return True
+    if isinstance(store, DigitalStore):
+        for n in names:
+            store._entries.pop(n, None)
+            store._data.pop(n, None)
+        return True
+    return False
 
 
 def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
