@@ -413,11 +413,22 @@ static inline double am_emp_log_g(const am_params* p, double x_in, double u) {
     return a + w * (am_emp_level(p, k + 1, j, t) - a);
 }
 
-/* one write pulse from draw d: the conductance (S) a cell with input gt takes */
-static inline double am_write(const am_params* p, am_key key, uint64_t cell, uint32_t d, double gt, double x) {
+/* Draw indices: the normal of index d is one component of the Box-Muller pair of the words of
+   indices d & ~1 and d | 1, so a uniform must never take a word of a pair a normal uses (the
+   normal would then depend on it: e.g. a cell's drift on its empirical write). A uniform takes
+   a pair of its own: the index rounded up to even, and the next draw after the pair. */
+static inline uint32_t am_uniform_index(uint32_t* d) {
+    uint32_t i = (*d + 1u) & ~1u;
+    *d = i + 2u;
+    return i;
+}
+
+/* one write pulse from the next draw (*d advanced): the conductance (S) a cell with input gt takes */
+static inline double am_write(const am_params* p, am_key key, uint64_t cell, uint32_t* d, double gt, double x) {
     if (p->emp_on)
-        return am_clip(am_exp(am_emp_log_g(p, gt, am_uniform(am_draw(key, cell, d)))), p->clip_lo, p->clip_hi);
-    return am_write_normal(p, gt, x, am_normal_draw(key, cell, d));
+        return am_clip(am_exp(am_emp_log_g(p, gt, am_uniform(am_draw(key, cell, am_uniform_index(d))))),
+                       p->clip_lo, p->clip_hi);
+    return am_write_normal(p, gt, x, am_normal_draw(key, cell, (*d)++));
 }
 
 static inline double am_stuck_value(const am_params* p, int8_t st) { return st == 1 ? p->g_min : p->g_max; }
@@ -439,7 +450,7 @@ typedef struct {
 /* ------------------------------------------------------------------ program: one cell, any path */
 static int64_t am_verify_tolerance(const am_params* p, const am_verify* vf, am_key key, uint64_t cell, uint32_t* d,
                                    double gt, double x, double q, int8_t st, int8_t* success, double* v_out) {
-    double h = vf->tol_abs + vf->tol_rel * fabs(gt), r, v = am_write(p, key, cell, (*d)++, gt, x);
+    double h = vf->tol_abs + vf->tol_rel * fabs(gt), r, v = am_write(p, key, cell, d, gt, x);
     int64_t n_pulses = 1;
     int ok;
     while (1) {
@@ -447,7 +458,7 @@ static int64_t am_verify_tolerance(const am_params* p, const am_verify* vf, am_k
         if (p->read_on) r = r + fabs(r) * q * vf->read_factor * am_normal_draw(key, cell, (*d)++);
         ok = gt - h <= r && r <= gt + h;
         if (ok || n_pulses >= vf->max_pulses) break;
-        v = am_write(p, key, cell, (*d)++, gt, x);
+        v = am_write(p, key, cell, d, gt, x);
         n_pulses++;
     }
     *success = (int8_t)ok;
@@ -466,11 +477,11 @@ static int64_t am_verify_card(const am_params* p, const am_verify* vf, am_key ke
     for (L = 0; L < p->pr_n_levels; L++)
         if (p->pr_lo[L] <= gt && gt <= p->pr_hi[L]) break;
     if (L == p->pr_n_levels) L = 0;
-    u = am_uniform(am_draw(key, cell, (*d)++));
+    u = am_uniform(am_draw(key, cell, am_uniform_index(d)));
     while (k < AM_MAXK - 1 && u >= p->pr_cumw[L * AM_MAXK + k]) k++;
-    n_pulses = (int64_t)p->pr_off[L] + am_geometric(am_draw(key, cell, (*d)++), p->pr_inv_log1mp[L * AM_MAXK + k]) - 1;
+    n_pulses = (int64_t)p->pr_off[L] + am_geometric(am_draw(key, cell, am_uniform_index(d)), p->pr_inv_log1mp[L * AM_MAXK + k]) - 1;
     if (n_pulses <= vf->max_pulses) {
-        u = am_uniform(am_draw(key, cell, (*d)++));
+        u = am_uniform(am_draw(key, cell, am_uniform_index(d)));
         j = am_search(p->pr_probs, p->pr_n_probs, u);
         t = (u - p->pr_probs[j]) / (p->pr_probs[j + 1] - p->pr_probs[j]);
         lq = p->pr_q[L * p->pr_n_probs + j];
@@ -480,7 +491,7 @@ static int64_t am_verify_card(const am_params* p, const am_verify* vf, am_key ke
         return st == 0 ? n_pulses : vf->max_pulses;
     }
     *success = 0;
-    *v_out = am_write(p, key, cell, (*d)++, gt, x);
+    *v_out = am_write(p, key, cell, d, gt, x);
     return vf->max_pulses;
 }
 
@@ -500,7 +511,7 @@ static void am_program_cells(const am_params* p, const am_verify* vf, am_key key
         if (p->read_on) q = st ? p->q_stuck[st] : am_q(p, lx);
         if (vf->max_pulses > 0 && vf->card) np_ = am_verify_card(p, vf, key, cell, &d, gt, x, st, &ok, &v);
         else if (vf->max_pulses > 0) np_ = am_verify_tolerance(p, vf, key, cell, &d, gt, x, q, st, &ok, &v);
-        else v = am_write(p, key, cell, d++, gt, x);
+        else v = am_write(p, key, cell, &d, gt, x);
         if (p->drift_on) nu = am_nu(p, lx, am_normal_draw(key, cell, d++));
         if (p->relax_on) zr = am_normal_draw(key, cell, d++);
         if (st) { v = gt = am_stuck_value(p, st); nu = 0.0; zr = 0.0; }

@@ -7,6 +7,8 @@
   :class:`WriteVerify`, :class:`ProgramReport`, :class:`ChunkedTargets`;
 * :mod:`.chipstate` — where per-cell state lives: in memory (allocated on first use) or in
   files (``EmulatedBench(..., state_dir=...)``, chips larger than memory);
+* :mod:`.torch_bench` — :class:`TorchBench`, the same model on torch tensors (CPU or CUDA),
+  registered as ``EmulatedBench(..., backend="torch")``; torch is imported only when one is made;
 * :mod:`.reference` — the same model in plain numpy, drawing the same numbers (the oracle
   the kernels are tested against);
 * :mod:`._streams` — the counter-based random stream (Philox4x32-10, Box–Muller normals),
@@ -17,6 +19,7 @@ Imports only the base modules (:mod:`analogmem.errors`, :mod:`analogmem._seeding
 
 from .bench import Bench, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device, parse_card
+from .torch_bench import TorchBench
 
 __all__ = ["Bench", "ChunkedTargets", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",
-           "DeviceModel", "bundled_devices", "load_device", "parse_card"]
+           "DeviceModel", "bundled_devices", "load_device", "parse_card", "TorchBench"]

@@ -17,7 +17,10 @@ with SIMD.
 A uniform is ``(floor(bits / 2^12) + 0.5) / 2^52`` (in (0, 1), exact in double). Normals
 come in Box–Muller pairs: draws ``2j`` and ``2j + 1`` as normals are ``r cos 2πu₂`` and
 ``r sin 2πu₂`` with ``r = sqrt(−2 ln u₁)`` from the two uniforms of block ``j`` (53-bit
-uniforms: tails reach 8.57 σ). A read draws one normal per cell: the cells at positions
+uniforms: tails reach 8.57 σ). A draw used as a uniform (an empirical write, write-verify's
+class, pulse count and verified value) takes a pair of its own — the next even index, and
+the draw after it is skipped — so no normal shares a word with it (a shared word would make
+the normal's Box–Muller radius depend on the uniform). A read draws one normal per cell: the cells at positions
 ``2j`` and ``2j + 1`` share the pair of counter ``j``. Stuck-at faults are a pure function
 of the bench's fault key and the cell's address (:func:`stuck_states`), so a bench never
 stores them.

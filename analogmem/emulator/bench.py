@@ -39,7 +39,10 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "kernels_info",
            "default_threads", "check_addresses", "as_target_array"]
 
-_BACKENDS = ("cython", "numpy")
+_BACKENDS = ("cython", "numpy", "torch")
+#: Backends implemented by other classes, by name (``analogmem.emulator.torch_bench`` registers
+#: ``"torch"``): ``EmulatedBench(..., backend=name, **kw)`` returns ``BACKEND_CLASSES[name](..., **kw)``.
+BACKEND_CLASSES: dict[str, Any] = {}
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -253,7 +256,10 @@ class EmulatedBench:
         backend: ``"cython"`` (compiled kernels, the default) or ``"numpy"`` (the plain
             reference implementation, slow, for checking: the same results to 1e-12 for
             float64 state; for float32 state the float64 model rounded, the same
-            distribution but not the same draws as the float32 kernels).
+            distribution but not the same draws as the float32 kernels); ``"torch"`` makes a
+            :class:`~analogmem.emulator.torch_bench.TorchBench` instead (keywords
+            ``torch_device``, ``dtype``): state as torch tensors, tested against the reference
+            by distribution.
         dtype: ``"float64"`` (default) or ``"float32"``: the per-cell state and what
             ``read`` returns. float32 halves the memory and the bytes every program and read
             moves, and computes single-shot programs of polynomial cards and all reads in
@@ -274,6 +280,11 @@ class EmulatedBench:
     ``t_s`` seconds after the most recent ``program`` call (and moves the clock there if
     that is later); ``wait`` advances the clock.
     """
+
+    def __new__(cls, *args: Any, backend: str = "cython", **kwargs: Any):
+        if backend in BACKEND_CLASSES:  # another class (its __init__ takes the arguments; ours is not run)
+            return BACKEND_CLASSES[backend](*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
                  n_threads: int | None = None, backend: str = "cython", dtype: Any = "float64",

@@ -31,14 +31,28 @@ def draws_per_cell(device: DeviceModel) -> int:
     return 1 + int(device.drift.enabled) + int(device.relaxation.enabled)
 
 
-def _write(device: DeviceModel, g_t: np.ndarray, key: tuple[int, int, int], cells: np.ndarray, d) -> np.ndarray:
-    """One write pulse from draw ``d`` of ``cells``: the written conductance (S), clipped."""
+def _uniform_index(d):
+    """The index a uniform takes at draw position ``d`` and the next position: a pair of
+    its own (``d`` rounded up to even, then past the pair), because the normal of index
+    ``d`` is a component of the Box–Muller pair of ``d & ~1`` and ``d | 1`` and must not
+    share a word with a uniform (as ``am_uniform_index`` in the kernels)."""
+    i = (np.asarray(d, dtype=np.int64) + 1) & ~np.int64(1)
+    return i, i + 2
+
+
+def _write(device: DeviceModel, g_t: np.ndarray, key: tuple[int, int, int], cells: np.ndarray,
+           d) -> tuple[np.ndarray, np.ndarray]:
+    """One write pulse from draw position ``d`` of ``cells``: the written conductance (S),
+    clipped, and the next draw position."""
     r = device.range
+    d = np.asarray(d, dtype=np.int64)
     if device.empirical:
-        written = np.exp(device.programming.quantile_log_S(g_t, uniform(draw_bits(key, cells, d))))
+        i, d_next = _uniform_index(d)
+        written = np.exp(device.programming.quantile_log_S(g_t, uniform(draw_bits(key, cells, i))))
     else:
         written = g_t + device.sigma_program_S(g_t) * normal_draws(key, cells, d)
-    return np.clip(written, r.clip_min_S, r.clip_max_S)
+        d_next = d + 1
+    return np.clip(written, r.clip_min_S, r.clip_max_S), np.broadcast_to(d_next, g_t.shape).copy()
 
 
 def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.ndarray | None,
@@ -61,8 +75,7 @@ def program_reference(device: DeviceModel, g_target_S: np.ndarray, stuck: np.nda
     q = device.read_noise_q(g_eff)
     out: dict[str, np.ndarray] = {}
     if verify is None:
-        g_prog = _write(device, g_t, key, cells, 0)
-        d = np.ones(n, dtype=np.int64)
+        g_prog, d = _write(device, g_t, key, cells, 0)
     else:
         g_prog, d, out["pulses"], out["success"] = _verify(device, g_t, stuck, q, key, cells, verify)
     nu = np.zeros(n)
@@ -87,8 +100,8 @@ def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarr
     r = device.range
     budget = verify.pulse_budget(device)
     if verify.windows == "card":
-        # class (uniform), pulses needed (geometric), then the verified value (uniform) or,
-        # on failure, a single-shot write: three draws for every cell
+        # class (uniform, index 0), pulses needed (geometric, 2), then the verified value
+        # (uniform, 4) or, on failure, a single-shot write from position 4
         pr = device.write_verify
         level = pr.level_of(g_t)
         k_max = max(len(w) for w in pr.weights)
@@ -98,18 +111,19 @@ def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarr
             k = len(pr.weights[j])
             cumw[j, :k - 1] = np.cumsum(pr.weights[j])[:k - 1]
             p_hit[j, :k] = pr.p_hit[j]
-        u = uniform(draw_bits(key, cells, 0))
+        u = uniform(draw_bits(key, cells, 0))  # uniforms at 0, 2, 4: a Box-Muller pair each
         comp = np.sum(u[:, None] >= cumw[level], axis=1)
         inv = inv_log1m(p_hit[level, comp])
-        need = np.asarray(pr.offset_pulses)[level] + geometric(draw_bits(key, cells, 1), inv) - 1
+        need = np.asarray(pr.offset_pulses)[level] + geometric(draw_bits(key, cells, 2), inv) - 1
         ok = need <= budget
-        u3 = uniform(draw_bits(key, cells, 2))
+        u3 = uniform(draw_bits(key, cells, 4))
         lq = np.array([np.interp(u3[i], pr.probabilities, pr.log_g_quantiles[level[i]]) for i in range(n)])
         verified = np.clip(np.exp(lq), r.clip_min_S, r.clip_max_S)
-        v = np.where(ok, verified, _write(device, g_t, key, cells, 2))
+        failed, d_failed = _write(device, g_t, key, cells, 4)
+        v = np.where(ok, verified, failed)
         success = ok & (stuck == 0)
         pulses = np.where(success, need, budget).astype(np.int32)
-        return v, np.full(n, 3, dtype=np.int64), pulses, success.astype(np.int8)
+        return v, np.where(ok, 6, d_failed), pulses, success.astype(np.int8)
     lo, hi = verify.window(g_t)
     f0 = float(device.read_noise_time_factor(0.0)) if device.read_noise.enabled else 0.0
     stuck_value = np.where(stuck == 1, r.g_min_S, r.g_max_S)
@@ -119,8 +133,7 @@ def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarr
     ok = np.zeros(n, dtype=bool)
     active = np.arange(n)
     for _ in range(budget):  # per pulse: a write draw, then (with read noise) a read draw
-        w = _write(device, g_t[active], key, cells[active], d[active])
-        d[active] += 1
+        w, d[active] = _write(device, g_t[active], key, cells[active], d[active])
         v[active] = w
         pulses[active] += 1
         read = np.where(stuck[active] == 0, w, stuck_value[active])

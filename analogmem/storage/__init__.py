@@ -2,6 +2,8 @@
 
 * :mod:`.stores` — the :class:`Store` protocol, :class:`BenchStore` over any bench,
   :class:`EmulatedStore`, :class:`DigitalStore`; :func:`store_model` / :func:`load_model`;
+* :mod:`.torch_store` — :class:`TorchStore`: weights that stay torch tensors on a device
+  (over the emulator's torch backend);
 * :mod:`.snapshots` — a programmed chip saved to one checksummed file and re-read later;
 * :mod:`.encoders` — weight tensor ⇄ cell targets (ch.3): naive, adaptive range,
   differential, slicing, repetition, MMSE decoding; k-bit + BCH digital baseline;
@@ -14,8 +16,9 @@ from .allocate import AllocationCurves, allocate_cells, distortion_curves, fishe
 from .encoders import Channel, DigitalECC, Encoder, encoder_from_spec, make_encoder
 from .snapshots import SNAPSHOT_FORMAT, load_snapshot, restore_emulated_bench, save_snapshot
 from .stores import BenchStore, DigitalStore, EmulatedStore, Entry, ModelHandle, Store, load_model, store_model
+from .torch_store import TorchStore
 
 __all__ = ["Store", "BenchStore", "EmulatedStore", "DigitalStore", "Entry", "ModelHandle", "store_model",
-           "load_model", "save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT",
+           "load_model", "TorchStore", "save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT",
            "Channel", "Encoder", "DigitalECC", "encoder_from_spec", "make_encoder", "allocate_cells",
            "AllocationCurves", "distortion_curves", "fisher_diagonal", "greedy_allocation"]

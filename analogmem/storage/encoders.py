@@ -218,6 +218,14 @@ def _range(w: np.ndarray, percentile: float) -> float:
 
 
 _AUTO_PERCENTILES = (99.0, 99.5, 99.9, 99.99, 100.0)
+#: The adaptive range is scored on at most this many weights.
+FIT_SAMPLE = 20000
+
+
+def fit_sample(w: Any) -> Any:
+    """The weights (1-D) the adaptive range is scored on: all up to :data:`FIT_SAMPLE`, else every k-th."""
+    n = len(w)
+    return w if n <= FIT_SAMPLE else w[:: max(1, n // FIT_SAMPLE)]
 
 
 class CellMap(Encoder):
@@ -244,15 +252,18 @@ class CellMap(Encoder):
             return {"scale": _range(w, float(self.clip_percentile))}
         if channel is None:
             return {"scale": _range(w, 99.9)}
-        # adaptive range: the percentile minimising clipping error² + channel noise variance
-        sample = w if w.size <= 8192 else w[:: max(1, w.size // 8192)]
+        return {"scale": self.best_scale([_range(w, p) for p in _AUTO_PERCENTILES], fit_sample(w), channel)}
+
+    def best_scale(self, scales: list[float], sample: np.ndarray, channel: Channel) -> float:
+        """The adaptive range: among candidate ``scales`` (the ranges at ``_AUTO_PERCENTILES``),
+        the one minimising clipping error² + channel noise variance over ``sample`` (see
+        :func:`fit_sample`)."""
         best = None
-        for p in _AUTO_PERCENTILES:
-            s = _range(w, p)
+        for s in scales:
             err = np.sum((np.abs(sample) - s).clip(min=0) ** 2) + np.sum(self.noise_variance(sample, {"scale": s}, channel))
             if best is None or err < best[0]:
                 best = (err, s)
-        return {"scale": best[1]}
+        return best[1]
 
     def encode(self, w: np.ndarray, side: Side) -> np.ndarray:
         w = np.asarray(w, dtype=np.float64).reshape(-1)

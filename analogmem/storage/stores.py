@@ -15,6 +15,9 @@ A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t
 * :class:`EmulatedStore` — a ``BenchStore`` over an :class:`~analogmem.emulator.bench.EmulatedBench`
   it makes itself (so it knows its random state and can be snapshotted).
 * :class:`DigitalStore` — exact storage (the baseline); ``t_s`` is ignored.
+* :class:`~analogmem.storage.torch_store.TorchStore` — a ``BenchStore`` over the emulator's
+  torch backend whose tensors stay on a torch device (it overrides ``put``'s and
+  ``_decode``'s hooks).
 
 Every store also keeps *digital* tensors (:meth:`Store.put_digital`: exact, counted in
 bits) for what is not worth putting on analog cells. :func:`store_model` puts every
@@ -240,36 +243,54 @@ class BenchStore:
         _check_name(self._entries, name)
         if encoder is None:
             raise StorageError(f"tensor {name!r}: an encoder is needed to put it on analog cells")
-        a = _as_array(name, tensor)
-        check_finite(name, a)
-        w = a.astype(np.float64).reshape(-1)
+        w, shape, dtype = self._flat_weights(name, tensor)
+        n_w = int(np.prod(shape, dtype=np.int64))
         channel = Channel(self.device, t_fit_s)
         if counts is None:
-            side = encoder.fit(w, channel)
-            plan = [(1, np.arange(w.size), encoder)]
+            side = self._fit(encoder, w, channel)
+            plan = [(1, None, encoder)]
         else:
-            counts = _check_counts(name, counts, w.size, encoder)
+            counts = _check_counts(name, counts, n_w, encoder)
             nz = w[w != 0]  # side information (range, prior) without the exact zeros that pruning left,
-            side = encoder.fit(nz if nz.size else w, channel)  # as analogmem.storage.allocate models it
+            side = self._fit(encoder, nz if len(nz) else w, channel)  # as analogmem.storage.allocate models it
             plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
                     for r in np.unique(counts) if r > 0]
         targets, groups, start = [], [], self._next
         for r, idx, enc in plan:
-            x = enc.encode(w[idx], side)
-            g = channel.to_S(x)
+            g, n_g, g_mean = self._targets_S(enc, w, idx, side, channel)
             targets.append(g)
-            groups.append((r, start, int(g.size), float(g.mean()) if g.size else 0.0))
-            start += g.size
+            groups.append((r, start, n_g, g_mean))
+            start += n_g
         n_new = start - self._next
         if start > self.bench.n_cells:
             raise StorageError(f"tensor {name!r} needs {n_new} cells but only {self.bench.n_cells - self._next} of "
                                f"{self.bench.n_cells} are free; nothing was programmed")
         if n_new:
-            self.bench.program(np.concatenate(targets), addresses=np.arange(self._next, start))
-        self._entries[name] = Entry(name, tuple(a.shape), a.dtype.name, "analog", encoder.spec(), side, groups,
+            self._program_cells(targets, self._next, start)
+        self._entries[name] = Entry(name, shape, dtype, "analog", encoder.spec(), side, groups,
                                     None if counts is None else counts.astype(np.uint8 if counts.max(initial=0) < 256
                                                                               else np.int64))
         self._next = start
+
+    # hooks of put (a store over tensors of another library overrides them)
+    def _flat_weights(self, name: str, tensor: Any) -> tuple[np.ndarray, tuple[int, ...], str]:
+        """The tensor's weights, flat float64, checked finite; its shape and dtype name."""
+        a = _as_array(name, tensor)
+        check_finite(name, a)
+        return a.astype(np.float64).reshape(-1), tuple(a.shape), a.dtype.name
+
+    def _fit(self, encoder: Encoder, w: np.ndarray, channel: Channel) -> dict[str, Any]:
+        return encoder.fit(w, channel)
+
+    def _targets_S(self, enc: Encoder, w: np.ndarray, idx: np.ndarray | None, side: dict[str, Any],
+                   channel: Channel) -> tuple[np.ndarray, int, float]:
+        """Cell targets (S) of the weights ``w[idx]`` (all when None), their number and mean."""
+        g = channel.to_S(enc.encode(w if idx is None else w[idx], side))
+        return g, int(g.size), float(g.mean()) if g.size else 0.0
+
+    def _program_cells(self, targets: list[np.ndarray], start: int, stop: int) -> None:
+        """Program the concatenated ``targets`` onto cells ``[start, stop)``."""
+        self.bench.program(np.concatenate(targets), addresses=np.arange(start, stop))
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, in digital memory (counted in bits by :meth:`usage`)."""
@@ -322,12 +343,20 @@ class BenchStore:
             (r, start, n, gmean), = e.groups
             w = self._decode_group(enc, e, reads[start - offset:start - offset + n], gmean, e.size, channel)
         else:
-            w = np.zeros(e.size)
+            w = self._zeros_like(reads, e.size)
             counts = e.counts
             for r, start, n, gmean in e.groups:
                 idx = np.flatnonzero(counts == r)
                 w[idx] = self._decode_group(enc.with_repetition(r), e, reads[start - offset:start - offset + n],
                                             gmean, idx.size, channel)
+        return self._as_stored(w, e)
+
+    # hooks of _decode (with _decode_group; a store over tensors of another library overrides them)
+    def _zeros_like(self, reads: np.ndarray, n: int) -> np.ndarray:
+        return np.zeros(n)
+
+    def _as_stored(self, w: np.ndarray, e: Entry) -> np.ndarray:
+        """Decoded weights in the tensor's shape and dtype."""
         return w.reshape(e.shape).astype(e.dtype)
 
     def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: Channel):
@@ -408,12 +437,12 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     fails part-way (e.g. an instrument error), every tensor this call had put is removed
     from the store again (its cells are free for the next call) and the error says so.
     """
-    import torch  # noqa: F401  (the module is a torch module)
+    import torch
 
     state = module.state_dict()
     params = {n for n, _ in module.named_parameters()}
     for n, v in state.items():
-        if v.is_floating_point():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):  # checked where the tensor lives
             check_finite(n, v.detach().cpu().numpy())
     analog = [n for n in state if n in params]
     digital = [n for n in state if n not in params]
@@ -482,9 +511,11 @@ def _remove(store: Any, names: list[str], cells_used: int) -> bool:
     return False
 
 
-def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
+def load_model(handle: ModelHandle, t_s: float | None = None, device: Any = None) -> Any:
     """A copy of the stored module with every tensor as read ``t_s`` seconds after
-    programming (one read of all cells)."""
+    programming (one read of all cells), on the device the module was stored from, or on
+    ``device`` (a torch device) if given. Stores may return numpy arrays or torch tensors
+    (a :class:`~analogmem.storage.torch_store.TorchStore` returns tensors on its device)."""
     import torch
 
     if hasattr(handle.store, "get_all"):
@@ -492,5 +523,6 @@ def load_model(handle: ModelHandle, t_s: float | None = None) -> Any:
     else:
         values = {n: handle.store.get(n, t_s) for n in handle.analog + handle.digital}
     module = copy.deepcopy(handle.template)
-    module.load_state_dict({n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in values.items()})
-    return module
+    module.load_state_dict({n: v if torch.is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v))
+                            for n, v in values.items()})
+    return module if device is None else module.to(device)
