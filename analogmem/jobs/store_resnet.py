@@ -559,7 +559,7 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
         lo, hi = ax.get_ylim()
         ax.set_ylim(lo, min(hi, 100.0))
         ax.set_xscale("log")
-        ax.set_xticks(panel["times_s"], panel["time_labels"], fontsize=7)
+        ax.set_xticks(panel["times_s"], panel["time_labels"], fontsize=7, rotation=30)
         ax.set_xlabel("time after programming")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{panel['budget_cells_per_weight']} cells per weight, over time")
