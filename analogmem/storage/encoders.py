@@ -88,12 +88,17 @@ class Channel:
     """The read channel of one device card at ``t_s`` seconds after programming, in
     relative units ``x = (g − g_min)/(g_max − g_min)``.
 
-    For a target ``x`` the read is modelled as Gaussian with mean
-    ``m(x) = (g_T·d(x, t) − g_min)/(g_max − g_min)`` — ``d = ((t + t0)/t0)^(−μ_ν(x))`` the drift
-    at the mean exponent (1 without drift) — and standard deviation
-    ``sqrt((σ_P·d)² + σ_relax(x, t)² + σ_R²)/(g_max − g_min)`` from the card's formulas
-    (DESIGN §2), censored at the physical clip: a read at ``clip_min_S`` has probability
-    ``Φ((clip_lo − m)/σ)``.
+    For a target ``x`` the read is modelled as Gaussian with the exact mean and variance of
+    the card's read (DESIGN §2): programmed ``g_P = g_T + σ_P·ε``, drift factor
+    ``d = ((t + t0)/t0)^(−ν)`` with ``ν ~ |N(μ_ν(x), σ_ν(x))|`` drawn per cell, relaxation
+    spread ``σ_relax(x, t)`` and read noise ``σ_R = |g_P·d|·Q_s(x)·f(t)``, so
+    ``E[g] = g_T·E[d]`` and
+    ``Var[g] = (g_T² + σ_P²)·E[d²]·(1 + Q_s²f²) − g_T²·E[d]² + σ_relax²``
+    (``E[d^k]`` of the folded normal in closed form, :func:`_folded_normal_mgf`; ``d = 1``
+    without drift), in relative units of ``g_max − g_min``, censored at the physical clip:
+    a read at ``clip_min_S`` has probability ``Φ((clip_lo − m)/σ)``. The spread of the
+    per-cell drift exponent is what makes PCM reads at long times wide (at 1 year,
+    ``σ_ν·ln((t + t0)/t0)`` is 0.1–0.6 in ln g).
     """
 
     device: DeviceModel
@@ -115,12 +120,17 @@ class Channel:
         """Mean and standard deviation of the relative read for relative targets ``x`` (any shape)."""
         dev, t = self.device, float(self.t_s)
         g = self.to_S(np.clip(x, 0.0, 1.0))
-        d = dev.drift_factor(dev.drift_mu(g), t) if dev.drift.enabled else np.ones_like(g)
-        g_now = g * d
-        var = (dev.sigma_program_S(g) * d) ** 2 + dev.sigma_relaxation_S(g, t) ** 2 \
-            + dev.sigma_read_S(g, g_now, t) ** 2
+        if dev.drift.enabled:
+            L = math.log((t + dev.drift.t0_s) / dev.drift.t0_s)
+            mu, sd = dev.drift_mu(g), dev.drift_sigma(g)
+            d1, d2 = _folded_normal_mgf(mu, sd, -L), _folded_normal_mgf(mu, sd, -2.0 * L)
+        else:
+            d1 = d2 = np.ones_like(g)
+        sp2 = dev.sigma_program_S(g) ** 2
+        qf2 = (dev.read_noise_q(g) * dev.read_noise_time_factor(t)) ** 2 if dev.read_noise.enabled else 0.0
+        var = (g * g + sp2) * d2 * (1.0 + qf2) - (g * d1) ** 2 + dev.sigma_relaxation_S(g, t) ** 2
         std = np.sqrt(np.maximum(var, 1e-30)) / self.span_S
-        return self.to_relative(g_now), std
+        return self.to_relative(g * d1), std
 
     @property
     def clip_lo(self) -> float:
@@ -140,6 +150,21 @@ class Channel:
                 cens = log_ndtr((lo - m) / s)
                 dens = np.where(at_lo, cens, dens)
         return dens
+
+
+def _folded_normal_mgf(mu: np.ndarray, sigma: np.ndarray, s: float) -> np.ndarray:
+    """``E[exp(s·|X|)]`` for ``X ~ N(mu, sigma²)`` (elementwise; ``sigma = 0``: ``exp(s·|mu|)``):
+    ``e^{sμ + s²σ²/2}·Φ(μ/σ + sσ) + e^{−sμ + s²σ²/2}·Φ(−μ/σ + sσ)``."""
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64))
+    out = np.exp(s * np.abs(mu))
+    pos = sigma > 0
+    if np.any(pos):
+        m, v = mu[pos], sigma[pos]
+        a = s * m + 0.5 * (s * v) ** 2 + log_ndtr(m / v + s * v)
+        b = -s * m + 0.5 * (s * v) ** 2 + log_ndtr(-m / v + s * v)
+        out = out.copy()
+        out[pos] = np.exp(np.logaddexp(a, b))
+    return out
 
 
 def global_drift_scale(g_read_S: np.ndarray, g_target_mean_S: float) -> float:
@@ -400,6 +425,11 @@ class Repetition(CellMap):
     def _gain(self, w, s):
         return np.tile(self.inner._gain(w, s) / self.r, (1, self.r))
 
+    def noise_variance(self, w, side, channel):
+        """The inner map's naive-decode variance divided by ``r`` (the ``r`` copies are
+        independent reads of the same targets, averaged)."""
+        return self.inner.noise_variance(w, side, channel) / self.r
+
     def with_repetition(self, r):
         return Repetition(self.inner, self.r * r)
 
@@ -444,32 +474,150 @@ class MMSE(CellMap):
     def _decode(self, y, s):  # without a channel: the inner map's naive decoder
         return self.inner._decode(y, s)
 
+    def candidates(self, side: Side) -> np.ndarray:
+        """The candidate weights ``w_k`` (bin centres of the prior histogram), shape ``(grid,)``."""
+        wmax = float(side["prior_range"])
+        edges = np.linspace(-wmax, wmax, self.grid + 1)
+        return 0.5 * (edges[:-1] + edges[1:])
+
+    def log_prior(self, side: Side) -> np.ndarray:
+        """``log p_k`` of the prior histogram (every candidate kept possible), shape ``(grid,)``."""
+        prior = np.asarray(side["prior_counts"], dtype=np.float64) + 1e-3
+        return np.log(prior / prior.sum())
+
     def decode(self, y, side, n_weights, channel=None):
         if channel is None:
             return super().decode(y, side, n_weights)
         c = self.cells_per_weight
         y = np.asarray(y, dtype=np.float64).reshape(int(n_weights), c)
-        s, wmax = float(side["scale"]), float(side["prior_range"])
-        edges = np.linspace(-wmax, wmax, self.grid + 1)
-        w_k = 0.5 * (edges[:-1] + edges[1:])
-        prior = np.asarray(side["prior_counts"], dtype=np.float64) + 1e-3  # keep every candidate possible
-        log_prior = np.log(prior / prior.sum())
-        x_k = np.clip(self.inner._encode(w_k, s), 0.0, 1.0)  # (K, c)
+        w_k = self.candidates(side)
+        x_k = np.clip(self.inner._encode(w_k, float(side["scale"])), 0.0, 1.0)  # (K, c)
+        like = _GaussianLikelihood(x_k, channel)
+        log_prior = self.log_prior(side)
         out = np.empty(y.shape[0])
-        step = max(1, 2_000_000 // (self.grid * c))
+        step = max(1, 4_000_000 // (self.grid * max(c, 4)))
         for a in range(0, y.shape[0], step):
-            yy = y[a:a + step]
-            ll = log_prior[None, :] + np.sum(channel.log_likelihood(yy[:, None, :], x_k[None, :, :]), axis=2)
-            ll -= ll.max(axis=1, keepdims=True)
-            p = np.exp(ll)
-            out[a:a + step] = (p @ w_k) / p.sum(axis=1)
+            out[a:a + step] = _posterior_mean(log_prior[None, :] + like.matrix(y[a:a + step]), w_k)
         return out
+
+    def distortion_table(self, side: Side, channel: Channel, max_repetitions: int, n_samples: int = 64,
+                         seed: Any = 0, points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean squared error of *this* decoder (the posterior mean) for a weight ``w`` stored
+        on ``r`` copies of the inner map, ``r = 1..max_repetitions``, through ``channel``.
+
+        Monte Carlo on the channel model (Gaussian reads of mean/std :meth:`Channel.mean_std`,
+        clipped at the card's lower clip): for each of ``2·grid + 1`` points ``w_p`` evenly
+        spaced on ``[−prior_range, prior_range]``, ``n_samples`` read vectors of ``r`` copies
+        (common quasi-random numbers across ``w_p`` and ``r``, :func:`_normal_points` from
+        ``seed``) are decoded exactly as :meth:`decode` does (or at the given ``points``).
+        Returns ``(w_p (P,), mse (P, R))`` in weight units²; a weight between points is
+        interpolated linearly (:meth:`distortion`). 64 samples put the mean MSE within a few
+        per cent of the emulator's (``tests/test_encoders.py``)."""
+        R, S = int(max_repetitions), int(n_samples)
+        if R < 1 or S < 1:
+            raise ValueError(f"max_repetitions and n_samples must be >= 1, got {max_repetitions}, {n_samples}")
+        s, wmax = float(side["scale"]), float(side["prior_range"])
+        inner = self.inner  # r copies of it: MMSE(inner.with_repetition(r))
+        w_p = np.linspace(-wmax, wmax, 2 * self.grid + 1) if points is None \
+            else np.asarray(points, dtype=np.float64).reshape(-1)
+        w_k = self.candidates(side)
+        x_k = np.clip(inner._encode(w_k, s), 0.0, 1.0)  # (K, c) one copy
+        like = _GaussianLikelihood(x_k, channel)
+        log_prior = self.log_prior(side)
+        x_p = np.clip(inner._encode(w_p, s), 0.0, 1.0)  # (P, c)
+        m_p, s_p = channel.mean_std(x_p)
+        z = _normal_points(S, R, x_p.shape[1], seed)[:, :, None, :]  # (R, S, 1, c)
+        lo = channel.clip_lo
+        stats = 0.0
+        mse = np.empty((w_p.size, R))
+        for r in range(R):  # reads of copy r; the statistics of r + 1 copies are cumulative sums
+            y = m_p[None] + s_p[None] * z[r]  # (S, P, c)
+            if math.isfinite(lo):
+                y = np.maximum(y, lo)
+            stats = stats + like.statistics(y.reshape(-1, x_p.shape[1]))
+            w_hat = _posterior_mean(log_prior[None, :] + stats @ like.coefficients, w_k).reshape(S, w_p.size)
+            mse[:, r] = np.mean((w_hat - w_p[None, :]) ** 2, axis=0)
+        return w_p, mse
+
+    def distortion(self, w: np.ndarray, side: Side, channel: Channel, max_repetitions: int, n_samples: int = 64,
+                   seed: Any = 0) -> np.ndarray:
+        """:meth:`distortion_table` at the weights ``w`` (linear interpolation), shape ``(n, R)``."""
+        w = np.asarray(w, dtype=np.float64).reshape(-1)
+        if w.size <= 2 * self.grid + 1:  # a small tensor: at its own weights
+            return self.distortion_table(side, channel, max_repetitions, n_samples, seed, points=w)[1]
+        w_p, mse = self.distortion_table(side, channel, max_repetitions, n_samples, seed)
+        wc = np.clip(w, w_p[0], w_p[-1])
+        j = np.clip(np.searchsorted(w_p, wc) - 1, 0, w_p.size - 2)
+        f = ((wc - w_p[j]) / (w_p[j + 1] - w_p[j]))[:, None]
+        return (1.0 - f) * mse[j] + f * mse[j + 1]
 
     def with_repetition(self, r):
         return self if r == 1 else MMSE(self.inner.with_repetition(r), self.grid)
 
     def spec(self):
         return {"kind": "MMSE", "inner": self.inner.spec(), "grid": self.grid}
+
+
+def _normal_points(n: int, copies: int, cells: int, seed: Any) -> np.ndarray:
+    """``n`` standard-normal read-noise vectors for ``copies × cells`` reads, shape
+    ``(copies, n, cells)``: a scrambled Sobol sequence (seeded) through the normal quantile
+    function — quasi-Monte Carlo, whose error shrinks nearly as 1/n instead of 1/√n."""
+    from scipy.stats import norm, qmc
+
+    from .._seeding import as_generator
+
+    u = qmc.Sobol(d=copies * cells, scramble=True, seed=as_generator(seed)).random(n)
+    z = norm.ppf(np.clip(u, 1e-12, 1.0 - 1e-12))
+    return np.ascontiguousarray(z.reshape(n, copies, cells).transpose(1, 0, 2))
+
+
+def _posterior_mean(ll: np.ndarray, w_k: np.ndarray) -> np.ndarray:
+    """``Σ_k e^{ll_k} w_k / Σ_k e^{ll_k}`` row by row (``ll`` shape ``(n, K)``)."""
+    ll = ll - ll.max(axis=1, keepdims=True)
+    p = np.exp(ll)
+    return (p @ w_k) / p.sum(axis=1)
+
+
+class _GaussianLikelihood:
+    """``log p(y | x_k)`` summed over a weight's cells, for all candidates ``k`` at once, as
+    one matrix product: per cell ``j`` the Gaussian log-density
+    ``−(y − m)²/(2s²) − log s = y²·(−1/2s²) + y·(m/s²) + (−m²/2s² − log s)`` for a read
+    above the clip, ``log Φ((lo − m)/s)`` for a read at the clip (censored), so the
+    log-likelihood is linear in the per-cell statistics ``(y², y, 1, 1)`` of uncensored and
+    censored reads. Cells whose target is the same for every candidate (the copies of a
+    repetition) share their coefficients and their statistics are summed first. Exactly
+    :meth:`Channel.log_likelihood` summed over cells, up to a constant per read (which the
+    posterior normalisation removes); where a spread is below 10⁻⁴ of the range the
+    expansion would lose precision and the direct sum is used instead."""
+
+    def __init__(self, x_k: np.ndarray, channel: Channel):
+        self.channel, self.x_k = channel, x_k
+        cols, self.group = np.unique(x_k, axis=1, return_inverse=True)  # (K, G), (C,)
+        self.group = np.asarray(self.group).reshape(-1)
+        m, s = channel.mean_std(cols)
+        self.lo = channel.clip_lo
+        self.direct = bool(np.min(s) < 1e-4)
+        cens = log_ndtr((self.lo - m) / s) if math.isfinite(self.lo) else np.zeros_like(m)
+        inv = 1.0 / (s * s)
+        self.coefficients = np.concatenate([(-0.5 * inv).T, (m * inv).T, (-0.5 * m * m * inv - np.log(s)).T,
+                                            cens.T], axis=0)  # (4G, K)
+        self.n_groups = cols.shape[1]
+
+    def statistics(self, y: np.ndarray) -> np.ndarray:
+        """Per-group sums of ``(y², y, 1)`` over uncensored reads and the count of censored
+        reads, shape ``(n, 4G)``, for reads ``y`` of shape ``(n, C)``."""
+        at_lo = y <= self.lo + 1e-12 if math.isfinite(self.lo) else np.zeros(y.shape, dtype=bool)
+        unc = (~at_lo).astype(np.float64)
+        yu = np.where(at_lo, 0.0, y)
+        M = np.zeros((y.shape[1], self.n_groups))
+        M[np.arange(y.shape[1]), self.group] = 1.0
+        return np.concatenate([(yu * yu) @ M, yu @ M, unc @ M, at_lo.astype(np.float64) @ M], axis=1)
+
+    def matrix(self, y: np.ndarray) -> np.ndarray:
+        """``Σ_j log p(y_j | x_kj)`` up to a constant per row, shape ``(n, K)``."""
+        if self.direct:
+            return np.sum(self.channel.log_likelihood(y[:, None, :], self.x_k[None, :, :]), axis=2)
+        return self.statistics(y) @ self.coefficients
 
 
 # --------------------------------------------------------------------------- digital + ECC
@@ -492,29 +640,47 @@ class DigitalECC(Encoder):
     into blocks of ``block_bytes`` bytes, each protected by a binary BCH code correcting
     ``t`` bit errors over GF(2^m) (``bchlib``; ``t = 0``: no ECC), and the codeword bits
     stored ``bits_per_cell`` per cell on ``2^bits_per_cell`` equally spaced Gray-coded
-    levels, read by nearest level. Cells per weight ≈
+    levels. Levels are detected by the nearest level (``detect="nearest"``, after the
+    store's drift compensation on drifting cards) or, with ``detect="ml"``, by maximum
+    likelihood under the card's channel at the read time (:class:`Channel`: level-dependent
+    drift and spread, so the thresholds move with them). ``m=None`` takes the smallest
+    Galois field GF(2^m), m ≥ 10, whose code length holds the block and its parity, so strong
+    codes (large ``t``) fit. Cells per weight ≈
     ``bits·(1 + ecc_bytes/block_bytes)/bits_per_cell``."""
 
     name = "digital-ecc"
 
-    def __init__(self, bits: int = 8, bits_per_cell: int = 2, t: int = 8, block_bytes: int = 64, m: int = 10):
+    def __init__(self, bits: int = 8, bits_per_cell: int = 2, t: int = 8, block_bytes: int = 64,
+                 m: int | None = 10, detect: str = "nearest"):
         if not 2 <= int(bits) <= 16:
             raise ValueError(f"bits must be in [2, 16], got {bits!r}")
         if not 1 <= int(bits_per_cell) <= 8:
             raise ValueError(f"bits_per_cell must be in [1, 8], got {bits_per_cell!r}")
+        if detect not in ("nearest", "ml"):
+            raise ValueError(f"detect must be 'nearest' or 'ml', got {detect!r}")
         self.bits, self.bits_per_cell, self.t = int(bits), int(bits_per_cell), int(t)
-        self.block_bytes, self.m = int(block_bytes), int(m)
+        self.block_bytes, self.detect = int(block_bytes), detect
+        self.uses_channel = detect == "ml"
         if self.t > 0:
             import bchlib
 
-            self._bch = bchlib.BCH(self.t, m=self.m)
-            if self.block_bytes * 8 + self._bch.ecc_bits > self._bch.n:
-                raise ValueError(f"BCH over GF(2^{self.m}) holds {self._bch.n} bits: {self.block_bytes} data bytes "
-                                 f"+ {self._bch.ecc_bits} ECC bits do not fit; lower t or block_bytes")
+            self._bch = None
+            for mm in ([int(m)] if m is not None else range(10, 16)):
+                try:
+                    bch = bchlib.BCH(self.t, m=mm)
+                except RuntimeError:  # t too large for this field
+                    continue
+                if self.block_bytes * 8 + bch.ecc_bits <= bch.n:
+                    self._bch, self.m = bch, mm
+                    break
+            if self._bch is None:
+                raise ValueError(f"{self.block_bytes} data bytes and the parity correcting t = {self.t} errors do not "
+                                 f"fit a BCH code over GF(2^{m if m is not None else '10..15'}) (bchlib: t <= 64); "
+                                 "lower t or block_bytes")
             self.ecc_bytes = int(self._bch.ecc_bytes)
         else:
-            self._bch, self.ecc_bytes = None, 0
-        self.name = f"digital{self.bits}b-{self.bits_per_cell}bpc-bch{self.t}"
+            self._bch, self.ecc_bytes, self.m = None, 0, (10 if m is None else int(m))
+        self.name = f"digital{self.bits}b-{self.bits_per_cell}bpc-bch{self.t}" + ("-ml" if self.uses_channel else "")
 
     # layout
     def _n_blocks(self, n_weights: int) -> int:
@@ -563,9 +729,24 @@ class DigitalECC(Encoder):
         sym = (stream.astype(np.uint32) << np.arange(b - 1, -1, -1, dtype=np.uint32)).sum(axis=1)
         return _gray(sym).astype(np.float64) / (2 ** b - 1)
 
+    def detect_levels(self, y: np.ndarray, channel: Channel | None = None) -> np.ndarray:
+        """Level index (0..2^b − 1) of each relative read ``y``: nearest level, or the most
+        likely one under ``channel`` (``detect="ml"``)."""
+        L = 2 ** self.bits_per_cell
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if self.detect != "ml" or channel is None:
+            return np.clip(np.rint(y * (L - 1)), 0, L - 1).astype(np.uint32)
+        x_l = np.arange(L, dtype=np.float64) / (L - 1)
+        out = np.empty(y.size, dtype=np.uint32)
+        step = 1 << 18
+        for a in range(0, y.size, step):
+            ll = channel.log_likelihood(y[a:a + step, None], x_l[None, :])
+            out[a:a + step] = np.argmax(ll, axis=1)
+        return out
+
     def decode(self, y, side, n_weights, channel=None):
-        b, L = self.bits_per_cell, 2 ** self.bits_per_cell
-        level = np.clip(np.rint(np.asarray(y, dtype=np.float64) * (L - 1)), 0, L - 1).astype(np.uint32)
+        b = self.bits_per_cell
+        level = self.detect_levels(y, channel)
         sym = _gray_inverse(level)
         stream = ((sym[:, None] >> np.arange(b - 1, -1, -1, dtype=np.uint32)) & 1).astype(np.uint8).reshape(-1)
         nb = self._n_blocks(n_weights)
@@ -588,7 +769,7 @@ class DigitalECC(Encoder):
 
     def spec(self):
         return {"kind": "DigitalECC", "bits": self.bits, "bits_per_cell": self.bits_per_cell, "t": self.t,
-                "block_bytes": self.block_bytes, "m": self.m}
+                "block_bytes": self.block_bytes, "m": self.m, "detect": self.detect}
 
 
 # --------------------------------------------------------------------------- registry

@@ -247,11 +247,13 @@ class BenchStore:
         w, shape, dtype = self._flat_weights(name, tensor)
         n_w = int(np.prod(shape, dtype=np.int64))
         channel = Channel(self.device, t_fit_s)
-        side = self._fit(encoder, w, channel)
         if counts is None:
+            side = self._fit(encoder, w, channel)
             plan = [(1, None, encoder)]
         else:
             counts = _check_counts(name, counts, n_w, encoder)
+            nz = w[w != 0]  # side information (range, prior) without the exact zeros that pruning left,
+            side = self._fit(encoder, nz if len(nz) else w, channel)  # as analogmem.storage.allocate models it
             plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
                     for r in np.unique(counts) if r > 0]
         targets, groups, start = [], [], self._next
