@@ -222,6 +222,34 @@ def main(argv: list[str] | None = None) -> int:
 _CANDIDATES = {"gaussian": "Gaussian in ln g"}
 
 
+@renderer("store-cards")
+def _store_cards(*docs: dict) -> str:
+    """The ch.3 per-card table (the job's own renderer, as `analogmem store --table` prints it)."""
+    from analogmem.jobs.store_resnet import card_table
+
+    return card_table(list(docs)) + "\n\n" + source(*docs)
+
+
+def _per_chip(doc: dict) -> list:
+    """Every per-chip accuracy list of a store run (headline budgets and the time panel)."""
+    rows = [b for a in doc["headline"]["approaches"].values() for b in a["budgets"]] + doc["time_panel"]["rows"]
+    return [t["accuracy_per_chip"] for r in rows for t in r.get("by_time", [])]
+
+
+@renderer("store-ray")
+def _store_ray(serial: dict, ray: dict) -> str:
+    """Ray against serial for the same `analogmem store --chips N` run: wall times and whether
+    every per-chip accuracy is identical."""
+    same = _per_chip(serial) == _per_chip(ray)
+    rows = [[f"`{command(d)}`", f"{d['stage_wall_s']['chips']:.1f}", f"{d['wall_s']:.0f}",
+             "—" if d is serial else (f"all {len(_per_chip(d))} per-chip accuracy lists identical to serial"
+                                      if same else "per-chip accuracies DIFFER from serial")]
+            for d in (serial, ray)]
+    ratio = ray["stage_wall_s"]["chips"] / serial["stage_wall_s"]["chips"]
+    return (table(["run", "chips stage (s)", "whole job (s)", "numbers"], rows)
+            + f"\n\nRay / serial wall time of the chips: {ratio:.2f}.\n\n" + source(serial, ray))
+
+
 @renderer("calibration")
 def _calibration(doc: dict) -> str:
     rows = []
