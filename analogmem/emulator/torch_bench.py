@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
-from ..errors import DeviceCardError, TargetRangeError
+from ..errors import TargetRangeError
 from .bench import BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _kernel_params, _pulse_table_params
 from .pulse_response import PulseTable
 from .validation import as_target_array, check_addresses, check_read_time, check_targets
@@ -380,18 +380,12 @@ class TorchBench:
         return g.to(self.dtype)
 
     def _check_verify(self, verify: WriteVerify | None, g_t: Any) -> "_PulseTensors | None":
-        """Check the verify settings; returns a ``WriteVerify.card`` call's pulse-response
-        table as tensors (None otherwise)."""
-        if verify is None:
-            return None
-        if not isinstance(verify, WriteVerify):
-            raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
-        if verify.windows == "card":
-            return self._card.pulse_tensors(verify.pulse_table(self.device, g_t.double().cpu().numpy()))
-        if self.device.input != "conductance":
-            raise DeviceCardError(
-                f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "
-                "conductance window per cell, which only conductance-input cards define")
+        """Check the verify settings (EmulatedBench's own checks); returns a
+        ``WriteVerify.card`` call's pulse-response table as tensors (None otherwise). Only a
+        card call needs the targets on the CPU."""
+        if isinstance(verify, WriteVerify) and verify.windows == "card":
+            return self._card.pulse_tensors(EmulatedBench._check_verify(self, g_t.double().cpu().numpy(), verify))
+        EmulatedBench._check_verify(self, None, verify)  # type and card-kind checks; no table to build
         return None
 
     # ------------------------------------------------------------------ protocol
