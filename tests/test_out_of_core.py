@@ -16,7 +16,8 @@ import pytest
 import analogmem
 from analogmem import EmulatedBench, StorageError
 from analogmem.emulator.bench import ChunkedTargets
-from analogmem.emulator.chipstate import FileArrays
+from analogmem.emulator import chipstate
+from analogmem.emulator.chipstate import FileArrays, supports_direct_io
 
 N = 100_003  # several file chunks (set small below), the last one partial
 
@@ -58,6 +59,49 @@ def test_chip_on_disk_gives_the_same_values_as_in_memory(tmp_path, device, dtype
     for k in ram.cell_state():
         if k not in ("t_prog_s", "stuck"):
             assert files[f"{k}.bin"] == N * np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("chunk_cells", [8192, 10_000])
+def test_direct_and_page_cache_io_give_the_same_bits(tmp_path, monkeypatch, chunk_cells):
+    """Direct I/O (aligned chunks: 8192 float32 cells = 32 KiB) and its page-cache fallback
+    (a chunk of 10⁴ cells is aligned only at offset 0; the chip's last partial block never
+    is) give the values of an in-memory bench; both kinds of request really happen."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    if not supports_direct_io(probe):
+        pytest.skip("this file system refuses O_DIRECT")
+    monkeypatch.setattr(FileArrays, "CHUNK_CELLS", chunk_cells)
+    flags, real_open = [], os.open
+
+    def spy(path, mode, *args, **kwargs):
+        if str(path).endswith(".bin"):
+            flags.append(bool(mode & os.O_DIRECT))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(chipstate.os, "open", spy)
+    dev = analogmem.load_device("pcm-nandakumar2019")
+    targets = np.random.default_rng(6).uniform(0, dev.g_max_S, N)
+    ram = EmulatedBench(dev, N, seed=12, dtype="float32")
+    direct = EmulatedBench(dev, N, seed=12, dtype="float32", state_dir=tmp_path / "direct", direct_io=True)
+    assert direct._cells.direct_io
+    _script(ram, direct, targets)
+    assert any(flags) and not all(flags)
+    cached = EmulatedBench(dev, N, seed=12, dtype="float32", state_dir=tmp_path / "cached", direct_io=False)
+    ram = EmulatedBench(dev, N, seed=12, dtype="float32")
+    flags.clear()
+    for b in (cached, ram):
+        b.program(targets)
+    np.testing.assert_array_equal(cached.read(86400.0), ram.read(86400.0))
+    assert flags and not any(flags)
+
+
+def test_direct_io_required_where_refused_is_a_storage_error(tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)  # a platform or file system without it
+    with pytest.raises(StorageError, match="does not support direct I/O"):
+        EmulatedBench("pcm-nandakumar2019", 1000, seed=0, state_dir=tmp_path / "chip", direct_io=True)
+    bench = EmulatedBench("pcm-nandakumar2019", 1000, seed=0, state_dir=tmp_path / "auto")  # auto: page cache
+    assert not bench._cells.direct_io
+    bench.program(np.full(1000, 1e-6))
 
 
 def test_chunked_targets_program_like_an_array(tmp_path):

@@ -323,6 +323,11 @@ class EmulatedBench:
             memory: a few chunks, whatever ``n_cells``); :meth:`open` reopens it later.
         durable: with ``state_dir``, fsync the state files before a program is marked
             complete (survives a power loss; a crashed process is detected either way).
+        direct_io: with ``state_dir``: None (default) streams whole-chip passes with direct
+            I/O where the file system supports it (a chip larger than memory cannot live in
+            the page cache; see :mod:`~analogmem.emulator.chipstate`), False through the
+            page cache (faster for a chip that fits in memory and is read many times), True
+            requires direct I/O. The values are the same bits either way.
 
     Nothing per cell is allocated when the bench is made: state arrays appear on the first
     program (or read), and only those the card uses (:attr:`bytes_per_cell`). Cells start
@@ -341,7 +346,8 @@ class EmulatedBench:
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
                  n_threads: int | None = None, backend: str = "cython", dtype: Any = "float64",
-                 state_dir: str | os.PathLike | None = None, durable: bool = False):
+                 state_dir: str | os.PathLike | None = None, durable: bool = False,
+                 direct_io: bool | None = None):
         self._setup(load_device(device), n_cells, n_threads, backend, dtype, in_memory=state_dir is None)
         self._seed = as_seed_sequence(seed)
         # the first child of the seed keys the stuck-at faults (drawn per address on demand)
@@ -352,7 +358,7 @@ class EmulatedBench:
             self._cells: RamArrays | FileArrays = RamArrays(self.n_cells)
         else:
             self._cells = FileArrays.create(state_dir, self.n_cells, {"bench": self._header()},
-                                            self.device.card_text)
+                                            self.device.card_text, direct_io=direct_io)
 
     def _setup(self, device: DeviceModel, n_cells: int, n_threads: int | None, backend: str, dtype: Any,
                in_memory: bool = True) -> None:
@@ -388,12 +394,13 @@ class EmulatedBench:
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, n_threads: int | None = None, backend: str = "cython",
-             durable: bool = False) -> "EmulatedBench":
+             durable: bool = False, direct_io: bool | None = None) -> "EmulatedBench":
         """Reopen a chip made with ``state_dir``: its card, cells, clock and random state, so
         it continues exactly as the original would have. Raises
         :class:`~analogmem.errors.StorageError` for anything but a clean chip directory —
-        in particular one whose last program was interrupted (a crash or kill mid-write)."""
-        cells, card_text = FileArrays.open(state_dir)
+        in particular one whose last program was interrupted (a crash or kill mid-write).
+        ``durable`` and ``direct_io`` are as in the constructor (they are not stored)."""
+        cells, card_text = FileArrays.open(state_dir, direct_io=direct_io)
         meta = cells.header.get("bench")
         if not isinstance(meta, dict):
             raise StorageError(f"chip {str(state_dir)!r}: header has no bench section")
