@@ -236,6 +236,26 @@ def _per_chip(doc: dict) -> list:
     return [t["accuracy_per_chip"] for r in rows for t in r.get("by_time", [])]
 
 
+@renderer("out-of-core")
+def _out_of_core(*docs: dict) -> str:
+    """``benchmarks/bench_out_of_core.py`` runs (one per ``--io``): a 10⁹-cell chip on disk
+    against an in-memory bench measured in the same run."""
+    rows = []
+    for d in docs:
+        r, m, c = d["program_read"], d["in_memory"], d["crash"]
+        rows.append(["direct (O_DIRECT)" if r["direct_io"] else "page cache", f"{d['cells']:,}",
+                     f"{d['state_file_bytes'] / 1e9:.0f}", f"{r['program_s']:.1f}", f"{r['read_s']:.1f}",
+                     f"{d['reopen']['read_s']:.1f}", f"{max(r['max_rss_bytes'], d['reopen']['max_rss_bytes']) / 2**30:.2f}",
+                     f"{d['cells'] / (r['program_s'] + r['read_s']) / 1e6:.1f}", f"{m['ram_cells_per_s'] / 1e6:.1f}",
+                     f"{d['throughput_in_memory_over_out_of_core']:.2f}×",
+                     "yes" if all(m["first_cells_equal_in_memory"].values()) else "NO",
+                     "yes" if c["killed_mid_program"] and c["refused_on_open"] else "NO"])
+    return (table(["state I/O", "cells", "state (GB)", "program (s)", "read 1 day (s)", "read after reopen (s)",
+                   "peak RSS (GiB)", "M cells/s", "in memory, same run (M cells/s)", "slower per cell",
+                   "first 4 M cells = in memory", "killed program refused"], rows)
+            + "\n\n" + source(*docs))
+
+
 @renderer("store-ray")
 def _store_ray(serial: dict, ray: dict) -> str:
     """Ray against serial for the same `analogmem store --chips N` run: wall times and whether
