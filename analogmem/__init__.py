@@ -28,6 +28,7 @@ from .errors import (
     InstrumentError,
     KernelUnavailableError,
     SafetyLimitError,
+    SettingError,
     StorageError,
     TargetRangeError,
 )
@@ -66,5 +67,6 @@ __all__ = [
     "CalibrationError",
     "InstrumentError",
     "SafetyLimitError",
+    "SettingError",
     "StorageError",
 ]

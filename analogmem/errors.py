@@ -16,6 +16,7 @@ __all__ = [
     "AddressError",
     "ReadTimeError",
     "BenchSizeError",
+    "SettingError",
     "KernelUnavailableError",
     "CalibrationError",
     "InstrumentError",
@@ -51,6 +52,12 @@ class ReadTimeError(AnalogMemError, ValueError):
 class BenchSizeError(AnalogMemError, ValueError):
     """A bench size (``n_cells``) is not a positive integer, or its per-cell state needs
     more memory than is available. Raised before anything is allocated."""
+
+
+class SettingError(AnalogMemError, ValueError):
+    """An option outside its domain (a bench's ``backend``, ``n_threads``, ``dtype`` or
+    ``torch_device``; a ``WriteVerify`` or encoder parameter; a number of chips). Raised
+    when the object is made or the call starts, before anything changes."""
 
 
 class AddressError(AnalogMemError, IndexError):

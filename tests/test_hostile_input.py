@@ -384,3 +384,22 @@ def test_reading_before_the_clock_is_refused_like_on_the_instrument(bench):
     _assert_unchanged(before, bench)
     assert issubclass(InstrumentReadTimeError, ReadTimeError)  # the instrument raises the same family
     assert bench.read(t_s=50.0).shape == (4,)  # exactly now is fine
+
+
+@pytest.mark.parametrize("make", [
+    lambda: EmulatedBench("pcm-nandakumar2019", 10, seed=0, backend="fortran"),
+    lambda: EmulatedBench("pcm-nandakumar2019", 10, seed=0, n_threads=0),
+    lambda: EmulatedBench("pcm-nandakumar2019", 10, seed=0, n_threads="2"),
+    lambda: EmulatedBench("pcm-nandakumar2019", 10, seed=0, dtype="float16"),
+    lambda: analogmem.WriteVerify(max_pulses=0),
+    lambda: analogmem.WriteVerify(tolerance_S=float("nan")),
+    lambda: EmulatedBench("pcm-nandakumar2019", 10, seed=0).read_chunks(1.0, chunk_cells=0).__next__(),
+], ids=["backend", "n_threads=0", "n_threads-str", "dtype", "max_pulses", "tolerance-nan", "chunk_cells"])
+def test_an_option_outside_its_domain_is_a_setting_error(make):
+    """Bench options and write-verify settings: a SettingError (still a ValueError for
+    generic callers) naming the option, raised before anything is made or changed."""
+    with pytest.raises(analogmem.SettingError) as info:
+        make()
+    assert isinstance(info.value, ValueError)
+    assert any(word in str(info.value) for word in ("backend", "n_threads", "dtype", "max_pulses", "tolerance",
+                                                     "chunk_cells"))

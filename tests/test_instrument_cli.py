@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -90,6 +91,33 @@ def test_serve_subprocess_stops_by_itself(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"TCPIP0::127.0.0.1::{port}::SOCKET" in out
+
+
+def test_serve_reset_on_connect_gives_each_connection_a_reset_instrument(tmp_path):
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "analogmem.instrument.cli", "serve", "--device", CARD,
+                             "--rows", "2", "--cols", "2", "--max-seconds", "20", "--port-file", str(port_file),
+                             "--reset-on-connect"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ask(sock, line: bytes) -> str:
+        sock.sendall(line)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            reply += sock.recv(4096)
+        return reply.decode().strip()
+
+    try:
+        t0 = time.monotonic()
+        while not port_file.exists() and time.monotonic() - t0 < 15:
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as a:
+            assert ask(a, b":SOUR:VOLT 100;:OUTP ON;:OUTP?\n") == "1"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as b:
+            assert ask(b, b":SOUR:VOLT?;:OUTP?\n") == "0.000000000E+00;0"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
 
 
 def test_import_analogmem_and_cli_wiring_need_no_pyvisa():

@@ -28,7 +28,7 @@ from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, state_
 from .pulse_response import MAX_WINDOWS, PulseTable
 from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
                          check_seconds, check_targets, check_temperature_K)
-from ..errors import DeviceCardError, KernelUnavailableError, StorageError, TargetRangeError
+from ..errors import DeviceCardError, KernelUnavailableError, SettingError, StorageError, TargetRangeError
 
 try:
     from . import _kernels
@@ -107,23 +107,23 @@ class WriteVerify:
 
     def __post_init__(self) -> None:
         if self.windows not in ("tolerance", "card"):
-            raise ValueError(f"WriteVerify.windows must be 'tolerance' or 'card', got {self.windows!r}")
+            raise SettingError(f"WriteVerify.windows must be 'tolerance' or 'card', got {self.windows!r}")
         if not (self.max_pulses is None and self.windows == "card") and (
                 isinstance(self.max_pulses, bool) or not isinstance(self.max_pulses, (int, np.integer))
                 or self.max_pulses < 1):
-            raise ValueError(f"WriteVerify.max_pulses must be a positive integer, got {self.max_pulses!r}")
+            raise SettingError(f"WriteVerify.max_pulses must be a positive integer, got {self.max_pulses!r}")
         for name in ("tolerance_S", "tolerance_rel", "run_effect"):
             v = getattr(self, name)
             if not np.isfinite(v) or (v < 0 and name != "run_effect"):
-                raise ValueError(f"WriteVerify.{name} must be finite{' and >= 0' if name != 'run_effect' else ''}, "
+                raise SettingError(f"WriteVerify.{name} must be finite{' and >= 0' if name != 'run_effect' else ''}, "
                                  f"got {v!r}")
         if self.windows == "tolerance" and self.tolerance_S == 0 and self.tolerance_rel == 0:
-            raise ValueError("WriteVerify needs a window: tolerance_S or tolerance_rel must be > 0")
+            raise SettingError("WriteVerify needs a window: tolerance_S or tolerance_rel must be > 0")
         if self.levels is not None and (self.tolerance_S or self.tolerance_rel):
-            raise ValueError("WriteVerify.card: give windows or a tolerance, not both")
+            raise SettingError("WriteVerify.card: give windows or a tolerance, not both")
         if (isinstance(self.prior_programs, bool) or not isinstance(self.prior_programs, (int, np.integer))
                 or self.prior_programs < 0):
-            raise ValueError(f"WriteVerify.prior_programs must be a non-negative integer, got {self.prior_programs!r}")
+            raise SettingError(f"WriteVerify.prior_programs must be a non-negative integer, got {self.prior_programs!r}")
 
     def pulse_table(self, device: DeviceModel, g_target_S: np.ndarray) -> PulseTable:
         """``windows = "card"``: the card model's table for these targets (S, shape (n,)).
@@ -364,15 +364,15 @@ class EmulatedBench:
                in_memory: bool = True) -> None:
         self.device = device
         if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+            raise SettingError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
-            raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+            raise SettingError(f"n_threads must be a positive integer or None, got {n_threads!r}")
         try:
             dt = np.dtype(dtype)
         except TypeError:
             dt = None
         if dt is None or dt not in _DTYPES:
-            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+            raise SettingError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
         # in memory: the state arrays and one read's output must fit; in files only the count is checked
         per_cell = bytes_per_cell(device, dt) + dt.itemsize if in_memory else 0
         self.n_cells = check_n_cells(n_cells, bytes_per_cell=per_cell)
@@ -706,7 +706,7 @@ class EmulatedBench:
         joined equal what ``read(t_s)`` would have returned. The clock and random state
         move when this is called; consume the chunks before the next program."""
         if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, (int, np.integer)) or chunk_cells < 1:
-            raise ValueError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
+            raise SettingError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
         when, key = self._begin_read(t_s)
 
         def chunks() -> Iterator[tuple[int, np.ndarray]]:

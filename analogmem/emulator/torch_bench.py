@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
-from ..errors import TargetRangeError
+from ..errors import BenchSizeError, SettingError, TargetRangeError
 from .bench import BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _kernel_params, _pulse_table_params
 from .pulse_response import PulseTable
 from .validation import as_target_array, check_addresses, check_read_time, check_targets
@@ -263,15 +263,15 @@ class TorchBench:
 
         self.device = load_device(device)
         if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 1:
-            raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
+            raise BenchSizeError(f"n_cells must be a positive integer, got {n_cells!r}")
         if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+            raise SettingError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
         try:
             tdev = torch.device(torch_device)
         except (RuntimeError, TypeError):
-            raise ValueError(f"torch_device must name a torch device, got {torch_device!r}") from None
+            raise SettingError(f"torch_device must name a torch device, got {torch_device!r}") from None
         if tdev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"torch_device {torch_device!r}: CUDA is not available to this torch "
+            raise SettingError(f"torch_device {torch_device!r}: CUDA is not available to this torch "
                              f"({torch.__version__})")
         self.n_cells = int(n_cells)
         self.torch_device = tdev

@@ -129,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
     cols = args.cols if args.cols is not None else cfg.cols
     srv = ScpiEmulatorServer(dev, rows=rows, cols=cols, seed=args.seed,
                              scheme=cfg.scheme.for_range(dev.g_min_S, dev.g_max_S), host=args.host, port=args.port,
-                             max_lifetime_s=args.max_seconds)
+                             max_lifetime_s=args.max_seconds, reset_on_connect=args.reset_on_connect)
     srv.start()
     try:
         if args.port_file:
@@ -317,6 +317,10 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--bench-config", default=None, help="TOML bench file ([matrix], [scheme] used)")
     s.add_argument("--max-seconds", type=float, default=None, help="stop by itself after this long (s)")
     s.add_argument("--port-file", default=None, help="write the bound port here")
+    s.add_argument("--reset-on-connect", action="store_true",
+                   help="give every new connection a freshly reset instrument, as after *RST (the cells keep "
+                        "their state either way; without it the instrument keeps its settings across "
+                        "connections, as a real one does)")
     s.set_defaults(func=_guarded(_serve))
 
     pr = sub.add_parser("program", help="program cells (write-verify by default) and read them back")

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
+from ..errors import SettingError
 
 __all__ = ["chip_seeds", "mean_ci", "ray_available", "run_chips", "ChipRun", "RAY_TMP_PREFIX"]
 
@@ -44,7 +45,7 @@ def chip_seeds(seed: SeedLike, n: int) -> list[np.random.SeedSequence]:
     ``SeedSequence(root.entropy, spawn_key=root.spawn_key + (i,))`` — the ``i``-th child
     ``root.spawn`` would give — whatever ``n`` is."""
     if int(n) < 0:
-        raise ValueError(f"the number of chips must be >= 0, got {n!r}")
+        raise SettingError(f"the number of chips must be >= 0, got {n!r}")
     root = as_seed_sequence(seed)
     return [np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (i,),
                                    pool_size=root.pool_size) for i in range(int(n))]
@@ -58,7 +59,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]
 
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if v.size == 0:
-        raise ValueError("mean_ci needs at least one value")
+        raise SettingError("mean_ci needs at least one value")
     mean = float(v.mean())
     if v.size < 2:
         return {"mean": mean, "ci95_low": None, "ci95_high": None, "ci95_half_width": None, "std": None,
@@ -141,7 +142,7 @@ def run_chips(fn: Callable[[Any, np.random.SeedSequence, Any], Any], shared: Any
 
     cpus = int(num_cpus) if num_cpus is not None else _cores()
     if cpus < 1:
-        raise ValueError(f"num_cpus must be >= 1, got {num_cpus!r}")
+        raise SettingError(f"num_cpus must be >= 1, got {num_cpus!r}")
     tmp = None
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray 2.5x: no GPU env override, no warning
     if ray_address is None:

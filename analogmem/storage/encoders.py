@@ -48,7 +48,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from ..emulator.cells import DeviceModel
-from ..errors import StorageError
+from ..errors import SettingError, StorageError
 
 __all__ = [
     "Channel",
@@ -240,7 +240,7 @@ class CellMap(Encoder):
     def __init__(self, clip_percentile: float | str = 100.0):
         if clip_percentile != "auto" and not (isinstance(clip_percentile, (int, float))
                                               and 50.0 <= clip_percentile <= 100.0):
-            raise ValueError(f"clip_percentile must be in [50, 100] or 'auto', got {clip_percentile!r}")
+            raise SettingError(f"clip_percentile must be in [50, 100] or 'auto', got {clip_percentile!r}")
         self.clip_percentile = clip_percentile
 
     def n_cells(self, n_weights: int) -> int:
@@ -369,7 +369,7 @@ class Sliced(CellMap):
     def __init__(self, clip_percentile: float | str = 100.0, n_slices: int = 2, base: int = 4):
         super().__init__(clip_percentile)
         if int(n_slices) < 2 or int(base) < 2:
-            raise ValueError(f"Sliced needs n_slices >= 2 and base >= 2, got {n_slices}, {base}")
+            raise SettingError(f"Sliced needs n_slices >= 2 and base >= 2, got {n_slices}, {base}")
         self.n_slices, self.base = int(n_slices), int(base)
         self.cells_per_weight = self.n_slices
 
@@ -407,9 +407,9 @@ class Repetition(CellMap):
 
     def __init__(self, inner: CellMap, r: int):
         if not isinstance(inner, CellMap) or isinstance(inner, MMSE):
-            raise ValueError(f"Repetition wraps a plain cell map, got {inner!r}")
+            raise SettingError(f"Repetition wraps a plain cell map, got {inner!r}")
         if int(r) < 1:
-            raise ValueError(f"repetitions r must be >= 1, got {r!r}")
+            raise SettingError(f"repetitions r must be >= 1, got {r!r}")
         self.inner, self.r = inner, int(r)
         self.clip_percentile = inner.clip_percentile
         self.cells_per_weight = inner.cells_per_weight * self.r
@@ -448,9 +448,9 @@ class MMSE(CellMap):
 
     def __init__(self, inner: CellMap, grid: int = 64):
         if not isinstance(inner, CellMap) or isinstance(inner, MMSE):
-            raise ValueError(f"MMSE wraps a plain cell map, got {inner!r}")
+            raise SettingError(f"MMSE wraps a plain cell map, got {inner!r}")
         if int(grid) < 2:
-            raise ValueError(f"grid must be >= 2, got {grid!r}")
+            raise SettingError(f"grid must be >= 2, got {grid!r}")
         self.inner, self.grid = inner, int(grid)
         self.clip_percentile = inner.clip_percentile
         self.cells_per_weight = inner.cells_per_weight
@@ -515,7 +515,7 @@ class MMSE(CellMap):
         per cent of the emulator's (``tests/test_encoders.py``)."""
         R, S = int(max_repetitions), int(n_samples)
         if R < 1 or S < 1:
-            raise ValueError(f"max_repetitions and n_samples must be >= 1, got {max_repetitions}, {n_samples}")
+            raise SettingError(f"max_repetitions and n_samples must be >= 1, got {max_repetitions}, {n_samples}")
         s, wmax = float(side["scale"]), float(side["prior_range"])
         inner = self.inner  # r copies of it: MMSE(inner.with_repetition(r))
         w_p = np.linspace(-wmax, wmax, 2 * self.grid + 1) if points is None \
@@ -653,11 +653,11 @@ class DigitalECC(Encoder):
     def __init__(self, bits: int = 8, bits_per_cell: int = 2, t: int = 8, block_bytes: int = 64,
                  m: int | None = 10, detect: str = "nearest"):
         if not 2 <= int(bits) <= 16:
-            raise ValueError(f"bits must be in [2, 16], got {bits!r}")
+            raise SettingError(f"bits must be in [2, 16], got {bits!r}")
         if not 1 <= int(bits_per_cell) <= 8:
-            raise ValueError(f"bits_per_cell must be in [1, 8], got {bits_per_cell!r}")
+            raise SettingError(f"bits_per_cell must be in [1, 8], got {bits_per_cell!r}")
         if detect not in ("nearest", "ml"):
-            raise ValueError(f"detect must be 'nearest' or 'ml', got {detect!r}")
+            raise SettingError(f"detect must be 'nearest' or 'ml', got {detect!r}")
         self.bits, self.bits_per_cell, self.t = int(bits), int(bits_per_cell), int(t)
         self.block_bytes, self.detect = int(block_bytes), detect
         self.uses_channel = detect == "ml"
@@ -674,7 +674,7 @@ class DigitalECC(Encoder):
                     self._bch, self.m = bch, mm
                     break
             if self._bch is None:
-                raise ValueError(f"{self.block_bytes} data bytes and the parity correcting t = {self.t} errors do not "
+                raise SettingError(f"{self.block_bytes} data bytes and the parity correcting t = {self.t} errors do not "
                                  f"fit a BCH code over GF(2^{m if m is not None else '10..15'}) (bchlib: t <= 64); "
                                  "lower t or block_bytes")
             self.ecc_bytes = int(self._bch.ecc_bytes)
@@ -813,9 +813,9 @@ def make_encoder(name: str, cells_per_weight: int = 2) -> Encoder:
         "differential-mmse": lambda: MMSE(DifferentialPair("auto")),
     }
     if name not in base:
-        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(base)}")
+        raise SettingError(f"unknown encoder {name!r}; choose from {sorted(base)}")
     enc = base[name]()
     c = enc.cells_per_weight
     if cells_per_weight % c:
-        raise ValueError(f"encoder {name!r} uses {c} cells per weight; {cells_per_weight} is not a multiple")
+        raise SettingError(f"encoder {name!r} uses {c} cells per weight; {cells_per_weight} is not a multiple")
     return enc.with_repetition(cells_per_weight // c)
