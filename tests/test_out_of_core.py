@@ -95,6 +95,36 @@ def test_direct_and_page_cache_io_give_the_same_bits(tmp_path, monkeypatch, chun
     assert flags and not any(flags)
 
 
+def test_a_file_system_refusing_direct_requests_falls_back_to_the_page_cache(tmp_path, monkeypatch):
+    """O_DIRECT accepted at open but its requests refused (EINVAL, as some network file
+    systems do): the request is redone through the page cache, and so is every later one."""
+    import errno
+    import fcntl
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    if not supports_direct_io(probe):
+        pytest.skip("this file system refuses O_DIRECT")
+    monkeypatch.setattr(FileArrays, "CHUNK_CELLS", 8192)
+    real = chipstate._transfer_all
+
+    def refuse_direct(fd, *args):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, *args)
+
+    monkeypatch.setattr(chipstate, "_transfer_all", refuse_direct)
+    dev = analogmem.load_device("pcm-nandakumar2019")
+    targets = np.random.default_rng(7).uniform(0, dev.g_max_S, N)
+    ram = EmulatedBench(dev, N, seed=13, dtype="float32")
+    disk = EmulatedBench(dev, N, seed=13, dtype="float32", state_dir=tmp_path / "chip")
+    assert disk._cells.direct_io
+    for b in (ram, disk):
+        b.program(targets)
+    np.testing.assert_array_equal(disk.read(86400.0), ram.read(86400.0))
+    assert not disk._cells.direct_io
+
+
 def test_direct_io_required_where_refused_is_a_storage_error(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "O_DIRECT", raising=False)  # a platform or file system without it
     with pytest.raises(StorageError, match="does not support direct I/O"):

@@ -26,6 +26,7 @@ directory found dirty is refused on open.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -451,11 +452,19 @@ class FileArrays:
 
         def run(request: tuple[str, memoryview, int, bool]) -> None:
             name, view, offset, direct = request
-            fd = os.open(self._file(name), (os.O_WRONLY if write else os.O_RDONLY) | (os.O_DIRECT if direct else 0))
             try:
-                _transfer_all(fd, view, offset, write, f"chip {str(self.path)!r}: {name}.bin")
-            finally:
-                os.close(fd)
+                fd = os.open(self._file(name), (os.O_WRONLY if write else os.O_RDONLY) | (os.O_DIRECT if direct else 0))
+                try:
+                    _transfer_all(fd, view, offset, write, f"chip {str(self.path)!r}: {name}.bin")
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                # a file system that accepts O_DIRECT at open but not these requests (EINVAL):
+                # this request and every later one go through the page cache
+                if not direct or exc.errno != errno.EINVAL:
+                    raise
+                self.direct_io = False
+                run((name, view, offset, False))
 
         if len(requests) == 1:
             run(requests[0])
