@@ -225,6 +225,28 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def floor_text(s: dict[str, Any]) -> str:
+    """Markdown lines: the noise floor and the in-sample ceiling next to the models' hit counts."""
+    f = s["noise_floor"]
+    n = f["pairs"]
+
+    def share(v: float) -> str:
+        return f"{v * n:.1f}/{n} = {100 * v:.0f} %"
+
+    return "\n".join([
+        f"- shared model, held out: mean pulses within 20 % at {share(s['shared_all']['pulses_within_20pct'])}, "
+        f"success within 2 points at {share(s['shared_all']['success_within_2pt'])}",
+        f"- per-window model, held out: {share(s['per_window_all']['pulses_within_20pct'])} and "
+        f"{share(s['per_window_all']['success_within_2pt'])}",
+        f"- shared model in sample (each run's own effect fitted, all runs): mean pulses within 20 % at "
+        f"{share(f['in_sample_pulses_within_20pct'])}",
+        f"- noise floor (a model that knew each pair's true mean): expected {f['expected_pulses_hits_true_mean']:.1f}/{n} "
+        f"pairs within 20 %, {f['expected_success_hits_true_mean']:.1f}/{n} within 2 points, "
+        f"{f['expected_both_hits_true_mean']:.1f}/{n} both; P(at least {f['pairs_needed_for_target']} pairs within "
+        f"20 %) = {f['p_reach_target_pulses_true_mean']:.4f}; {f['pairs_below_half_chance']} pair(s) below an even "
+        "chance"])
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -263,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     df = read_write_verify(args.tables / "radar-write-verify.csv", min_cells_per_level=1)
     rows = loeo(df, args.classes)
-    text = table(rows)
-    print(text)
     s = summary(rows)
+    text = table(rows) + "\n\n" + floor_text(s)
+    print(text)
     for k, v in s.items():
         print(k, v)
     if args.markdown:
