@@ -213,7 +213,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     def num(v: Any, f: str) -> str:
         return "—" if v is None or not np.isfinite(v) else format(v, f)
 
-    lines = ["| held-out run | level | cells | first programs | mean pulses: data | shared | error | per-window | "
+    lines = ["| held-out run | level | programs | first programs | mean pulses: data | shared | error | per-window | "
              "error | in sample | P(true mean within 20 %) | success: data | shared | per-window |", "|" + "---|" * 14]
     for r in rows:
         lines.append(f"| {r['run']} | {r['level']} | {r['n_cells']} | {100 * r['first_program_share']:.0f} % | "

@@ -64,3 +64,19 @@ def test_at_least_probability_is_the_binomial_tail_for_equal_probabilities(loeo)
     prob = np.prod(np.where(outcomes == 1, p, 1 - p), axis=1)
     for k in range(7):
         assert loeo.at_least_probability(p, k) == pytest.approx(prob[outcomes.sum(axis=1) >= k].sum(), abs=1e-12)
+
+
+def test_program_history_counts_earlier_runs_in_the_assumed_order():
+    """``loeo_covariate_checks.with_history``: the in-run repetition index of an address and
+    its programs in all earlier runs (writetest1 before writetest2, whatever the row order)."""
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("loeo_covariate_checks",
+                                                  ROOT / "calibration" / "loeo_covariate_checks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    df = pd.DataFrame({"experiment": ["writetest2", "writetest1", "writetest1", "writetest2", "writetest1"],
+                       "cell": [7, 7, 8, 7, 7]})
+    out = mod.with_history(df)
+    assert out.repetition.tolist() == [0, 0, 0, 1, 1]
+    assert out.programs_before.tolist() == [2, 0, 0, 3, 1]
