@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     df = read_write_verify(args.tables / "radar-write-verify.csv", min_cells_per_level=1)
     out = checks(df, json.loads(args.loeo.read_text())["rows"])
     print(json.dumps({k: out[k] for k in ("cell_effect_vs_loeo_miss", "first_programs_never_vs_before")}, indent=1))
-    print("cell-effect persistence between runs: median r =", round(out["cell_effect_persistence"]["median_between_runs"], 3))
+    persistence = out["cell_effect_persistence"]["median_between_runs"]
+    print("cell-effect persistence between runs: median r =", round(persistence, 3))
     for run, v in out["mean_pulses_by_repetition"].items():
         print(run, " ".join(f"{k}:{x['mean_pulses']:.0f}" for k, x in v.items()))
     if args.json:

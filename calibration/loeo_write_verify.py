@@ -231,7 +231,7 @@ def floor_text(s: dict[str, Any]) -> str:
     n = f["pairs"]
 
     def share(v: float) -> str:
-        return f"{v * n:.1f}/{n} = {100 * v:.0f} %"
+        return f"{round(v * n)}/{n} = {100 * v:.0f} %"
 
     return "\n".join([
         f"- shared model, held out: mean pulses within 20 % at {share(s['shared_all']['pulses_within_20pct'])}, "
@@ -240,7 +240,8 @@ def floor_text(s: dict[str, Any]) -> str:
         f"{share(s['per_window_all']['success_within_2pt'])}",
         f"- shared model in sample (each run's own effect fitted, all runs): mean pulses within 20 % at "
         f"{share(f['in_sample_pulses_within_20pct'])}",
-        f"- noise floor (a model that knew each pair's true mean): expected {f['expected_pulses_hits_true_mean']:.1f}/{n} "
+        "- noise floor (a model that knew each pair's true mean): expected "
+        f"{f['expected_pulses_hits_true_mean']:.1f}/{n} "
         f"pairs within 20 %, {f['expected_success_hits_true_mean']:.1f}/{n} within 2 points, "
         f"{f['expected_both_hits_true_mean']:.1f}/{n} both; P(at least {f['pairs_needed_for_target']} pairs within "
         f"20 %) = {f['p_reach_target_pulses_true_mean']:.4f}; {f['pairs_below_half_chance']} pair(s) below an even "
