@@ -1,4 +1,5 @@
-"""Build the Cython kernels in ext/ into analogmem.emulator._kernels.
+"""Build the Cython kernels in ext/ into analogmem.emulator._kernels (the cells) and
+analogmem.storage._codec (the storage layer's encode/decode loops).
 
 OpenMP is used when the compiler supports it (checked by compiling a tiny program);
 otherwise the kernels are built single-threaded and ``analogmem.emulator._kernels.OPENMP`` is
@@ -58,7 +59,15 @@ extensions = [
         library_dirs=[NUMPY_RANDOM_LIB],
         libraries=["npyrandom", "m"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    Extension(
+        "analogmem.storage._codec",
+        ["ext/_codec.pyx"],
+        depends=["ext/am_codec.h", "ext/am_kernels.h"],
+        include_dirs=[np.get_include(), "ext"],
+        libraries=["m"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setup(

@@ -3,6 +3,9 @@
 Public entry points::
 
     import analogmem
+    am = analogmem.program_model(torch_model, "rram-wan2022", cells_per_weight=2, seed=0)
+    model_1day = am.module_at(86400.0)                     # weights as read 1 day later, any order
+
     dev = analogmem.load_device("pcm-nandakumar2019")      # a device card
     bench = analogmem.EmulatedBench(dev, n_cells=1_000_000, seed=0)
     bench.program(g_target_S)                              # siemens, shape (n_cells,)
@@ -20,6 +23,8 @@ from ._version import __version__
 from .emulator.bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
 from .emulator.cells import DeviceModel, bundled_devices, load_device
 from .storage.stores import DigitalStore, EmulatedStore, Store, load_model, store_model
+from .storage.analog_model import AnalogModel, program_model
+from .storage.encoders import make_encoder
 from .errors import (
     AddressError,
     AnalogMemError,
@@ -52,6 +57,9 @@ __all__ = [
     "EmulatedBench",
     "InstrumentBench",
     "ProgramReport",
+    "program_model",
+    "AnalogModel",
+    "make_encoder",
     "Store",
     "EmulatedStore",
     "DigitalStore",

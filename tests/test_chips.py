@@ -1,4 +1,4 @@
-"""Monte-Carlo chips (analogmem.jobs.chips, issue 15 part 3): seeds, intervals, serial == Ray."""
+"""Monte-Carlo chips (analogmem.chips, issue 15 part 3): seeds, intervals, serial == Ray."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analogmem.jobs.chips import chip_seeds, mean_ci, ray_available, run_chips
+from analogmem.chips import chip_seeds, mean_ci, ray_available, run_chips
 
 
 def test_chip_seeds_are_spawned_children_independent_of_the_count():

@@ -66,7 +66,7 @@ def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
 
 
 def _is_extension(dotted: str) -> bool:
-    return dotted == "analogmem.emulator._kernels"
+    return dotted in ("analogmem.emulator._kernels", "analogmem.storage._codec")
 
 
 def unit_of(module: str) -> str:

@@ -28,7 +28,7 @@ from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, state_
 from .pulse_response import MAX_WINDOWS, PulseTable
 from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
                          check_seconds, check_targets, check_temperature_K)
-from ..errors import DeviceCardError, KernelUnavailableError, SettingError, StorageError, TargetRangeError
+from ..errors import AddressError, DeviceCardError, KernelUnavailableError, SettingError, StorageError, TargetRangeError
 
 try:
     from . import _kernels
@@ -281,6 +281,15 @@ def _pulse_table_params(table: PulseTable) -> dict[str, Any]:
             "pr_probs": f64(table.probabilities), "pr_q": f64(table.log_g_quantiles)}
 
 
+def _contiguous_span(addresses: Any, n_cells: int) -> tuple[int, int] | None:
+    """``(lo, hi)`` for ``addresses=range(lo, hi)`` (step 1, inside the bench), else None."""
+    if not isinstance(addresses, range):
+        return None
+    if addresses.step != 1 or not 0 <= addresses.start <= addresses.stop <= n_cells:
+        raise AddressError(f"addresses {addresses!r} must be a range of step 1 inside [0, {n_cells}]")
+    return addresses.start, addresses.stop
+
+
 @dataclass(frozen=True)
 class ChunkedTargets:
     """Programming targets made chunk by chunk, for chips larger than memory:
@@ -497,13 +506,92 @@ class EmulatedBench:
         return self._unprogrammed(self._stuck_range(lo, hi), hi - lo)
 
     def _materialise(self) -> None:
-        """Write the unprogrammed state of every cell (before a first partial program)."""
+        """Write the unprogrammed state of every cell (before a first partial program): one
+        value per array (the healthy cell's), then the stuck cells' values where there are any."""
+        healthy = self._unprogrammed(None, 1)
         for lo, hi in self._cells.ranges():
             buf = self._cells.for_write({k: self.dtype for k in self._keys}, lo, hi)
-            for k, v in self._unprogrammed(self._stuck_range(lo, hi), hi - lo).items():
-                buf[k][...] = v
+            for k, v in healthy.items():
+                buf[k].fill(v[0])
+            st = self._stuck_range(lo, hi)
+            if st is not None and np.any(st):
+                idx = np.flatnonzero(st)
+                for k, v in self._unprogrammed(st[idx], idx.size).items():
+                    buf[k][idx] = v
             self._cells.commit(lo, buf)
         self._programmed = True
+
+    def _stamp_needed(self, now: float) -> bool:
+        """Before a partial program at ``now``: whether its cells need a per-cell programming
+        time (the array ``t_prog_s``, 8 B per cell, written once on the first partial program
+        at a time that differs from the one all cells share); False while every cell still
+        shares ``now``."""
+        if self._cells.has("t_prog_s"):
+            return True
+        if now == self._uniform_t_prog:
+            return False
+        self._write_full("t_prog_s", np.float64, self._uniform_t_prog)
+        return True
+
+    def _program_span(self, targets: Any, span: tuple[int, int], verify: WriteVerify | None) -> ProgramReport:
+        """:meth:`program` of the contiguous cells ``span = (lo, hi)`` (``addresses=range(lo, hi)``):
+        streamed chunk by chunk into the state, with no address array and no copy of the
+        targets. The same values as ``addresses=np.arange(lo, hi)``."""
+        lo0, hi0 = span
+        m = hi0 - lo0
+        if isinstance(targets, ChunkedTargets):
+            if targets.n != m:
+                raise TargetRangeError(f"ChunkedTargets for cells {lo0}..{hi0 - 1} need n = {m}, got n = {targets.n}")
+            step = FileArrays.CHUNK_CELLS
+
+            def chunk(lo: int, hi: int) -> tuple[np.ndarray, PulseTable | None]:
+                try:
+                    g = self._check_targets(targets.fn(lo, hi), hi - lo)
+                    return g, self._check_verify(g, verify)
+                except TargetRangeError as exc:
+                    raise TargetRangeError(f"chunked targets, cells {lo0 + lo}..{lo0 + hi - 1}: {exc}") from None
+
+            for a in range(0, m, step):
+                chunk(a, min(m, a + step))
+        else:
+            g_all = self._check_targets(targets, m)
+            table_all = self._check_verify(g_all, verify)
+            step = FileArrays.CHUNK_CELLS if isinstance(self._cells, FileArrays) else max(m, 1)
+
+            def chunk(lo: int, hi: int) -> tuple[np.ndarray, PulseTable | None]:
+                return g_all[lo:hi], table_all
+        now = self._time_s
+        key = op_key(self._op_seed())
+        pulses = np.zeros(m, dtype=np.int32) if verify is not None else None
+        success = np.zeros(m, dtype=np.int8) if verify is not None else None
+        stuck_report = np.zeros(m, dtype=np.int8)
+        names = {k: self.dtype for k in self._keys}
+        on_disk = isinstance(self._cells, FileArrays)
+        if on_disk:
+            self._cells.begin_write("program")
+        if not self._programmed:
+            self._materialise()
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            buf = self._cells.for_write(names, lo0 + a, lo0 + b)
+            st = self._stuck_range(lo0 + a, lo0 + b)
+            self._run_program(*chunk(a, b), st, key, a, verify, buf,
+                              *((pulses[a:b], success[a:b]) if verify is not None else ()))
+            self._cells.commit(lo0 + a, buf)
+            if st is not None:
+                stuck_report[a:b] = st
+        if self._stamp_needed(now):
+            for a in range(0, m, step):
+                b = min(m, a + step)
+                buf = self._cells.for_write({"t_prog_s": np.dtype(np.float64)}, lo0 + a, lo0 + b)
+                buf["t_prog_s"].fill(now)
+                self._cells.commit(lo0 + a, buf)
+        self._last_program_s = now
+        if on_disk:
+            self._cells.header["bench"] = self._header()
+            self._cells.end_write(self.durable)
+        return ProgramReport(n_cells=m, time_s=now, stuck=stuck_report, addresses=np.arange(lo0, hi0),
+                             pulses=pulses, success=success.astype(bool) if success is not None else None)
 
     def _write_full(self, name: str, dtype: Any, values: np.ndarray | float) -> None:
         """Write one whole per-cell array (an array of n_cells, or one value for all)."""
@@ -598,7 +686,9 @@ class EmulatedBench:
             targets: shape (n_cells,) when ``addresses`` is None, else (len(addresses),); or
                 a :class:`ChunkedTargets` (every cell, made chunk by chunk: chips larger
                 than memory).
-            addresses: distinct cell indices in ``[0, n_cells)``; None means every cell.
+            addresses: distinct cell indices in ``[0, n_cells)``, or ``range(lo, hi)``
+                (contiguous cells, streamed chunk by chunk with no address array: the same
+                values as ``np.arange(lo, hi)``); None means every cell.
             verify: program-and-verify settings; None writes each cell with one pulse. With
                 verify, each pulse re-draws the cell from the card's write channel and the
                 cell is read right after it (with the card's read noise) until the read lies
@@ -608,7 +698,10 @@ class EmulatedBench:
         Raises :class:`~analogmem.errors.TargetRangeError` / :class:`~analogmem.errors.AddressError`
         before touching any cell if an input is invalid; the bench is then unchanged.
         """
-        addr = self._addresses(addresses)
+        span = _contiguous_span(addresses, self.n_cells)
+        if span is not None and span != (0, self.n_cells):
+            return self._program_span(targets, span, verify)
+        addr = None if span is not None else self._addresses(addresses)
         m, chunk = self._targets(targets, addr, verify)
         now = self._time_s
         key = op_key(self._op_seed())
@@ -643,9 +736,8 @@ class EmulatedBench:
             if not self._programmed:
                 self._materialise()
             self._cells.scatter(addr, values)
-            if not self._cells.has("t_prog_s"):
-                self._write_full("t_prog_s", np.float64, self._uniform_t_prog)
-            self._cells.scatter(addr, {"t_prog_s": np.full(m, now)})
+            if self._stamp_needed(now):
+                self._cells.scatter(addr, {"t_prog_s": np.full(m, now)})
         self._last_program_s = now
         if on_disk:
             self._cells.header["bench"] = self._header()
@@ -660,12 +752,13 @@ class EmulatedBench:
         self._save_header()
         return when, key
 
-    def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray) -> None:
+    def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray,
+                    first: int | None = None) -> None:
         if self._cells.has("t_prog_s"):
             age = np.maximum(when - self._cells.load(("t_prog_s",), lo, hi)["t_prog_s"], 0.0)
         else:
             age = np.array([max(when - self._uniform_t_prog, 0.0)])
-        self._run_read(self._load(lo, hi), age, key, lo, out)
+        self._run_read(self._load(lo, hi), age, key, lo if first is None else first, out)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S).
@@ -673,15 +766,26 @@ class EmulatedBench:
         Args:
             t_s: seconds after the most recent ``program`` call at which to read (the clock
                 moves there if that is later than now); None reads at the current clock.
-            addresses: cell indices to read; None reads every cell.
+            addresses: cell indices to read, or ``range(lo, hi)`` (contiguous cells, streamed
+                without an address array: the same values as ``np.arange(lo, hi)``); None
+                reads every cell.
 
         Returns:
             array of the bench's ``dtype`` (float64 unless made with ``dtype="float32"``),
             shape (n_cells,) or (len(addresses),). Drift and relaxation of a cell are
             consistent across reads; read noise is fresh at every read.
         """
-        addr = self._addresses(addresses)
+        span = _contiguous_span(addresses, self.n_cells)
+        addr = None if span is not None else self._addresses(addresses)
         when, key = self._begin_read(t_s)
+        if span is not None:  # contiguous cells: streamed, counters as for np.arange(lo, hi)
+            lo0, hi0 = span
+            out = np.empty(hi0 - lo0, dtype=self.dtype)
+            step = FileArrays.CHUNK_CELLS if isinstance(self._cells, FileArrays) else max(hi0 - lo0, 1)
+            for a in range(lo0, hi0, step):
+                b = min(hi0, a + step)
+                self._read_range(a, b, when, key, out[a - lo0:b - lo0], first=a - lo0)
+            return out
         if addr is None:
             out = np.empty(self.n_cells, dtype=self.dtype)
             for lo, hi in self._cells.ranges():
@@ -697,6 +801,43 @@ class EmulatedBench:
         out = np.empty(m, dtype=self.dtype)
         if m:
             self._run_read(state, age, key, 0, out)
+        return out
+
+    def read_at(self, t_s: float, lo: int = 0, hi: int | None = None, *, read_index: int = 0,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """A read of cells ``lo .. hi-1`` (S, the bench's dtype) ``t_s`` seconds after the most
+        recent ``program`` call that neither moves the clock nor draws from the bench's
+        random state: a *counterfactual* read, for models whose weights are asked for at any
+        time in any order (:class:`~analogmem.storage.analog_model.AnalogModel`).
+
+        Each cell's programmed state (drift exponent, relaxation latent) is the one drawn at
+        programming, exactly as :meth:`read` uses it; the read noise is a pure function of the
+        bench seed, the cell, ``t_s`` and ``read_index`` (an integer ≥ 0: another index gives
+        fresh read noise at the same time). So ``read_at(t)`` gives the same bits whenever it is
+        called, in whatever order with other reads, and its values are distributed exactly as
+        a :meth:`read` at the same ``t_s``. A real bench cannot do this (its clock only goes
+        forward), which is why :meth:`read` keeps the forward-only clock."""
+        t = check_seconds("t_s", t_s)
+        if isinstance(read_index, bool) or not isinstance(read_index, (int, np.integer)) or not \
+                0 <= int(read_index) < 2 ** 32:
+            raise SettingError(f"read_index must be an integer in [0, 2**32), got {read_index!r}")
+        hi = self.n_cells if hi is None else int(hi)
+        lo = int(lo)
+        if not 0 <= lo <= hi <= self.n_cells:
+            raise AddressError(f"cells {lo}..{hi - 1} are outside [0, {self.n_cells - 1}]")
+        when = check_clock(self._last_program_s + t, f"read_at(t_s={t:g})")
+        tb = np.float64(t).view(np.uint64)
+        seed = np.random.SeedSequence(self._seed.entropy, spawn_key=tuple(self._seed.spawn_key) + (
+            0x52454144, int(read_index), int(tb >> np.uint64(32)), int(tb & np.uint64(0xFFFFFFFF))))
+        key = op_key(seed)
+        if out is None:
+            out = np.empty(hi - lo, dtype=self.dtype)
+        elif out.shape != (hi - lo,) or out.dtype != self.dtype:
+            raise SettingError(f"out must have shape ({hi - lo},) and dtype {self.dtype}, got {out.shape} {out.dtype}")
+        step = FileArrays.CHUNK_CELLS if isinstance(self._cells, FileArrays) else max(hi - lo, 1)
+        for a in range(lo, hi, step):
+            b = min(hi, a + step)
+            self._read_range(a, b, when, key, out[a - lo:b - lo], first=a)
         return out
 
     def read_chunks(self, t_s: float | None = None, chunk_cells: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:

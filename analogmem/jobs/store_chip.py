@@ -1,7 +1,7 @@
 """One emulated chip of the main job: store each planned configuration of a model on it and
 read the test accuracy back at the planned times.
 
-:func:`chip_accuracies` is the task :func:`analogmem.jobs.chips.run_chips` runs once per chip
+:func:`chip_accuracies` is the task :func:`analogmem.chips.run_chips` runs once per chip
 (serially or as a Ray task). It reads a *shared* dict, the same for every chip:
 
 * ``arch``: keyword arguments of :func:`analogmem.ml.models.resnet_cifar`;

@@ -18,11 +18,11 @@ dense model), with four approaches, each at its best configuration for the budge
 
 "Best" is chosen on a *selection chip* (its own seed) with 500 training images, for the
 design read time (1 year): the configuration a user would store for a year. Then ``N``
-independent chips (:func:`analogmem.jobs.chips.chip_seeds`) are programmed with the chosen
+independent chips (:func:`analogmem.chips.chip_seeds`) are programmed with the chosen
 configurations and read at 1 day and 1 year (the headline: accuracy against cells per
 weight) and, at one budget, from 1 s to 10 years (the second panel); every number is the
 mean over chips with a Student-t 95 % interval. Chips run serially or as Ray tasks
-(:func:`analogmem.jobs.chips.run_chips`; identical numbers either way).
+(:func:`analogmem.chips.run_chips`; identical numbers either way).
 
 All models get the same training: the cached dense ResNet (2 epochs), then one epoch of
 retraining — with pruning masks for the pruned variants, without for the dense model that
@@ -52,7 +52,7 @@ import numpy as np
 from .._io import atomic_write_bytes, write_json
 from ..emulator.cells import bundled_devices
 from ..errors import AnalogMemError
-from .chips import chip_seeds, mean_ci, ray_available, run_chips
+from ..chips import chip_seeds, mean_ci, ray_available, run_chips
 from .store_chip import build_model, chip_accuracies
 from .store_plans import candidate_plans, raw_bit_error_rates, select_plans
 
@@ -220,7 +220,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
         panel_times_s: its read times (s).
         n_chips: independent chips (seeds spawned from ``seed``).
         use_ray, ray_address, ray_cpus: run the chips as Ray tasks (see
-            :func:`analogmem.jobs.chips.run_chips`).
+            :func:`analogmem.chips.run_chips`).
         sparsities, encoders: the candidates of ``joint`` and ``robust``.
         n_selection: training images the selection chip is evaluated on.
         n_test: evaluate on the first ``n_test`` test images only (default: all).

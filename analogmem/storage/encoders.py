@@ -49,6 +49,7 @@ from scipy.special import log_ndtr
 
 from ..emulator.cells import DeviceModel
 from ..errors import SettingError, StorageError
+from . import _codec
 
 __all__ = [
     "Channel",
@@ -210,11 +211,57 @@ class Encoder:
 
 
 def _range(w: np.ndarray, percentile: float) -> float:
-    a = np.abs(w)
-    s = float(a.max()) if percentile >= 100 else float(np.percentile(a, percentile))
-    if s <= 0:
-        s = float(a.max()) if a.size else 0.0
-    return s if s > 0 else 1.0
+    return _ranges(w, (percentile,))[0]
+
+
+def _ranges(w: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
+    """The ranges ``s`` at ``percentiles`` of ``|w|`` (100: ``max|w|``; a range of 0 becomes
+    ``max|w|``, and 1 for an all-zero tensor), from one pass over ``w``: the percentiles are
+    numpy's (linear interpolation), computed exactly on the tail of ``|w|`` above a bound
+    estimated from a sample, so only that tail is sorted."""
+    a = np.abs(np.asarray(w).reshape(-1))
+    if a.size == 0:
+        return [1.0] * len(percentiles)
+    amax = float(a.max())
+    out = _abs_percentiles(a, [p for p in percentiles if p < 100])
+    res = []
+    for p in percentiles:
+        v = amax if p >= 100 else out.pop(0)
+        if v <= 0:
+            v = amax
+        res.append(v if v > 0 else 1.0)
+    return res
+
+
+def _abs_percentiles(a: np.ndarray, percentiles: list[float]) -> list[float]:
+    """``np.percentile(a, percentiles)`` (float64, linear) for a 1-D ``a``; for large ``a``
+    only the values at or above a lower bound of the smallest asked-for order statistic
+    are selected and partitioned (exact: the ranks are shifted by the count below)."""
+    if not percentiles:
+        return []
+    n = a.size
+    if n <= 1 << 16:
+        return [float(v) for v in np.percentile(a.astype(np.float64), percentiles)]
+    ranks = [p / 100.0 * (n - 1) for p in percentiles]
+    r_lo = int(math.floor(min(ranks)))
+    sample = a[:: max(1, n // 65536)]
+    q = max(0.0, min(ranks) / (n - 1) - 4.0 / math.sqrt(sample.size) - 1e-3)
+    bound = float(np.quantile(sample, q)) if q > 0 else -math.inf
+    below = int(np.count_nonzero(a < bound)) if q > 0 else 0
+    if below > r_lo:  # the sample's bound was too high: select on everything
+        tail, below = a, 0
+    else:
+        tail = a[a >= bound] if q > 0 else a
+    tail = tail.astype(np.float64)
+    idx = sorted({int(math.floor(r)) - below for r in ranks} | {min(int(math.ceil(r)), n - 1) - below for r in ranks})
+    part = np.partition(tail, idx)
+    res = []
+    for r in ranks:
+        lo_i, hi_i = int(math.floor(r)), min(int(math.ceil(r)), n - 1)
+        lo_v, hi_v, t = part[lo_i - below], part[hi_i - below], r - math.floor(r)
+        d = hi_v - lo_v  # numpy's _lerp
+        res.append(float(hi_v - d * (1.0 - t)) if t >= 0.5 else float(lo_v + d * t))
+    return res
 
 
 _AUTO_PERCENTILES = (99.0, 99.5, 99.9, 99.99, 100.0)
@@ -226,6 +273,25 @@ def fit_sample(w: Any) -> Any:
     """The weights (1-D) the adaptive range is scored on: all up to :data:`FIT_SAMPLE`, else every k-th."""
     n = len(w)
     return w if n <= FIT_SAMPLE else w[:: max(1, n // FIT_SAMPLE)]
+
+
+def _float_flat(a: Any) -> np.ndarray:
+    """``a`` flat and contiguous as float32 or float64 (other floats and integers become float64)."""
+    a = np.asarray(a).reshape(-1)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32 if a.dtype == np.float16 else np.float64)
+    return np.ascontiguousarray(a)
+
+
+def _map_kind(enc: Any) -> tuple[int, int] | None:
+    """``(kind, r)`` of the maps ``analogmem.storage._codec`` runs (0 linear, 1 differential;
+    r copies), None for the others."""
+    inner, r = (enc.inner, enc.r) if isinstance(enc, Repetition) else (enc, 1)
+    if type(inner) is LinearMap:
+        return 0, r
+    if type(inner) is DifferentialPair:
+        return 1, r
+    return None
 
 
 class CellMap(Encoder):
@@ -247,12 +313,12 @@ class CellMap(Encoder):
         return int(n_weights) * self.cells_per_weight
 
     def fit(self, w: np.ndarray, channel: Channel | None = None) -> Side:
-        w = np.asarray(w, dtype=np.float64).reshape(-1)
+        w = _float_flat(w)
         if self.clip_percentile != "auto":
             return {"scale": _range(w, float(self.clip_percentile))}
         if channel is None:
             return {"scale": _range(w, 99.9)}
-        return {"scale": self.best_scale([_range(w, p) for p in _AUTO_PERCENTILES], fit_sample(w), channel)}
+        return {"scale": self.best_scale(_ranges(w, _AUTO_PERCENTILES), fit_sample(w).astype(np.float64), channel)}
 
     def best_scale(self, scales: list[float], sample: np.ndarray, channel: Channel) -> float:
         """The adaptive range: among candidate ``scales`` (the ranges at ``_AUTO_PERCENTILES``),
@@ -272,6 +338,36 @@ class CellMap(Encoder):
     def decode(self, y: np.ndarray, side: Side, n_weights: int, channel: Channel | None = None) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64).reshape(int(n_weights), self.cells_per_weight)
         return self._decode(y, float(side["scale"]))
+
+    def encode_S(self, w: np.ndarray, side: Side, channel: Channel, n_threads: int = 1) -> np.ndarray:
+        """Cell targets in S (float64, shape ``(n_cells(len(w)),)``) of flat float weights ``w``:
+        :meth:`encode` then :meth:`Channel.to_S`, in one pass of ``analogmem.storage._codec``
+        for the linear and differential maps and their repetitions (the same bits)."""
+        kr = _map_kind(self)
+        if kr is None:
+            return channel.to_S(self.encode(w, side))
+        w = _float_flat(w)
+        out = np.empty(self.n_cells(w.size))
+        _codec.encode_map(kr[0], w, float(side["scale"]), kr[1], channel.device.g_min_S, channel.span_S, out,
+                          n_threads)
+        return out
+
+    def decode_S(self, g_S: np.ndarray, side: Side, n_weights: int, channel: Channel, gain: float = 1.0,
+                 dtype: Any = np.float64, n_threads: int = 1) -> np.ndarray:
+        """Weights (shape ``(n_weights,)``, ``dtype``) from reads ``g_S`` (S, float32 or float64)
+        multiplied by ``gain`` (the drift compensation factor): :meth:`decode` of the reads in
+        relative units, in one pass of ``analogmem.storage._codec`` for the linear and
+        differential maps and their repetitions."""
+        kr = _map_kind(self)
+        dt = np.dtype(dtype)
+        if kr is None or dt not in (np.float32, np.float64):
+            g = np.asarray(g_S)
+            y = channel.to_relative(g * gain if gain != 1.0 else g)
+            return self.decode(y, side, n_weights, channel).astype(dt, copy=False)
+        out = np.empty(int(n_weights), dtype=dt)
+        _codec.decode_map(kr[0], _float_flat(g_S), float(gain), float(side["scale"]), kr[1], channel.device.g_min_S,
+                          channel.span_S, out, n_threads)
+        return out
 
     def noise_variance(self, w: np.ndarray, side: Side, channel: Channel) -> np.ndarray:
         """Variance of the naive decode of each weight (shape ``(n,)``) through ``channel``:
@@ -457,7 +553,7 @@ class MMSE(CellMap):
         self.name = f"{inner.name}+mmse"
 
     def fit(self, w, channel=None):
-        w = np.asarray(w, dtype=np.float64).reshape(-1)
+        w = _float_flat(w)
         side = dict(self.inner.fit(w, channel))
         wmax = float(np.abs(w).max()) if w.size else 1.0
         wmax = wmax if wmax > 0 else 1.0
@@ -498,6 +594,27 @@ class MMSE(CellMap):
         step = max(1, 4_000_000 // (self.grid * max(c, 4)))
         for a in range(0, y.shape[0], step):
             out[a:a + step] = _posterior_mean(log_prior[None, :] + like.matrix(y[a:a + step]), w_k)
+        return out
+
+    def encode_S(self, w, side, channel, n_threads=1):
+        return self.inner.encode_S(w, side, channel, n_threads)
+
+    def decode_S(self, g_S, side, n_weights, channel, gain=1.0, dtype=np.float64, n_threads=1):
+        """The posterior mean of each weight from reads ``g_S`` (S), in one pass of
+        ``analogmem.storage._codec.mmse_posterior`` (``gain`` is ignored: the channel model
+        holds the mean drift); as :meth:`decode` to rounding."""
+        dt = np.dtype(dtype)
+        w_k = self.candidates(side)
+        x_k = np.clip(self.inner._encode(w_k, float(side["scale"])), 0.0, 1.0)  # (K, c)
+        like = _GaussianLikelihood(x_k, channel)
+        if like.direct or dt not in (np.float32, np.float64):
+            y = channel.to_relative(np.asarray(g_S))
+            return self.decode(y, side, n_weights, channel).astype(dt, copy=False)
+        out = np.empty(int(n_weights), dtype=dt)
+        _codec.mmse_posterior(_float_flat(g_S), channel.device.g_min_S, channel.span_S,
+                              np.ascontiguousarray(like.group, dtype=np.int64), np.ascontiguousarray(like.coefficients),
+                              like.lo if math.isfinite(like.lo) else -math.inf, np.ascontiguousarray(self.log_prior(side)),
+                              np.ascontiguousarray(w_k), out, n_threads)
         return out
 
     def distortion_table(self, side: Side, channel: Channel, max_repetitions: int, n_samples: int = 64,

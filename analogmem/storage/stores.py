@@ -117,11 +117,32 @@ class Entry:
 
 def _as_array(name: str, tensor: Any) -> np.ndarray:
     if hasattr(tensor, "detach"):  # a torch tensor
-        tensor = tensor.detach().cpu().numpy()
+        t = tensor.detach()
+        if getattr(t, "is_meta", False):
+            raise StorageError(f"tensor {name!r} is on torch's meta device (no values); materialise it first")
+        if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16: its values are exact in float32
+            t = t.float()
+        try:
+            tensor = t.cpu().numpy()
+        except TypeError as exc:
+            raise StorageError(f"tensor {name!r} of dtype {t.dtype} cannot be stored: {exc}") from None
     a = np.asarray(tensor)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
         raise StorageError(f"tensor {name!r} has dtype {a.dtype}; only numbers can be stored")
     return a
+
+
+def _stored_dtype(tensor: Any, a: np.ndarray) -> str:
+    """The dtype name a tensor is given back in (``"bfloat16"`` for torch bfloat16 tensors)."""
+    return "bfloat16" if str(getattr(tensor, "dtype", "")) == "torch.bfloat16" else a.dtype.name
+
+
+def _analog_floats(name: str, a: np.ndarray) -> None:
+    """Analog cells hold real numbers: refuse integer and boolean tensors (their decode would
+    round and wrap: int8 127 read back as -128, bools all True)."""
+    if not np.issubdtype(a.dtype, np.floating):
+        raise StorageError(f"tensor {name!r} has dtype {a.dtype}: analog cells store floating-point weights; keep "
+                           "integer and boolean tensors digital (put_digital; store_model does so)")
 
 
 def _check_name(store_names: dict[str, Entry], name: str) -> None:
@@ -275,10 +296,15 @@ class BenchStore:
 
     # hooks of put (a store over tensors of another library overrides them)
     def _flat_weights(self, name: str, tensor: Any) -> tuple[np.ndarray, tuple[int, ...], str]:
-        """The tensor's weights, flat float64, checked finite; its shape and dtype name."""
+        """The tensor's weights, flat float32 or float64 (float16 and bfloat16 as float32:
+        no float64 copy), checked finite; its shape and dtype name."""
         a = _as_array(name, tensor)
+        _analog_floats(name, a)
         check_finite(name, a)
-        return a.astype(np.float64).reshape(-1), tuple(a.shape), a.dtype.name
+        w = a.reshape(-1)
+        if w.dtype not in (np.float32, np.float64):
+            w = w.astype(np.float32)
+        return np.ascontiguousarray(w), tuple(a.shape), _stored_dtype(tensor, a)
 
     def _fit(self, encoder: Encoder, w: np.ndarray, channel: Channel) -> dict[str, Any]:
         return encoder.fit(w, channel)
@@ -286,12 +312,24 @@ class BenchStore:
     def _targets_S(self, enc: Encoder, w: np.ndarray, idx: np.ndarray | None, side: dict[str, Any],
                    channel: Channel) -> tuple[np.ndarray, int, float]:
         """Cell targets (S) of the weights ``w[idx]`` (all when None), their number and mean."""
-        g = channel.to_S(enc.encode(w if idx is None else w[idx], side))
+        ww = w if idx is None else w[idx]
+        g = enc.encode_S(ww, side, channel, self._threads) if isinstance(enc, CellMap) else \
+            channel.to_S(enc.encode(ww, side))
         return g, int(g.size), float(g.mean()) if g.size else 0.0
+
+    @property
+    def _threads(self) -> int:
+        return int(getattr(self.bench, "n_threads", 1) or 1)
+
+    def _cell_span(self, start: int, stop: int) -> Any:
+        """The addresses of cells ``[start, stop)`` for the bench: a ``range`` for an
+        :class:`~analogmem.emulator.bench.EmulatedBench` (streamed, no address array), else an array."""
+        return range(start, stop) if isinstance(self.bench, EmulatedBench) else np.arange(start, stop)
 
     def _program_cells(self, targets: list[np.ndarray], start: int, stop: int) -> None:
         """Program the concatenated ``targets`` onto cells ``[start, stop)``."""
-        self.bench.program(np.concatenate(targets), addresses=np.arange(start, stop))
+        self.bench.program(targets[0] if len(targets) == 1 else np.concatenate(targets),
+                           addresses=self._cell_span(start, stop))
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, in digital memory (counted in bits by :meth:`usage`)."""
@@ -319,7 +357,7 @@ class BenchStore:
             return self._digital[name].copy()
         lo = min((g[1] for g in e.groups), default=0)
         hi = max((g[1] + g[2] for g in e.groups), default=0)
-        reads = self.bench.read(t_s, addresses=np.arange(lo, hi)) if hi > lo else np.empty(0)
+        reads = self.bench.read(t_s, addresses=self._cell_span(lo, hi)) if hi > lo else np.empty(0)
         return self._decode(e, reads, lo, t_s)
 
     def get_all(self, t_s: float | None = None, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -328,7 +366,7 @@ class BenchStore:
         if not self._next:
             reads = np.empty(0)
         else:  # every cell in use: no address list to validate and gather
-            addr = None if self._next == self.bench.n_cells else np.arange(0, self._next)
+            addr = None if self._next == self.bench.n_cells else self._cell_span(0, self._next)
             reads = self.bench.read(t_s, addresses=addr)
         out = {}
         for n in names:
@@ -356,13 +394,19 @@ class BenchStore:
     def _zeros_like(self, reads: np.ndarray, n: int) -> np.ndarray:
         return np.zeros(n)
 
-    def _as_stored(self, w: np.ndarray, e: Entry) -> np.ndarray:
-        """Decoded weights in the tensor's shape and dtype."""
-        return w.reshape(e.shape).astype(e.dtype)
+    def _as_stored(self, w: np.ndarray, e: Entry) -> Any:
+        """Decoded weights in the tensor's shape and dtype (float16 clipped to its finite
+        range, so a weight near 65504 does not read back as inf; bfloat16 as a torch tensor)."""
+        return as_stored_dtype(w.reshape(e.shape), e.dtype)
 
     def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: Channel):
+        gain = 1.0
         if self.compensate_drift and not enc.uses_channel and g.size:
-            g = g * global_drift_scale(g, gmean)
+            gain = global_drift_scale(g, gmean)
+        dtype = np.float32 if e.dtype in ("float32", "float16", "bfloat16") and e.counts is None else np.float64
+        if isinstance(enc, CellMap):
+            return enc.decode_S(g, e.side, n, channel, gain, dtype, self._threads)
+        g = g * gain if gain != 1.0 else g
         return enc.decode(channel.to_relative(g), e.side, n, channel)
 
     def usage(self) -> dict[str, Any]:
@@ -391,14 +435,36 @@ class BenchStore:
 
 class EmulatedStore(BenchStore):
     """A :class:`BenchStore` over a new :class:`~analogmem.emulator.bench.EmulatedBench` of
-    ``n_cells`` cells of ``device``, seeded by ``seed`` (whose state snapshots record)."""
+    ``n_cells`` cells of ``device``, seeded by ``seed`` (whose state snapshots record).
+
+    ``dtype`` (``"float64"`` or ``"float32"``: the cells' state and reads), ``state_dir``
+    (cells on disk, for models larger than memory) and ``direct_io`` are the bench's
+    (:class:`~analogmem.emulator.bench.EmulatedBench`). For tensors that stay on a torch
+    device use :class:`~analogmem.storage.torch_store.TorchStore` (the torch backend)."""
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
-                 n_threads: int | None = None, compensate_drift: bool | None = None):
+                 n_threads: int | None = None, compensate_drift: bool | None = None, dtype: Any = "float64",
+                 state_dir: Any = None, direct_io: bool | None = None):
         self.seed_sequence = as_seed_sequence(seed)
         self.initial_seed_state = seed_state(self.seed_sequence)
-        bench = EmulatedBench(device, n_cells, seed=self.seed_sequence, n_threads=n_threads)
+        bench = EmulatedBench(device, n_cells, seed=self.seed_sequence, n_threads=n_threads, dtype=dtype,
+                              state_dir=state_dir, direct_io=direct_io)
         super().__init__(bench, bench.device, compensate_drift=compensate_drift)
+
+
+def as_stored_dtype(w: np.ndarray, dtype: str) -> Any:
+    """Decoded weights ``w`` as ``dtype`` (a numpy name or ``"bfloat16"``): float16 and
+    bfloat16 clipped to their largest finite value first; bfloat16 comes back as a torch tensor."""
+    if dtype == "bfloat16":
+        import torch
+
+        big = float(torch.finfo(torch.bfloat16).max)
+        return torch.from_numpy(np.clip(w, -big, big).astype(np.float32, copy=False)).to(torch.bfloat16)
+    dt = np.dtype(dtype)
+    if dt == np.float16:
+        big = float(np.finfo(np.float16).max)
+        w = np.clip(w, -big, big)
+    return w.astype(dt, copy=False)
 
 
 # --------------------------------------------------------------------------- models

@@ -31,8 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._seeding import SeedLike, as_seed_sequence
-from ..errors import SettingError
+from ._seeding import SeedLike, as_seed_sequence
+from .errors import SettingError
 
 __all__ = ["chip_seeds", "mean_ci", "ray_available", "run_chips", "ChipRun", "RAY_TMP_PREFIX"]
 
