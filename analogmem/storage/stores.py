@@ -489,9 +489,9 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
                 t_fit_s: float = 86400.0, max_repetitions: int = 8, progress: bool = False) -> ModelHandle:
     """Put a ``torch.nn.Module`` on ``store``.
 
-    Every parameter (conv / linear / batch-norm weights and biases) goes on the store with
-    ``encoder``; every buffer (batch-norm ``running_mean``/``running_var``/
-    ``num_batches_tracked``) is kept digital. With ``budget`` (total analog cells) and
+    Every floating-point parameter (conv / linear / batch-norm weights and biases) goes on
+    the store with ``encoder``; every buffer (batch-norm ``running_mean``/``running_var``/
+    ``num_batches_tracked``) and every integer or boolean tensor is kept digital. With ``budget`` (total analog cells) and
     ``sensitivity`` (per-parameter arrays h_i, e.g. from
     :func:`analogmem.storage.allocate.fisher_diagonal`), per-weight repetition counts come from
     :func:`analogmem.storage.allocate.allocate_cells` (pruning where a weight gets 0); or pass
@@ -511,8 +511,9 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     for n, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):  # checked where the tensor lives
             check_finite(n, v.detach().cpu().numpy())
-    analog = [n for n in state if n in params]
-    digital = [n for n in state if n not in params]
+    # floating-point parameters go on analog cells; buffers, integer and boolean tensors stay digital
+    analog = [n for n in state if n in params and state[n].is_floating_point()]
+    digital = [n for n in state if n not in analog]
     taken = [n for n in state if n in set(store.names())]
     if taken:
         raise StorageError(f"tensor(s) {taken} are already on this store (names are write-once); nothing was "
