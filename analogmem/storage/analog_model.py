@@ -50,12 +50,12 @@ import numpy as np
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence
 from ..chips import chip_seeds, mean_ci, run_chips
-from ..emulator.bench import ChunkedTargets, EmulatedBench
+from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_seconds
 from ..errors import AnalogMemError, SettingError, StorageError
 from .encoders import CellMap, Channel, Encoder, check_finite, global_drift_scale, make_encoder
-from .stores import _as_array, as_stored_dtype
+from .stores import _as_array, as_stored_dtype, chunked_targets, mean_target_S
 
 __all__ = ["program_model", "AnalogModel", "TensorPlan", "Evaluation", "CHUNK_WEIGHTS", "default_encoder_name"]
 
@@ -393,10 +393,7 @@ def program_model(module: Any, device: DeviceModel | str, cells_per_weight: int 
         plan = TensorPlan(n, tuple(a.shape), "bfloat16" if str(state[n].dtype) == "torch.bfloat16" else a.dtype.name,
                           int(w.size), start, int(enc.n_cells(w.size)), side)
         if dev.drift.enabled and not enc.uses_channel:
-            total = 0.0
-            for lo in range(0, w.size, CHUNK_WEIGHTS):
-                total += float(np.sum(enc.encode_S(w[lo:lo + CHUNK_WEIGHTS], side, channel)))
-            plan.g_target_mean_S = total / max(plan.n_cells, 1)
+            plan.g_target_mean_S = mean_target_S(enc, w, side, channel, chunk_weights=CHUNK_WEIGHTS)
         plans.append(plan)
         flat[n] = w
         start += plan.n_cells
@@ -404,25 +401,7 @@ def program_model(module: Any, device: DeviceModel | str, cells_per_weight: int 
     root = as_seed_sequence(seed)
     bench = EmulatedBench(dev, start, seed=root, n_threads=n_threads, backend=bench_backend, dtype=dtype,
                           state_dir=state_dir, direct_io=direct_io)
-    starts = np.array([p.start for p in plans], dtype=np.int64)
-    threads = bench.n_threads
-
-    def targets(lo: int, hi: int) -> np.ndarray:
-        """Targets (S) of cells lo..hi-1, across tensor boundaries."""
-        out = np.empty(hi - lo)
-        i = int(np.searchsorted(starts, lo, side="right")) - 1
-        pos = lo
-        while pos < hi:
-            p = plans[i]
-            a, b = pos - p.start, min(hi, p.start + p.n_cells) - p.start  # cells of this tensor
-            wa, wb = a // cpw, -(-b // cpw)
-            g = enc.encode_S(flat[p.name][wa:wb], p.side, channel, threads)
-            out[pos - lo:pos - lo + (b - a)] = g[a - wa * cpw:b - wa * cpw]
-            pos = p.start + b
-            i += 1
-        return out
-
-    chunked = ChunkedTargets(start, targets)
+    chunked = chunked_targets([(p.n_cells, enc, flat[p.name], p.side) for p in plans], channel, bench.n_threads)
     bench.program(chunked)
     settings = {"cells_per_weight": cpw, "encoder": enc, "seed": np.random.SeedSequence(root.entropy,
                 spawn_key=root.spawn_key), "dtype": dtype, "state_dir": state_dir, "backend": backend,

@@ -39,7 +39,7 @@ import numpy as np
 
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence, seed_state
-from ..emulator.bench import Bench, EmulatedBench
+from ..emulator.bench import Bench, ChunkedTargets, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import StorageError
 from .allocate import allocate_cells
@@ -172,6 +172,47 @@ def _cells_needed(name: str, size: int, encoder: Encoder, counts: Any) -> int:
                    for r in np.unique(c) if r > 0))
 
 
+def chunked_targets(pieces: list[tuple[int, Any, Any, dict[str, Any]]], channel: Channel,
+                    n_threads: int = 1) -> ChunkedTargets:
+    """Targets (S) of consecutive tensors as :class:`~analogmem.emulator.bench.ChunkedTargets`:
+    ``pieces`` are ``(n_cells, encoder, flat weights, side)`` laid out one after another from
+    op-local cell 0; each chunk of cells is encoded from just the weights it covers into one
+    reused buffer (so programming holds one chunk of targets, never the whole tensor's)."""
+    starts = np.cumsum([0] + [int(p[0]) for p in pieces])
+    total = int(starts[-1])
+    buf: list[np.ndarray] = [np.empty(0)]
+
+    def fn(lo: int, hi: int) -> np.ndarray:
+        if buf[0].size < hi - lo:
+            buf[0] = np.empty(hi - lo)
+        out = buf[0][:hi - lo]
+        i = int(np.searchsorted(starts, lo, side="right")) - 1
+        pos = lo
+        while pos < hi:
+            n_c, enc, w, side = pieces[i]
+            cpw = enc.cells_per_weight
+            a, b = pos - int(starts[i]), min(hi - int(starts[i]), n_c)  # cells of this tensor
+            wa, wb = a // cpw, -(-b // cpw)
+            g = enc.encode_S(w[wa:wb], side, channel, n_threads)
+            out[pos - lo:pos - lo + (b - a)] = g[a - wa * cpw:b - wa * cpw]
+            pos = int(starts[i]) + b
+            i += 1
+        return out
+
+    return ChunkedTargets(total, fn)
+
+
+def mean_target_S(enc: CellMap, w: Any, side: dict[str, Any], channel: Channel, n_threads: int = 1,
+                  chunk_weights: int = 1 << 21) -> float:
+    """The mean cell target (S) of tensor ``w`` under ``enc`` (for drift compensation), a chunk at a time."""
+    total, n = 0.0, 0
+    for lo in range(0, len(w), chunk_weights):
+        g = enc.encode_S(w[lo:lo + chunk_weights], side, channel, n_threads)
+        total += float(np.sum(g))
+        n += g.size
+    return total / n if n else 0.0
+
+
 # --------------------------------------------------------------------------- digital store
 class DigitalStore:
     """Exact storage (the error-free baseline): ``get`` returns what was put, whatever
@@ -277,6 +318,21 @@ class BenchStore:
             side = self._fit(encoder, nz if len(nz) else w, channel)  # as analogmem.storage.allocate models it
             plan = [(int(r), np.flatnonzero(counts == r), encoder.with_repetition(int(r)))
                     for r in np.unique(counts) if r > 0]
+        if counts is None and isinstance(encoder, CellMap) and isinstance(self.bench, EmulatedBench):
+            # streamed: a chunk of targets at a time, no full-size copy
+            n_new = int(encoder.n_cells(n_w))
+            if self._next + n_new > self.bench.n_cells:
+                raise StorageError(f"tensor {name!r} needs {n_new} cells but only {self.bench.n_cells - self._next} "
+                                   f"of {self.bench.n_cells} are free; nothing was programmed")
+            gmean = mean_target_S(encoder, w, side, channel, self._threads) \
+                if self.compensate_drift and not encoder.uses_channel else 0.0
+            if n_new:
+                self.bench.program(chunked_targets([(n_new, encoder, w, side)], channel, self._threads),
+                                   addresses=range(self._next, self._next + n_new))
+            self._entries[name] = Entry(name, shape, dtype, "analog", encoder.spec(), side,
+                                        [(1, self._next, n_new, gmean)], None)
+            self._next += n_new
+            return
         targets, groups, start = [], [], self._next
         for r, idx, enc in plan:
             g, n_g, g_mean = self._targets_S(enc, w, idx, side, channel)
