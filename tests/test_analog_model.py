@@ -304,3 +304,15 @@ def test_storage_path_memory_bound_at_1e7_weights():
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["extra_B_per_weight"] <= 32, res
     assert res["rms"] < 0.5
+
+
+def test_readme_storing_a_model_block_runs_as_written():
+    """README's "Storing a model" block, executed as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("<!-- readme-test: storing-a-model -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    env: dict = {}
+    exec(compile(block, "README.md (Storing a model)", "exec"), env)
+    assert env["curve"].values.shape == (3, 3)
+    assert env["am"].usage()["cells_per_weight"] == 2.0

@@ -339,15 +339,22 @@ class CellMap(Encoder):
         y = np.asarray(y, dtype=np.float64).reshape(int(n_weights), self.cells_per_weight)
         return self._decode(y, float(side["scale"]))
 
-    def encode_S(self, w: np.ndarray, side: Side, channel: Channel, n_threads: int = 1) -> np.ndarray:
+    def encode_S(self, w: np.ndarray, side: Side, channel: Channel, n_threads: int = 1,
+                 out: np.ndarray | None = None) -> np.ndarray:
         """Cell targets in S (float64, shape ``(n_cells(len(w)),)``) of flat float weights ``w``:
         :meth:`encode` then :meth:`Channel.to_S`, in one pass of ``analogmem.storage._codec``
-        for the linear and differential maps and their repetitions (the same bits)."""
+        for the linear and differential maps and their repetitions (the same bits); into
+        ``out`` (float64, contiguous) when given."""
         kr = _map_kind(self)
         if kr is None:
-            return channel.to_S(self.encode(w, side))
+            g = channel.to_S(self.encode(w, side))
+            if out is None:
+                return g
+            out[...] = g
+            return out
         w = _float_flat(w)
-        out = np.empty(self.n_cells(w.size))
+        if out is None:
+            out = np.empty(self.n_cells(w.size))
         _codec.encode_map(kr[0], w, float(side["scale"]), kr[1], channel.device.g_min_S, channel.span_S, out,
                           n_threads)
         return out
@@ -596,8 +603,8 @@ class MMSE(CellMap):
             out[a:a + step] = _posterior_mean(log_prior[None, :] + like.matrix(y[a:a + step]), w_k)
         return out
 
-    def encode_S(self, w, side, channel, n_threads=1):
-        return self.inner.encode_S(w, side, channel, n_threads)
+    def encode_S(self, w, side, channel, n_threads=1, out=None):
+        return self.inner.encode_S(w, side, channel, n_threads, out)
 
     def decode_S(self, g_S, side, n_weights, channel, gain=1.0, dtype=np.float64, n_threads=1):
         """The posterior mean of each weight from reads ``g_S`` (S), in one pass of

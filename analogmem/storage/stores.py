@@ -193,8 +193,11 @@ def chunked_targets(pieces: list[tuple[int, Any, Any, dict[str, Any]]], channel:
             cpw = enc.cells_per_weight
             a, b = pos - int(starts[i]), min(hi - int(starts[i]), n_c)  # cells of this tensor
             wa, wb = a // cpw, -(-b // cpw)
-            g = enc.encode_S(w[wa:wb], side, channel, n_threads)
-            out[pos - lo:pos - lo + (b - a)] = g[a - wa * cpw:b - wa * cpw]
+            dest = out[pos - lo:pos - lo + (b - a)]
+            if a % cpw == 0 and b % cpw == 0:  # whole weights: encoded in place
+                enc.encode_S(w[wa:wb], side, channel, n_threads, out=dest)
+            else:
+                dest[...] = enc.encode_S(w[wa:wb], side, channel, n_threads)[a - wa * cpw:b - wa * cpw]
             pos = int(starts[i]) + b
             i += 1
         return out
