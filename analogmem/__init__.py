@@ -23,7 +23,9 @@ from ._version import __version__
 from .emulator.bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
 from .emulator.cells import DeviceModel, bundled_devices, load_device
 from .storage.stores import DigitalStore, EmulatedStore, Store, load_model, store_model
-from .storage.analog_model import AnalogModel, program_model
+from .storage.analog_model import AnalogModel
+from .storage.program import program_model
+from .storage.sharded_model import ShardedAnalogModel
 from .storage.encoders import make_encoder
 from .errors import (
     AddressError,
@@ -59,6 +61,7 @@ __all__ = [
     "ProgramReport",
     "program_model",
     "AnalogModel",
+    "ShardedAnalogModel",
     "make_encoder",
     "Store",
     "EmulatedStore",

@@ -256,6 +256,23 @@ def _out_of_core(*docs: dict) -> str:
             + "\n\n" + source(*docs))
 
 
+@renderer("model-out-of-core")
+def _model_out_of_core(doc: dict) -> str:
+    """``benchmarks/bench_model_out_of_core.py``: a synthetic model programmed with
+    ``program_model(..., state_dir=...)`` and read back tensor by tensor."""
+    gib = 2**30
+    rows = [[f"{doc['weights']:,}", f"{doc['cells']:,} ({doc['cell_dtype']})", doc["device"],
+             f"{doc['chip_bytes_on_disk'] / 1e9:.1f}", f"{doc['program_s']:.0f}",
+             f"{doc['program_cells_per_s'] / 1e6:.1f}", f"{doc['read_s']:.0f}",
+             f"{doc['read_weights_per_s'] / 1e6:.1f}", f"{doc['peak_rss_bytes'] / gib:.2f}",
+             f"{doc['model_bytes'] / gib:.2f}", f"{doc['relative_rms_error']:.3f}",
+             "yes" if doc["prefix_bit_identical_to_in_memory"] else "NO"]]
+    return (table(["weights", "cells", "card", "on disk (GB)", "program (s)", "M cells/s", "read 1 day (s)",
+                   "M weights/s", "peak RSS (GiB)", "of which the model's own weights (GiB)", "relative RMS error",
+                   f"first {doc['prefix_layers_checked']} layers = in memory alone"], rows)
+            + "\n\n" + source(doc))
+
+
 @renderer("store-ray")
 def _store_ray(serial: dict, ray: dict) -> str:
     """Ray against serial for the same `analogmem store --chips N` run: wall times and whether

@@ -1,4 +1,4 @@
-"""A torch model on emulated analog cells in one call: :func:`program_model` → :class:`AnalogModel`.
+"""A torch model on emulated analog cells in one call: :func:`~analogmem.storage.program.program_model` → :class:`AnalogModel`.
 
 ::
 
@@ -8,7 +8,7 @@
     model_1s = am.module_at(1.0)              # any time, in any order
     curve = am.evaluate(accuracy, [1.0, 86400.0, 3.15e7], chips=8)
 
-:func:`program_model` sizes an :class:`~analogmem.emulator.bench.EmulatedBench` to the model
+:func:`~analogmem.storage.program.program_model` sizes an :class:`~analogmem.emulator.bench.EmulatedBench` to the model
 (the encoder's cells for every floating-point parameter), fits each tensor's side information
 (range, MMSE prior), and programs every cell in **one** streamed program call: targets are made
 chunk by chunk (:class:`~analogmem.emulator.bench.ChunkedTargets`), so no full-size copy of the
@@ -50,14 +50,14 @@ import numpy as np
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence
 from ..chips import chip_seeds, mean_ci, run_chips
-from ..emulator.bench import EmulatedBench
+from ..emulator.bench import ChunkedTargets, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_seconds
 from ..errors import AnalogMemError, SettingError, StorageError
 from .encoders import CellMap, Channel, Encoder, check_finite, global_drift_scale, make_encoder
 from .stores import _as_array, as_stored_dtype, chunked_targets, mean_target_S
 
-__all__ = ["program_model", "AnalogModel", "TensorPlan", "Evaluation", "CHUNK_WEIGHTS", "default_encoder_name"]
+__all__ = ["program_one_chip", "AnalogModel", "TensorPlan", "Evaluation", "CHUNK_WEIGHTS", "default_encoder_name"]
 
 #: Weights encoded or decoded at a time (bounds the memory beyond the cells' state).
 CHUNK_WEIGHTS = 1 << 21
@@ -105,6 +105,18 @@ class Evaluation:
     ci95_high: np.ndarray
     runner: str = "serial"
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def over_chips(cls, times_s: np.ndarray, values: np.ndarray, runner: str,
+                   notes: Sequence[str] = ()) -> "Evaluation":
+        """The statistics of ``values`` (shape (chips, T)) per read time."""
+        stats = [mean_ci(values[:, j]) for j in range(times_s.size)]
+
+        def col(key: str) -> np.ndarray:
+            return np.array([float("nan") if s[key] is None else s[key] for s in stats], dtype=np.float64)
+
+        return cls(times_s, values, col("mean"), col("std"), col("ci95_low"), col("ci95_high"), runner=runner,
+                   notes=list(notes))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, with units in the keys."""
@@ -165,7 +177,7 @@ def _check_card(dev: DeviceModel) -> None:
 
 
 class AnalogModel:
-    """A torch model programmed onto an emulated chip (made by :func:`program_model`).
+    """A torch model programmed onto an emulated chip (made by :func:`~analogmem.storage.program.program_model`).
 
     Attributes:
         bench: the :class:`~analogmem.emulator.bench.EmulatedBench` holding the cells.
@@ -185,6 +197,8 @@ class AnalogModel:
         self.settings = settings
         self.t_fit_s = t_fit_s
         self.compensate_drift = self.device.drift.enabled and not encoder.uses_channel
+        #: every tensor's name, in the module's state-dict order (a shard: its analog tensors)
+        self.names = list(module.state_dict().keys()) if module is not None else [p.name for p in plans] + list(digital)
 
     # ---------------------------------------------------------------- facts
     @property
@@ -227,8 +241,7 @@ class AnalogModel:
         ones exact), in the module's state-dict order."""
         t = self._check_time(t_s)
         by_name = {p.name: p for p in self.plans}
-        names = list(self.template.state_dict().keys())
-        for n in progress_bar(names, enabled=progress, desc=f"read t={t:g} s", unit="tensor"):
+        for n in progress_bar(self.names, enabled=progress, desc=f"read t={t:g} s", unit="tensor"):
             yield n, (self._decode(by_name[n], t, read) if n in by_name else self.digital[n].clone())
 
     def module_at(self, t_s: float, read: int = 0, *, out: Any = None) -> Any:
@@ -283,7 +296,7 @@ class AnalogModel:
         independent chip whose seed is child ``i`` of this model's seed, as :meth:`evaluate` uses."""
         seed = chip_seeds(self.settings["seed"], int(i) + 1)[int(i)]
         s = {**self.settings, "seed": seed, "state_dir": None}
-        return program_model(self.template, self.device, **{k: v for k, v in s.items() if k != "seed"}, seed=seed)
+        return program_one_chip(self.template, self.device, **{k: v for k, v in s.items() if k != "seed"}, seed=seed)
 
     def evaluate(self, fn: Callable[[Any], float], times_s: Sequence[float], chips: int = 1, *, ray: bool = False,
                  ray_address: str | None = None, num_cpus: int | None = None, progress: bool = False) -> Evaluation:
@@ -305,13 +318,7 @@ class AnalogModel:
         run = run_chips(_evaluate_chip, shared, [(s, i) for i, s in enumerate(seeds)], use_ray=ray,
                         ray_address=ray_address, num_cpus=num_cpus, progress=progress, desc="chips")
         values = np.asarray(run.results, dtype=np.float64).reshape(int(chips), times.size)
-        stats = [mean_ci(values[:, j]) for j in range(times.size)]
-        nan = float("nan")
-        return Evaluation(times, values, np.array([s["mean"] for s in stats]),
-                          np.array([nan if s["std"] is None else s["std"] for s in stats]),
-                          np.array([nan if s["ci95_low"] is None else s["ci95_low"] for s in stats]),
-                          np.array([nan if s["ci95_high"] is None else s["ci95_high"] for s in stats]),
-                          runner=run.runner, notes=run.notes)
+        return Evaluation.over_chips(times, values, run.runner, run.notes)
 
     def __repr__(self) -> str:
         return (f"AnalogModel({type(self.template).__name__}, {self.n_weights} weights on {self.n_cells} cells of "
@@ -324,45 +331,41 @@ def _evaluate_chip(shared: dict[str, Any], seed: np.random.SeedSequence, index: 
     from ..emulator.cells import parse_card
 
     dev = parse_card(shared["device"], label=shared["device_name"])
-    am = program_model(shared["module"], dev, seed=seed, **shared["settings"])
+    am = program_one_chip(shared["module"], dev, seed=seed, **shared["settings"])
     out = []
     for t in shared["times_s"]:
         out.append(float(shared["fn"](am.module_at(float(t)))))
     return out
 
 
-def program_model(module: Any, device: DeviceModel | str, cells_per_weight: int = 2, encoder: Any = "auto",
-                  seed: SeedLike = None, *, dtype: Any = "float64", state_dir: Any = None, backend: str = "kernels",
-                  torch_device: Any = None, n_threads: int | None = None, direct_io: bool | None = None,
-                  t_fit_s: float = 86400.0, progress: bool = False) -> AnalogModel:
-    """Program every floating-point parameter of ``module`` onto a new emulated chip of
-    ``device`` sized for it; buffers and other tensors are kept digital (exact).
+def program_one_chip(module: Any, device: DeviceModel | str, cells_per_weight: int = 2, encoder: Any = "auto",
+                     seed: SeedLike = None, *, dtype: Any = "float64", state_dir: Any = None, backend: str = "kernels",
+                     torch_device: Any = None, n_threads: int | None = None, direct_io: bool | None = None,
+                     t_fit_s: float = 86400.0, progress: bool = False) -> "AnalogModel":
+    """:func:`analogmem.program_model` without ``shards``: the whole model on one chip in this
+    process (arguments, errors: see there)."""
+    bench_backend, dev, enc, t_fit, (state, analog, digital_names) = _prepare(
+        module, device, cells_per_weight, encoder, backend, torch_device, t_fit_s)
+    return _program_state(module, state, analog, digital_names, dev, enc, seed, dtype=dtype, state_dir=state_dir,
+                          backend=backend, bench_backend=bench_backend, n_threads=n_threads, direct_io=direct_io,
+                          t_fit=t_fit, progress=progress)
 
-    Args:
-        module: a ``torch.nn.Module`` (left unchanged; kept as the template of read-back modules).
-        device: a card name, path or :class:`~analogmem.emulator.cells.DeviceModel`
-            (conductance-input cards).
-        cells_per_weight: cells per weight (the encoder's; repetitions fill the budget).
-        encoder: ``"auto"`` (:func:`default_encoder_name`), a
-            :func:`~analogmem.storage.encoders.make_encoder` name, or a cell-map encoder.
-        seed: the chip's randomness (None, int, SeedSequence, Generator).
-        dtype: ``"float64"`` or ``"float32"``: the cells' state and reads (float32 halves
-            memory and traffic).
-        state_dir: keep the cells in files under this new directory (models beyond memory).
-        backend: ``"kernels"`` (the compiled kernels; ``"cython"`` is the same) or ``"numpy"``
-            (the reference, slow). The torch backend's counterfactual reads are not built yet:
-            use :class:`~analogmem.storage.torch_store.TorchStore` with
-            :func:`~analogmem.storage.stores.store_model` for weights that stay on a GPU.
-        torch_device: reserved for the torch backend (must be None with the others).
-        n_threads: kernel threads (default: the cores this process may use).
-        direct_io: as :class:`~analogmem.emulator.bench.EmulatedBench` (with ``state_dir``).
-        t_fit_s: the read time (s) whose channel the adaptive range is fitted to.
-        progress: progress bars.
 
-    Raises :class:`~analogmem.errors.StorageError` (no parameters, NaN/inf weights, meta
-    tensors) or :class:`~analogmem.errors.SettingError` (bad settings, a card or budget the
-    encoder cannot use), naming the value; nothing is programmed then.
-    """
+def _prepare(module: Any, device: DeviceModel | str, cells_per_weight: int, encoder: Any, backend: str,
+             torch_device: Any, t_fit_s: float) -> tuple[str, DeviceModel, CellMap, float,
+                                                          tuple[dict[str, Any], list[str], list[str]]]:
+    """program_model's checks of everything but the weights' values, before any cell is made:
+    (bench backend, card, encoder, t_fit (s), (state dict, analog names, digital names))."""
+    bench_backend = _bench_backend(backend, torch_device)
+    dev = load_device(device)
+    _check_card(dev)
+    enc = _resolve_encoder(encoder, cells_per_weight)
+    t_fit = check_seconds("t_fit_s", t_fit_s)
+    return bench_backend, dev, enc, t_fit, _module_parameters(module)
+
+
+def _bench_backend(backend: str, torch_device: Any) -> str:
+    """The :class:`EmulatedBench` backend for program_model's ``backend``."""
     if backend in ("kernels", "cython"):
         bench_backend = "cython"
     elif backend == "numpy":
@@ -374,11 +377,16 @@ def program_model(module: Any, device: DeviceModel | str, cells_per_weight: int 
         raise SettingError(f"backend must be 'kernels', 'cython' or 'numpy', got {backend!r}")
     if torch_device is not None:
         raise SettingError(f"torch_device={torch_device!r} needs backend='torch'")
-    dev = load_device(device)
-    _check_card(dev)
-    enc = _resolve_encoder(encoder, cells_per_weight)
-    t_fit = check_seconds("t_fit_s", t_fit_s)
-    state, analog, digital_names = _module_parameters(module)
+    return bench_backend
+
+
+def _program_state(module: Any, state: dict[str, Any], analog: list[str], digital_names: list[str],
+                   dev: DeviceModel, enc: CellMap, seed: SeedLike, *, dtype: Any, state_dir: Any, backend: str,
+                   bench_backend: str, n_threads: int | None, direct_io: bool | None, t_fit: float,
+                   progress: bool) -> "AnalogModel":
+    """Program the tensors ``analog`` of ``state`` (name -> tensor) onto one new chip; the
+    ``digital_names`` are kept exactly. ``module`` is the template of read-back modules (None
+    for a shard of a model, which is read tensor by tensor)."""
     channel = Channel(dev, t_fit)
     cpw = enc.cells_per_weight
     # side information and the cell plan, everything checked before a cell is touched
@@ -402,7 +410,14 @@ def program_model(module: Any, device: DeviceModel | str, cells_per_weight: int 
     bench = EmulatedBench(dev, start, seed=root, n_threads=n_threads, backend=bench_backend, dtype=dtype,
                           state_dir=state_dir, direct_io=direct_io)
     chunked = chunked_targets([(p.n_cells, enc, flat[p.name], p.side) for p in plans], channel, bench.n_threads)
-    bench.program(chunked)
+    # the bench makes each chunk's targets twice: a check of every chunk before any cell changes, then the program
+    with progress_bar(total=2 * start, enabled=progress, desc="check+program", unit="cell", unit_scale=True) as bar:
+        def counted(lo: int, hi: int) -> np.ndarray:
+            out = chunked.fn(lo, hi)
+            bar.update(hi - lo)
+            return out
+
+        bench.program(ChunkedTargets(chunked.n, counted))
     settings = {"cells_per_weight": cpw, "encoder": enc, "seed": np.random.SeedSequence(root.entropy,
                 spawn_key=root.spawn_key), "dtype": dtype, "state_dir": state_dir, "backend": backend,
                 "n_threads": n_threads, "direct_io": direct_io, "t_fit_s": t_fit}
