@@ -316,3 +316,70 @@ def test_readme_storing_a_model_block_runs_as_written():
     exec(compile(block, "README.md (Storing a model)", "exec"), env)
     assert env["curve"].values.shape == (3, 3)
     assert env["am"].usage()["cells_per_weight"] == 2.0
+
+
+# --------------------------------------------------------------------------- the torch backend
+_TORCH_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("tdev", _TORCH_DEVICES)
+def test_torch_bench_read_at_is_a_pure_function_distributed_as_its_read(tdev):
+    """TorchBench.read_at: the same call, the same bits, in any order with other reads, the
+    clock unmoved; its read noise (two read indices, differenced) distributed as the forward
+    reads' (two-sample KS), and its marginal as a forward read of a second chip."""
+    dev = analogmem.load_device("pcm-nandakumar2019")
+    n = 100_000
+    g = np.random.default_rng(0).uniform(0.1 * dev.g_max_S, dev.g_max_S, n)
+    a = analogmem.EmulatedBench(dev, n, seed=1, backend="torch", torch_device=tdev)
+    a.program(g)
+    x = a.read_at(3600.0, 10, 50_000)
+    a.read(60.0)
+    a.read_at(86400.0)
+    assert torch.equal(a.read_at(3600.0, 10, 50_000), x) and x.device.type == tdev
+    assert a.time_s == 60.0  # only the forward read moved it
+    d_at = (a.read_at(86400.0, read_index=0).double() - a.read_at(86400.0, read_index=1).double()).cpu().numpy()
+    b = analogmem.EmulatedBench(dev, n, seed=1, backend="torch", torch_device=tdev)
+    b.program(g)
+    r1 = b.read(86400.0).double().cpu().numpy()
+    d_fwd = r1 - b.read().double().cpu().numpy()
+    assert stats.ks_2samp(d_at, d_fwd).pvalue > 1e-3
+    c = analogmem.EmulatedBench(dev, n, seed=2, backend="torch", torch_device=tdev)
+    c.program(g)
+    assert stats.ks_2samp(c.read_at(86400.0).double().cpu().numpy(), r1).pvalue > 1e-3
+    with pytest.raises(analogmem.AddressError):
+        a.read_at(1.0, 5, n + 1)
+
+
+@pytest.mark.parametrize("card", ["pcm-nandakumar2019", "rram-wan2022"])
+def test_program_model_on_the_torch_backend(card):
+    """backend="torch": weights on the bench's device, the same weights in any order, and the
+    read-back errors distributed as on the kernels (two-sample KS over 32,768 weights per time:
+    the backends share the model, not the random streams)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(256, 128), torch.nn.Linear(128, 10))
+    am_t = analogmem.program_model(m, card, seed=5, backend="torch", dtype="float32")
+    am_k = analogmem.program_model(m, card, seed=5, dtype="float32")
+    assert am_t.bench.backend == "torch" and am_t.usage()["analog_cells"] == am_k.usage()["analog_cells"]
+    times = [1.0, 86400.0, 3.15e7]
+    fwd = {t: am_t.module_at(t) for t in times}
+    rev = {t: am_t.module_at(t) for t in reversed(times)}
+    for t in times:
+        assert states_equal(fwd[t], rev[t]), t
+        w = m[0].weight.detach()
+        e_t = (fwd[t][0].weight.detach() - w).reshape(-1).double().numpy()
+        e_k = (am_k.module_at(t)[0].weight.detach() - w).reshape(-1).double().numpy()
+        assert e_t.std() > 0 and stats.ks_2samp(e_t, e_k).pvalue > 1e-3, t
+    assert am_t.tensor_at("0.weight", 60.0).device == torch.device("cpu")
+    assert am_t.tensor_at("0.weight", 60.0).dtype == torch.float32
+    ev = am_t.evaluate(lambda mod: float(mod[0].weight.detach().abs().mean()), [60.0], chips=2)
+    assert ev.values.shape == (2, 1) and ev.values[0, 0] != ev.values[1, 0]
+
+
+def test_torch_backend_refuses_kernel_only_settings(tmp_path):
+    m = small_model()
+    for kw in ({"state_dir": tmp_path / "c"}, {"n_threads": 1}, {"direct_io": True}):
+        with pytest.raises(analogmem.SettingError, match="backend='torch'"):
+            analogmem.program_model(m, "rram-wan2022", backend="torch", **kw)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(analogmem.SettingError, match="needs backend='torch'"):
+        analogmem.program_model(m, "rram-wan2022", torch_device="cpu")

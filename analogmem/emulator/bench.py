@@ -290,6 +290,24 @@ def _contiguous_span(addresses: Any, n_cells: int) -> tuple[int, int] | None:
     return addresses.start, addresses.stop
 
 
+def check_read_at(bench: Any, t_s: float, lo: int, hi: int | None, read_index: int) -> tuple[int, int, float,
+                                                                                          tuple[int, ...]]:
+    """The checks of a counterfactual read (``read_at``) of cells ``lo .. hi-1`` of ``bench``
+    (any backend): returns ``(lo, hi, absolute time (s), tag)``, ``tag`` the spawn-key tail
+    that names the read (``read_index`` and the bits of ``t_s``) for its random stream."""
+    t = check_seconds("t_s", t_s)
+    if isinstance(read_index, bool) or not isinstance(read_index, (int, np.integer)) or not \
+            0 <= int(read_index) < 2 ** 32:
+        raise SettingError(f"read_index must be an integer in [0, 2**32), got {read_index!r}")
+    hi = bench.n_cells if hi is None else int(hi)
+    lo = int(lo)
+    if not 0 <= lo <= hi <= bench.n_cells:
+        raise AddressError(f"cells {lo}..{hi - 1} are outside [0, {bench.n_cells - 1}]")
+    when = check_clock(bench._last_program_s + t, f"read_at(t_s={t:g})")
+    tb = int(np.float64(t).view(np.uint64))
+    return lo, hi, when, (0x52454144, int(read_index), tb >> 32, tb & 0xFFFFFFFF)
+
+
 @dataclass(frozen=True)
 class ChunkedTargets:
     """Programming targets made chunk by chunk, for chips larger than memory:
@@ -817,19 +835,8 @@ class EmulatedBench:
         called, in whatever order with other reads, and its values are distributed exactly as
         a :meth:`read` at the same ``t_s``. A real bench cannot do this (its clock only goes
         forward), which is why :meth:`read` keeps the forward-only clock."""
-        t = check_seconds("t_s", t_s)
-        if isinstance(read_index, bool) or not isinstance(read_index, (int, np.integer)) or not \
-                0 <= int(read_index) < 2 ** 32:
-            raise SettingError(f"read_index must be an integer in [0, 2**32), got {read_index!r}")
-        hi = self.n_cells if hi is None else int(hi)
-        lo = int(lo)
-        if not 0 <= lo <= hi <= self.n_cells:
-            raise AddressError(f"cells {lo}..{hi - 1} are outside [0, {self.n_cells - 1}]")
-        when = check_clock(self._last_program_s + t, f"read_at(t_s={t:g})")
-        tb = np.float64(t).view(np.uint64)
-        seed = np.random.SeedSequence(self._seed.entropy, spawn_key=tuple(self._seed.spawn_key) + (
-            0x52454144, int(read_index), int(tb >> np.uint64(32)), int(tb & np.uint64(0xFFFFFFFF))))
-        key = op_key(seed)
+        lo, hi, when, tag = check_read_at(self, t_s, lo, hi, read_index)
+        key = op_key(np.random.SeedSequence(self._seed.entropy, spawn_key=tuple(self._seed.spawn_key) + tag))
         if out is None:
             out = np.empty(hi - lo, dtype=self.dtype)
         elif out.shape != (hi - lo,) or out.dtype != self.dtype:

@@ -34,7 +34,8 @@ import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
 from ..errors import BenchSizeError, SettingError, TargetRangeError
-from .bench import BACKEND_CLASSES, EmulatedBench, ProgramReport, WriteVerify, _kernel_params, _pulse_table_params
+from .bench import (BACKEND_CLASSES, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, _kernel_params,
+                    _pulse_table_params, check_read_at)
 from .pulse_response import PulseTable
 from .validation import as_target_array, check_addresses, check_read_time, check_targets
 from .cells import X_FLOOR, DeviceModel, load_device
@@ -411,8 +412,16 @@ class TorchBench:
 
         addr = self._addresses(addresses)
         n = self.n_cells if addr is None else addr.numel()
-        g_t = self._targets(targets, n)
-        table = self._check_verify(verify, g_t)
+        if isinstance(targets, ChunkedTargets):  # every cell, made chunk by chunk: all checked first
+            if addr is not None or verify is not None or targets.n != self.n_cells:
+                raise TargetRangeError(f"ChunkedTargets program every cell, without verify: need n = {self.n_cells} "
+                                       f"and no addresses, got n = {targets.n}")
+            for lo in range(0, n, TORCH_CHUNK_CELLS):
+                self._targets(targets.fn(lo, min(n, lo + TORCH_CHUNK_CELLS)), min(n, lo + TORCH_CHUNK_CELLS) - lo)
+            g_t, table = None, None
+        else:
+            g_t = self._targets(targets, n)
+            table = self._check_verify(verify, g_t)
         now = self._time_s
         gen = self._generator()
         stuck = self.stuck if addr is None else self.stuck[addr]
@@ -421,7 +430,8 @@ class TorchBench:
             success = torch.empty(n, dtype=torch.bool, device=self.torch_device)
         for lo in range(0, n, TORCH_CHUNK_CELLS):
             hi = min(n, lo + TORCH_CHUNK_CELLS)
-            new = self._program_chunk(g_t[lo:hi], stuck[lo:hi], gen, verify, table)
+            chunk = g_t[lo:hi] if g_t is not None else self._targets(targets.fn(lo, hi), hi - lo)
+            new = self._program_chunk(chunk, stuck[lo:hi], gen, verify, table)
             if verify is not None:
                 pulses[lo:hi], success[lo:hi] = new.pop("pulses"), new.pop("success")
             cells = slice(lo, hi) if addr is None else addr[lo:hi]
@@ -461,6 +471,46 @@ class TorchBench:
                 age = (when - self._t_prog[cells]).clamp(min=0.0).to(self.dtype)
             out[lo:hi] = self._read_chunk({k: v[cells] for k, v in self._state.items()}, age, gen)
         return out
+
+    def read_at(self, t_s: float, lo: int = 0, hi: int | None = None, *, read_index: int = 0) -> Any:
+        """A counterfactual read of cells ``lo .. hi-1`` (S, a tensor of ``dtype`` on the
+        bench's device) ``t_s`` seconds after the most recent ``program``, as
+        :meth:`EmulatedBench.read_at`: neither the clock nor the bench's random state moves,
+        each cell's programmed state is the one :meth:`read` uses, and the read noise comes
+        from a generator seeded by (bench seed, ``read_index``, ``t_s``, ``lo``, ``hi``) — so
+        the same call gives the same values whenever it is made, distributed exactly as a
+        :meth:`read` at ``t_s``. (The kernels key the noise by cell; here it is keyed by the
+        range, so read a range as a whole to get its values again, as
+        :class:`~analogmem.storage.analog_model.AnalogModel` does per tensor.)"""
+        import torch
+
+        lo, hi, when, tag = check_read_at(self, t_s, lo, hi, read_index)
+        child = np.random.SeedSequence(self._seed.entropy, spawn_key=tuple(self._seed.spawn_key) + tag + (
+            lo >> 32, lo & 0xFFFFFFFF, hi >> 32, hi & 0xFFFFFFFF))
+        gen = torch.Generator(device=self.torch_device)
+        gen.manual_seed(int(child.generate_state(1, np.uint64)[0]))
+        out = torch.empty(hi - lo, dtype=self.dtype, device=self.torch_device)
+        for a in range(lo, hi, TORCH_CHUNK_CELLS):
+            b = min(hi, a + TORCH_CHUNK_CELLS)
+            if self._t_prog is None:
+                age: Any = max(when - self._uniform_t_prog, 0.0)
+            else:
+                age = (when - self._t_prog[a:b]).clamp(min=0.0).to(self.dtype)
+            out[a - lo:b - lo] = self._read_chunk({k: v[a:b] for k, v in self._state.items()}, age, gen)
+        return out
+
+    @property
+    def n_threads(self) -> int:
+        """Kernel threads of the host-side encoders (torch picks its own on the device)."""
+        import torch
+
+        return max(1, int(torch.get_num_threads()))
+
+    @property
+    def bytes_per_cell(self) -> int:
+        """Bytes of per-cell state on the device (state arrays, the stuck flag, per-cell times)."""
+        size = sum(v.element_size() for v in self._state.values()) + 1
+        return size + (8 if self._t_prog is not None else 0)
 
     def cell_state(self) -> dict[str, Any]:
         """Copies of the per-cell state as tensors on the device, keys as

@@ -225,7 +225,8 @@ class AnalogModel:
         return check_seconds("t_s", t_s)
 
     def tensor_at(self, name: str, t_s: float, read: int = 0) -> Any:
-        """One tensor (a torch tensor of its shape and dtype, on the CPU) as read ``t_s``
+        """One tensor (a torch tensor of its shape and dtype, on the CPU; with the torch
+        backend on the bench's device) as read ``t_s``
         seconds after programming; ``read`` indexes independent read noise at the same time."""
         t = self._check_time(t_s)
         for p in self.plans:
@@ -269,6 +270,8 @@ class AnalogModel:
     def _decode(self, p: TensorPlan, t: float, read: int) -> Any:
         import torch
 
+        if self.bench.backend == "torch":
+            return self._decode_torch(p, t, read)
         channel = Channel(self.device, t)
         cpw = self.encoder.cells_per_weight
         gain = 1.0
@@ -289,6 +292,28 @@ class AnalogModel:
             w[a:b] = self.encoder.decode_S(g, p.side, b - a, channel, gain, dt, threads)
         out = as_stored_dtype(w.reshape(p.shape), p.dtype)
         return out if torch.is_tensor(out) else torch.from_numpy(out)
+
+    def _decode_torch(self, p: TensorPlan, t: float, read: int) -> Any:
+        """The torch backend: the tensor's cells read at once on the bench's device and decoded
+        there (the torch cell maps and MMSE posterior of :mod:`.torch_store`); a tensor of the
+        stored dtype on that device, float16/bfloat16 clipped to their finite range."""
+        import torch
+
+        from .torch_store import on_device, torch_decode
+
+        channel = Channel(self.device, t)
+        g = self.bench.read_at(t, p.start, p.start + p.n_cells, read_index=read)
+        if self.compensate_drift and p.n_cells:
+            g = g * global_drift_scale(np.array([float(g.double().mean())]), p.g_target_mean_S)
+        if on_device(self.encoder):
+            w = torch_decode(self.encoder, (g - self.device.g_min_S) / channel.span_S, p.side, p.numel, channel)
+        else:
+            w = torch.from_numpy(self.encoder.decode_S(g.cpu().numpy(), p.side, p.numel, channel)).to(g.device)
+        dt = getattr(torch, p.dtype)
+        if dt in (torch.float16, torch.bfloat16):
+            big = float(torch.finfo(dt).max)
+            w = w.clamp(-big, big)
+        return w.reshape(p.shape).to(dt)
 
     # ---------------------------------------------------------------- chips
     def chip(self, i: int) -> "AnalogModel":
@@ -348,7 +373,7 @@ def program_one_chip(module: Any, device: DeviceModel | str, cells_per_weight: i
         module, device, cells_per_weight, encoder, backend, torch_device, t_fit_s)
     return _program_state(module, state, analog, digital_names, dev, enc, seed, dtype=dtype, state_dir=state_dir,
                           backend=backend, bench_backend=bench_backend, n_threads=n_threads, direct_io=direct_io,
-                          t_fit=t_fit, progress=progress)
+                          t_fit=t_fit, progress=progress, torch_device=torch_device)
 
 
 def _prepare(module: Any, device: DeviceModel | str, cells_per_weight: int, encoder: Any, backend: str,
@@ -368,14 +393,11 @@ def _bench_backend(backend: str, torch_device: Any) -> str:
     """The :class:`EmulatedBench` backend for program_model's ``backend``."""
     if backend in ("kernels", "cython"):
         bench_backend = "cython"
-    elif backend == "numpy":
-        bench_backend = "numpy"
-    elif backend == "torch":
-        raise SettingError("program_model: backend='torch' is not available yet (the torch bench has no "
-                           "counterfactual reads); use analogmem.storage.TorchStore with store_model/load_model")
+    elif backend in ("numpy", "torch"):
+        bench_backend = backend
     else:
-        raise SettingError(f"backend must be 'kernels', 'cython' or 'numpy', got {backend!r}")
-    if torch_device is not None:
+        raise SettingError(f"backend must be 'kernels', 'cython', 'numpy' or 'torch', got {backend!r}")
+    if torch_device is not None and backend != "torch":
         raise SettingError(f"torch_device={torch_device!r} needs backend='torch'")
     return bench_backend
 
@@ -383,7 +405,7 @@ def _bench_backend(backend: str, torch_device: Any) -> str:
 def _program_state(module: Any, state: dict[str, Any], analog: list[str], digital_names: list[str],
                    dev: DeviceModel, enc: CellMap, seed: SeedLike, *, dtype: Any, state_dir: Any, backend: str,
                    bench_backend: str, n_threads: int | None, direct_io: bool | None, t_fit: float,
-                   progress: bool) -> "AnalogModel":
+                   progress: bool, torch_device: Any = None) -> "AnalogModel":
     """Program the tensors ``analog`` of ``state`` (name -> tensor) onto one new chip; the
     ``digital_names`` are kept exactly. ``module`` is the template of read-back modules (None
     for a shard of a model, which is read tensor by tensor)."""
@@ -407,8 +429,15 @@ def _program_state(module: Any, state: dict[str, Any], analog: list[str], digita
         start += plan.n_cells
     digital = {n: state[n].detach().cpu().clone() for n in digital_names}
     root = as_seed_sequence(seed)
-    bench = EmulatedBench(dev, start, seed=root, n_threads=n_threads, backend=bench_backend, dtype=dtype,
-                          state_dir=state_dir, direct_io=direct_io)
+    if bench_backend == "torch":  # the cells' state on torch_device; the targets made on the host
+        if state_dir is not None or direct_io is not None or n_threads is not None:
+            raise SettingError("backend='torch' keeps the cells in torch tensors on torch_device: state_dir, "
+                               "direct_io and n_threads are for the kernels")
+        bench = EmulatedBench(dev, start, seed=root, backend="torch", dtype=dtype,
+                              torch_device="cpu" if torch_device is None else torch_device)
+    else:
+        bench = EmulatedBench(dev, start, seed=root, n_threads=n_threads, backend=bench_backend, dtype=dtype,
+                              state_dir=state_dir, direct_io=direct_io)
     chunked = chunked_targets([(p.n_cells, enc, flat[p.name], p.side) for p in plans], channel, bench.n_threads)
     # the bench makes each chunk's targets twice: a check of every chunk before any cell changes, then the program
     with progress_bar(total=2 * start, enabled=progress, desc="check+program", unit="cell", unit_scale=True) as bar:
@@ -420,5 +449,5 @@ def _program_state(module: Any, state: dict[str, Any], analog: list[str], digita
         bench.program(ChunkedTargets(chunked.n, counted))
     settings = {"cells_per_weight": cpw, "encoder": enc, "seed": np.random.SeedSequence(root.entropy,
                 spawn_key=root.spawn_key), "dtype": dtype, "state_dir": state_dir, "backend": backend,
-                "n_threads": n_threads, "direct_io": direct_io, "t_fit_s": t_fit}
+                "torch_device": torch_device, "n_threads": n_threads, "direct_io": direct_io, "t_fit_s": t_fit}
     return AnalogModel(module, bench, enc, plans, digital, settings, t_fit_s=t_fit)

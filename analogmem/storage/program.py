@@ -34,11 +34,12 @@ def program_model(module: Any, device: DeviceModel | str, cells_per_weight: int 
         dtype: ``"float64"`` or ``"float32"``: the cells' state and reads (float32 halves
             memory and traffic).
         state_dir: keep the cells in files under this new directory (models beyond memory).
-        backend: ``"kernels"`` (the compiled kernels; ``"cython"`` is the same) or ``"numpy"``
-            (the reference, slow). The torch backend's counterfactual reads are not built yet:
-            use :class:`~analogmem.storage.torch_store.TorchStore` with
-            :func:`~analogmem.storage.stores.store_model` for weights that stay on a GPU.
-        torch_device: reserved for the torch backend (must be None with the others).
+        backend: ``"kernels"`` (the compiled kernels; ``"cython"`` is the same), ``"numpy"``
+            (the reference, slow) or ``"torch"`` (the cells' state in torch tensors on
+            ``torch_device``, read and decoded there: weights that stay on a GPU; the targets
+            are made on the host chunk by chunk; not bit-identical to the kernels, the same
+            distributions: ``tests/test_analog_model.py``).
+        torch_device: with ``backend="torch"``: ``"cpu"`` (default), ``"cuda"``, ...
         n_threads: kernel threads (default: the cores this process may use).
         direct_io: as :class:`~analogmem.emulator.bench.EmulatedBench` (with ``state_dir``).
         t_fit_s: the read time (s) whose channel the adaptive range is fitted to.

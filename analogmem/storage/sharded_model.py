@@ -93,7 +93,7 @@ class _ShardWorker:
         return _program_state(None, self.tensors, list(self.tensors), [], self.device, self.encoder, seed,
                               dtype=s["dtype"], state_dir=state_dir, backend=s["backend"],
                               bench_backend=s["bench_backend"], n_threads=s["n_threads"], direct_io=s["direct_io"],
-                              t_fit=s["t_fit_s"], progress=False)
+                              t_fit=s["t_fit_s"], progress=False, torch_device=s["torch_device"])
 
     def add_chip(self, key: int, seed: np.random.SeedSequence) -> int:
         """Program another chip of this shard's tensors (in memory) under ``key``; returns its cells."""
@@ -351,7 +351,7 @@ def program_sharded(module: Any, device: Any, cells_per_weight: int = 2, encoder
     try:
         actor = ray.remote(num_cpus=1)(_ShardWorker)
         settings = {"dtype": dtype, "backend": backend, "bench_backend": bench_backend, "n_threads": n_threads,
-                    "direct_io": direct_io, "t_fit_s": t_fit}
+                    "direct_io": direct_io, "t_fit_s": t_fit, "torch_device": torch_device}
         names = [[analog[j] for j in g] for g in groups]
         for i, group in enumerate(names):
             sub = {n: state[n].detach() for n in group}
@@ -376,6 +376,6 @@ def program_sharded(module: Any, device: Any, cells_per_weight: int = 2, encoder
     digital = {n: state[n].detach().cpu().clone() for n in digital_names}
     settings = {"cells_per_weight": enc.cells_per_weight, "encoder": enc,
                 "seed": np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key), "dtype": dtype,
-                "state_dir": state_dir, "backend": backend, "n_threads": n_threads, "direct_io": direct_io,
-                "t_fit_s": t_fit}
+                "state_dir": state_dir, "backend": backend, "torch_device": torch_device, "n_threads": n_threads,
+                "direct_io": direct_io, "t_fit_s": t_fit}
     return ShardedAnalogModel(module, workers, names, digital, settings, dev, enc, (owned, tmp))
