@@ -290,6 +290,17 @@ def _contiguous_span(addresses: Any, n_cells: int) -> tuple[int, int] | None:
     return addresses.start, addresses.stop
 
 
+def _pieces(lo0: int, m: int, step: int) -> Iterator[tuple[int, int]]:
+    """Op-local ranges ``(a, b)`` covering ``0 .. m-1`` whose cells ``lo0 + a .. lo0 + b - 1``
+    end on multiples of ``step`` (the file chunks: each piece inside the span fills whole
+    checksum chunks, only the span's two ends fill part of one)."""
+    a = 0
+    while a < m:
+        b = min(m, (lo0 + a) // step * step + step - lo0)
+        yield a, b
+        a = b
+
+
 @dataclass(frozen=True)
 class ChunkedTargets:
     """Programming targets made chunk by chunk, for chips larger than memory:
@@ -630,8 +641,8 @@ class EmulatedBench:
                 except TargetRangeError as exc:
                     raise TargetRangeError(f"chunked targets, cells {lo0 + lo}..{lo0 + hi - 1}: {exc}") from None
 
-            for a in range(0, m, step):
-                chunk(a, min(m, a + step))
+            for a, b in _pieces(lo0, m, step):
+                chunk(a, b)
         else:
             g_all = self._check_targets(targets, m)
             table_all = self._check_verify(g_all, verify)
@@ -646,13 +657,13 @@ class EmulatedBench:
         stuck_report = np.zeros(m, dtype=np.int8)
         names = {k: self.dtype for k in self._keys}
         on_disk = isinstance(self._cells, FileArrays)
-        if on_disk:
+        if on_disk:  # the chunks written in part (the span's ends) are checked before anything changes
+            self._cells.verify_at(self._keys + ("t_prog_s", "stuck"), np.array([lo0, hi0 - 1]))
             self._cells.begin_write("program")
         self._broken = "program"
         if not self._programmed:
             self._materialise()
-        for a in range(0, m, step):
-            b = min(m, a + step)
+        for a, b in _pieces(lo0, m, step):
             buf = self._cells.for_write(names, lo0 + a, lo0 + b)
             st = self._stuck_range(lo0 + a, lo0 + b)
             self._run_program(*chunk(a, b), st, key, a, verify, buf,
@@ -661,8 +672,7 @@ class EmulatedBench:
             if st is not None:
                 stuck_report[a:b] = st
         if self._stamp_needed(now):
-            for a in range(0, m, step):
-                b = min(m, a + step)
+            for a, b in _pieces(lo0, m, step):
                 buf = self._cells.for_write({"t_prog_s": np.dtype(np.float64)}, lo0 + a, lo0 + b)
                 buf["t_prog_s"].fill(now)
                 self._cells.commit(lo0 + a, buf)
@@ -813,6 +823,8 @@ class EmulatedBench:
             values = {k: np.empty(m, dtype=self.dtype) for k in self._keys}
             self._run_program(*chunk(0, m), st, key, 0, verify, values,
                               *((pulses, success) if verify is not None else ()))
+            if on_disk:  # the chunks about to change are checked before anything does
+                self._cells.verify_at(self._keys + ("t_prog_s", "stuck"), addr)
         if on_disk:
             self._cells.begin_write("program")
         self._broken = "program"  # until every cell is written (a failure or Ctrl-C leaves it so)
@@ -845,17 +857,16 @@ class EmulatedBench:
         return ProgramReport(n_cells=m, time_s=now, stuck=stuck_report, addresses=addr, pulses=pulses,
                              success=success.astype(bool) if success is not None else None)
 
-    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int]]:
+    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int], tuple[float, dict[str, Any]]]:
+        """The time and key of a read, moving the clock in memory; the caller records it
+        (:meth:`_save_header`) once the read succeeded, or restores ``saved`` (the third
+        value) if anything failed: a read that raises leaves clock and random state as they were."""
         self._check_usable("read")
         when = check_read_time(t_s, self._last_program_s, self._time_s)
         saved = self._snapshot_clock()
-        try:
-            key = op_key(self._op_seed())
-            self._clock_change(when)
-        except BaseException:
-            self._restore_clock(saved)
-            raise
-        return when, key
+        key = op_key(self._op_seed())
+        self._time_s = when
+        return when, key, saved
 
     def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray,
                     first: int | None = None) -> None:
@@ -882,7 +893,17 @@ class EmulatedBench:
         """
         span = _contiguous_span(addresses, self.n_cells)
         addr = None if span is not None else self._addresses(addresses)
-        when, key = self._begin_read(t_s)
+        when, key, saved = self._begin_read(t_s)
+        try:
+            out = self._read_cells(when, key, span, addr)
+            self._save_header()
+        except BaseException:
+            self._restore_clock(saved)
+            raise
+        return out
+
+    def _read_cells(self, when: float, key: tuple[int, int, int], span: tuple[int, int] | None,
+                    addr: np.ndarray | None) -> np.ndarray:
         if span is not None:  # contiguous cells: streamed, counters as for np.arange(lo, hi)
             lo0, hi0 = span
             out = np.empty(hi0 - lo0, dtype=self.dtype)
@@ -954,7 +975,12 @@ class EmulatedBench:
         move when this is called; consume the chunks before the next program."""
         if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, (int, np.integer)) or chunk_cells < 1:
             raise SettingError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
-        when, key = self._begin_read(t_s)
+        when, key, saved = self._begin_read(t_s)
+        try:
+            self._save_header()
+        except BaseException:
+            self._restore_clock(saved)
+            raise
 
         def chunks() -> Iterator[tuple[int, np.ndarray]]:
             for lo in range(0, self.n_cells, int(chunk_cells)):

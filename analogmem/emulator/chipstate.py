@@ -579,8 +579,9 @@ class FileArrays:
         try:
             header = json.loads(_read_capped(path / _HEADER, f"chip {str(path)!r}").decode("utf-8"))
             card_text = _read_capped(path / _CARD, f"chip {str(path)!r}").decode("utf-8")
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"{str(path)!r} is not a readable analogmem chip directory: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise StorageError(f"{str(path)!r} is not a readable analogmem chip directory: "
+                               f"{type(exc).__name__}: {exc}") from None
         if not isinstance(header, dict):
             raise StorageError(f"{str(path)!r} is not an analogmem chip: header.json holds a "
                                f"{type(header).__name__}, not an object")
@@ -892,6 +893,20 @@ class FileArrays:
                 del mm
             check_state_range(name, out[name], f"chip {str(self.path)!r}: {name}.bin")
         return out
+
+    def verify_at(self, names: tuple[str, ...], addr: np.ndarray) -> None:
+        """Check the chunks holding cells ``addr`` of ``names`` (those not yet checked since
+        this open) against their checksums, before a write into them changes anything."""
+        self.flush()
+        addr = np.asarray(addr, dtype=np.int64)
+        for name in names:
+            if not self.has(name):
+                continue
+            self.check_file(name)
+            for c in (np.unique(addr // self.crc_cells).tolist() if addr.size else []):
+                if (name, c) not in self._verified:
+                    c_lo, c_hi = c * self.crc_cells, min(self.n, (c + 1) * self.crc_cells)
+                    self._check_crc(name, c, c_lo, c_hi, self._read_cells(name, c_lo, c_hi))
 
     def scatter(self, addr: np.ndarray, values: dict[str, np.ndarray]) -> None:
         """Write entries ``addr`` of each array: each chunk they touch is read, checked,
