@@ -32,6 +32,7 @@ from .errors import (
     DeviceCardError,
     InstrumentError,
     KernelUnavailableError,
+    PathError,
     SafetyLimitError,
     SettingError,
     StorageError,
@@ -77,4 +78,5 @@ __all__ = [
     "SafetyLimitError",
     "SettingError",
     "StorageError",
+    "PathError",
 ]
