@@ -1114,6 +1114,8 @@ class EmulatedBench:
                 params = {**params, **_pulse_table_params(table)}
         _kernels.program(params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
                          first=first, **extra)
+        for k in self._keys:
+            self._check_finite(out[k], f"programmed state {k}")
 
     def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, key: tuple[int, int, int], first: int,
                   out: np.ndarray) -> None:
@@ -1124,6 +1126,14 @@ class EmulatedBench:
         _kernels.read(self._params, key, tuple(np.ascontiguousarray(state[k]) if k in state else None
                                                for k in STATE_KEYS),
                       np.ascontiguousarray(age, dtype=np.float64), out, self.n_threads, first=first)
+        self._check_finite(out, "reads")
+
+    def _check_finite(self, values: np.ndarray, what: str) -> None:
+        """Refuse non-finite kernel output (one summing pass: NaN and inf propagate)."""
+        if values.size and not np.isfinite(np.add.reduce(values, dtype=np.float64)):
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise DeviceCardError(f"device {self.device.name!r}: the cell model gave {bad} non-finite {what}: the card's "
+                                  "parameters are outside what it can compute")
 
     def __repr__(self) -> str:
         where = f", state_dir={str(self.state_dir)!r}" if self.state_dir is not None else ""
