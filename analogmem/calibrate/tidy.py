@@ -120,7 +120,11 @@ class ColumnMap:
 
 def _unit(label: str, column: str, given: str | None, units: dict[str, Any], flag: str) -> str:
     """The unit of a mapped column: ``given``, else its name's suffix; must be in ``units``."""
-    unit = given if given is not None else column.rsplit("_", 1)[-1] if "_" in column else ""
+    suffix = column.rsplit("_", 1)[-1] if "_" in column else ""
+    if given is not None and suffix in units and suffix != given:
+        raise CalibrationError(f"{label}: column {column!r} says its unit is {suffix!r} but {flag} says {given!r}; "
+                               "rename the column or drop the flag")
+    unit = given if given is not None else suffix
     if unit not in units:
         if given is not None:
             what = f"unit {given!r} is not a unit analogmem understands for this role"

@@ -530,11 +530,19 @@ def _check_nonnegative(t: _Table, key: str, coefficients: tuple[float, ...], x_m
                "of any memory cell", key)
 
 
+def card_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a card (None if it can): a card name is non-empty printable
+    ASCII without ``,`` or ``;`` — it is sent in instrument (SCPI) replies."""
+    if not isinstance(name, str) or not name.strip() or any(not (" " <= ch <= "~") or ch in ",;" for ch in name):
+        return (f"name {name!r} must be non-empty printable ASCII without ',' or ';' (no control characters or "
+                "newlines: it appears in instrument replies)")
+    return None
+
+
 def _check_name(t: _Table, name: str) -> None:
-    """A card name is printable ASCII without ``,`` or ``;`` (it is sent in SCPI replies)."""
-    if not name.strip() or any(not (" " <= ch <= "~") or ch in ",;" for ch in name):
-        t.fail(f"name {name!r} must be non-empty printable ASCII without ',' or ';' (no control characters or "
-               "newlines: it appears in instrument replies)", "name")
+    problem = card_name_problem(name)
+    if problem:
+        t.fail(problem, "name")
 
 
 def _empirical_channel(prog: _Table) -> EmpiricalChannel:
