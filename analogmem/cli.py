@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        seed = getattr(args, "seed", None)
+        if isinstance(seed, int) and seed < 0:
+            from .errors import SettingError
+
+            raise SettingError(f"--seed must be an integer >= 0, got {seed}")
         _check_paths(args)
         return int(args.func(args) or 0)
     except AnalogMemError as exc:

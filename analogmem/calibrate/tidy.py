@@ -121,7 +121,7 @@ class ColumnMap:
 def _unit(label: str, column: str, given: str | None, units: dict[str, Any], flag: str) -> str:
     """The unit of a mapped column: ``given``, else its name's suffix; must be in ``units``."""
     suffix = column.rsplit("_", 1)[-1] if "_" in column else ""
-    if given is not None and suffix in units and suffix != given:
+    if given is not None and given in units and suffix in units and suffix != given:
         raise CalibrationError(f"{label}: column {column!r} says its unit is {suffix!r} but {flag} says {given!r}; "
                                "rename the column or drop the flag")
     unit = given if given is not None else suffix
