@@ -186,3 +186,10 @@ def test_nonsense_calibrate_options_are_refused_before_fitting(tmp_path, monkeyp
 def test_a_missing_parquet_file_is_reported_as_missing(tmp_path):
     with pytest.raises(CalibrationError, match=r"no such file"):
         tidy.load_table(tmp_path / "nope.parquet")
+
+
+def test_a_zero_spread_level_is_refused_by_the_polynomial_fit(tmp_path):
+    targets, reads = levels()
+    reads[targets == 5e-6] = 5e-6  # one level read as a constant
+    with pytest.raises(CalibrationError, match=r"target_S = 5e-06 at time_s = 1: all 60 reads are 5e-06 S \(zero spread\)"):
+        analogmem.calibrate.PolynomialCalibrator("p").fit(table(tmp_path / "z.csv", reads, targets))
