@@ -496,3 +496,34 @@ def test_a_snapshot_rewritten_with_a_valid_checksum_holding_nan_is_refused(tmp_p
         with pytest.raises(StorageError, match="g_prog.*outside"):
             snapshots.load_snapshot(tmp_path / "forged.safetensors")
     assert path.read_bytes() == blob
+
+
+@pytest.mark.parametrize("drop", ["bench", "store", "device", "random_state"])
+def test_a_crafted_snapshot_missing_keys_is_a_storage_error(tmp_path, drop):
+    import hashlib as hl
+    import struct
+
+    from safetensors.numpy import load as st_load, save as st_save
+
+    from analogmem.storage import make_encoder, snapshots
+
+    store = analogmem.EmulatedStore("pcm-nandakumar2019", 400, seed=0)
+    store.put("w", np.linspace(-1, 1, 50), encoder=make_encoder("differential", 2))
+    blob = snapshots.save_snapshot(store, tmp_path / "s.safetensors").read_bytes()
+    (hlen,) = struct.unpack("<Q", blob[:8])
+    meta = json.loads(json.loads(blob[8:8 + hlen])["__metadata__"]["analogmem"])
+    meta.pop(drop)
+    forged = st_save(st_load(blob), metadata={"analogmem": json.dumps(meta), "checksum_sha256": snapshots._ZERO_SUM})
+    pos = snapshots._checksum_position(forged)
+    forged = forged[:pos] + hl.sha256(forged).hexdigest().encode() + forged[pos + 64:]
+    (tmp_path / "forged.safetensors").write_bytes(forged)
+    with pytest.raises(StorageError, match=rf"is malformed: KeyError: '{drop}'"):
+        snapshots.load_snapshot(tmp_path / "forged.safetensors")
+
+
+def test_store_model_refuses_meta_tensors_by_name():
+    torch = pytest.importorskip("torch")
+    store = analogmem.EmulatedStore("pcm-nandakumar2019", 100, seed=0)
+    with pytest.raises(StorageError, match="tensor 'weight' is on torch's meta device"):
+        analogmem.store_model(torch.nn.Linear(2, 2, device="meta"), store)
+    assert store.cells_used == 0

@@ -113,3 +113,18 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["devices"].set_defaults(func=interrupted)
     assert main(["devices"]) == 130
     assert capsys.readouterr().err == "analogmem devices: interrupted\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["cells", "--levels", "10000", "--cells", "1000"], r"--levels \(levels\) must be an integer >= 2 and <= 500"),
+    (["cells", "--levels", "1", "--cells", "1000"], r"--levels \(levels\) must be an integer >= 2"),
+    (["cells", "--cells", "0"], r"--cells \(n_cells\) must be an integer >= 4"),
+    (["cells", "--seed", "-1", "--cells", "100"], r"--seed must be an integer >= 0, got -1"),
+])
+def test_nonsense_sizes_and_seeds_are_refused_at_once(work, capsys, argv, message):
+    before = tree(work)
+    t0 = time.perf_counter()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err) and err.count("\n") == 1, err
+    assert time.perf_counter() - t0 < 5.0 and tree(work) == before and not (work / "results").exists()
