@@ -34,6 +34,7 @@ from .errors import (
     DeviceCardError,
     InstrumentError,
     KernelUnavailableError,
+    PathError,
     SafetyLimitError,
     SettingError,
     StorageError,
@@ -80,4 +81,5 @@ __all__ = [
     "SafetyLimitError",
     "SettingError",
     "StorageError",
+    "PathError",
 ]

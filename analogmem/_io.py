@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "save_figure", "write_json", "provenance",
-           "progress"]
+           "progress", "check_paths"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -82,6 +82,92 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (after symbolic links; hard links too, where both exist)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_place(label: str, path: Path, folder: bool) -> None:
+    """Refuse an output whose place cannot be written, by trying: a probe file is made and
+    removed in the nearest folder that exists (nothing else is made)."""
+    from .errors import PathError
+
+    p = Path(os.path.abspath(path))
+    if p.exists() or p.is_symlink():
+        if folder and not p.is_dir():
+            raise PathError(f"{label} {str(path)!r} is not a folder")
+        if not folder and p.is_dir():
+            raise PathError(f"{label} {str(path)!r} is a folder, not a file")
+        if not folder and not p.is_file():
+            raise PathError(f"{label} {str(path)!r} is not a regular file (a device, FIFO or socket)")
+    where = p if folder and p.is_dir() else p.parent
+    while not where.exists():
+        where = where.parent
+    if not where.is_dir():
+        raise PathError(f"{label} {str(path)!r} cannot be written: {str(where)!r} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".analogmem-probe.", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PathError(f"{label} {str(path)!r} cannot be written: {exc.strerror or exc} in "
+                              f"{str(where)!r}") from None
+
+
+def check_paths(inputs: dict[str, Any] | None = None, outputs: dict[str, Any] | None = None,
+                folders: dict[str, Any] | None = None, files: dict[str, Any] | None = None) -> None:
+    """Check a command's paths before its work starts; raises
+    :class:`~analogmem.errors.PathError` naming the option.
+
+    Args:
+        inputs: option label (e.g. ``"--device"``) → path that may be read (None or a list
+            of paths allowed; names that are not files, such as bundled card names, are fine).
+        files: like ``inputs``, but each must be an existing regular file.
+        outputs: option label (``"--out"``) → file written (None: not given).
+        folders: option label → folder written into (made if missing).
+
+    Refused: an output (file or folder) that resolves to an input or to another output
+    (symbolic and hard links followed); an output file that is an existing folder, device
+    or FIFO; an output whose folder cannot be made or written (tried with a probe file)."""
+    from .errors import PathError
+
+    def items(d: dict[str, Any] | None) -> list[tuple[str, Path]]:
+        out = []
+        for label, v in (d or {}).items():
+            for one in (v if isinstance(v, (list, tuple)) else [v]):
+                if one is not None and os.fspath(one) != "":
+                    out.append((label, Path(os.fspath(one))))
+                elif one is not None:
+                    raise PathError(f"{label} is empty: name a file")
+        return out
+
+    ins, outs, dirs = items(inputs) + items(files), items(outputs), items(folders)
+    for label, path in items(files):
+        if not path.exists():
+            raise PathError(f"{label} {str(path)!r} does not exist")
+        if not path.is_file():
+            raise PathError(f"{label} {str(path)!r} is not a regular file (a folder, device or FIFO is not read)")
+    written = outs + dirs
+    for i, (label, path) in enumerate(written):
+        for in_label, in_path in ins:
+            if _same(path, in_path):
+                raise PathError(f"{label} {str(path)!r} is the input {in_label} ({str(in_path)!r}): writing it "
+                                      "would destroy what is read; choose another path")
+        for other_label, other in written[:i]:
+            if _same(path, other):
+                raise PathError(f"{label} and {other_label} are the same file ({str(path)!r}): one would "
+                                      "overwrite the other; give each its own path")
+    for label, path in dirs:
+        _check_place(label, path, folder=True)
+    for label, path in outs:
+        _check_place(label, path, folder=False)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

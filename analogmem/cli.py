@@ -80,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Paths each command reads and writes, by attribute of its parsed arguments, checked
+#: (:func:`~analogmem._io.check_paths`) before any work starts: files read (must exist),
+#: other inputs (may be card names), files written.
+_FILES_READ = ("data", "targets_csv", "checkpoint", "table", "bench_config")
+_MAYBE_READ = ("device",)
+_WRITTEN = ("out", "json", "plot", "port_file")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    from ._io import check_paths
+
+    def opts(names: tuple[str, ...]) -> dict[str, object]:
+        return {f"--{n.replace('_', '-')}" if n != "data" else n: getattr(args, n) for n in names
+                if getattr(args, n, None) is not None}
+
+    outputs, folders = opts(_WRITTEN), {}
+    if args.command == "cells":  # --out is the folder of demo.json and demo.png
+        folders = {"--out": outputs.pop("--out")}
+        outputs.setdefault("--json", f"{args.out}/demo.json")
+        outputs.setdefault("--plot", f"{args.out}/demo.png")
+    check_paths(inputs=opts(_MAYBE_READ), files=opts(_FILES_READ), outputs=outputs, folders=folders)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``analogmem ARGV``. A bad setting or input (any :class:`AnalogMemError`) is printed
     as one line naming it, with exit status 2, instead of a traceback."""
@@ -92,10 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        seed = getattr(args, "seed", None)
+        if isinstance(seed, int) and seed < 0:
+            from .errors import SettingError
+
+            raise SettingError(f"--seed must be an integer >= 0, got {seed}")
+        _check_paths(args)
         return int(args.func(args) or 0)
     except AnalogMemError as exc:
         print(f"analogmem {argv[0] if argv else ''}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"analogmem {argv[0] if argv else ''}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ __all__ = [
     "InstrumentError",
     "SafetyLimitError",
     "StorageError",
+    "PathError",
 ]
 
 
@@ -83,3 +84,11 @@ class SafetyLimitError(AnalogMemError, ValueError):
 
 class StorageError(AnalogMemError):
     """A stored model or chip snapshot is missing, corrupted, or inconsistent."""
+
+
+class PathError(AnalogMemError, ValueError):
+    """A command's path that cannot be used: an input file that is missing or not a regular
+    file (a folder, device or FIFO), or an output (``--out``, ``--json``, ``--plot``, ...)
+    that resolves to an input or to another output, or whose place cannot be written (a
+    file where a folder should be, a read-only file system, no permission). Raised before
+    the command's work starts: nothing was computed and nothing written."""

@@ -154,6 +154,7 @@ def test_program_model_on_disk_matches_the_in_memory_chip(tmp_path):
     a = analogmem.program_model(m, "pcm-nandakumar2019", seed=5, dtype="float32")
     b = analogmem.program_model(m, "pcm-nandakumar2019", seed=5, dtype="float32", state_dir=tmp_path / "chip")
     assert states_equal(a.module_at(86400.0), b.module_at(86400.0))
+    b.bench.close()  # a chip directory is locked by the bench that has it open
     reopened = analogmem.EmulatedBench.open(tmp_path / "chip")
     assert np.array_equal(reopened.read_at(3600.0), a.bench.read_at(3600.0))
 

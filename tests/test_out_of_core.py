@@ -166,9 +166,10 @@ def test_bad_chunked_targets_are_refused_before_any_cell_changes(tmp_path):
         disk.program(ChunkedTargets(N, make))
     for k, v in disk.cell_state().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
-    EmulatedBench.open(tmp_path / "chip")  # still clean
     with pytest.raises(analogmem.TargetRangeError, match="ChunkedTargets program every cell"):
         disk.program(ChunkedTargets(N - 1, make))
+    disk.close()  # releases the chip's lock
+    EmulatedBench.open(tmp_path / "chip")  # still clean
 
 
 def test_reopened_chip_continues_bit_identically(tmp_path):
@@ -180,7 +181,7 @@ def test_reopened_chip_continues_bit_identically(tmp_path):
         b.program(targets)
         b.read(86400.0)
         b.wait(100.0)
-    del disk
+    disk.close()  # releases the chip's lock (the loop variable b still holds the bench)
     again = EmulatedBench.open(tmp_path / "chip", n_threads=1)
     assert again.dtype == np.float32 and again.time_s == ram.time_s and again.device.name == dev.name
     for k, v in again.cell_state().items():
@@ -236,6 +237,9 @@ def test_a_failure_mid_program_leaves_the_chip_refused(tmp_path):
 
     with pytest.raises(OSError, match="injected"):
         bench.program(ChunkedTargets(N, make))
+    with pytest.raises(StorageError, match="half-programmed"):  # the live bench is refused too
+        bench.read()
+    bench.close()
     with pytest.raises(StorageError, match="interrupted"):
         EmulatedBench.open(tmp_path / "chip")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text, write_json
-from ..emulator.cells import parse_card
+from ..emulator.cells import card_name_problem, parse_card
 from . import channel
 from .channel import ChannelCalibrator
 from ..errors import CalibrationError
@@ -27,6 +27,14 @@ __all__ = ["add_subparser"]
 
 
 def _main(args: Any) -> int:
+    problem = card_name_problem(args.name)
+    if problem:
+        raise CalibrationError(f"--name: {problem}")
+    if args.min_reads < 2:
+        raise CalibrationError(f"--min-reads must be at least 2 (a spread needs two reads), got {args.min_reads}")
+    if not 0.0 < args.holdout <= 0.9:
+        raise CalibrationError(f"--holdout must be in (0, 0.9] (a fraction held out, leaving reads to fit), "
+                               f"got {args.holdout}")
     if args.model == "write-verify" and (args.target_column or args.read_column or args.drop_outliers):
         raise CalibrationError("--target-column/--read-column/--drop-outliers apply to the channel and polynomial "
                                "models; a write-verify trace table uses its tidy column names")

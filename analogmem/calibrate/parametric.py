@@ -112,6 +112,10 @@ class PolynomialCalibrator:
                 if y.size < self.min_reads_per_level:
                     raise CalibrationError(f"target_S = {v:g} at time_s = {t:g} has {y.size} reads; at least "
                                            f"{self.min_reads_per_level} are needed")
+                if np.all(y == y[0]):
+                    raise CalibrationError(f"target_S = {v:g} at time_s = {t:g}: all {y.size} reads are {y[0]:g} S "
+                                           "(zero spread): a standard deviation cannot be fitted; are the reads "
+                                           "quantised, copied or a placeholder?")
                 n_l.append(y.size)
                 s_l.append(y.std(ddof=1))
                 m_l.append(y.mean())

@@ -27,7 +27,7 @@ from ..errors import CalibrationError
 
 __all__ = ["load_table", "read_tidy", "log_conductance", "screen_outliers", "ColumnMap", "TARGET_COLUMNS",
            "READ_COLUMNS", "OPTIONAL_COLUMNS", "TARGET_UNITS", "READ_UNITS", "PLAUSIBLE_CONDUCTANCE_S",
-           "OUTLIER_IQR_MULTIPLE"]
+           "OUTLIER_IQR_MULTIPLE", "BIMODAL_GAP_LN", "MAX_TABLE_BYTES"]
 
 #: Target column → card input domain.
 TARGET_COLUMNS = {"target_S": "conductance", "target_V": "voltage", "target_level": "level"}
@@ -36,24 +36,50 @@ READ_COLUMNS = ("read_value_S", "read_value_ohm")
 OPTIONAL_COLUMNS = ("device", "time_s", "temperature_K", "pulses", "success", "cell")
 
 
+#: The largest table file read (bytes): a measured table of 10⁷ reads is a few hundred MB.
+MAX_TABLE_BYTES = 4 << 30
+
+
 def load_table(data: Any, what: str = "table") -> tuple[Any, str]:
     """A copy of a DataFrame, or a CSV/Parquet file read, and a label for error messages.
 
     Raises:
-        CalibrationError: no such file, or a file that does not parse as a table.
+        CalibrationError: no such file, not a regular file (a FIFO or device is never
+            read), a file larger than :data:`MAX_TABLE_BYTES`, duplicate column names, or a
+            file that does not parse as a table.
     """
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):
-        return data.copy(), what
-    path = Path(data)
-    try:
-        df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-    except FileNotFoundError:
-        raise CalibrationError(f"{path}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the user's file
-        raise CalibrationError(f"{path}: cannot parse as a table: {exc}") from None
-    return df, str(path)
+        df, label = data.copy(), what
+    else:
+        path = Path(data)
+        if not path.exists():
+            raise CalibrationError(f"{path}: no such file")
+        if not path.is_file():
+            raise CalibrationError(f"{path}: not a regular file (a folder, device or FIFO is not read as a table)")
+        if path.stat().st_size > MAX_TABLE_BYTES:
+            raise CalibrationError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_TABLE_BYTES} B a "
+                                   "calibration table may have; split it or thin its reads")
+        parquet = path.suffix.lower() in (".parquet", ".pq")
+        try:
+            df = pd.read_parquet(path) if parquet else pd.read_csv(path)
+            header = None if parquet else pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
+        except ImportError as exc:
+            raise CalibrationError(f"{path}: reading Parquet needs pyarrow or fastparquet (pip install pyarrow), "
+                                   f"or save the table as CSV ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - any parser failure is the user's file
+            raise CalibrationError(f"{path}: cannot parse as a table: {exc}") from None
+        label = str(path)
+        if header is not None:  # pandas renames a repeated CSV header (x, x.1): look at the raw one
+            dup = sorted({str(c) for c in header if header.count(c) > 1})
+            if dup:
+                raise CalibrationError(f"{label}: column name(s) {dup} appear more than once in the header; "
+                                       "which one is meant cannot be told: rename or drop the copies")
+    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if dup:
+        raise CalibrationError(f"{label}: column name(s) {dup} appear more than once; rename or drop the copies")
+    return df, label
 
 
 #: Units a mapped target column may carry: unit → (tidy column, factor to its unit).
@@ -94,7 +120,11 @@ class ColumnMap:
 
 def _unit(label: str, column: str, given: str | None, units: dict[str, Any], flag: str) -> str:
     """The unit of a mapped column: ``given``, else its name's suffix; must be in ``units``."""
-    unit = given if given is not None else column.rsplit("_", 1)[-1] if "_" in column else ""
+    suffix = column.rsplit("_", 1)[-1] if "_" in column else ""
+    if given is not None and given in units and suffix in units and suffix != given:
+        raise CalibrationError(f"{label}: column {column!r} says its unit is {suffix!r} but {flag} says {given!r}; "
+                               "rename the column or drop the flag")
+    unit = given if given is not None else suffix
     if unit not in units:
         if given is not None:
             what = f"unit {given!r} is not a unit analogmem understands for this role"
@@ -222,6 +252,12 @@ PLAUSIBLE_CONDUCTANCE_S = (1e-15, 1e3)
 #: 12.4 IQRs), so the fence is at 25 IQRs — about 34 σ for a Gaussian group: it catches
 #: unit mix-ups (×1000 is 6.9 in ln g) and absurd values, never a genuine read.
 OUTLIER_IQR_MULTIPLE = 25.0
+#: A group whose sorted ln g has an empty gap wider than this (2.5 decades, a factor 316)
+#: with at least :data:`BIMODAL_MIN_FRACTION` of its reads on each side is two groups in
+#: one: a unit mix-up (S and µS, Ω and kΩ in one column) that the IQR rule cannot see
+#: when both halves are large. No device level spans such an empty gap.
+BIMODAL_GAP_LN = 2.5 * np.log(10.0)
+BIMODAL_MIN_FRACTION = 0.05
 
 
 def screen_outliers(df: Any, by: list[str], *, drop: bool) -> tuple[Any, list[dict[str, Any]]]:
@@ -255,6 +291,18 @@ def screen_outliers(df: Any, by: list[str], *, drop: bool) -> tuple[Any, list[di
         idx = np.flatnonzero((group == k) & ~implausible)
         if idx.size < 8:
             continue
+        ys = np.sort(y[idx])
+        gaps = np.diff(ys)
+        cut = int(np.argmax(gaps)) if gaps.size else 0
+        low_n = cut + 1
+        if gaps.size and gaps[cut] > BIMODAL_GAP_LN and \
+                min(low_n, idx.size - low_n) >= max(2, BIMODAL_MIN_FRACTION * idx.size):
+            where = ", ".join(f"{c} = {_show(df[c].iloc[idx[0]])}" for c in by) or "the table"
+            lo_med, hi_med = np.exp(np.median(ys[:low_n])), np.exp(np.median(ys[low_n:]))
+            raise CalibrationError(
+                f"{label}: the reads of {where} fall into two clusters {hi_med / lo_med:.3g}x apart ({low_n} reads "
+                f"around {lo_med:.3g} S, {idx.size - low_n} around {hi_med:.3g} S) with nothing between: a unit "
+                f"mix-up in one column (S and uS, ohm and kohm)? Fix the table; such reads are not dropped")
         q1, q3 = np.percentile(y[idx], [25, 75])
         iqr = q3 - q1
         fence = OUTLIER_IQR_MULTIPLE * iqr

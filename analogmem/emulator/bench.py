@@ -24,7 +24,7 @@ from . import reference
 from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
 from ._streams import inv_log1m, op_key, stuck_states
 from .cells import X_FLOOR, DeviceModel, load_device, parse_card
-from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, state_keys
+from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, check_state_range, state_keys
 from .pulse_response import MAX_WINDOWS, PulseTable
 from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
                          check_seconds, check_targets, check_temperature_K)
@@ -308,6 +308,17 @@ def check_read_at(bench: Any, t_s: float, lo: int, hi: int | None, read_index: i
     return lo, hi, when, (0x52454144, int(read_index), tb >> 32, tb & 0xFFFFFFFF)
 
 
+def _pieces(lo0: int, m: int, step: int) -> Iterator[tuple[int, int]]:
+    """Op-local ranges ``(a, b)`` covering ``0 .. m-1`` whose cells ``lo0 + a .. lo0 + b - 1``
+    end on multiples of ``step`` (the file chunks: each piece inside the span fills whole
+    checksum chunks, only the span's two ends fill part of one)."""
+    a = 0
+    while a < m:
+        b = min(m, (lo0 + a) // step * step + step - lo0)
+        yield a, b
+        a = b
+
+
 @dataclass(frozen=True)
 class ChunkedTargets:
     """Programming targets made chunk by chunk, for chips larger than memory:
@@ -385,7 +396,8 @@ class EmulatedBench:
             self._cells: RamArrays | FileArrays = RamArrays(self.n_cells)
         else:
             self._cells = FileArrays.create(state_dir, self.n_cells, {"bench": self._header()},
-                                            self.device.card_text, direct_io=direct_io)
+                                            self.device.card_text, direct_io=direct_io,
+                                            expected_bytes=self.n_cells * self.bytes_per_cell)
 
     def _setup(self, device: DeviceModel, n_cells: int, n_threads: int | None, backend: str, dtype: Any,
                in_memory: bool = True) -> None:
@@ -413,6 +425,9 @@ class EmulatedBench:
         # programming time: one scalar while every cell shares it, else the array "t_prog_s"
         self._uniform_t_prog = 0.0
         self._programmed = False
+        #: why the cells are unusable (a program or restore that failed part-way), else None
+        self._broken: str | None = None
+        self.read_only = False
 
     def _fault_params(self) -> dict[str, Any]:
         f = self.device.faults
@@ -421,35 +436,83 @@ class EmulatedBench:
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, n_threads: int | None = None, backend: str = "cython",
-             durable: bool = False, direct_io: bool | None = None) -> "EmulatedBench":
+             durable: bool = False, direct_io: bool | None = None, read_only: bool = False) -> "EmulatedBench":
         """Reopen a chip made with ``state_dir``: its card, cells, clock and random state, so
-        it continues exactly as the original would have. Raises
-        :class:`~analogmem.errors.StorageError` for anything but a clean chip directory —
-        in particular one whose last program was interrupted (a crash or kill mid-write).
-        ``durable`` and ``direct_io`` are as in the constructor (they are not stored)."""
-        cells, card_text = FileArrays.open(state_dir, direct_io=direct_io)
+        it continues exactly as the original would have. The directory stays locked until
+        :meth:`close` (or the bench is garbage-collected): another bench opening it gets
+        :class:`~analogmem.errors.StorageError` naming this process.
+
+        With ``read_only=True`` the chip is only read (on read-only media too): nothing in
+        the directory is written — reads and waits move this bench's clock and random state
+        in memory only, so the chip on disk stays as it was — ``program`` and
+        ``restore_state`` are refused, and any number of read-only benches may share it
+        (none while a writer holds it).
+
+        Raises :class:`~analogmem.errors.StorageError` for anything but a clean chip
+        directory — in particular one whose last program was interrupted (a crash or kill
+        mid-write), a header or state chunk that does not match its checksum, or a header
+        whose fields are malformed. ``durable`` and ``direct_io`` are as in the constructor
+        (they are not stored)."""
+        cells, card_text = FileArrays.open(state_dir, direct_io=direct_io, read_only=read_only)
+        try:
+            return cls._from_cells(cells, card_text, state_dir, n_threads, backend, durable, read_only)
+        except BaseException:
+            cells.close()
+            raise
+
+    @classmethod
+    def _from_cells(cls, cells: FileArrays, card_text: str, state_dir: Any, n_threads: int | None, backend: str,
+                    durable: bool, read_only: bool) -> "EmulatedBench":
         meta = cells.header.get("bench")
+        where = f"chip {str(state_dir)!r}"
         if not isinstance(meta, dict):
-            raise StorageError(f"chip {str(state_dir)!r}: header has no bench section")
+            raise StorageError(f"{where}: header has no bench section")
         try:
             device = parse_card(card_text, label=f"{meta['device']['name']} (from {state_dir})")
             self = cls.__new__(cls)
+            if meta["dtype"] not in ("float64", "float32"):
+                raise ValueError(f"dtype {meta['dtype']!r} is not float64 or float32")
             self._setup(device, cells.n, n_threads, backend, meta["dtype"], in_memory=False)
             self._seed = seed_from_state(meta["seed"])
-            self._fault_key = tuple(int(k) for k in meta["fault_key"])
+            key = meta["fault_key"]
+            if not isinstance(key, list) or len(key) != 3 or not all(
+                    isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 2 ** 64 for k in key):
+                raise ValueError(f"fault_key must be three integers in [0, 2**64), got {key!r}")
+            self._fault_key = tuple(key)
             clock = meta["clock"]
+            for name in ("time_s", "last_program_s", "uniform_t_prog"):
+                v = clock[name]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                    raise ValueError(f"clock.{name} must be a finite number >= 0 s, got {v!r}")
             self._time_s = float(clock["time_s"])
             self._last_program_s = float(clock["last_program_s"])
             self._uniform_t_prog = float(clock["uniform_t_prog"])
-            self._programmed = bool(meta["programmed"])
-        except (KeyError, TypeError, ValueError, DeviceCardError) as exc:
-            raise StorageError(f"chip {str(state_dir)!r}: malformed header ({type(exc).__name__}: {exc})") from None
+            if not self._last_program_s <= self._time_s or not self._uniform_t_prog <= self._time_s:
+                raise ValueError(f"clock {clock} has a program after the current time")
+            if not isinstance(meta["programmed"], bool):
+                raise ValueError(f"programmed must be true or false, got {meta['programmed']!r}")
+            self._programmed = meta["programmed"]
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, DeviceCardError) as exc:
+            raise StorageError(f"{where}: malformed header ({type(exc).__name__}: {exc})") from None
+        for name in cells.header["arrays"]:
+            want = np.dtype(np.float64) if name == "t_prog_s" else np.dtype(np.int8) if name == "stuck" else self.dtype
+            if cells.dtype(name) != want:
+                raise StorageError(f"{where}: {name}.bin is {cells.dtype(name)} but the bench's dtype is "
+                                   f"{self.dtype} (header dtype and arrays disagree)")
         self._params.update(self._fault_params())
         self.durable = bool(durable)
+        self.read_only = bool(read_only)
         self._cells = cells
         if self._programmed and not all(cells.has(k) for k in self._keys):
-            raise StorageError(f"chip {str(state_dir)!r}: state files {self._keys} are incomplete")
+            raise StorageError(f"{where}: state files {self._keys} are incomplete")
         return self
+
+    def close(self) -> None:
+        """Finish pending file I/O and release the chip directory's lock (a file-backed
+        bench; nothing to do in memory). The bench must not be used afterwards."""
+        if isinstance(self._cells, FileArrays):
+            self._cells.close()
+            self._broken = self._broken or "closed"
 
     def _header(self) -> dict[str, Any]:
         return {"device": {"name": self.device.name, "card_sha256": self.device.card_sha256},
@@ -459,10 +522,37 @@ class EmulatedBench:
                 "programmed": self._programmed, "units": {"time_s": "s", "g_prog": "S", "g_eff": "S"}}
 
     def _save_header(self) -> None:
-        """File-backed chips: record clock and random state after every operation."""
-        if isinstance(self._cells, FileArrays):
+        """File-backed chips: record clock and random state after every operation (not
+        when opened read-only)."""
+        if isinstance(self._cells, FileArrays) and not self.read_only:
             self._cells.header["bench"] = self._header()
             self._cells.save_header()
+
+    def _clock_change(self, time_s: float) -> None:
+        """Move the clock to ``time_s`` and record it; if the record fails (a full disk), the
+        clock and random state go back to where they were before the operation."""
+        self._time_s = time_s
+        self._save_header()
+
+    def _snapshot_clock(self) -> tuple[float, dict[str, Any]]:
+        return self._time_s, seed_state(self._seed)
+
+    def _restore_clock(self, saved: tuple[float, dict[str, Any]]) -> None:
+        self._time_s, self._seed = saved[0], seed_from_state(saved[1])
+
+    def _check_usable(self, what: str) -> None:
+        """Refuse to read or partially program cells a failed operation left half-written."""
+        if self._broken == "closed":
+            raise StorageError(f"this bench was closed: {what} is refused (reopen the chip with EmulatedBench.open)")
+        if self._broken is not None:
+            raise StorageError(
+                f"this bench's {self._broken} failed or was interrupted part-way: its cells are half-programmed, so "
+                f"{what} is refused until a program of every cell (addresses=None) succeeds")
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StorageError(f"chip {str(self.state_dir)!r} is open read-only: {what} is refused "
+                               "(reopen it with EmulatedBench.open(path) to write)")
 
     # ------------------------------------------------------------------ properties
     @property
@@ -569,8 +659,8 @@ class EmulatedBench:
                 except TargetRangeError as exc:
                     raise TargetRangeError(f"chunked targets, cells {lo0 + lo}..{lo0 + hi - 1}: {exc}") from None
 
-            for a in range(0, m, step):
-                chunk(a, min(m, a + step))
+            for a, b in _pieces(lo0, m, step):
+                chunk(a, b)
         else:
             g_all = self._check_targets(targets, m)
             table_all = self._check_verify(g_all, verify)
@@ -585,12 +675,13 @@ class EmulatedBench:
         stuck_report = np.zeros(m, dtype=np.int8)
         names = {k: self.dtype for k in self._keys}
         on_disk = isinstance(self._cells, FileArrays)
-        if on_disk:
+        if on_disk:  # the chunks written in part (the span's ends) are checked before anything changes
+            self._cells.verify_at(self._keys + ("t_prog_s", "stuck"), np.array([lo0, hi0 - 1]))
             self._cells.begin_write("program")
+        self._broken = "program"
         if not self._programmed:
             self._materialise()
-        for a in range(0, m, step):
-            b = min(m, a + step)
+        for a, b in _pieces(lo0, m, step):
             buf = self._cells.for_write(names, lo0 + a, lo0 + b)
             st = self._stuck_range(lo0 + a, lo0 + b)
             self._run_program(*chunk(a, b), st, key, a, verify, buf,
@@ -599,11 +690,12 @@ class EmulatedBench:
             if st is not None:
                 stuck_report[a:b] = st
         if self._stamp_needed(now):
-            for a in range(0, m, step):
-                b = min(m, a + step)
+            for a, b in _pieces(lo0, m, step):
                 buf = self._cells.for_write({"t_prog_s": np.dtype(np.float64)}, lo0 + a, lo0 + b)
                 buf["t_prog_s"].fill(now)
                 self._cells.commit(lo0 + a, buf)
+        self._cells.flush()
+        self._broken = None
         self._last_program_s = now
         if on_disk:
             self._cells.header["bench"] = self._header()
@@ -678,8 +770,13 @@ class EmulatedBench:
 
     def wait(self, seconds: float) -> None:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
-        self._time_s = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds:g})")
-        self._save_header()
+        when = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds:g})")
+        saved = self._snapshot_clock()
+        try:
+            self._clock_change(when)
+        except BaseException:
+            self._restore_clock(saved)
+            raise
 
     def bake(self, seconds: float, temperature_K: float) -> float:
         """Emulate ``seconds`` at ``temperature_K``: with the card's Arrhenius retention
@@ -692,8 +789,13 @@ class EmulatedBench:
                                   "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
         t, temp = check_seconds("seconds", seconds), check_temperature_K(temperature_K)
         equivalent = t * float(rt.acceleration_factor(temp))
-        self._time_s = check_clock(self._time_s + equivalent, f"bake({t:g} s at {temp:g} K)")
-        self._save_header()
+        when = check_clock(self._time_s + equivalent, f"bake({t:g} s at {temp:g} K)")
+        saved = self._snapshot_clock()
+        try:
+            self._clock_change(when)
+        except BaseException:
+            self._restore_clock(saved)
+            raise
         return equivalent
 
     def program(self, targets: np.ndarray | ChunkedTargets, addresses: np.ndarray | None = None,
@@ -716,10 +818,16 @@ class EmulatedBench:
         Raises :class:`~analogmem.errors.TargetRangeError` / :class:`~analogmem.errors.AddressError`
         before touching any cell if an input is invalid; the bench is then unchanged.
         """
+        self._check_writable("program")
+        if self._broken == "closed":
+            self._check_usable("program")
         span = _contiguous_span(addresses, self.n_cells)
         if span is not None and span != (0, self.n_cells):
+            self._check_usable("a program of some cells")
             return self._program_span(targets, span, verify)
         addr = None if span is not None else self._addresses(addresses)
+        if addr is not None:
+            self._check_usable("a program of some cells")
         m, chunk = self._targets(targets, addr, verify)
         now = self._time_s
         key = op_key(self._op_seed())
@@ -733,8 +841,11 @@ class EmulatedBench:
             values = {k: np.empty(m, dtype=self.dtype) for k in self._keys}
             self._run_program(*chunk(0, m), st, key, 0, verify, values,
                               *((pulses, success) if verify is not None else ()))
+            if on_disk:  # the chunks about to change are checked before anything does
+                self._cells.verify_at(self._keys + ("t_prog_s", "stuck"), addr)
         if on_disk:
             self._cells.begin_write("program")
+        self._broken = "program"  # until every cell is written (a failure or Ctrl-C leaves it so)
         if addr is None:
             stuck_report = np.zeros(m, dtype=np.int8)  # calloc: untouched pages cost nothing
             # chunked targets are made (and used) a chunk at a time, in memory as on disk
@@ -756,6 +867,7 @@ class EmulatedBench:
             self._cells.scatter(addr, values)
             if self._stamp_needed(now):
                 self._cells.scatter(addr, {"t_prog_s": np.full(m, now)})
+        self._broken = None
         self._last_program_s = now
         if on_disk:
             self._cells.header["bench"] = self._header()
@@ -763,12 +875,16 @@ class EmulatedBench:
         return ProgramReport(n_cells=m, time_s=now, stuck=stuck_report, addresses=addr, pulses=pulses,
                              success=success.astype(bool) if success is not None else None)
 
-    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int]]:
+    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int], tuple[float, dict[str, Any]]]:
+        """The time and key of a read, moving the clock in memory; the caller records it
+        (:meth:`_save_header`) once the read succeeded, or restores ``saved`` (the third
+        value) if anything failed: a read that raises leaves clock and random state as they were."""
+        self._check_usable("read")
         when = check_read_time(t_s, self._last_program_s, self._time_s)
-        self._time_s = when
+        saved = self._snapshot_clock()
         key = op_key(self._op_seed())
-        self._save_header()
-        return when, key
+        self._time_s = when
+        return when, key, saved
 
     def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray,
                     first: int | None = None) -> None:
@@ -795,7 +911,17 @@ class EmulatedBench:
         """
         span = _contiguous_span(addresses, self.n_cells)
         addr = None if span is not None else self._addresses(addresses)
-        when, key = self._begin_read(t_s)
+        when, key, saved = self._begin_read(t_s)
+        try:
+            out = self._read_cells(when, key, span, addr)
+            self._save_header()
+        except BaseException:
+            self._restore_clock(saved)
+            raise
+        return out
+
+    def _read_cells(self, when: float, key: tuple[int, int, int], span: tuple[int, int] | None,
+                    addr: np.ndarray | None) -> np.ndarray:
         if span is not None:  # contiguous cells: streamed, counters as for np.arange(lo, hi)
             lo0, hi0 = span
             out = np.empty(hi0 - lo0, dtype=self.dtype)
@@ -835,6 +961,7 @@ class EmulatedBench:
         called, in whatever order with other reads, and its values are distributed exactly as
         a :meth:`read` at the same ``t_s``. A real bench cannot do this (its clock only goes
         forward), which is why :meth:`read` keeps the forward-only clock."""
+        self._check_usable("read_at")
         lo, hi, when, tag = check_read_at(self, t_s, lo, hi, read_index)
         key = op_key(np.random.SeedSequence(self._seed.entropy, spawn_key=tuple(self._seed.spawn_key) + tag))
         if out is None:
@@ -855,7 +982,12 @@ class EmulatedBench:
         move when this is called; consume the chunks before the next program."""
         if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, (int, np.integer)) or chunk_cells < 1:
             raise SettingError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
-        when, key = self._begin_read(t_s)
+        when, key, saved = self._begin_read(t_s)
+        try:
+            self._save_header()
+        except BaseException:
+            self._restore_clock(saved)
+            raise
 
         def chunks() -> Iterator[tuple[int, np.ndarray]]:
             for lo in range(0, self.n_cells, int(chunk_cells)):
@@ -874,6 +1006,7 @@ class EmulatedBench:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+        self.close()
 
     # ------------------------------------------------------------------ state access
     def cell_state(self) -> dict[str, np.ndarray]:
@@ -883,6 +1016,7 @@ class EmulatedBench:
         programmed conductance), ``nu`` (drift exponent: cards with drift), ``z_relax``
         (relaxation latent) and ``q_read`` (read-noise factor Q_s: cards with read noise);
         plus ``t_prog_s`` (programming time, s, float64) and ``stuck`` (int8 0/1/2)."""
+        self._check_usable("cell_state")
         out = {k: np.empty(self.n_cells, dtype=self.dtype) for k in self._keys}
         for lo, hi in self._cells.ranges():
             for k, v in self._load(lo, hi).items():
@@ -910,7 +1044,12 @@ class EmulatedBench:
         the saved bench stopped). Values are stored in the bench's dtype. Raises
         :class:`~analogmem.errors.StorageError` for missing keys or wrong shapes; the
         bench is then unchanged."""
+        self._check_writable("restore_state")
+        if self._broken == "closed":
+            self._check_usable("restore_state")
         keys = self._keys + ("t_prog_s", "stuck")
+        if not isinstance(cell_state, dict):
+            raise StorageError(f"cell state must be a dict of arrays, got {type(cell_state).__name__}")
         missing = [k for k in keys if k not in cell_state]
         if missing:
             raise StorageError(f"cell state lacks {missing}")
@@ -920,11 +1059,22 @@ class EmulatedBench:
         if not isinstance(seed, np.random.SeedSequence):
             raise StorageError(f"seed must be a numpy SeedSequence, got {type(seed).__name__}")
         clock = check_seconds("time_s", time_s)
-        t_prog = np.asarray(cell_state["t_prog_s"], dtype=np.float64)
-        stuck = np.asarray(cell_state["stuck"], dtype=np.int8)
+        try:
+            t_prog = np.asarray(cell_state["t_prog_s"], dtype=np.float64)
+            raw_stuck = np.asarray(cell_state["stuck"])
+            for k in self._keys:  # values no program writes (NaN, negated conductances) are refused
+                check_state_range(k, np.asarray(cell_state[k], dtype=np.float64), f"cell state {k!r}")
+            check_state_range("t_prog_s", t_prog, "cell state 't_prog_s'")
+            check_state_range("stuck", raw_stuck.astype(np.float64), "cell state 'stuck'")
+        except (TypeError, ValueError) as exc:
+            raise StorageError(f"cell state is not numeric: {exc}") from None
+        if t_prog.size and t_prog.max() > clock:
+            raise StorageError(f"cell state t_prog_s reaches {t_prog.max():g} s, after the clock time_s = {clock:g} s")
+        stuck = raw_stuck.astype(np.int8)
         on_disk = isinstance(self._cells, FileArrays)
         if on_disk:
             self._cells.begin_write("restore_state")
+        self._broken = "restore_state"
         for k in self._keys:
             self._write_full(k, self.dtype, np.asarray(cell_state[k]))
         self._cells.drop("t_prog_s")
@@ -936,6 +1086,8 @@ class EmulatedBench:
         self._cells.drop("stuck")
         if not np.array_equal(self.stuck, stuck):
             self._write_full("stuck", np.int8, stuck)
+        self._cells.flush()
+        self._broken = None
         self._programmed = True
         self._last_program_s = float(t_prog.max())
         self._time_s = clock
@@ -969,6 +1121,8 @@ class EmulatedBench:
                 params = {**params, **_pulse_table_params(table)}
         _kernels.program(params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
                          first=first, **extra)
+        for k in self._keys:
+            self._check_finite(out[k], f"programmed state {k}")
 
     def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, key: tuple[int, int, int], first: int,
                   out: np.ndarray) -> None:
@@ -979,6 +1133,14 @@ class EmulatedBench:
         _kernels.read(self._params, key, tuple(np.ascontiguousarray(state[k]) if k in state else None
                                                for k in STATE_KEYS),
                       np.ascontiguousarray(age, dtype=np.float64), out, self.n_threads, first=first)
+        self._check_finite(out, "reads")
+
+    def _check_finite(self, values: np.ndarray, what: str) -> None:
+        """Refuse non-finite kernel output (one summing pass: NaN and inf propagate)."""
+        if values.size and not np.isfinite(np.add.reduce(values, dtype=np.float64)):
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise DeviceCardError(f"device {self.device.name!r}: the cell model gave {bad} non-finite {what}: the card's "
+                                  "parameters are outside what it can compute")
 
     def __repr__(self) -> str:
         where = f", state_dir={str(self.state_dir)!r}" if self.state_dir is not None else ""

@@ -69,6 +69,16 @@ __all__ = [
 X_FLOOR = 1e-12
 
 _SCHEMA_VERSION = 1
+#: Physical bounds every card is held to: conductances (and σ's in S) within the window
+#: calibration uses (1 fS to 1 kS, :data:`~analogmem.calibrate.tidy.PLAUSIBLE_CONDUCTANCE_S`),
+#: times (reference times of drift and read noise) of at least 1 ns — no instrument reads
+#: faster, and a subnormal time makes ln(t/t0) reach 745.
+G_BOUNDS_S = (1e-15, 1e3)
+MIN_TIME_S = 1e-9
+#: The largest card read (bytes) and the most numbers in one list: a calibrated card is a
+#: few kB; a 100 MB one took 53 s to refuse.
+MAX_CARD_BYTES = 4 << 20
+MAX_LIST_LENGTH = 100_000
 #: Write-input domains and their units: a target conductance (S), a write-pulse voltage
 #: (V), or a level index (dimensionless).
 INPUT_UNITS = {"conductance": "S", "voltage": "V", "level": ""}
@@ -478,7 +488,9 @@ class _Table:
     def numbers(self, key: str, min_len: int = 1) -> tuple[float, ...]:
         v = self.get(key)
         if not isinstance(v, list) or len(v) < min_len:
-            self.fail(f"expected a list of at least {min_len} number(s), got {v!r}", key)
+            self.fail(f"expected a list of at least {min_len} number(s), got {str(v)[:200]}", key)
+        if len(v) > MAX_LIST_LENGTH:
+            self.fail(f"{len(v)} numbers, more than the {MAX_LIST_LENGTH} a card list may hold", key)
         out = []
         for i, e in enumerate(v):
             if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e):
@@ -502,13 +514,35 @@ def _clipped_log_linear(t: _Table, key: str) -> ClippedLogLinear:
     return out
 
 
-def _check_nonnegative(t: _Table, key: str, coefficients: tuple[float, ...], x_min: float = 0.0) -> None:
-    """σ polynomials must be >= 0 wherever targets may lie: x = g/g_max in [g_min/g_max, 1]."""
+def _check_nonnegative(t: _Table, key: str, coefficients: tuple[float, ...], x_min: float = 0.0,
+                       scale: float = 1e-6) -> None:
+    """σ polynomials must be >= 0 wherever targets may lie: x = g/g_max in [g_min/g_max, 1],
+    and (times ``scale``: S per µS of the polynomial, 1e-6·g_max/g_ref) at most 1 kS."""
     x = np.linspace(x_min, 1.0, 1001)
-    sig = _poly(coefficients, x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sig = _poly(coefficients, x)
+        sig_S = sig * scale
     if np.any(sig < 0):
         bad = x[np.argmax(sig < 0)]
         t.fail(f"the polynomial gives a negative standard deviation at x = g/g_max = {bad:.3f}", key)
+    if not np.all(np.isfinite(sig_S)) or np.max(sig_S) > G_BOUNDS_S[1]:
+        t.fail(f"the polynomial gives a standard deviation of {np.max(sig_S):.3g} S, beyond the {G_BOUNDS_S[1]:g} S "
+               "of any memory cell", key)
+
+
+def card_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a card (None if it can): a card name is non-empty printable
+    ASCII without ``,`` or ``;`` — it is sent in instrument (SCPI) replies."""
+    if not isinstance(name, str) or not name.strip() or any(not (" " <= ch <= "~") or ch in ",;" for ch in name):
+        return (f"name {name!r} must be non-empty printable ASCII without ',' or ';' (no control characters or "
+                "newlines: it appears in instrument replies)")
+    return None
+
+
+def _check_name(t: _Table, name: str) -> None:
+    problem = card_name_problem(name)
+    if problem:
+        t.fail(problem, "name")
 
 
 def _empirical_channel(prog: _Table) -> EmpiricalChannel:
@@ -530,6 +564,10 @@ def _empirical_channel(prog: _Table) -> EmpiricalChannel:
             prog.fail(f"row {k} has {len(q)} quantiles for {len(probs)} probabilities", "log_conductance_quantiles")
         if any(b < a for a, b in zip(q, q[1:])):
             prog.fail(f"row {k} (input {inputs[k]:g}) is not non-decreasing", "log_conductance_quantiles")
+        lo, hi = math.log(G_BOUNDS_S[0]), math.log(G_BOUNDS_S[1])
+        if q[0] < lo or q[-1] > hi:
+            prog.fail(f"row {k} reaches ln g = {q[0] if q[0] < lo else q[-1]:g}, outside [{lo:.3g}, {hi:.3g}] "
+                      f"(conductances of {G_BOUNDS_S[0]:g} to {G_BOUNDS_S[1]:g} S)", "log_conductance_quantiles")
         table.append(q)
     return EmpiricalChannel(inputs=inputs, probabilities=probs, log_g_quantiles=tuple(table),
                             fit=prog.string("fit", default="empirical"))
@@ -689,18 +727,28 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     Raises :class:`~analogmem.errors.DeviceCardError` naming the field for anything
     malformed, missing, unknown or physically impossible.
     """
+    if not isinstance(text, str):
+        raise DeviceCardError(f"device card {label}: expected TOML text, got {type(text).__name__}")
+    if len(text) > MAX_CARD_BYTES:
+        raise DeviceCardError(f"device card {label}: {len(text)} characters, more than the {MAX_CARD_BYTES} a card "
+                              "may have")
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (some editors write one): not TOML, but harmless
+        text = text[1:]
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DeviceCardError(f"device card {label}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise DeviceCardError(f"device card {label}: arrays or tables nested too deeply to be a device card") from None
     root = _Table(label, "", raw)
 
     card = root.table("card")
     version = card.get("schema_version")
-    if version != _SCHEMA_VERSION:
+    if isinstance(version, bool) or version != _SCHEMA_VERSION:
         card.fail(f"unsupported schema_version {version!r} (this analogmem reads {_SCHEMA_VERSION})",
                   "schema_version")
     name = card.string("name")
+    _check_name(card, name)
     technology = card.string("technology")
     input_domain = card.string("input", choices=_INPUT_DOMAINS)
     description = card.string("description", default="")
@@ -720,19 +768,23 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     if prog_model == "polynomial":
         if input_domain != "conductance":
             card.fail(f"a polynomial programming model needs input = 'conductance', got {input_domain!r}", "input")
-        g_min = rng.number("g_min_S", lo=0.0)
-        g_max = rng.number("g_max_S", lo=g_min, lo_open=True)
+        g_min = rng.number("g_min_S", lo=0.0, hi=G_BOUNDS_S[1])
+        g_max = rng.number("g_max_S", lo=max(g_min, G_BOUNDS_S[0]), hi=G_BOUNDS_S[1], lo_open=g_min >= G_BOUNDS_S[0])
         if clip_min > g_min:
             rng.fail(f"{clip_min:g} is above g_min_S {g_min:g}", "clip_min_S")
         if clip_max < g_max:
             rng.fail(f"{clip_max:g} is below g_max_S {g_max:g}", "clip_max_S")
         programming = ProgrammingNoise(coefficients_uS=prog.numbers("coefficients_uS"),
-                                       g_ref_S=prog.number("g_ref_S", lo=0.0, lo_open=True))
-        _check_nonnegative(prog, "coefficients_uS", programming.coefficients_uS, g_min / g_max)
+                                       g_ref_S=prog.number("g_ref_S", lo=G_BOUNDS_S[0], hi=G_BOUNDS_S[1]))
+        _check_nonnegative(prog, "coefficients_uS", programming.coefficients_uS, g_min / g_max,
+                           1e-6 * g_max / programming.g_ref_S)
     else:
         programming = _empirical_channel(prog)
         table = np.asarray(programming.log_g_quantiles)
         g_min, g_max = float(np.exp(table.min())), float(np.exp(table.max()))
+        if clip_max < g_max or clip_min > g_min:
+            rng.fail(f"[{clip_min:g}, {clip_max:g}] S would clip the card's own conductances [{g_min:g}, {g_max:g}] S",
+                     "clip_max_S" if clip_max < g_max else "clip_min_S")
     rng.done()
     prog.done()
 
@@ -741,7 +793,7 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     if model == "none":
         drift = Drift("none")
     else:
-        drift = Drift(model, t0_s=dr.number("t0_s", lo=0.0, lo_open=True),
+        drift = Drift(model, t0_s=dr.number("t0_s", lo=MIN_TIME_S),
                       mu=_clipped_log_linear(dr, "mu"), sigma=_clipped_log_linear(dr, "sigma"))
     dr.done()
 
@@ -753,7 +805,7 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
         read_noise = ReadNoise(model, q_coefficient=rn.number("q_coefficient", lo=0.0),
                                q_exponent=rn.number("q_exponent", lo=0.0),
                                q_max=rn.number("q_max", lo=0.0),
-                               t_read_s=rn.number("t_read_s", lo=0.0, lo_open=True))
+                               t_read_s=rn.number("t_read_s", lo=MIN_TIME_S))
     rn.done()
 
     rl = root.table("relaxation")
@@ -783,8 +835,9 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
                     rl.fail(f"row {i} must have {len(knots)} non-negative values (one per x knot), "
                             f"got {list(rows[-1])}", key)
             else:
-                _check_nonnegative(rl, f"coefficients_uS[{i}]", rows[-1], g_min / g_max)
-        relaxation = Relaxation(model, g_ref_S=rl.number("g_ref_S", lo=0.0, lo_open=True),
+                _check_nonnegative(rl, f"coefficients_uS[{i}]", rows[-1], g_min / g_max,
+                                   1e-6 * g_max / rl.number("g_ref_S", lo=G_BOUNDS_S[0], hi=G_BOUNDS_S[1]))
+        relaxation = Relaxation(model, g_ref_S=rl.number("g_ref_S", lo=G_BOUNDS_S[0], hi=G_BOUNDS_S[1]),
                                 times_s=times, coefficients_uS=tuple(rows),
                                 extrapolation=rl.string("extrapolation", default="hold", choices=("hold",)),
                                 x_knots=knots)
@@ -885,9 +938,19 @@ def _decode_card(data: bytes, label: str) -> str:
 
 
 def _load_card_file(path: Path) -> DeviceModel:
-    """Read and parse the card file at ``path``."""
+    """Read and parse the card file at ``path`` (a regular file of at most
+    :data:`MAX_CARD_BYTES`: a FIFO, device or huge file is refused before reading)."""
+    import stat as _stat
+
     try:
-        data = path.read_bytes()
+        st = os.stat(path)
+        if not _stat.S_ISREG(st.st_mode):
+            raise DeviceCardError(f"device card {path}: not a regular file (a folder, device or FIFO is not read)")
+        if st.st_size > MAX_CARD_BYTES:
+            raise DeviceCardError(f"device card {path}: {st.st_size} bytes, more than the {MAX_CARD_BYTES} a card "
+                                  "may have")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CARD_BYTES + 1)
     except OSError as exc:
         hint = ""
         stem = path.name[:-5] if path.name.endswith(".toml") else path.name

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from .._io import save_figure, write_json
+from .._checks import check_int
+from ..errors import SettingError
 from ..emulator.bench import EmulatedBench, default_threads
 from ..emulator.cells import bundled_devices, load_device
 
@@ -48,8 +50,14 @@ def _level_targets(g_min: float, g_max: float, levels: int) -> np.ndarray:
 def run_demo(devices: tuple[str, ...] = DEFAULT_DEVICES, n_cells: int = 1_000_000, levels: int = 8,
              times_s: tuple[float, ...] = DEFAULT_TIMES_S, seed: int = 0, n_threads: int | None = None,
              progress: bool = True) -> dict[str, Any]:
-    """Run the demo and return its results (see module docstring); pure computation, no files."""
+    """Run the demo and return its results (see module docstring); pure computation, no files.
+
+    Raises :class:`~analogmem.errors.SettingError` before any work for ``n_cells`` < 4 or
+    ``levels`` outside ``[2, n_cells // 2]`` (half the cells hold the levels)."""
     from tqdm.auto import tqdm
+
+    n_cells = check_int(n_cells, "--cells (n_cells)", 4, error=SettingError)
+    levels = check_int(levels, "--levels (levels)", 2, n_cells // 2, error=SettingError)
 
     results: dict[str, Any] = {
         "description": "Multi-level cells and a Laplacian weight tensor stored on emulated analog memory, "

@@ -26,7 +26,7 @@ from .._seeding import seed_from_state, seed_state
 from .._version import __version__
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, parse_card
-from ..errors import StorageError
+from ..errors import AnalogMemError, StorageError
 from .stores import BenchStore, EmulatedStore, Entry
 
 __all__ = ["save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT"]
@@ -143,9 +143,20 @@ def load_snapshot(path: str | Path, *, n_threads: int | None = None) -> Emulated
         meta = json.loads(json.loads(blob[8:8 + hlen])["__metadata__"]["analogmem"])
     except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
         raise StorageError(f"snapshot {str(path)!r} cannot be parsed: {exc}") from None
-    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") not in _READABLE_VERSIONS:
+    if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT or \
+            meta.get("format_version") not in _READABLE_VERSIONS:
         raise StorageError(f"{str(path)!r} is not an analogmem chip snapshot of format version "
                            f"{' or '.join(map(str, _READABLE_VERSIONS))}")
+    try:
+        return _store_from(path, meta, tensors, n_threads)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        if isinstance(exc, AnalogMemError):
+            raise
+        raise StorageError(f"snapshot {str(path)!r} is malformed: {type(exc).__name__}: {exc}") from None
+
+
+def _store_from(path: Path, meta: dict, tensors: dict[str, np.ndarray], n_threads: int | None) -> EmulatedStore:
+    """The store a parsed snapshot describes (raw errors of a crafted file are the caller's to name)."""
     dev_meta = meta["device"]
     device = parse_card(dev_meta["card_text"], label=f"{dev_meta['name']} (from snapshot)")
     if device.card_sha256 != dev_meta["card_sha256"]:

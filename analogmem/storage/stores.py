@@ -568,6 +568,9 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
     state = module.state_dict()
     params = {n for n, _ in module.named_parameters()}
     for n, v in state.items():
+        if v.is_meta:
+            raise StorageError(f"tensor {n!r} is on torch's meta device (no values); materialise the module first "
+                               "(e.g. module.to_empty(device='cpu') and load its weights)")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):  # checked where the tensor lives
             check_finite(n, v.detach().cpu().numpy())
     # floating-point parameters go on analog cells; buffers, integer and boolean tensors stay digital
