@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from typing import Any
@@ -21,20 +22,55 @@ __all__ = ["add_subparser", "main"]
 
 
 def _parse_cells(text: str | None, n_cells: int) -> np.ndarray | None:
-    """``"0-255,300,400-409"`` → addresses (inclusive ranges); None → None."""
+    """``"0-255,300,400-409"`` → addresses (inclusive ranges); None → None.
+
+    Every part is checked (an integer, ``start <= stop``, inside ``[0, n_cells)``) before
+    any address list is built, so ``0-10000000`` on a 1,024-cell bench is refused at once
+    with :class:`AddressError` naming the part."""
+    from ..errors import AddressError
+
     if text is None:
         return None
-    out: list[int] = []
+    spans: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return np.array(out, dtype=np.intp)
+        a_s, sep, b_s = part.partition("-")
+        try:
+            a = int(a_s)
+            b = int(b_s) if sep else a
+        except ValueError:
+            raise AddressError(f"--cells: {part!r} is not an address or an inclusive range 'start-stop'") from None
+        if a > b:
+            raise AddressError(f"--cells: range {part!r} runs backwards (start {a} > stop {b})")
+        if a < 0 or b >= n_cells:
+            raise AddressError(f"--cells: {part!r} is outside the bench's cells [0, {n_cells - 1}]")
+        spans.append((a, b))
+    if not spans:
+        raise AddressError(f"--cells: {text!r} names no cell")
+    return np.concatenate([np.arange(a, b + 1, dtype=np.intp) for a, b in spans])
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse nonsense options before anything opens (:class:`SettingError` naming the
+    option): rows/columns < 1, a port outside [0, 65535], non-finite or non-positive
+    seconds."""
+    from ..errors import SettingError
+
+    for name in ("rows", "cols"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise SettingError(f"--{name} must be an integer >= 1, got {v}")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        raise SettingError(f"--port must be an integer in [0, 65535], got {port}")
+    for name in ("timeout_s", "max_seconds"):
+        v = getattr(args, name, None)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise SettingError(f"--{name.replace('_', '-')} must be a finite number of seconds > 0, got {v!r}")
+    if getattr(args, "retries", 0) < 0:
+        raise SettingError(f"--retries must be >= 0, got {args.retries}")
 
 
 def _times(text: str) -> tuple[float, ...]:
@@ -42,6 +78,12 @@ def _times(text: str) -> tuple[float, ...]:
         return tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"--times must be comma-separated seconds, got {text!r}") from None
+
+
+from .limits import INSTRUMENT_MODELS  # noqa: E402 - PyVISA-free
+
+#: 2600B-family models the TSP emulator answers as (``bench serve --model``).
+TSP_MODELS = tuple(m for m in INSTRUMENT_MODELS if m != "2450")
 
 
 def _add_bench_options(p: argparse.ArgumentParser) -> None:
@@ -127,16 +169,28 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args.bench_config)
     rows = args.rows if args.rows is not None else cfg.rows
     cols = args.cols if args.cols is not None else cfg.cols
-    srv = ScpiEmulatorServer(dev, rows=rows, cols=cols, seed=args.seed,
-                             scheme=cfg.scheme.for_range(dev.g_min_S, dev.g_max_S), host=args.host, port=args.port,
-                             max_lifetime_s=args.max_seconds, reset_on_connect=args.reset_on_connect)
-    srv.start()
+    kw = dict(rows=rows, cols=cols, seed=args.seed, scheme=cfg.scheme.for_range(dev.g_min_S, dev.g_max_S),
+              host=args.host, port=args.port, max_lifetime_s=args.max_seconds,
+              reset_on_connect=args.reset_on_connect, limits=cfg.limits if args.enforce_limits else None)
+    if args.model.upper() == "2450":
+        srv = ScpiEmulatorServer(dev, **kw)
+    else:
+        from .tsp_server import TspEmulatorServer
+
+        srv = TspEmulatorServer(dev, model=args.model, **kw)
+    try:
+        srv.start()
+    except OSError as exc:
+        from ..errors import SettingError
+
+        raise SettingError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     try:
         if args.port_file:
             from .._io import atomic_write_text
 
             atomic_write_text(args.port_file, f"{srv.port}\n")
-        print(f"analogmem SCPI emulator of {dev.name} ({rows}x{cols} cells) on {srv.resource}", flush=True)
+        print(f"analogmem {srv.language} emulator ({srv.model_name}) of {dev.name} ({rows}x{cols} cells"
+              f"{', limits enforced' if args.enforce_limits else ''}) on {srv.resource}", flush=True)
         print("stop with Ctrl-C" + (f" (stops by itself after {args.max_seconds:g} s)" if args.max_seconds else ""),
               flush=True)
         while srv.running:
@@ -287,11 +341,16 @@ def _guarded(func: Any) -> Any:
         from ..errors import AnalogMemError
 
         try:
+            _check_args(args)
             return func(args)
         except (AnalogMemError, FileExistsError) as exc:
             print(f"analogmem bench {args.bench_command}: error: {exc}", file=sys.stderr)
             for note in getattr(exc, "__notes__", []):
                 print(f"  {note}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"analogmem bench {args.bench_command}: interrupted (Ctrl-C); the instrument was left with "
+                  "its output off where the bench could still reach it", file=sys.stderr)
             return 1
 
     run.__name__ = func.__name__
@@ -307,14 +366,21 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    s = sub.add_parser("serve", help="SCPI emulator of the reference bench on loopback")
-    s.add_argument("--device", required=True, help="device card (name or path) of the emulated cells")
+    s = sub.add_parser("serve", help="instrument emulator (2450 SCPI or 2600B TSP) on loopback")
+    s.add_argument("--device", default="pcm-nandakumar2019",
+                   help="device card (name or path) of the emulated cells (default: pcm-nandakumar2019)")
+    s.add_argument("--model", default="2450", type=lambda t: t.strip().upper(),
+                   choices=["2450", *TSP_MODELS],
+                   help="instrument to emulate: 2450 (SCPI, default) or a 2600B-family TSP model (2636B, ...)")
     s.add_argument("--port", type=int, default=0, help="TCP port (0: a free ephemeral port)")
-    s.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1 or ::1)")
+    s.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1, ::1 or localhost)")
     s.add_argument("--rows", type=int, default=None, help="matrix rows (default: bench config, 32)")
     s.add_argument("--cols", type=int, default=None, help="matrix columns (default: bench config, 32)")
     s.add_argument("--seed", type=int, default=None, help="seed of the emulated cells")
-    s.add_argument("--bench-config", default=None, help="TOML bench file ([matrix], [scheme] used)")
+    s.add_argument("--bench-config", default=None, help="TOML bench file ([matrix], [scheme], [limits] used)")
+    s.add_argument("--enforce-limits", action="store_true",
+                   help="refuse levels, compliances, widths and routes past the bench file's [limits] (as a lab "
+                        "interlock would); without it the emulator accepts what the real instrument accepts")
     s.add_argument("--max-seconds", type=float, default=None, help="stop by itself after this long (s)")
     s.add_argument("--port-file", default=None, help="write the bound port here")
     s.add_argument("--reset-on-connect", action="store_true",
