@@ -46,7 +46,7 @@ from .errors import (
     ReadTimeError,
 )
 from .limits import BenchConfig
-from .verify_policy import VerifyPolicy
+from .verify_policy import VerifyPolicy, check_program_request
 
 __all__ = ["InstrumentBench", "open_adapter"]
 
@@ -504,22 +504,7 @@ class InstrumentBench:
         every first SET amplitude, the threshold, RESET and read voltages, both widths,
         the verify windows. Returns the verify policy (None without verify). Raises
         :class:`SafetyLimitError` / :class:`TargetRangeError` / :class:`SettingError`."""
-        s, lim = self.scheme, self.limits
-        policy = None if verify is None else VerifyPolicy.build(s, lim, verify, self.device)
-        v0 = s.set_voltage(g_target_S)
-        if v0.size:
-            imax = int(np.argmax(v0))
-            if v0[imax] > lim.max_set_V:
-                lim.check_set(v0[imax])  # raises, naming max_set_V
-        lim.check_set(s.v_set_threshold_V)
-        if s.reset_first or verify is not None:
-            lim.check_reset(s.v_reset_V)
-        lim.check_width(s.set_width_s, "SET pulse width")
-        lim.check_width(s.reset_width_s, "RESET pulse width")
-        lim.check_read(s.v_read_V)
-        if policy is not None:
-            policy.window(g_target_S)
-        return policy
+        return check_program_request(self.scheme, self.limits, g_target_S, verify, self.device)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S) = read current (A) / ``scheme.v_read_V`` (V).

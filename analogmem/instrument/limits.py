@@ -202,7 +202,9 @@ class PulseScheme:
       cell is read; inside the window ``[lo, hi]`` it is done; else the next amplitude is
       ``V + verify_gain·(g_T − G)/slope`` (``slope`` the nominal S/V of the transfer),
       kept inside ``[v_set_threshold_V, max_set_V]`` — a damped search that learns a
-      miscalibrated transfer without amplifying programming noise. At most
+      miscalibrated transfer without amplifying programming noise; ``verify_gain = 0``
+      re-pulses at the same amplitude (right for a well-calibrated transfer whose pulses
+      re-draw around it, as the emulator's own :class:`WriteVerify` assumes). At most
       ``max_pulses`` SET pulses per cell.
 
     ``g_min_S``/``g_max_S`` default to the device card the bench is built for.
@@ -231,8 +233,8 @@ class PulseScheme:
             raise SettingError(f"PulseScheme.v_reset_V must be finite and non-zero, got {self.v_reset_V!r}")
         _positive("PulseScheme.set_width_s", self.set_width_s)
         _positive("PulseScheme.reset_width_s", self.reset_width_s)
-        if not (0 < self.verify_gain <= 1):
-            raise SettingError(f"PulseScheme.verify_gain must be in (0, 1], got {self.verify_gain!r}")
+        if not (0 <= self.verify_gain <= 1):
+            raise SettingError(f"PulseScheme.verify_gain must be in [0, 1], got {self.verify_gain!r}")
 
     @property
     def slope_S_per_V(self) -> float:

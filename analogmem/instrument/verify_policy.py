@@ -28,7 +28,7 @@ from ..emulator.cells import DeviceModel
 from ..errors import SettingError, TargetRangeError
 from .limits import PulseScheme, SafetyLimits
 
-__all__ = ["VerifyPolicy", "DEFAULT_MAX_PULSES"]
+__all__ = ["VerifyPolicy", "DEFAULT_MAX_PULSES", "check_program_request"]
 
 #: SET pulses per cell when a :meth:`WriteVerify.card` leaves the budget to the card
 #: (``max_pulses=None``) and the card states none.
@@ -120,3 +120,28 @@ class VerifyPolicy:
         out[fail & (last_read_S < lo) & (last_v_V >= self.v_hi_V)] = 1
         out[fail & (last_read_S > hi) & (resets > 0) & (out == 0)] = 2
         return out
+
+
+def check_program_request(scheme: PulseScheme, limits: SafetyLimits, g_target_S: np.ndarray,
+                          verify: WriteVerify | None, device: DeviceModel | None = None) -> VerifyPolicy | None:
+    """Check a whole program request against ``limits`` before anything is sent: every
+    first SET amplitude, the SET threshold, the RESET and read voltages, both widths and
+    the verify windows. Returns the verify policy (None without verify). Raises
+    :class:`SafetyLimitError` (naming the limit), :class:`TargetRangeError` or
+    :class:`SettingError`. Both instrument benches call it."""
+    s, lim = scheme, limits
+    policy = None if verify is None else VerifyPolicy.build(s, lim, verify, device)
+    v0 = s.set_voltage(g_target_S)
+    if v0.size:
+        imax = int(np.argmax(v0))
+        if v0[imax] > lim.max_set_V:
+            lim.check_set(v0[imax])  # raises, naming max_set_V
+    lim.check_set(s.v_set_threshold_V)
+    if s.reset_first or verify is not None:
+        lim.check_reset(s.v_reset_V)
+    lim.check_width(s.set_width_s, "SET pulse width")
+    lim.check_width(s.reset_width_s, "RESET pulse width")
+    lim.check_read(s.v_read_V)
+    if policy is not None:
+        policy.window(g_target_S)
+    return policy
