@@ -90,6 +90,9 @@ def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resource", required=True,
                    help="VISA resource of the source-measure unit, e.g. TCPIP0::127.0.0.1::5025::SOCKET "
                         "(the emulator server) or USB0::0x05E6::0x2450::04412345::INSTR (a Keithley 2450)")
+    p.add_argument("--model", default=None, type=lambda t: t.strip().upper(), choices=list(INSTRUMENT_MODELS),
+                   help="instrument model, overriding the bench file's [instrument] model: 2450 (SCPI) or a 2600B "
+                        "(2636B, ...: TSP, write-verify on the instrument)")
     p.add_argument("--switch-resource", default=None,
                    help="VISA resource of the switch matrix (default: the matrix answers on --resource)")
     p.add_argument("--device", default=None, help="device card (name or path) giving the target range")
@@ -116,12 +119,21 @@ def _add_verify_options(p: argparse.ArgumentParser, default_on: bool) -> None:
 
 
 def _open_bench(args: argparse.Namespace) -> Any:
+    """An :class:`InstrumentBench` (2450) or, when the bench file says ``[instrument]
+    model = "2636B"`` (any 2600B) or ``--model`` does, a :class:`TspBench`."""
     from .instrument_bench import InstrumentBench
     from .limits import load_bench_config
 
     cfg = load_bench_config(args.bench_config)
     if args.rows is not None or args.cols is not None:
         cfg = dataclasses.replace(cfg, rows=args.rows or cfg.rows, cols=args.cols or cfg.cols)
+    if getattr(args, "model", None):
+        cfg = dataclasses.replace(cfg, model=args.model)
+    if cfg.is_tsp:
+        from .tsp_bench import TspBench
+
+        return TspBench(args.resource, device=args.device, config=cfg, visa_library=args.visa_library or "@py",
+                        timeout_s=args.timeout_s, progress=not args.no_progress)
     return InstrumentBench(args.resource, device=args.device, config=cfg,
                            switch_resource=args.switch_resource, visa_library=args.visa_library,
                            timeout_s=args.timeout_s, retries=args.retries, progress=not args.no_progress)
@@ -154,7 +166,8 @@ def _csv_text(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 def _bench_info(bench: Any) -> dict[str, Any]:
-    return {"resource": getattr(bench._smu, "resource", None) if hasattr(bench, "_smu") else None,
+    return {"resource": getattr(bench._smu, "resource", None) if hasattr(bench, "_smu") else
+            getattr(bench, "resource", None),
             "identity": getattr(bench, "identity", {}), "clock": getattr(bench, "clock", None),
             "config": bench.config.to_dict()}
 

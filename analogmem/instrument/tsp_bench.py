@@ -111,7 +111,9 @@ class TspBench:
         self.last_program_reads_S: np.ndarray = np.empty(0)
 
         import pyvisa
-        from keithley2600 import Keithley2600
+        # the driver's class itself: the package's ``Keithley2600`` factory shares one
+        # instance per address, and a bench owns its connection
+        from keithley2600.keithley_driver import Keithley2600
 
         self.resource = resource
         try:

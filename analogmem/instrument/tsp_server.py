@@ -696,7 +696,9 @@ class TspEmulatorServer:
         limits: enforce these :class:`SafetyLimits` on the instrument side (None: accept
             what a real 2600B accepts, ±200 V, 1.5 A).
         max_connections: clients served at once.
-        reset_on_connect: accepted for symmetry with the SCPI server (resets on connect).
+        reset_on_connect: accepted for symmetry with the SCPI server.
+        chunk_seconds: wall time one TSP line (chunk) may run before it is stopped with a
+            runtime error (s) — ``while true do end`` never hangs the instrument.
     """
 
     language = "TSP"
@@ -706,7 +708,7 @@ class TspEmulatorServer:
                  host: str = "127.0.0.1", port: int = 0, idle_timeout_s: float = 120.0,
                  max_lifetime_s: float | None = None, reset_fraction: float = 0.5, n_threads: int = 1,
                  limits: SafetyLimits | None = None, max_connections: int = MAX_CONNECTIONS,
-                 reset_on_connect: bool = False):
+                 reset_on_connect: bool = False, chunk_seconds: float = 20.0):
         dev = load_device(device)
         model = str(model).strip().upper()
         if model not in TSP_CHANNELS:
@@ -716,6 +718,7 @@ class TspEmulatorServer:
         self.max_lifetime_s = check_lifetime(max_lifetime_s)
         scheme = scheme or PulseScheme().for_range(dev.g_min_S, dev.g_max_S)
         self.instrument = _TspInstrument(dev, rows, cols, scheme, seed, reset_fraction, n_threads, limits, model)
+        self.instrument.interp.max_seconds = float(chunk_seconds)
         self.model_name = f"Keithley {model}"
         self.host, self._port = host, int(port)
         self.idle_timeout_s = float(idle_timeout_s)
