@@ -45,7 +45,8 @@ _LAZY = {
     "ScpiEmulatorServer": "scpi_server",
     "TspBench": "tsp_bench", "TspEmulatorServer": "tsp_server",
     "VerifyPolicy": "verify_policy", "check_program_request": "verify_policy",
-    "ProgrammingPlan": "plan", "make_plan": "plan", "read_plan": "plan", "plan_results_table": "plan",
+    "ProgrammingPlan": "plan", "make_plan": "plan", "read_plan": "plan", "plan_for_model": "plan",
+    "plan_for_tensors": "plan",
 }
 
 
@@ -66,7 +67,8 @@ __all__ = [
     "ProgrammingPlan",
     "make_plan",
     "read_plan",
-    "plan_results_table",
+    "plan_for_model",
+    "plan_for_tensors",
     "characterise",
     "CharacterisationResult",
     "TIDY_COLUMNS",

@@ -1,10 +1,11 @@
-"""``analogmem bench program|read|characterise|serve``: the bench from the command line.
+"""``analogmem bench program|read|characterise|plan|serve``: the bench from the command line.
 
 ``serve`` starts the SCPI emulator server on loopback and prints its VISA resource; the
 other three open an :class:`InstrumentBench` on ``--resource`` (the emulator's
 ``TCPIP0::127.0.0.1::<port>::SOCKET`` or a real instrument's address — nothing else
-changes), write their results as tidy CSV, and optionally a ``--json`` summary and a
-``--plot`` PNG. Wire it in with ``add_subparser(subparsers)``.
+changes; a bench file with ``[instrument] model = "2636B"`` or ``--model 2636B`` opens a
+2600B over TSP), write their results as tidy CSV, and optionally a ``--json`` summary and a
+``--plot`` PNG. ``plan`` writes a programming plan for any tester (no instrument needed). Wire it in with ``add_subparser(subparsers)``.
 """
 
 from __future__ import annotations
@@ -347,6 +348,72 @@ def _characterise(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- plan
+def _plan(args: argparse.Namespace) -> int:
+    from ..errors import SettingError
+    from .limits import load_bench_config
+    from .plan import make_plan, plan_for_tensors
+
+    cfg = load_bench_config(args.bench_config)
+    if args.rows is not None or args.cols is not None:
+        cfg = dataclasses.replace(cfg, rows=args.rows or cfg.rows, cols=args.cols or cfg.cols)
+    verify = _verify(args)
+    sources = [x for x in (args.targets_csv, args.tensors) if x]
+    if len(sources) > 1:
+        raise SettingError("give --targets-csv or --tensors, not both")
+    if args.tensors:
+        import numpy as _np
+
+        try:
+            with _np.load(args.tensors, allow_pickle=False) as z:
+                tensors = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise SettingError(f"--tensors {args.tensors}: not a readable .npz of arrays: {exc}") from None
+        plan = plan_for_tensors(tensors, args.device, cells_per_weight=args.cells_per_weight, encoder=args.encoder,
+                                config=cfg, verify=verify)
+    else:
+        from ..emulator.cells import load_device
+
+        dev = load_device(args.device)
+        rng = np.random.default_rng(args.seed)
+        if args.targets_csv:
+            import csv
+
+            with open(args.targets_csv, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if not rows or not {"cell", "target_S"} <= set(rows[0]):
+                raise SettingError(f"{args.targets_csv}: needs columns 'cell' and 'target_S'")
+            try:
+                addr = np.array([int(r["cell"]) for r in rows], dtype=np.intp)
+                targets = np.array([float(r["target_S"]) for r in rows])
+            except ValueError as exc:
+                raise SettingError(f"{args.targets_csv}: {exc}") from None
+        else:
+            addr = _parse_cells(args.cells, cfg.n_cells)
+            if addr is None:
+                addr = np.arange(cfg.n_cells, dtype=np.intp)
+            if args.levels < 1:
+                raise SettingError(f"--levels must be >= 1, got {args.levels}")
+            g_min, g_max = dev.g_min_S, dev.g_max_S
+            levels = g_min + (g_max - g_min) * np.linspace(0.1, 0.9, args.levels)
+            targets = levels[rng.integers(0, args.levels, addr.size)]
+        plan = make_plan(targets, addr, config=cfg, device=dev, verify=verify)
+    csv_path, json_path = plan.write(args.out, args.plan_json)
+    summary = {"command": "plan", "cells": plan.n_cells, "out": str(csv_path), "plan_json": str(json_path),
+               "distinct_targets": int(np.unique(plan.columns["target_S"]).size),
+               "device": (plan.meta.get("device") or {}).get("name"), "verify": plan.meta.get("policy")}
+    if args.json:
+        from pathlib import Path
+
+        if Path(args.json).resolve() in (csv_path.resolve(), json_path.resolve()):
+            raise SettingError(f"--json {args.json} would overwrite the plan")
+    _write_json(args.json, summary)
+    print(f"plan of {plan.n_cells} cells ({summary['distinct_targets']} distinct targets) written to {csv_path} "
+          f"and {json_path}; a tester fills read_value_S, pulses, success, time_s, and `analogmem calibrate "
+          f"{csv_path.name}` reads it back")
+    return 0
+
+
 def _guarded(func: Any) -> Any:
     """Run a command; analogmem errors become one line on stderr and exit status 1."""
 
@@ -411,6 +478,25 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of the random targets")
     pr.add_argument("--out", required=True, help="tidy CSV of targets, read-backs, pulses, success")
     pr.set_defaults(func=_guarded(_program))
+
+    pl = sub.add_parser("plan", help="write a programming plan (cells, targets, windows, pulse scheme) for any tester")
+    pl.add_argument("--device", required=True, help="device card (name or path) giving the target range")
+    pl.add_argument("--bench-config", default=None, help="TOML bench file: [matrix], [limits], [scheme]")
+    pl.add_argument("--rows", type=int, default=None, help="matrix rows (overrides the bench config)")
+    pl.add_argument("--cols", type=int, default=None, help="matrix columns (overrides the bench config)")
+    _add_verify_options(pl, default_on=True)
+    pl.add_argument("--cells", default=None, help="addresses for --levels targets (default: every cell)")
+    pl.add_argument("--levels", type=int, default=8, help="random targets from this many levels over 10-90 %% of range")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the random targets")
+    pl.add_argument("--targets-csv", default=None, help="CSV with columns cell,target_S instead of random levels")
+    pl.add_argument("--tensors", default=None,
+                    help=".npz of named float arrays (a model's weights), encoded as the storage layer does")
+    pl.add_argument("--cells-per-weight", type=int, default=2, help="with --tensors: cells per weight")
+    pl.add_argument("--encoder", default="auto", help="with --tensors: encoder name (default: auto)")
+    pl.add_argument("--out", required=True, help="the plan CSV")
+    pl.add_argument("--plan-json", default=None, help="the plan's JSON sidecar (default: --out with .json)")
+    pl.add_argument("--json", default=None, help="write a JSON summary here")
+    pl.set_defaults(func=_guarded(_plan))
 
     rd = sub.add_parser("read", help="read conductances")
     _add_bench_options(rd)

@@ -33,9 +33,9 @@ import numpy as np
 
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
-from ..emulator.validation import as_target_array, check_addresses, check_read_time, check_seconds
+from ..emulator.validation import check_addresses, check_read_time, check_seconds
 from ..emulator.cells import DeviceModel, load_device
-from ..errors import InstrumentError, SettingError, TargetRangeError
+from ..errors import InstrumentError, SettingError
 from ..errors import ReadTimeError as BaseReadTimeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
@@ -46,7 +46,7 @@ from .errors import (
     ReadTimeError,
 )
 from .limits import BenchConfig
-from .verify_policy import VerifyPolicy, check_program_request
+from .verify_policy import VerifyPolicy, check_program_request, check_targets
 
 __all__ = ["InstrumentBench", "open_adapter"]
 
@@ -387,14 +387,7 @@ class InstrumentBench:
         return a
 
     def _targets(self, targets: Any, n: int) -> np.ndarray:
-        g = as_target_array(targets, n)
-        s = self.scheme
-        bad = ~np.isfinite(g) | (g < s.g_min_S) | (g > s.g_max_S)
-        if np.any(bad):
-            i = int(np.argmax(bad))
-            raise TargetRangeError(f"targets[{i}] = {g[i]:.6g} S is outside the bench's target range "
-                                   f"[{s.g_min_S:g}, {s.g_max_S:g}] S; nothing was sent")
-        return g
+        return check_targets(self.scheme, targets, n)
 
     # ------------------------------------------------------------------ primitives
     def _route(self, address: int) -> None:

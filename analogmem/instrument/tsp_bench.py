@@ -32,8 +32,8 @@ import numpy as np
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.cells import DeviceModel, load_device
-from ..emulator.validation import as_target_array, check_addresses, check_read_time, check_seconds
-from ..errors import InstrumentError, SettingError, TargetRangeError
+from ..emulator.validation import check_addresses, check_read_time, check_seconds
+from ..errors import InstrumentError, SettingError
 from ..errors import ReadTimeError as BaseReadTimeError
 from .errors import (
     InstrumentConnectionError,
@@ -44,7 +44,7 @@ from .errors import (
 )
 from .limits import BenchConfig
 from .tsp_script import SCRIPT_NAME, render_script
-from .verify_policy import DEFAULT_MAX_PULSES, VerifyPolicy, check_program_request
+from .verify_policy import DEFAULT_MAX_PULSES, VerifyPolicy, check_program_request, check_targets
 
 __all__ = ["TspBench"]
 
@@ -267,14 +267,8 @@ class TspBench:
         """
         self._check_open()
         addr = self._addresses(addresses)
-        g_t = as_target_array(targets, addr.shape[0])
-        s = self.scheme
-        bad = ~np.isfinite(g_t) | (g_t < s.g_min_S) | (g_t > s.g_max_S)
-        if np.any(bad):
-            i = int(np.argmax(bad))
-            raise TargetRangeError(f"targets[{i}] = {g_t[i]:.6g} S is outside the bench's target range "
-                                   f"[{s.g_min_S:g}, {s.g_max_S:g}] S; nothing was sent")
-        policy = check_program_request(s, self.limits, g_t, verify, self.device)
+        g_t = check_targets(self.scheme, targets, addr.shape[0])
+        policy = check_program_request(self.scheme, self.limits, g_t, verify, self.device)
         return self._program(addr, g_t, policy, addresses is None)
 
     def _program(self, addr: np.ndarray, g_t: np.ndarray, policy: VerifyPolicy | None, every: bool) -> ProgramReport:

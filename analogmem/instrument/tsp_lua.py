@@ -621,7 +621,6 @@ class _Parser:
                 return line, while_
             if kw == "repeat":
                 self.next()
-                body_scope: list[Scope] = []
                 body = self.block()
                 self.expect("keyword", "until")
                 cond = self.expr()
@@ -636,7 +635,6 @@ class _Parser:
                                 break
                     except _Break:
                         pass
-                del body_scope
                 return line, repeat
             if kw == "for":
                 self.next()

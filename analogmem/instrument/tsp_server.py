@@ -69,7 +69,6 @@ from .scpi_server import (
 )
 from .tsp_lua import (
     Interpreter,
-    LuaError,
     LuaRuntimeError,
     LuaSyntaxError,
     LuaTable,

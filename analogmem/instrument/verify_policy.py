@@ -20,6 +20,7 @@ The policy, per cell with target ``g_T`` (S) and window ``[lo, hi]`` (S):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from ..emulator.cells import DeviceModel
 from ..errors import SettingError, TargetRangeError
 from .limits import PulseScheme, SafetyLimits
 
-__all__ = ["VerifyPolicy", "DEFAULT_MAX_PULSES", "check_program_request"]
+__all__ = ["VerifyPolicy", "DEFAULT_MAX_PULSES", "check_program_request", "check_targets"]
 
 #: SET pulses per cell when a :meth:`WriteVerify.card` leaves the budget to the card
 #: (``max_pulses=None``) and the card states none.
@@ -145,3 +146,17 @@ def check_program_request(scheme: PulseScheme, limits: SafetyLimits, g_target_S:
     if policy is not None:
         policy.window(g_target_S)
     return policy
+
+
+def check_targets(scheme: PulseScheme, targets: Any, n: int) -> np.ndarray:
+    """``targets`` as ``n`` conductances (S) inside the scheme's target range, else
+    :class:`TargetRangeError` naming the first one outside (nothing is sent or written)."""
+    from ..emulator.validation import as_target_array
+
+    g = as_target_array(targets, n)
+    bad = ~np.isfinite(g) | (g < scheme.g_min_S) | (g > scheme.g_max_S)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise TargetRangeError(f"targets[{i}] = {g[i]:.6g} S is outside the bench's target range "
+                               f"[{scheme.g_min_S:g}, {scheme.g_max_S:g}] S; nothing was sent")
+    return g
