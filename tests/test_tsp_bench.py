@@ -139,3 +139,28 @@ def test_instrument_errors_surface_and_characterise_runs(tmp_path):
         ts.run("nosuch()")  # an error in the queue from elsewhere
         with pytest.raises(InstrumentReportedError, match="-286"):
             tb.read(addresses=np.arange(2))
+
+
+def test_cli_program_and_read_on_the_2600B(tmp_path, capsys):
+    import argparse
+    import json
+
+    from analogmem.instrument.cli import add_subparser
+
+    def run(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="analogmem")
+        add_subparser(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(["bench", *argv])
+        return int(args.func(args) or 0)
+
+    toml = tmp_path / "bench.toml"
+    toml.write_text('[instrument]\nmodel = "2636B"\n[matrix]\nrows = 8\ncols = 8\n')
+    with TspEmulatorServer(CARD, rows=8, cols=8, seed=0) as ts:
+        assert run("program", "--resource", ts.resource, "--bench-config", str(toml), "--device", CARD,
+                   "--cells", "0-63", "--no-progress", "--out", str(tmp_path / "p.csv"),
+                   "--json", str(tmp_path / "p.json")) == 0
+        s = json.loads((tmp_path / "p.json").read_text())
+        assert s["cells"] == 64 and s["success_rate"] > 0.9 and s["config"]["instrument"]["model"] == "2636B"
+        assert run("read", "--resource", ts.resource, "--model", "2636B", "--rows", "8", "--cols", "8",
+                   "--no-progress", "--out", str(tmp_path / "r.csv")) == 0
+    assert (tmp_path / "r.csv").read_text().count("\n") == 65

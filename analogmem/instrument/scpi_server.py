@@ -676,7 +676,7 @@ class ScpiEmulatorServer:
     def start(self) -> "ScpiEmulatorServer":
         """Bind and serve in a background thread."""
         if self._server is not None:
-            raise RuntimeError("server already started")
+            raise SettingError("server already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         _TCPServer.address_family = family
         self._server = _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s,
