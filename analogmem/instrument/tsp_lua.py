@@ -308,7 +308,10 @@ class Interpreter:
     def compile(self, src: str) -> Callable[[], list[Any]]:
         """Parse ``src`` (:class:`LuaSyntaxError`); return a function that runs it."""
         p = _Parser(tokenize(src), self)
-        body = p.block()
+        try:
+            body = p.block()
+        except RecursionError:
+            raise LuaSyntaxError("chunk has too many syntax levels", p.peek()[2]) from None
         if p.peek()[0] != "eof":
             raise LuaSyntaxError(f"'<eof>' expected near '{p.peek()[1]}'", p.peek()[2])
 
