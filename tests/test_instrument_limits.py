@@ -191,7 +191,7 @@ def test_driver_protocol_exact_commands():
         sw.open_all()
         assert sw.closed_channels == "(@1!2!3)"
         assert sw.channel(6) == "(@1!2!3)"
-        with pytest.raises(ValueError, match="outside"):
+        with pytest.raises(AddressError, match="outside"):
             sw.channel(16)
 
 

@@ -27,6 +27,8 @@ __all__ = ["add_subparser"]
 
 
 def _main(args: Any) -> int:
+    from .plan_results import plan_results_data
+
     problem = card_name_problem(args.name)
     if problem:
         raise CalibrationError(f"--name: {problem}")
@@ -35,13 +37,14 @@ def _main(args: Any) -> int:
     if not 0.0 < args.holdout <= 0.9:
         raise CalibrationError(f"--holdout must be in (0, 0.9] (a fraction held out, leaving reads to fit), "
                                f"got {args.holdout}")
+    data = plan_results_data(args.data, args.model)  # an executed programming plan: its reads
     if args.model == "write-verify" and (args.target_column or args.read_column or args.drop_outliers):
         raise CalibrationError("--target-column/--read-column/--drop-outliers apply to the channel and polynomial "
                                "models; a write-verify trace table uses its tidy column names")
     if args.model == "write-verify":
         import tomli_w
 
-        wv = fit_pulse_response(args.data, min_cells_per_level=args.min_reads)
+        wv = fit_pulse_response(data, min_cells_per_level=args.min_reads)
         print(f"shared pulse-response model: {wv.classes} classes, run-to-run sd {wv.run_sd:.3f} on logit p, "
               f"{len(wv.runs)} run(s), schemes {', '.join(wv.schemes)}"
               + (f"; left out (not identified by these data): {', '.join(wv.dropped)}" if wv.dropped else ""))
@@ -64,7 +67,7 @@ def _main(args: Any) -> int:
     columns = ColumnMap(args.target_column, args.read_column, args.target_unit, args.read_unit)
     if args.model == "polynomial":
         pc = PolynomialCalibrator(args.name, args.source, degree=args.degree, min_reads_per_level=args.min_reads,
-                                  columns=columns, drop_outliers=args.drop_outliers).fit(args.data)
+                                  columns=columns, drop_outliers=args.drop_outliers).fit(data)
         _print_mapping(pc)
         for t, c, e, gof in zip(pc.times_s_, pc.coefficients_uS_, pc.stderr_uS_, pc.goodness_):
             terms = ", ".join(f"c{k} = {v:.4g} ± {s:.2g}" for k, (v, s) in enumerate(zip(c, e)))
@@ -81,7 +84,7 @@ def _main(args: Any) -> int:
         return 0
     cal = ChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
                             min_reads_per_level=args.min_reads, columns=columns,
-                            drop_outliers=args.drop_outliers).fit(args.data)
+                            drop_outliers=args.drop_outliers).fit(data)
     _print_mapping(cal)
     print(cal.summary_table())
     cal.write_card(args.out)
@@ -113,7 +116,8 @@ def add_subparser(subparsers: Any) -> None:
     """Add ``analogmem calibrate`` to the command line."""
     p = subparsers.add_parser("calibrate", help="fit a device card from a tidy table of measured reads",
                               description=channel.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", help="tidy CSV or Parquet table (one row per read)")
+    p.add_argument("data", help="tidy CSV or Parquet table (one row per read), or a programming plan executed by "
+                                "a tester (analogmem bench plan) with its result columns filled")
     p.add_argument("--out", required=True, help="device card to write (TOML)")
     p.add_argument("--name", default="calibrated", help="card name")
     p.add_argument("--source", default="", help="citation/description of the data, stored in the card")

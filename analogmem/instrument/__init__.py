@@ -7,6 +7,12 @@ same API (DESIGN §4).
   target → pulse scheme, as data (:func:`load_bench_config` reads a TOML bench file);
 * :class:`ScpiEmulatorServer` — the reference bench's SCPI on a loopback socket, backed by
   an :class:`~analogmem.emulator.bench.EmulatedBench`, with fault injection;
+* :class:`TspBench` — the same protocol on a Keithley 2600B (2636B, …) through TSP with the
+  ``keithley2600`` driver, write-verify executed on the instrument; :class:`TspEmulatorServer`
+  speaks that TSP subset on loopback (``analogmem bench serve --model 2636B``);
+* :class:`VerifyPolicy` — the one verify policy both benches run;
+* :func:`make_plan` — a programming plan (addresses, targets, windows, pulse scheme) for
+  any tester, as tidy CSV + JSON (``analogmem bench plan``);
 * :func:`characterise` — a program/verify/read-over-time sweep on any bench, written as
   the tidy calibration table (CSV, appended and flushed as it goes).
 
@@ -37,6 +43,10 @@ _LAZY = {
     "InstrumentBench": "instrument_bench", "open_adapter": "instrument_bench",
     "SourceMeter2450": "drivers", "SwitchMatrix": "drivers",
     "ScpiEmulatorServer": "scpi_server",
+    "TspBench": "tsp_bench", "TspEmulatorServer": "tsp_server",
+    "VerifyPolicy": "verify_policy", "check_program_request": "verify_policy",
+    "ProgrammingPlan": "plan", "make_plan": "plan", "read_plan": "plan", "plan_for_model": "plan",
+    "plan_for_tensors": "plan",
 }
 
 
@@ -50,6 +60,15 @@ __all__ = [
     "BenchConfig",
     "load_bench_config",
     "ScpiEmulatorServer",
+    "TspBench",
+    "TspEmulatorServer",
+    "VerifyPolicy",
+    "check_program_request",
+    "ProgrammingPlan",
+    "make_plan",
+    "read_plan",
+    "plan_for_model",
+    "plan_for_tensors",
     "characterise",
     "CharacterisationResult",
     "TIDY_COLUMNS",

@@ -39,6 +39,7 @@ import numpy as np
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_generator
 from ..emulator.bench import Bench, ProgramReport, WriteVerify
+from ..errors import SettingError
 
 __all__ = ["characterise", "CharacterisationResult", "TIDY_COLUMNS", "read_table", "summarise_table",
            "plot_table", "bench_range"]
@@ -83,7 +84,7 @@ def bench_range(bench: Any) -> tuple[float, float]:
     scheme = getattr(bench, "scheme", None)
     if scheme is not None:
         return float(scheme.g_min_S), float(scheme.g_max_S)
-    raise ValueError("cannot tell the bench's target range: pass levels_S explicitly")
+    raise SettingError("cannot tell the bench's target range: pass levels_S explicitly")
 
 
 def _device_label(bench: Any, device: str | None) -> str:
@@ -121,7 +122,7 @@ class _TidyWriter:
             with open(path, newline="") as fh:
                 header = next(csv.reader(fh), [])
             if tuple(header) != columns:
-                raise ValueError(f"{path}: header {header} is not this sweep's {list(columns)}; "
+                raise SettingError(f"{path}: header {header} is not this sweep's {list(columns)}; "
                                  "refusing to append")
             self.fh = open(path, "a", newline="")
             self.writer = csv.writer(self.fh)
@@ -182,22 +183,22 @@ def characterise(bench: Bench, out_csv: str | os.PathLike, *, levels_S: Sequence
     t_wall = time.perf_counter()
     times = tuple(float(t) for t in read_times_s)
     if not times or any(not math.isfinite(t) or t < 0 for t in times) or list(times) != sorted(times):
-        raise ValueError(f"read_times_s must be a non-empty ascending list of seconds >= 0, got {read_times_s!r}")
+        raise SettingError(f"read_times_s must be a non-empty ascending list of seconds >= 0, got {read_times_s!r}")
     for name, v in (("cells_per_level", cells_per_level), ("reads_per_time", reads_per_time),
                      ("chunk_cells", chunk_cells), ("n_levels", n_levels)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            raise SettingError(f"{name} must be a positive integer, got {v!r}")
     if levels_S is None:
         g_min, g_max = bench_range(bench)
         levels = g_min + (g_max - g_min) * np.linspace(0.1, 0.9, int(n_levels))
     else:
         levels = np.asarray(levels_S, dtype=np.float64)
         if levels.ndim != 1 or levels.size == 0 or not np.all(np.isfinite(levels)):
-            raise ValueError(f"levels_S must be a non-empty 1-D list of finite conductances (S), got {levels_S!r}")
+            raise SettingError(f"levels_S must be a non-empty 1-D list of finite conductances (S), got {levels_S!r}")
     candidates = _candidate_cells(bench)
     n_total = levels.size * int(cells_per_level)
     if n_total > candidates.size:
-        raise ValueError(f"{levels.size} levels x {cells_per_level} cells = {n_total} cells, but the bench has only "
+        raise SettingError(f"{levels.size} levels x {cells_per_level} cells = {n_total} cells, but the bench has only "
                          f"{candidates.size} cells it may use")
     rng = as_generator(seed)
     addresses = np.sort(rng.permutation(candidates)[:n_total]).astype(np.intp)

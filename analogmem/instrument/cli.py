@@ -1,16 +1,18 @@
-"""``analogmem bench program|read|characterise|serve``: the bench from the command line.
+"""``analogmem bench program|read|characterise|plan|serve``: the bench from the command line.
 
 ``serve`` starts the SCPI emulator server on loopback and prints its VISA resource; the
 other three open an :class:`InstrumentBench` on ``--resource`` (the emulator's
 ``TCPIP0::127.0.0.1::<port>::SOCKET`` or a real instrument's address — nothing else
-changes), write their results as tidy CSV, and optionally a ``--json`` summary and a
-``--plot`` PNG. Wire it in with ``add_subparser(subparsers)``.
+changes; a bench file with ``[instrument] model = "2636B"`` or ``--model 2636B`` opens a
+2600B over TSP), write their results as tidy CSV, and optionally a ``--json`` summary and a
+``--plot`` PNG. ``plan`` writes a programming plan for any tester (no instrument needed). Wire it in with ``add_subparser(subparsers)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from typing import Any
@@ -21,20 +23,55 @@ __all__ = ["add_subparser", "main"]
 
 
 def _parse_cells(text: str | None, n_cells: int) -> np.ndarray | None:
-    """``"0-255,300,400-409"`` → addresses (inclusive ranges); None → None."""
+    """``"0-255,300,400-409"`` → addresses (inclusive ranges); None → None.
+
+    Every part is checked (an integer, ``start <= stop``, inside ``[0, n_cells)``) before
+    any address list is built, so ``0-10000000`` on a 1,024-cell bench is refused at once
+    with :class:`AddressError` naming the part."""
+    from ..errors import AddressError
+
     if text is None:
         return None
-    out: list[int] = []
+    spans: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return np.array(out, dtype=np.intp)
+        a_s, sep, b_s = part.partition("-")
+        try:
+            a = int(a_s)
+            b = int(b_s) if sep else a
+        except ValueError:
+            raise AddressError(f"--cells: {part!r} is not an address or an inclusive range 'start-stop'") from None
+        if a > b:
+            raise AddressError(f"--cells: range {part!r} runs backwards (start {a} > stop {b})")
+        if a < 0 or b >= n_cells:
+            raise AddressError(f"--cells: {part!r} is outside the bench's cells [0, {n_cells - 1}]")
+        spans.append((a, b))
+    if not spans:
+        raise AddressError(f"--cells: {text!r} names no cell")
+    return np.concatenate([np.arange(a, b + 1, dtype=np.intp) for a, b in spans])
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse nonsense options before anything opens (:class:`SettingError` naming the
+    option): rows/columns < 1, a port outside [0, 65535], non-finite or non-positive
+    seconds."""
+    from ..errors import SettingError
+
+    for name in ("rows", "cols"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise SettingError(f"--{name} must be an integer >= 1, got {v}")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        raise SettingError(f"--port must be an integer in [0, 65535], got {port}")
+    for name in ("timeout_s", "max_seconds"):
+        v = getattr(args, name, None)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise SettingError(f"--{name.replace('_', '-')} must be a finite number of seconds > 0, got {v!r}")
+    if getattr(args, "retries", 0) < 0:
+        raise SettingError(f"--retries must be >= 0, got {args.retries}")
 
 
 def _times(text: str) -> tuple[float, ...]:
@@ -44,10 +81,19 @@ def _times(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"--times must be comma-separated seconds, got {text!r}") from None
 
 
+from .limits import INSTRUMENT_MODELS  # noqa: E402 - PyVISA-free
+
+#: 2600B-family models the TSP emulator answers as (``bench serve --model``).
+TSP_MODELS = tuple(m for m in INSTRUMENT_MODELS if m != "2450")
+
+
 def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resource", required=True,
                    help="VISA resource of the source-measure unit, e.g. TCPIP0::127.0.0.1::5025::SOCKET "
                         "(the emulator server) or USB0::0x05E6::0x2450::04412345::INSTR (a Keithley 2450)")
+    p.add_argument("--model", default=None, type=lambda t: t.strip().upper(), choices=list(INSTRUMENT_MODELS),
+                   help="instrument model, overriding the bench file's [instrument] model: 2450 (SCPI) or a 2600B "
+                        "(2636B, ...: TSP, write-verify on the instrument)")
     p.add_argument("--switch-resource", default=None,
                    help="VISA resource of the switch matrix (default: the matrix answers on --resource)")
     p.add_argument("--device", default=None, help="device card (name or path) giving the target range")
@@ -74,12 +120,21 @@ def _add_verify_options(p: argparse.ArgumentParser, default_on: bool) -> None:
 
 
 def _open_bench(args: argparse.Namespace) -> Any:
+    """An :class:`InstrumentBench` (2450) or, when the bench file says ``[instrument]
+    model = "2636B"`` (any 2600B) or ``--model`` does, a :class:`TspBench`."""
     from .instrument_bench import InstrumentBench
     from .limits import load_bench_config
 
     cfg = load_bench_config(args.bench_config)
     if args.rows is not None or args.cols is not None:
         cfg = dataclasses.replace(cfg, rows=args.rows or cfg.rows, cols=args.cols or cfg.cols)
+    if getattr(args, "model", None):
+        cfg = dataclasses.replace(cfg, model=args.model)
+    if cfg.is_tsp:
+        from .tsp_bench import TspBench
+
+        return TspBench(args.resource, device=args.device, config=cfg, visa_library=args.visa_library or "@py",
+                        timeout_s=args.timeout_s, progress=not args.no_progress)
     return InstrumentBench(args.resource, device=args.device, config=cfg,
                            switch_resource=args.switch_resource, visa_library=args.visa_library,
                            timeout_s=args.timeout_s, retries=args.retries, progress=not args.no_progress)
@@ -112,7 +167,8 @@ def _csv_text(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 def _bench_info(bench: Any) -> dict[str, Any]:
-    return {"resource": getattr(bench._smu, "resource", None) if hasattr(bench, "_smu") else None,
+    return {"resource": getattr(bench._smu, "resource", None) if hasattr(bench, "_smu") else
+            getattr(bench, "resource", None),
             "identity": getattr(bench, "identity", {}), "clock": getattr(bench, "clock", None),
             "config": bench.config.to_dict()}
 
@@ -127,16 +183,28 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args.bench_config)
     rows = args.rows if args.rows is not None else cfg.rows
     cols = args.cols if args.cols is not None else cfg.cols
-    srv = ScpiEmulatorServer(dev, rows=rows, cols=cols, seed=args.seed,
-                             scheme=cfg.scheme.for_range(dev.g_min_S, dev.g_max_S), host=args.host, port=args.port,
-                             max_lifetime_s=args.max_seconds, reset_on_connect=args.reset_on_connect)
-    srv.start()
+    kw = dict(rows=rows, cols=cols, seed=args.seed, scheme=cfg.scheme.for_range(dev.g_min_S, dev.g_max_S),
+              host=args.host, port=args.port, max_lifetime_s=args.max_seconds,
+              reset_on_connect=args.reset_on_connect, limits=cfg.limits if args.enforce_limits else None)
+    if args.model.upper() == "2450":
+        srv = ScpiEmulatorServer(dev, **kw)
+    else:
+        from .tsp_server import TspEmulatorServer
+
+        srv = TspEmulatorServer(dev, model=args.model, **kw)
+    try:
+        srv.start()
+    except OSError as exc:
+        from ..errors import SettingError
+
+        raise SettingError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     try:
         if args.port_file:
             from .._io import atomic_write_text
 
             atomic_write_text(args.port_file, f"{srv.port}\n")
-        print(f"analogmem SCPI emulator of {dev.name} ({rows}x{cols} cells) on {srv.resource}", flush=True)
+        print(f"analogmem {srv.language} emulator ({srv.model_name}) of {dev.name} ({rows}x{cols} cells"
+              f"{', limits enforced' if args.enforce_limits else ''}) on {srv.resource}", flush=True)
         print("stop with Ctrl-C" + (f" (stops by itself after {args.max_seconds:g} s)" if args.max_seconds else ""),
               flush=True)
         while srv.running:
@@ -280,6 +348,72 @@ def _characterise(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- plan
+def _plan(args: argparse.Namespace) -> int:
+    from ..errors import SettingError
+    from .limits import load_bench_config
+    from .plan import make_plan, plan_for_tensors
+
+    cfg = load_bench_config(args.bench_config)
+    if args.rows is not None or args.cols is not None:
+        cfg = dataclasses.replace(cfg, rows=args.rows or cfg.rows, cols=args.cols or cfg.cols)
+    verify = _verify(args)
+    sources = [x for x in (args.targets_csv, args.tensors) if x]
+    if len(sources) > 1:
+        raise SettingError("give --targets-csv or --tensors, not both")
+    if args.tensors:
+        import numpy as _np
+
+        try:
+            with _np.load(args.tensors, allow_pickle=False) as z:
+                tensors = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise SettingError(f"--tensors {args.tensors}: not a readable .npz of arrays: {exc}") from None
+        plan = plan_for_tensors(tensors, args.device, cells_per_weight=args.cells_per_weight, encoder=args.encoder,
+                                config=cfg, verify=verify)
+    else:
+        from ..emulator.cells import load_device
+
+        dev = load_device(args.device)
+        rng = np.random.default_rng(args.seed)
+        if args.targets_csv:
+            import csv
+
+            with open(args.targets_csv, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if not rows or not {"cell", "target_S"} <= set(rows[0]):
+                raise SettingError(f"{args.targets_csv}: needs columns 'cell' and 'target_S'")
+            try:
+                addr = np.array([int(r["cell"]) for r in rows], dtype=np.intp)
+                targets = np.array([float(r["target_S"]) for r in rows])
+            except ValueError as exc:
+                raise SettingError(f"{args.targets_csv}: {exc}") from None
+        else:
+            addr = _parse_cells(args.cells, cfg.n_cells)
+            if addr is None:
+                addr = np.arange(cfg.n_cells, dtype=np.intp)
+            if args.levels < 1:
+                raise SettingError(f"--levels must be >= 1, got {args.levels}")
+            g_min, g_max = dev.g_min_S, dev.g_max_S
+            levels = g_min + (g_max - g_min) * np.linspace(0.1, 0.9, args.levels)
+            targets = levels[rng.integers(0, args.levels, addr.size)]
+        plan = make_plan(targets, addr, config=cfg, device=dev, verify=verify)
+    csv_path, json_path = plan.write(args.out, args.plan_json)
+    summary = {"command": "plan", "cells": plan.n_cells, "out": str(csv_path), "plan_json": str(json_path),
+               "distinct_targets": int(np.unique(plan.columns["target_S"]).size),
+               "device": (plan.meta.get("device") or {}).get("name"), "verify": plan.meta.get("policy")}
+    if args.json:
+        from pathlib import Path
+
+        if Path(args.json).resolve() in (csv_path.resolve(), json_path.resolve()):
+            raise SettingError(f"--json {args.json} would overwrite the plan")
+    _write_json(args.json, summary)
+    print(f"plan of {plan.n_cells} cells ({summary['distinct_targets']} distinct targets) written to {csv_path} "
+          f"and {json_path}; a tester fills read_value_S, pulses, success, time_s, and `analogmem calibrate "
+          f"{csv_path.name}` reads it back")
+    return 0
+
+
 def _guarded(func: Any) -> Any:
     """Run a command; analogmem errors become one line on stderr and exit status 1."""
 
@@ -287,11 +421,16 @@ def _guarded(func: Any) -> Any:
         from ..errors import AnalogMemError
 
         try:
+            _check_args(args)
             return func(args)
         except (AnalogMemError, FileExistsError) as exc:
             print(f"analogmem bench {args.bench_command}: error: {exc}", file=sys.stderr)
             for note in getattr(exc, "__notes__", []):
                 print(f"  {note}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"analogmem bench {args.bench_command}: interrupted (Ctrl-C); the instrument was left with "
+                  "its output off where the bench could still reach it", file=sys.stderr)
             return 1
 
     run.__name__ = func.__name__
@@ -307,14 +446,21 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    s = sub.add_parser("serve", help="SCPI emulator of the reference bench on loopback")
-    s.add_argument("--device", required=True, help="device card (name or path) of the emulated cells")
+    s = sub.add_parser("serve", help="instrument emulator (2450 SCPI or 2600B TSP) on loopback")
+    s.add_argument("--device", default="pcm-nandakumar2019",
+                   help="device card (name or path) of the emulated cells (default: pcm-nandakumar2019)")
+    s.add_argument("--model", default="2450", type=lambda t: t.strip().upper(),
+                   choices=["2450", *TSP_MODELS],
+                   help="instrument to emulate: 2450 (SCPI, default) or a 2600B-family TSP model (2636B, ...)")
     s.add_argument("--port", type=int, default=0, help="TCP port (0: a free ephemeral port)")
-    s.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1 or ::1)")
+    s.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1, ::1 or localhost)")
     s.add_argument("--rows", type=int, default=None, help="matrix rows (default: bench config, 32)")
     s.add_argument("--cols", type=int, default=None, help="matrix columns (default: bench config, 32)")
     s.add_argument("--seed", type=int, default=None, help="seed of the emulated cells")
-    s.add_argument("--bench-config", default=None, help="TOML bench file ([matrix], [scheme] used)")
+    s.add_argument("--bench-config", default=None, help="TOML bench file ([matrix], [scheme], [limits] used)")
+    s.add_argument("--enforce-limits", action="store_true",
+                   help="refuse levels, compliances, widths and routes past the bench file's [limits] (as a lab "
+                        "interlock would); without it the emulator accepts what the real instrument accepts")
     s.add_argument("--max-seconds", type=float, default=None, help="stop by itself after this long (s)")
     s.add_argument("--port-file", default=None, help="write the bound port here")
     s.add_argument("--reset-on-connect", action="store_true",
@@ -332,6 +478,25 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of the random targets")
     pr.add_argument("--out", required=True, help="tidy CSV of targets, read-backs, pulses, success")
     pr.set_defaults(func=_guarded(_program))
+
+    pl = sub.add_parser("plan", help="write a programming plan (cells, targets, windows, pulse scheme) for any tester")
+    pl.add_argument("--device", required=True, help="device card (name or path) giving the target range")
+    pl.add_argument("--bench-config", default=None, help="TOML bench file: [matrix], [limits], [scheme]")
+    pl.add_argument("--rows", type=int, default=None, help="matrix rows (overrides the bench config)")
+    pl.add_argument("--cols", type=int, default=None, help="matrix columns (overrides the bench config)")
+    _add_verify_options(pl, default_on=True)
+    pl.add_argument("--cells", default=None, help="addresses for --levels targets (default: every cell)")
+    pl.add_argument("--levels", type=int, default=8, help="random targets from this many levels over 10-90 %% of range")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the random targets")
+    pl.add_argument("--targets-csv", default=None, help="CSV with columns cell,target_S instead of random levels")
+    pl.add_argument("--tensors", default=None,
+                    help=".npz of named float arrays (a model's weights), encoded as the storage layer does")
+    pl.add_argument("--cells-per-weight", type=int, default=2, help="with --tensors: cells per weight")
+    pl.add_argument("--encoder", default="auto", help="with --tensors: encoder name (default: auto)")
+    pl.add_argument("--out", required=True, help="the plan CSV")
+    pl.add_argument("--plan-json", default=None, help="the plan's JSON sidecar (default: --out with .json)")
+    pl.add_argument("--json", default=None, help="write a JSON summary here")
+    pl.set_defaults(func=_guarded(_plan))
 
     rd = sub.add_parser("read", help="read conductances")
     _add_bench_options(rd)

@@ -28,6 +28,8 @@ from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.keithley import Keithley2450
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from ..errors import AddressError, SettingError
+from .errors import InstrumentReplyError
 from .limits import SafetyLimits, safety_range
 
 __all__ = ["SourceMeter2450", "SwitchMatrix", "parse_idn", "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
@@ -39,10 +41,10 @@ EMULATOR_MODEL = "SCPI-EMULATOR-2450"
 
 def parse_idn(reply: str) -> dict[str, str]:
     """Split an ``*IDN?`` reply ``manufacturer,model,serial,firmware`` into a dict; raise
-    ``ValueError`` if it does not have four comma-separated fields."""
+    :class:`InstrumentReplyError` if it does not have four comma-separated fields."""
     parts = [p.strip() for p in reply.strip().split(",")]
     if len(parts) != 4 or not parts[0]:
-        raise ValueError(f"*IDN? reply {reply!r} is not 'manufacturer,model,serial,firmware'")
+        raise InstrumentReplyError(f"*IDN? reply {reply!r} is not 'manufacturer,model,serial,firmware'")
     return dict(zip(("manufacturer", "model", "serial", "firmware"), parts))
 
 
@@ -135,7 +137,7 @@ class SourceMeter2450(Keithley2450):
         elif kind == "reset":
             v = self.limits.check_reset(voltage_V)
         else:
-            raise ValueError(f"pulse kind must be 'set' or 'reset', got {kind!r}")
+            raise SettingError(f"pulse kind must be 'set' or 'reset', got {kind!r}")
         w = self.limits.check_width(width_s, f"{kind.upper()} pulse width")
         msg = f":SOUR:VOLT:LEV {_fmt(v)};:SOUR:VOLT:DEL {_fmt(w)};:OUTP ON;:READ?;:OUTP OFF"
         if read_V is not None:
@@ -187,7 +189,7 @@ class SwitchMatrix(SCPIMixin, Instrument):
         """The channel list ``(@card!row!col)`` of cell ``address`` (row-major, from 1)."""
         a = int(address)
         if not 0 <= a < self.rows * self.cols:
-            raise ValueError(f"cell address {a} is outside the {self.rows}x{self.cols} matrix")
+            raise AddressError(f"cell address {a} is outside the {self.rows}x{self.cols} matrix")
         return f"(@{self.card}!{a // self.cols + 1}!{a % self.cols + 1})"
 
     def route_message(self, address: int) -> str:

@@ -33,9 +33,9 @@ import numpy as np
 
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
-from ..emulator.validation import as_target_array, check_addresses, check_read_time, check_seconds
+from ..emulator.validation import check_addresses, check_read_time, check_seconds
 from ..emulator.cells import DeviceModel, load_device
-from ..errors import InstrumentError, TargetRangeError
+from ..errors import InstrumentError, SettingError
 from ..errors import ReadTimeError as BaseReadTimeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
@@ -46,6 +46,7 @@ from .errors import (
     ReadTimeError,
 )
 from .limits import BenchConfig
+from .verify_policy import VerifyPolicy, check_program_request, check_targets
 
 __all__ = ["InstrumentBench", "open_adapter"]
 
@@ -224,11 +225,12 @@ class InstrumentBench:
             config = config.with_range(self.device.g_min_S, self.device.g_max_S)
         config.check_scheme()
         if clock not in _CLOCKS:
-            raise ValueError(f"clock must be one of {_CLOCKS}, got {clock!r}")
+            raise SettingError(f"clock must be one of {_CLOCKS}, got {clock!r}")
         if not (isinstance(retries, int) and retries >= 0):
-            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
-        if not (math.isfinite(timeout_s) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be > 0 s, got {timeout_s!r}")
+            raise SettingError(f"retries must be a non-negative integer, got {retries!r}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+                math.isfinite(timeout_s) and timeout_s > 0):
+            raise SettingError(f"timeout_s (--timeout-s) must be a finite number of seconds > 0, got {timeout_s!r}")
         self.config, self.limits, self.scheme = config, config.limits, config.scheme
         self.n_cells = config.n_cells
         self.progress = progress
@@ -283,10 +285,7 @@ class InstrumentBench:
 
     def _setup(self, clock: str) -> None:
         def idn(reply: str) -> dict[str, str]:
-            try:
-                return parse_idn(reply)
-            except ValueError as exc:
-                raise InstrumentReplyError(str(exc)) from None
+            return parse_idn(reply)
 
         self.identity = self._smu.query("*IDN?", idn, retry_safe=True)
         self.is_emulator = (self.identity["manufacturer"] == EMULATOR_MANUFACTURER
@@ -388,14 +387,7 @@ class InstrumentBench:
         return a
 
     def _targets(self, targets: Any, n: int) -> np.ndarray:
-        g = as_target_array(targets, n)
-        s = self.scheme
-        bad = ~np.isfinite(g) | (g < s.g_min_S) | (g > s.g_max_S)
-        if np.any(bad):
-            i = int(np.argmax(bad))
-            raise TargetRangeError(f"targets[{i}] = {g[i]:.6g} S is outside the bench's target range "
-                                   f"[{s.g_min_S:g}, {s.g_max_S:g}] S; nothing was sent")
-        return g
+        return check_targets(self.scheme, targets, n)
 
     # ------------------------------------------------------------------ primitives
     def _route(self, address: int) -> None:
@@ -456,40 +448,30 @@ class InstrumentBench:
         self._check_open()
         addr = self._addresses(addresses)
         g_t = self._targets(targets, addr.shape[0])
-        if verify is not None and not isinstance(verify, WriteVerify):
-            raise TypeError(f"verify must be a WriteVerify or None, got {type(verify).__name__}")
-        s, lim = self.scheme, self.limits
-        v0 = s.set_voltage(g_t)
-        if v0.size:
-            imax = int(np.argmax(v0))
-            if v0[imax] > lim.max_set_V:
-                lim.check_set(v0[imax])  # raises, naming max_set_V
-        lim.check_set(s.v_set_threshold_V)
-        if s.reset_first or verify is not None:
-            lim.check_reset(s.v_reset_V)
-        lim.check_width(s.set_width_s, "SET pulse width")
-        lim.check_width(s.reset_width_s, "RESET pulse width")
-        lim.check_read(s.v_read_V)
-
+        policy = self.check_program(g_t, verify)
+        s = self.scheme
         n = addr.shape[0]
         pulses = np.zeros(n, dtype=np.int64)
         resets = np.zeros(n, dtype=np.int64)
         success = np.zeros(n, dtype=bool) if verify is not None else None
         reads = np.full(n, np.nan)
+        last_v = np.zeros(n)
         stuck = np.zeros(n, dtype=np.int8)
-        v_lo, v_hi = 0.5 * s.v_set_threshold_V, lim.max_set_V
+        v0 = s.set_voltage(g_t)
+        if policy is not None:
+            win_lo, win_hi = policy.window(g_t)
         for j in self._iter(n, "program"):
             a = int(addr[j])
             if s.reset_first:
                 self.apply_pulse(a, s.v_reset_V, s.reset_width_s, "reset")
                 resets[j] += 1
             v = float(v0[j])
-            if verify is None:
+            if policy is None:
                 self.apply_pulse(a, v, s.set_width_s, "set")
                 pulses[j] = 1
             else:
-                lo, hi = verify.window(g_t[j])
-                for _ in range(verify.max_pulses):
+                lo, hi = win_lo[j], win_hi[j]
+                for _ in range(policy.max_pulses):
                     _, i_read = self.apply_pulse(a, v, s.set_width_s, "set", read_after=True)
                     pulses[j] += 1
                     g = float(s.conductance(i_read))
@@ -497,20 +479,25 @@ class InstrumentBench:
                     if lo <= g <= hi:
                         success[j] = True
                         break
-                    v = float(np.clip(v + s.verify_gain * (g_t[j] - g) / s.slope_S_per_V, v_lo, v_hi))
-                    if g > hi and pulses[j] < verify.max_pulses:
+                    v = float(policy.next_voltage(v, g_t[j], g))
+                    if g > hi and pulses[j] < policy.max_pulses:
                         self.apply_pulse(a, s.v_reset_V, s.reset_width_s, "reset")
                         resets[j] += 1
-                if not success[j]:
-                    if reads[j] < lo and v >= v_hi:
-                        stuck[j] = 1
-                    elif reads[j] > hi and resets[j] > 0:
-                        stuck[j] = 2
+                last_v[j] = v
             self.cell_program_time_s[a] = self.time_s
+        if policy is not None:
+            stuck = policy.stuck(success, reads, last_v, resets, win_lo, win_hi)
         self._last_program_s = self.time_s
         self.last_program_resets, self.last_program_reads_S = resets, reads
         return ProgramReport(n_cells=n, time_s=self._last_program_s, stuck=stuck,
                              addresses=None if addresses is None else addr, pulses=pulses, success=success)
+
+    def check_program(self, g_target_S: np.ndarray, verify: WriteVerify | None) -> VerifyPolicy | None:
+        """Check a whole program request against the limits before anything is sent:
+        every first SET amplitude, the threshold, RESET and read voltages, both widths,
+        the verify windows. Returns the verify policy (None without verify). Raises
+        :class:`SafetyLimitError` / :class:`TargetRangeError` / :class:`SettingError`."""
+        return check_program_request(self.scheme, self.limits, g_target_S, verify, self.device)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S) = read current (A) / ``scheme.v_read_V`` (V).

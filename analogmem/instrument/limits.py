@@ -9,6 +9,9 @@ limit — before a byte is sent to an instrument.
 
 Both load from a TOML bench file (:func:`load_bench_config`)::
 
+    [instrument]
+    model = "2450"                   # or a 2600B-family TSP model: "2636B", ...
+
     [matrix]
     rows = 32
     cols = 32
@@ -43,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import SafetyLimitError
+from ..errors import SafetyLimitError, SettingError
 
 __all__ = [
     "SafetyLimits",
@@ -53,6 +56,10 @@ __all__ = [
     "check_within",
     "safety_range",
 ]
+
+
+#: Instruments a bench file may name: the 2450 (SCPI) and the 2600B family (TSP).
+INSTRUMENT_MODELS = ("2450", "2601B", "2602B", "2604B", "2611B", "2612B", "2614B", "2634B", "2635B", "2636B")
 
 
 def check_within(name: str, value: float, lo: float, hi: float, unit: str, what: str = "") -> float:
@@ -90,7 +97,7 @@ def safety_range(limit_name: str, unit: str) -> Callable[[float, Any], float]:
 def _positive(name: str, v: float, allow_zero: bool = False) -> float:
     v = float(v)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {v!r}")
+        raise SettingError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {v!r}")
     return v
 
 
@@ -122,13 +129,13 @@ class SafetyLimits:
             _positive(f"SafetyLimits.{name}", getattr(self, name))
         _positive("SafetyLimits.min_pulse_width_s", self.min_pulse_width_s, allow_zero=True)
         if self.min_pulse_width_s > self.max_pulse_width_s:
-            raise ValueError(f"SafetyLimits: min_pulse_width_s = {self.min_pulse_width_s:g} s exceeds "
+            raise SettingError(f"SafetyLimits: min_pulse_width_s = {self.min_pulse_width_s:g} s exceeds "
                              f"max_pulse_width_s = {self.max_pulse_width_s:g} s")
         if self.allowed_cells is not None:
             ranges = []
             for r in self.allowed_cells:
                 if len(r) != 2 or int(r[0]) < 0 or int(r[1]) <= int(r[0]):
-                    raise ValueError(f"SafetyLimits.allowed_cells: {r!r} is not a [start, stop) range "
+                    raise SettingError(f"SafetyLimits.allowed_cells: {r!r} is not a [start, stop) range "
                                      "with 0 <= start < stop")
                 ranges.append((int(r[0]), int(r[1])))
             object.__setattr__(self, "allowed_cells", tuple(ranges))
@@ -195,7 +202,9 @@ class PulseScheme:
       cell is read; inside the window ``[lo, hi]`` it is done; else the next amplitude is
       ``V + verify_gain·(g_T − G)/slope`` (``slope`` the nominal S/V of the transfer),
       kept inside ``[v_set_threshold_V, max_set_V]`` — a damped search that learns a
-      miscalibrated transfer without amplifying programming noise. At most
+      miscalibrated transfer without amplifying programming noise; ``verify_gain = 0``
+      re-pulses at the same amplitude (right for a well-calibrated transfer whose pulses
+      re-draw around it, as the emulator's own :class:`WriteVerify` assumes). At most
       ``max_pulses`` SET pulses per cell.
 
     ``g_min_S``/``g_max_S`` default to the device card the bench is built for.
@@ -214,18 +223,18 @@ class PulseScheme:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.g_min_S) and math.isfinite(self.g_max_S) and 0 <= self.g_min_S < self.g_max_S):
-            raise ValueError(f"PulseScheme needs 0 <= g_min_S < g_max_S, got [{self.g_min_S!r}, {self.g_max_S!r}] S")
+            raise SettingError(f"PulseScheme needs 0 <= g_min_S < g_max_S, got [{self.g_min_S!r}, {self.g_max_S!r}] S")
         if not (0 < self.v_set_threshold_V < self.v_set_full_V):
-            raise ValueError("PulseScheme needs 0 < v_set_threshold_V < v_set_full_V, got "
+            raise SettingError("PulseScheme needs 0 < v_set_threshold_V < v_set_full_V, got "
                              f"{self.v_set_threshold_V!r} V, {self.v_set_full_V!r} V")
         if not math.isfinite(self.v_read_V) or self.v_read_V == 0:
-            raise ValueError(f"PulseScheme.v_read_V must be finite and non-zero, got {self.v_read_V!r}")
+            raise SettingError(f"PulseScheme.v_read_V must be finite and non-zero, got {self.v_read_V!r}")
         if not math.isfinite(self.v_reset_V) or self.v_reset_V == 0:
-            raise ValueError(f"PulseScheme.v_reset_V must be finite and non-zero, got {self.v_reset_V!r}")
+            raise SettingError(f"PulseScheme.v_reset_V must be finite and non-zero, got {self.v_reset_V!r}")
         _positive("PulseScheme.set_width_s", self.set_width_s)
         _positive("PulseScheme.reset_width_s", self.reset_width_s)
-        if not (0 < self.verify_gain <= 1):
-            raise ValueError(f"PulseScheme.verify_gain must be in (0, 1], got {self.verify_gain!r}")
+        if not (0 <= self.verify_gain <= 1):
+            raise SettingError(f"PulseScheme.verify_gain must be in [0, 1], got {self.verify_gain!r}")
 
     @property
     def slope_S_per_V(self) -> float:
@@ -266,17 +275,27 @@ class BenchConfig:
     cols: int = 32
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     scheme: PulseScheme = field(default_factory=PulseScheme)
+    model: str = "2450"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or self.model.strip().upper() not in INSTRUMENT_MODELS:
+            raise SettingError(f"BenchConfig.model ([instrument] model) must be one of {INSTRUMENT_MODELS}, "
+                               f"got {self.model!r}")
+        object.__setattr__(self, "model", self.model.strip().upper())
         for name in ("rows", "cols"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"BenchConfig.{name} must be a positive integer, got {v!r}")
+                raise SettingError(f"BenchConfig.{name} must be a positive integer, got {v!r}")
 
     @property
     def n_cells(self) -> int:
         """Cells in the matrix (rows × cols)."""
         return int(self.rows) * int(self.cols)
+
+    @property
+    def is_tsp(self) -> bool:
+        """True for a 2600B-family instrument (TSP), False for the 2450 (SCPI)."""
+        return self.model != "2450"
 
     def check_scheme(self) -> None:
         """Raise :class:`SafetyLimitError` if the scheme's fixed voltages, widths or the
@@ -301,20 +320,25 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for JSON summaries)."""
-        return {"matrix": {"rows": self.rows, "cols": self.cols}, "limits": asdict(self.limits),
+        return {"instrument": {"model": self.model}, "matrix": {"rows": self.rows, "cols": self.cols},
+                "limits": asdict(self.limits),
                 "scheme": asdict(self.scheme)}
 
 
 def _section(data: dict[str, Any], name: str, cls: type, path: str) -> dict[str, Any]:
     sec = data.get(name, {})
     if not isinstance(sec, dict):
-        raise ValueError(f"bench config {path}: [{name}] must be a table")
-    known = {f.name for f in fields(cls)} if cls is not None else {"rows", "cols"}
+        raise SettingError(f"bench config {path}: [{name}] must be a table")
+    known = ({"model"} if cls == "instrument" else {f.name for f in fields(cls)} if cls is not None
+             else {"rows", "cols"})
     unknown = set(sec) - known
     if unknown:
-        raise ValueError(f"bench config {path}: unknown key(s) in [{name}]: {sorted(unknown)}; "
+        raise SettingError(f"bench config {path}: unknown key(s) in [{name}]: {sorted(unknown)}; "
                          f"allowed: {sorted(known)}")
     return dict(sec)
+
+
+_MAX_CONFIG_BYTES = 1 << 20
 
 
 def load_bench_config(path: str | Path | None = None) -> BenchConfig:
@@ -323,13 +347,31 @@ def load_bench_config(path: str | Path | None = None) -> BenchConfig:
     if path is None:
         return BenchConfig()
     p = Path(path)
-    data = tomllib.loads(p.read_text())
-    unknown = set(data) - {"matrix", "limits", "scheme"}
+    try:
+        if not p.is_file():
+            raise SettingError(f"bench config {p}: not a regular file (missing, a directory or a device)")
+        if p.stat().st_size > _MAX_CONFIG_BYTES:
+            raise SettingError(f"bench config {p}: {p.stat().st_size} bytes, more than a bench file's "
+                               f"{_MAX_CONFIG_BYTES} bytes")
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except SettingError:
+        raise
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise SettingError(f"bench config {p}: cannot read it as TOML: {exc}") from None
+    unknown = set(data) - {"instrument", "matrix", "limits", "scheme"}
     if unknown:
-        raise ValueError(f"bench config {p}: unknown table(s) {sorted(unknown)}; allowed: matrix, limits, scheme")
+        raise SettingError(f"bench config {p}: unknown table(s) {sorted(unknown)}; allowed: instrument, matrix, "
+                           "limits, scheme")
     matrix = _section(data, "matrix", None, str(p))
+    instrument = _section(data, "instrument", "instrument", str(p))
     lim = _section(data, "limits", SafetyLimits, str(p))
     if "allowed_cells" in lim and lim["allowed_cells"] is not None:
         lim["allowed_cells"] = tuple(tuple(r) for r in lim["allowed_cells"])
-    return BenchConfig(rows=matrix.get("rows", 32), cols=matrix.get("cols", 32), limits=SafetyLimits(**lim),
-                       scheme=PulseScheme(**_section(data, "scheme", PulseScheme, str(p))))
+    try:
+        return BenchConfig(rows=matrix.get("rows", 32), cols=matrix.get("cols", 32), limits=SafetyLimits(**lim),
+                           scheme=PulseScheme(**_section(data, "scheme", PulseScheme, str(p))),
+                           model=instrument.get("model", "2450"))
+    except SettingError as exc:
+        raise SettingError(f"bench config {p}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # e.g. a string where a number belongs
+        raise SettingError(f"bench config {p}: {exc}") from None

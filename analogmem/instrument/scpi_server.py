@@ -44,6 +44,19 @@ keep their programmed state); ``reset_on_connect=True`` does that for every new 
 (for tests). A program message with a non-ASCII byte is not executed: it pushes SCPI error
 -101 (invalid character) naming the byte.
 
+Framing and numbers: a program message is read to its ``\n`` terminator; one longer than
+:data:`MAX_MESSAGE_BYTES` (64 KiB) is refused whole — SCPI error -363 (input buffer overrun)
+and none of it executed, never cut into pieces that run. Numeric parameters are SCPI
+<NRf> (:func:`parse_nrf`): ``1_5``, ``0x10``, ``inf`` are -104 data type errors.
+
+Faults armed with ``:EMUL:FAUL`` affect only the replies of the connection that armed them
+(:meth:`ScpiEmulatorServer.inject` arms server-wide ones, for tests). At most
+``max_connections`` clients are served at once (one more is closed at once); the listen
+backlog is :data:`LISTEN_BACKLOG`. ``limits`` (``bench serve --enforce-limits``) makes the
+emulator refuse levels, compliances, widths and routes past a bench file's
+:class:`SafetyLimits` with -222, as a lab interlock would; without it the emulator accepts
+what a real 2450 accepts (±210 V, 1.05 A).
+
 The server binds to a loopback address only; port 0 picks a free ephemeral port.
 Connections idle for ``idle_timeout_s`` are closed; ``max_lifetime_s`` stops the server.
 """
@@ -56,7 +69,6 @@ import re
 import socket
 import socketserver
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +77,67 @@ import numpy as np
 from .._seeding import SeedLike
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
+from ..errors import AnalogMemError, SettingError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL
-from .limits import PulseScheme
+from .limits import PulseScheme, SafetyLimits
+from .pulsed_cells import PulsedCells
 
-__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS"]
+__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address"]
+
+#: The longest program message (bytes, terminator included) the emulators accept; a
+#: longer one is refused whole (-363 input buffer overrun) and none of it is executed.
+MAX_MESSAGE_BYTES = 1 << 16
+#: Listen backlog: rapid connects must not stall in the kernel's SYN queue.
+LISTEN_BACKLOG = 128
+#: Connections served at once; one more is accepted and closed at once.
+MAX_CONNECTIONS = 32
+#: SCPI <NRf>: optional sign, digits with an optional point (or a point and digits), an
+#: optional exponent. Nothing else: no digit separators, no hex, no "inf"/"nan".
+_NRF = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def parse_nrf(text: str) -> float | None:
+    """``text`` as an SCPI <NRf> number, or None if it is not one (``1_5``, ``0x10``,
+    ``inf``, ``1.5.5`` are not)."""
+    t = text.strip()
+    return float(t) if _NRF.fullmatch(t) else None
+
+
+def check_geometry(rows: Any, cols: Any) -> tuple[int, int]:
+    """Matrix rows and columns: integers ≥ 1 (else :class:`SettingError`)."""
+    for name, v in (("rows", rows), ("cols", cols)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise SettingError(f"{name} must be an integer >= 1, got {v!r}")
+    return int(rows), int(cols)
+
+
+def check_lifetime(max_lifetime_s: Any) -> float | None:
+    """``max_lifetime_s``: None or a finite number of seconds > 0 (else :class:`SettingError`)."""
+    if max_lifetime_s is None:
+        return None
+    try:
+        v = float(max_lifetime_s)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (np.isfinite(v) and v > 0):
+        raise SettingError(f"max_lifetime_s (--max-seconds) must be a finite number of seconds > 0, "
+                           f"got {max_lifetime_s!r}")
+    return v
+
+
+def check_server_address(host: str, port: Any) -> str:
+    """A loopback ``host`` (``localhost`` means 127.0.0.1) and a port in [0, 65535];
+    returns the numeric host. Raises :class:`SettingError` naming what is wrong."""
+    h = "127.0.0.1" if str(host).strip().lower() == "localhost" else str(host).strip()
+    try:
+        loopback = ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        raise SettingError(f"host must be a loopback IP address (127.0.0.1, ::1 or localhost), got {host!r}") from None
+    if not loopback:
+        raise SettingError(f"the emulator serves loopback addresses only, got host {host!r}")
+    if isinstance(port, bool) or not isinstance(port, (int, np.integer)) or not 0 <= port < 65536:
+        raise SettingError(f"port must be an integer in [0, 65535], got {port!r}")
+    return h
 
 FAULT_KINDS = ("DEL", "DROP", "GARB", "ERR", "DISC")
 _MAX_FAULT_DELAY_S = 60.0
@@ -118,18 +187,25 @@ class _Instrument:
     """The emulated instrument state machine (one per server, shared by connections)."""
 
     def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: PulseScheme, seed: SeedLike,
-                 reset_fraction: float, n_threads: int):
+                 reset_fraction: float, n_threads: int, limits: SafetyLimits | None = None):
+        self.cells = PulsedCells(device, rows, cols, scheme, seed, reset_fraction, n_threads, limits)
         self.device, self.rows, self.cols, self.scheme = device, rows, cols, scheme
-        self.reset_fraction = reset_fraction
-        self.bench = EmulatedBench(device, rows * cols, seed=seed, n_threads=n_threads)
-        self.lock = threading.Lock()
-        self._t_wall0 = time.monotonic()
-        self._offset_s = 0.0
+        self.bench: EmulatedBench = self.cells.bench
+        self.lock = self.cells.lock
+        #: faults armed by :meth:`ScpiEmulatorServer.inject` (any connection's replies)
         self.faults: list[Fault] = []
-        self.pulses = 0
-        self.reads = 0
+        #: faults armed with ``:EMUL:FAUL`` by the connection now being served (its own)
+        self.conn_faults: list[Fault] = self.faults
         self.messages = 0
         self.reset()
+
+    @property
+    def pulses(self) -> int:
+        return self.cells.pulses
+
+    @property
+    def reads(self) -> int:
+        return self.cells.reads
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -152,13 +228,7 @@ class _Instrument:
             self.errors.append((code, message))
 
     def clock_s(self) -> float:
-        return time.monotonic() - self._t_wall0 + self._offset_s
-
-    def sync(self) -> None:
-        """Move the emulated bench clock to now."""
-        now = self.clock_s()
-        if now > self.bench.time_s:
-            self.bench.wait(now - self.bench.time_s)
+        return self.cells.clock_s()
 
     # ------------------------------------------------------------------ physics
     def _cell(self) -> int:
@@ -170,36 +240,27 @@ class _Instrument:
         """The routed cell sees the source level: SET, RESET or nothing."""
         if not self.output or self.func != "VOLT" or self.closed is None:
             return
-        v, s = self.level_V, self.scheme
-        g = None
-        if v >= s.v_set_threshold_V:
-            g = float(s.transfer(v))
-        elif v <= -abs(s.v_reset_V) * self.reset_fraction:
-            g = s.g_min_S
-        if g is not None:
-            r = self.device.range
-            g = min(max(g, r.g_min_S), r.g_max_S)
-            self.sync()
-            self.bench.program(np.array([g]), addresses=np.array([self.closed]))
-            self.pulses += 1
+        self.cells.pulse(self.closed, self.level_V)
 
     def _measure(self) -> float:
         if not self.output:
             raise _ScpiError(-221, "Settings conflict; output is off")
-        cell = self._cell()
-        self.sync()
-        g = float(self.bench.read(addresses=np.array([cell]))[0])
-        self.reads += 1
-        i = g * self.level_V
-        return float(np.clip(i, -self.ilim_A, self.ilim_A))
+        return self.cells.current(self._cell(), self.level_V, self.ilim_A)
+
+    def _enforce(self, check: Any, value: float) -> float:
+        try:
+            check(value)
+        except AnalogMemError as exc:
+            raise _ScpiError(-222, f"Data out of range; {exc}") from None
+        return value
 
     # ------------------------------------------------------------------ commands
     @staticmethod
     def _number(arg: str, lo: float, hi: float) -> float:
-        try:
-            v = float(arg)
-        except ValueError:
-            raise _ScpiError(-104, f"Data type error; {arg!r}") from None
+        v = parse_nrf(arg)
+        if v is None:
+            raise _ScpiError(-104 if arg.strip() else -109, f"{'Data type error' if arg.strip() else 'Missing parameter'}"
+                                                            f"; {arg!r} is not a number")
         if not np.isfinite(v) or v < lo or v > hi:
             raise _ScpiError(-222, f"Data out of range; {v:g} not in [{lo:g}, {hi:g}]")
         return v
@@ -247,18 +308,18 @@ class _Instrument:
         if key == "SOUR:FUNC?":
             return self.func
         if key == "SOUR:VOLT":
-            self.level_V = self._number(arg, -210.0, 210.0)
+            self.level_V = self._enforce(self.cells.check_level, self._number(arg, -210.0, 210.0))
             self._apply_source()
             return None
         if key == "SOUR:VOLT?":
             return f"{self.level_V:.9E}"
         if key == "SOUR:VOLT:ILIM":
-            self.ilim_A = self._number(arg, 1e-9, 1.05)
+            self.ilim_A = self._enforce(self.cells.check_compliance, self._number(arg, 1e-9, 1.05))
             return None
         if key == "SOUR:VOLT:ILIM?":
             return f"{self.ilim_A:.9E}"
         if key == "SOUR:VOLT:DEL":
-            self.delay_s = self._number(arg, 0.0, 999.9999)
+            self.delay_s = self._enforce(self.cells.check_width, self._number(arg, 0.0, 999.9999))
             return None
         if key == "SOUR:VOLT:DEL?":
             return f"{self.delay_s:.9E}"
@@ -300,7 +361,7 @@ class _Instrument:
                 raise _ScpiError(-222, f"Data out of range; channel {arg} not in 1!1..{self.rows}!{self.cols}")
             if self.output:
                 raise _ScpiError(-221, "Settings conflict; output on while switching")
-            cell = (row - 1) * self.cols + (col - 1)
+            cell = self._enforce(self.cells.check_cell, (row - 1) * self.cols + (col - 1))
             if self.closed is not None and self.closed != cell:
                 raise _ScpiError(-221, "Settings conflict; another crosspoint is closed")
             self.closed = cell
@@ -314,10 +375,7 @@ class _Instrument:
         if key == "EMUL:CLOC?":
             return f"{self.clock_s():.9f}"
         if key == "EMUL:CLOC":
-            t = self._number(arg, 0.0, 1e12)
-            now = self.clock_s()
-            if t > now:
-                self._offset_s += t - now
+            self.cells.advance_to(self._number(arg, 0.0, 1e12))
             return None
         if key == "EMUL:FAUL":
             parts = [p.strip() for p in arg.split(",")]
@@ -327,32 +385,48 @@ class _Instrument:
             count = int(self._number(parts[1], 1, 1e6)) if len(parts) > 1 else 1
             param = self._number(parts[2], -1e6, 1e6) if len(parts) > 2 else 0.0
             after = int(self._number(parts[3], 0, 1e9)) if len(parts) > 3 else 0
-            self.arm(Fault(kind, count, param, after))
+            try:
+                self.arm(Fault(kind, count, param, after), self.conn_faults)
+            except SettingError as exc:
+                raise _ScpiError(-222, f"Data out of range; {exc}") from None
             return None
         if key == "EMUL:FAUL:CLE":
-            self.faults.clear()
+            self.conn_faults.clear()
             return None
         raise _ScpiError(-113, f"Undefined header; {header!r}")
 
-    def arm(self, fault: Fault) -> None:
+    def arm(self, fault: Fault, faults: list[Fault] | None = None) -> None:
+        """Arm ``fault`` on ``faults`` (default: the server-wide list). Raises
+        :class:`SettingError` for an unknown kind or a ``DEL`` outside (0, 60] s."""
         if fault.kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {fault.kind!r}")
+            raise SettingError(f"fault kind must be one of {FAULT_KINDS}, got {fault.kind!r}")
         if fault.kind == "DEL" and not (0 < fault.param <= _MAX_FAULT_DELAY_S):
-            raise ValueError(f"DEL fault needs a delay in (0, {_MAX_FAULT_DELAY_S}] s, got {fault.param!r}")
-        self.faults.append(fault)
+            raise SettingError(f"DEL fault needs a delay in (0, {_MAX_FAULT_DELAY_S}] s, got {fault.param!r}")
+        if fault.count < 1 or fault.after < 0:
+            raise SettingError(f"fault count must be >= 1 and after >= 0, got {fault.count!r}, {fault.after!r}")
+        (self.faults if faults is None else faults).append(fault)
 
-    def next_fault(self) -> Fault | None:
-        """The fault that applies to the reply being sent now (consumes one use)."""
-        if not self.faults:
+    @staticmethod
+    def _take(faults: list[Fault]) -> Fault | None:
+        if not faults:
             return None
-        f = self.faults[0]
+        f = faults[0]
         if f.after > 0:
             f.after -= 1
             return None
         f.count -= 1
         if f.count <= 0:
-            self.faults.pop(0)
+            faults.pop(0)
         return f
+
+    def next_fault(self) -> Fault | None:
+        """The fault that applies to the reply being sent now (consumes one use): the
+        connection's own first, then the server-wide ones."""
+        if self.conn_faults is not self.faults:
+            f = self._take(self.conn_faults)
+            if f is not None:
+                return f
+        return self._take(self.faults)
 
     def reject_bytes(self, line: bytes) -> None:
         """A program message with non-ASCII bytes is not executed: SCPI error -101
@@ -362,29 +436,65 @@ class _Instrument:
             self.messages += 1
             self.push_error(-101, f"Invalid character; byte 0x{line[i]:02X} at column {i}, message not executed")
 
-    def handle_message(self, message: str) -> tuple[str | None, Fault | None]:
-        """Execute one program message; return (reply, fault to apply to the reply)."""
+    def reject_overrun(self, n_bytes: int) -> None:
+        """A program message longer than :data:`MAX_MESSAGE_BYTES` is not executed: SCPI
+        error -363 (input buffer overrun) goes to the queue."""
         with self.lock:
             self.messages += 1
-            commands = message.split(";")
-            fault = self.next_fault() if any(c.strip().endswith("?") for c in commands) else None
-            if fault is not None and fault.kind == "ERR":
-                # The error lands in the queue before the message runs, so a :SYST:ERR? in
-                # the same message reports it.
-                self.errors.appendleft((int(fault.param) if fault.param else -310, "System error; injected fault"))
-                fault = None
-            replies = []
-            for cmd in commands:
-                try:
-                    r = self.execute(cmd)
-                except _ScpiError as e:
-                    self.push_error(e.code, e.message)
-                    r = f"{_NAN:.2E}" if cmd.strip().endswith("?") else None
-                if r is not None:
-                    replies.append(r)
-            if not replies:
-                return None, None
-            return ";".join(replies), fault
+            self.push_error(-363, f"Input buffer overrun; message of {n_bytes} bytes exceeds "
+                                  f"{MAX_MESSAGE_BYTES} bytes, not executed")
+
+    def handle_message(self, message: str, conn_faults: list[Fault] | None = None) -> tuple[str | None, Fault | None]:
+        """Execute one program message; return (reply, fault to apply to the reply).
+        ``conn_faults``: the faults of the connection that sent it (``:EMUL:FAUL`` arms
+        there, so one client's faults never touch another's replies)."""
+        with self.lock:
+            self.conn_faults = self.faults if conn_faults is None else conn_faults
+            try:
+                return self._handle(message)
+            finally:
+                self.conn_faults = self.faults
+
+    def _handle(self, message: str) -> tuple[str | None, Fault | None]:
+        self.messages += 1
+        commands = message.split(";")
+        fault = self.next_fault() if any(c.strip().endswith("?") for c in commands) else None
+        if fault is not None and fault.kind == "ERR":
+            # The error lands in the queue before the message runs, so a :SYST:ERR? in
+            # the same message reports it.
+            self.errors.appendleft((int(fault.param) if fault.param else -310, "System error; injected fault"))
+            fault = None
+        replies = []
+        for cmd in commands:
+            try:
+                r = self.execute(cmd)
+            except _ScpiError as e:
+                self.push_error(e.code, e.message)
+                r = f"{_NAN:.2E}" if cmd.strip().endswith("?") else None
+            except Exception as e:  # noqa: BLE001 - a defect here must not kill the connection
+                self.push_error(-310, f"System error; {type(e).__name__}: {e}")
+                r = f"{_NAN:.2E}" if cmd.strip().endswith("?") else None
+            if r is not None:
+                replies.append(r)
+        if not replies:
+            return None, None
+        return ";".join(replies), fault
+
+
+def read_message(rfile: Any) -> tuple[bytes | None, int]:
+    """Read one ``\n``-terminated program message of at most :data:`MAX_MESSAGE_BYTES`.
+
+    Returns ``(line, 0)``; ``(None, n)`` for a longer message, read (and dropped) up to
+    its terminator in bounded pieces so none of it is executed, ``n`` its length in bytes;
+    ``(b"", 0)`` at end of stream. A message is never cut in two."""
+    line = rfile.readline(MAX_MESSAGE_BYTES + 1)
+    if len(line) <= MAX_MESSAGE_BYTES:
+        return line, 0
+    n = len(line)
+    while line and not line.endswith(b"\n"):
+        line = rfile.readline(MAX_MESSAGE_BYTES)
+        n += len(line)
+    return None, n
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -393,6 +503,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.request.settimeout(self.server.idle_timeout_s)
+        self.faults: list[Fault] = []
         self.server.track(self.request, add=True)
         if self.server.reset_on_connect:
             with self.server.instrument.lock:
@@ -409,16 +520,19 @@ class _Handler(socketserver.StreamRequestHandler):
         inst = self.server.instrument
         while not self.server.stopping.is_set():
             try:
-                line = self.rfile.readline(1 << 16)
+                line, overrun = read_message(self.rfile)
             except (OSError, ValueError):
                 return
+            if line is None:
+                inst.reject_overrun(overrun)
+                continue
             if not line:
                 return
             if not line.isascii():
                 inst.reject_bytes(line)
                 continue
             message = line.decode("ascii").strip("\r\n")
-            reply, fault = inst.handle_message(message)
+            reply, fault = inst.handle_message(message, self.faults)
             if reply is None:
                 continue
             out = reply.encode("ascii", "backslashreplace") + b"\n"
@@ -442,16 +556,40 @@ class _Handler(socketserver.StreamRequestHandler):
 class _TCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, addr: tuple[str, int], instrument: _Instrument, idle_timeout_s: float,
-                 reset_on_connect: bool = False):
+    def __init__(self, addr: tuple[str, int], instrument: Any, idle_timeout_s: float,
+                 reset_on_connect: bool = False, handler: type = None, max_connections: int = MAX_CONNECTIONS):
         self.instrument = instrument
         self.idle_timeout_s = idle_timeout_s
         self.reset_on_connect = reset_on_connect
+        self.max_connections = int(max_connections)
+        self.refused = 0
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
-        super().__init__(addr, _Handler)
+        self._active = 0
+        super().__init__(addr, handler or _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve in a thread, at most ``max_connections`` at once: one more is closed at
+        once (no thread), so idle clients cannot exhaust the process."""
+        with self._conns_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._conns_lock:
+                self._active -= 1
 
     def track(self, sock: socket.socket, add: bool) -> None:
         with self._conns_lock:
@@ -492,24 +630,29 @@ class ScpiEmulatorServer:
     or :meth:`start`/:meth:`stop`; :attr:`resource` is the VISA resource string.
     """
 
+    language = "SCPI"
+    model_name = "Keithley 2450"
+
     def __init__(self, device: DeviceModel | str, rows: int = 32, cols: int = 32, seed: SeedLike = None, *,
                  scheme: PulseScheme | None = None, host: str = "127.0.0.1", port: int = 0,
                  idle_timeout_s: float = 120.0, max_lifetime_s: float | None = None,
-                 reset_fraction: float = 0.5, n_threads: int = 1, reset_on_connect: bool = False):
+                 reset_fraction: float = 0.5, n_threads: int = 1, reset_on_connect: bool = False,
+                 limits: SafetyLimits | None = None, max_connections: int = MAX_CONNECTIONS):
         dev = load_device(device)
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the SCPI emulator serves loopback addresses only, got host {host!r}")
-        if not (isinstance(port, int) and 0 <= port < 65536):
-            raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
+        host = check_server_address(host, port)
+        rows, cols = check_geometry(rows, cols)
+        max_lifetime_s = check_lifetime(max_lifetime_s)
         scheme = scheme or PulseScheme().for_range(dev.g_min_S, dev.g_max_S)
-        self.instrument = _Instrument(dev, int(rows), int(cols), scheme, seed, reset_fraction, n_threads)
-        self.host, self._port = host, port
+        self.instrument = _Instrument(dev, rows, cols, scheme, seed, reset_fraction, n_threads, limits)
+        self.host, self._port = host, int(port)
         self.idle_timeout_s = float(idle_timeout_s)
         self.max_lifetime_s = max_lifetime_s
         self.reset_on_connect = bool(reset_on_connect)
+        self.max_connections = int(max_connections)
         self._server: _TCPServer | None = None
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
+        self._refused = 0
 
     @property
     def port(self) -> int:
@@ -533,11 +676,11 @@ class ScpiEmulatorServer:
     def start(self) -> "ScpiEmulatorServer":
         """Bind and serve in a background thread."""
         if self._server is not None:
-            raise RuntimeError("server already started")
+            raise SettingError("server already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         _TCPServer.address_family = family
         self._server = _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s,
-                                  self.reset_on_connect)
+                                  self.reset_on_connect, _Handler, self.max_connections)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"scpi-emulator-{self.port}", daemon=True)
         self._thread.start()
@@ -561,6 +704,7 @@ class ScpiEmulatorServer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         self._port = srv.server_address[1]
+        self._refused = srv.refused
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until the server stops (``max_lifetime_s``, :meth:`stop`) or ``timeout_s``."""
@@ -582,7 +726,8 @@ class ScpiEmulatorServer:
     def stats(self) -> dict[str, Any]:
         """Counters: messages, pulses and reads served."""
         i = self.instrument
-        return {"messages": i.messages, "pulses": i.pulses, "reads": i.reads, "clock_s": i.clock_s()}
+        return {"messages": i.messages, "pulses": i.pulses, "reads": i.reads, "clock_s": i.clock_s(),
+                "refused_connections": self._server.refused if self._server else self._refused}
 
     def __enter__(self) -> "ScpiEmulatorServer":
         return self.start()
