@@ -284,3 +284,22 @@ def test_read_channel_model_follows_the_card(card):
             mine = ours[t][b]
             assert abs(ch.to_S(m[0]) * 1e6 - mine.mean()) < 0.01 * span_uS, (t, x)
             assert s[0] * span_uS == pytest.approx(mine.std(), rel=0.05), (t, x)
+
+
+def test_cmo_read_right_after_programming_has_no_read_noise_term():
+    """With t0 = 0 the 1/f factor sqrt(ln((t + t_read)/(2 t_read))) is negative under the
+    root for t < t_read; the card takes it as 0 there (no NaN), and reads at t = 0 as at the
+    held 1 s decay, identically on the kernels and the numpy reference."""
+    dev = analogmem.load_device("rram-cmo-hfox")
+    assert float(dev.read_noise_time_factor(0.0)) == 0.0
+    assert float(dev.read_noise_time_factor(0.5e-6)) == 0.0
+    assert float(dev.read_noise_time_factor(1.0)) == pytest.approx(math.sqrt(math.log((1 + 1e-6) / 2e-6)))
+    g_t = np.linspace(dev.g_min_S, dev.g_max_S, 10_001)
+    reads = []
+    for backend in ("cython", "numpy", "torch"):
+        b = EmulatedBench(dev, g_t.size, seed=4, backend=backend)
+        b.program(g_t)
+        r = b.read(0.0)
+        reads.append(np.asarray(r.cpu() if hasattr(r, "cpu") else r))
+        assert np.all(np.isfinite(reads[-1]))
+    np.testing.assert_allclose(reads[0], reads[1], rtol=1e-12, atol=1e-12 * dev.g_max_S)

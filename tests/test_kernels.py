@@ -219,7 +219,7 @@ def test_different_seeds_differ_and_generators_are_accepted():
     assert not np.array_equal(reads[0], reads[2])  # a Generator gives a spawned child stream
 
 
-@pytest.mark.parametrize("device", ["pcm-nandakumar2019", "rram-wan2022"])
+@pytest.mark.parametrize("device", ["pcm-nandakumar2019", "rram-wan2022", "pcm-hermes2023", "rram-cmo-hfox"])
 def test_write_verify_kernel_equals_reference(device, card_text):
     """Program-and-verify draws a variable number of numbers per cell; the kernels and the
     reference (one numpy step per pulse) still agree, stuck cells included."""
@@ -229,7 +229,7 @@ def test_write_verify_kernel_equals_reference(device, card_text):
 
     dev = parse_card(text, device)
     n = 70_000  # several work chunks
-    targets = np.random.default_rng(4).uniform(0.1 * dev.g_max_S, dev.g_max_S, n)
+    targets = np.random.default_rng(4).uniform(max(0.1 * dev.g_max_S, dev.g_min_S), dev.g_max_S, n)
     vf = analogmem.WriteVerify(max_pulses=8, tolerance_rel=0.03, tolerance_S=1e-8)
     fast = EmulatedBench(dev, n, seed=9, n_threads=2)
     slow = EmulatedBench(dev, n, seed=9, backend="numpy")
