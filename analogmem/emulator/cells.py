@@ -15,6 +15,13 @@ The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and
 4. read noise: ``+ σ_R(x, g(t), t)·z₄`` drawn at every read; result clipped to the
    card's physical range.
 
+The laws of μ_ν, σ_ν and Q_s are clipped log-linear in x, optionally with a polynomial
+branch above a break (``x_break``, ``above``: the HERMES fits); μ_ν, σ_ν may instead be a
+table over g (``[drift] model = "table"``: a measured ν(g)). Read noise may be relative
+(``σ_R ∝ |g|``) or ``"log10-1/f"`` (``σ_R = K·log10(g/µS)·F(t)``: CMO/HfOx); relaxation may be
+``"log-linear-time"``: a target-independent mean shift and spread linear in ln t, added to
+the programmed value (not a total that includes σ_P).
+
 A card may instead describe its write channel *empirically* (``[programming] model =
 "empirical"``, :class:`EmpiricalChannel`): for each of a finite set of write inputs
 (conductances, voltages or level indices) the quantile function of ln(g/S) read after
