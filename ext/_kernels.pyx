@@ -35,6 +35,8 @@ cdef extern from "am_kernels.h" nogil:
         AM_MAXC
         AM_MAXT
         AM_MAXK
+        AM_MAXN
+        AM_MAXH
     ctypedef struct am_key:
         uint32_t k0
         uint32_t k1
@@ -45,13 +47,24 @@ cdef extern from "am_kernels.h" nogil:
         double prog_c[AM_MAXC]
         int drift_on
         double t0, mu_slope, mu_icpt, mu_min, mu_max, sg_slope, sg_icpt, sg_min, sg_max
-        int read_on
+        double mu_lxb, sg_lxb
+        double mu_hc[AM_MAXH]
+        double sg_hc[AM_MAXH]
+        int nu_table, nu_n
+        double nu_x[AM_MAXN]
+        double nu_mu[AM_MAXN]
+        double nu_sg[AM_MAXN]
+        int read_on, q_form, read_log10
         double q_coef, q_exp, q_max, t_read, t0_read
+        double q_slope, q_icpt, q_lo, q_hi, q_lxb, ln_uS, inv_ln10, rn_floor
+        double q_hc[AM_MAXH]
         int relax_on, relax_table, n_relax_t, n_relax_c
         double relax_scale
         double relax_lnt[AM_MAXT]
         double relax_c[AM_MAXT * AM_MAXC]
         double relax_x[AM_MAXC]
+        int relax_add, relax_mean_on
+        double relax_m[AM_MAXT * AM_MAXC]
         int emp_on, emp_n_levels, emp_n_probs
         const double* emp_levels
         const double* emp_probs
@@ -84,7 +97,7 @@ cdef extern from "am_kernels.h" nogil:
     double am_log(double x)
     double am_exp(double x)
     double am_lnx(const am_params* p, double x)
-    double am_q(const am_params* p, double lx)
+    double am_q(const am_params* p, double x, double lx)
     double am_uniform(uint64_t bits)
     double am_normal_draw(am_key key, uint64_t cell, uint32_t d)
     double am_read_normal(am_key key, uint64_t pos)
@@ -134,6 +147,7 @@ OPENMP = bool(am_openmp())
 MAX_COEFFICIENTS = AM_MAXC
 MAX_RELAXATION_TIMES = AM_MAXT
 MAX_PULSE_COMPONENTS = AM_MAXK
+MAX_DRIFT_KNOTS = AM_MAXN
 #: Cells per unit of parallel work (a scheduling choice: results do not depend on it).
 WORK_CHUNK = 1 << 15
 
@@ -145,6 +159,16 @@ cdef const double* _f64_ptr(object a, Py_ssize_t n, str what) except? NULL:
             or (n >= 0 and a.shape[0] != n):
         raise ValueError(f"{what} must be a contiguous float64 array" + (f" of {n} values" if n >= 0 else ""))
     return <const double*> cnp.PyArray_DATA(a)
+
+
+cdef int _fill(double* dst, object values, int size, str what) except -1:
+    """Copy ``values`` into ``dst[0:size]``, zero-padded."""
+    cdef int i
+    if len(values) > size:
+        raise ValueError(f"{what}: at most {size} values")
+    for i in range(size):
+        dst[i] = values[i] if i < len(values) else 0.0
+    return 0
 
 
 cdef am_params _pack(dict d) except *:
@@ -168,7 +192,25 @@ cdef am_params _pack(dict d) except *:
     p.t0 = d["t0"]
     p.mu_slope, p.mu_icpt, p.mu_min, p.mu_max = d["mu"]
     p.sg_slope, p.sg_icpt, p.sg_min, p.sg_max = d["sigma_nu"]
+    p.mu_lxb, p.sg_lxb = d["mu_lxb"], d["sg_lxb"]
+    _fill(p.mu_hc, d["mu_hc"], AM_MAXH, "drift mu upper branch")
+    _fill(p.sg_hc, d["sg_hc"], AM_MAXH, "drift sigma upper branch")
+    p.nu_table = d["nu_table"]
+    knots = d["nu_x"]
+    p.nu_n = len(knots)
+    if p.nu_table and not 2 <= p.nu_n <= AM_MAXN:
+        raise ValueError(f"a drift table needs 2..{AM_MAXN} knots")
+    _fill(p.nu_x, knots, AM_MAXN, "drift table knots")
+    _fill(p.nu_mu, d["nu_mu"], AM_MAXN, "drift table mu")
+    _fill(p.nu_sg, d["nu_sg"], AM_MAXN, "drift table sigma")
     p.read_on = d["read_on"]
+    p.q_form = d["q_form"]
+    p.read_log10 = d["read_log10"]
+    p.q_slope, p.q_icpt, p.q_lo, p.q_hi, p.q_lxb = d["q_piece"]
+    _fill(p.q_hc, d["q_hc"], AM_MAXH, "read-noise upper branch")
+    p.ln_uS = am_log(1e-6)
+    p.inv_ln10 = 1.0 / am_log(10.0)
+    p.rn_floor = d["x_floor"] * d["g_max"]
     p.q_coef = d["q_coef"]
     p.q_exp = d["q_exp"]
     p.q_max = d["q_max"]
@@ -191,6 +233,19 @@ cdef am_params _pack(dict d) except *:
         for j in range(p.n_relax_c):
             p.relax_c[i * AM_MAXC + j] = table[i][j]
     p.relax_table = d.get("relax_table", 0)
+    p.relax_add = d.get("relax_add", 0)
+    mean_rows = d.get("relax_m", [])
+    p.relax_mean_on = len(mean_rows) > 0
+    for i in range(AM_MAXT * AM_MAXC):
+        p.relax_m[i] = 0.0
+    if p.relax_mean_on:
+        if len(mean_rows) != p.n_relax_t or not p.relax_table:
+            raise ValueError("a relaxation mean needs a tabulated relaxation and one row per time")
+        for i in range(p.n_relax_t):
+            if len(mean_rows[i]) != p.n_relax_c:
+                raise ValueError("relaxation mean rows must have one value per x knot")
+            for j in range(p.n_relax_c):
+                p.relax_m[i * AM_MAXC + j] = mean_rows[i][j]
     knots = d.get("relax_x", [])
     if p.relax_table:
         if len(knots) != p.n_relax_c or p.n_relax_c < 2:
@@ -234,8 +289,8 @@ cdef am_params _pack(dict d) except *:
     fk0, fk1, fk2 = d.get("fault_key", (0, 0, 0))
     p.fault_key.k0, p.fault_key.k1, p.fault_key.c3 = fk0, fk1, fk2
     p.q_stuck[0] = 0.0
-    p.q_stuck[1] = am_q(&p, am_lnx(&p, p.g_min * p.inv_g_max)) if p.read_on else 0.0
-    p.q_stuck[2] = am_q(&p, am_lnx(&p, p.g_max * p.inv_g_max)) if p.read_on else 0.0
+    p.q_stuck[1] = am_q(&p, p.g_min * p.inv_g_max, am_lnx(&p, p.g_min * p.inv_g_max)) if p.read_on else 0.0
+    p.q_stuck[2] = am_q(&p, p.g_max * p.inv_g_max, am_lnx(&p, p.g_max * p.inv_g_max)) if p.read_on else 0.0
     return p
 
 
@@ -323,7 +378,7 @@ def program(dict params, tuple key, const double[::1] g_target, object stuck, tu
         raise ValueError("verify_card needs a card with a pulse-response model")
     vf.tol_abs = tol_abs
     vf.tol_rel = tol_rel
-    vf.read_factor = sqrt(am_log((p.t0_read + p.t_read) / (2.0 * p.t_read))) if p.read_on else 0.0
+    vf.read_factor = sqrt(max(am_log((p.t0_read + p.t_read) / (2.0 * p.t_read)), 0.0)) if p.read_on else 0.0
     cdef int32_t* pl = NULL
     cdef int8_t* sc = NULL
     if verify_max_pulses > 0:

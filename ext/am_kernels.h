@@ -36,6 +36,8 @@
 #define AM_MAXC 8  /* polynomial coefficients / table knots, at most */
 #define AM_MAXT 16 /* published relaxation times, at most */
 #define AM_MAXK 4  /* pulse-response mixture components per level, at most */
+#define AM_MAXN 32 /* knots of a tabulated drift exponent nu(x), at most */
+#define AM_MAXH 4  /* coefficients of the upper branch of a piecewise law (cubic), at most */
 #define AM_BLOCK 256
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(AM_NO_CLONES)
@@ -53,18 +55,28 @@ typedef struct {
     /* programming noise: scale * sum_k prog_c[k] x^k (S); zero-padded to AM_MAXC */
     double prog_scale;
     double prog_c[AM_MAXC];
-    /* drift */
+    /* drift: mu and sigma of nu are clip(slope ln x + icpt, min, max) below x_break (ln: *_lxb, +inf: always)
+       and the polynomial *_hc in x from x_break on; with nu_table, linear in x between knots nu_x (held) */
     int drift_on;
     double t0, mu_slope, mu_icpt, mu_min, mu_max, sg_slope, sg_icpt, sg_min, sg_max;
-    /* read noise */
-    int read_on;
+    double mu_lxb, sg_lxb, mu_hc[AM_MAXH], sg_hc[AM_MAXH];
+    int nu_table, nu_n;
+    double nu_x[AM_MAXN], nu_mu[AM_MAXN], nu_sg[AM_MAXN];
+    /* read noise: Q_s form q_form 0: min(q_coef x^-q_exp, q_max); 1: piecewise (as mu, fields q_*);
+       2: the constant q_coef. read_log10: sigma_R = q log10(|g| / 1 uS) F (else |g| q F) */
+    int read_on, q_form, read_log10;
     double q_coef, q_exp, q_max, t_read, t0_read;
+    double q_slope, q_icpt, q_lo, q_hi, q_lxb, q_hc[AM_MAXH], ln_uS, inv_ln10, rn_floor;
     /* relaxation: rows of relax_c are polynomials (zero-padded) or, with relax_table,
        sigma (uS at g_ref) at the knots relax_x, linear in x */
     int relax_on, relax_table, n_relax_t, n_relax_c;
     double relax_scale;
     double relax_lnt[AM_MAXT];
     double relax_c[AM_MAXT * AM_MAXC];
+    /* relax_add: sigma is the relaxation spread itself (not a total including sigma_P);
+       relax_mean_on: tabulated rows relax_m (uS at g_ref, like relax_c) shift the mean */
+    int relax_add, relax_mean_on;
+    double relax_m[AM_MAXT * AM_MAXC];
     double relax_x[AM_MAXC];
     /* empirical write channel (pointers into arrays the caller keeps alive) */
     int emp_on, emp_n_levels, emp_n_probs;
@@ -332,12 +344,35 @@ static inline int8_t am_stuck(const am_params* p, uint64_t cell) {
     static inline T am_write_normal##SUF(const P* p, T gt, T x, T z) {                                           \
         return CLIP(gt + am_sigma_prog##SUF(p, x) * z, p->clip_lo, p->clip_hi);                                   \
     }                                                                                                             \
-    static inline T am_nu##SUF(const P* p, T lx, T z) {                                                           \
-        T mu = CLIP(p->mu_slope * lx + p->mu_icpt, p->mu_min, p->mu_max);                                         \
-        T sg = CLIP(p->sg_slope * lx + p->sg_icpt, p->sg_min, p->sg_max);                                         \
+    /* clip(slope ln x + icpt, lo, hi) below the break (ln x < lxb), the cubic hc in x from it on */             \
+    static inline T am_piece##SUF(T lx, T x, T slope, T icpt, T lo, T hi, T lxb, const T* hc) {                 \
+        if (lx < lxb) return CLIP(slope * lx + icpt, lo, hi);                                                     \
+        return ((hc[3] * x + hc[2]) * x + hc[1]) * x + hc[0];                                                     \
+    }                                                                                                             \
+    /* ys linear in x between knots xs (n >= 2, increasing), held outside */                                      \
+    static inline T am_lerp##SUF(const T* xs, const T* ys, int n, T x) {                                         \
+        int k = 0;                                                                                                \
+        if (x <= xs[0]) return ys[0];                                                                             \
+        if (x >= xs[n - 1]) return ys[n - 1];                                                                     \
+        while (k < n - 2 && x >= xs[k + 1]) k++;                                                                  \
+        return ys[k] + (x - xs[k]) / (xs[k + 1] - xs[k]) * (ys[k + 1] - ys[k]);                                  \
+    }                                                                                                             \
+    static inline T am_nu##SUF(const P* p, T x, T lx, T z) {                                                      \
+        T mu, sg;                                                                                                 \
+        if (p->nu_table) {                                                                                        \
+            mu = am_lerp##SUF(p->nu_x, p->nu_mu, p->nu_n, x);                                                     \
+            sg = am_lerp##SUF(p->nu_x, p->nu_sg, p->nu_n, x);                                                     \
+        } else {                                                                                                  \
+            mu = am_piece##SUF(lx, x, p->mu_slope, p->mu_icpt, p->mu_min, p->mu_max, p->mu_lxb, p->mu_hc);        \
+            sg = am_piece##SUF(lx, x, p->sg_slope, p->sg_icpt, p->sg_min, p->sg_max, p->sg_lxb, p->sg_hc);        \
+        }                                                                                                         \
         return FABS(mu + sg * z);                                                                                 \
     }                                                                                                             \
-    static inline T am_q##SUF(const P* p, T lx) { return MIN(p->q_coef * EXP(-p->q_exp * lx), p->q_max); }       \
+    static inline T am_q##SUF(const P* p, T x, T lx) {                                                            \
+        if (p->q_form == 1) return am_piece##SUF(lx, x, p->q_slope, p->q_icpt, p->q_lo, p->q_hi, p->q_lxb, p->q_hc); \
+        if (p->q_form == 2) return p->q_coef;                                                                     \
+        return MIN(p->q_coef * EXP(-p->q_exp * lx), p->q_max);                                                    \
+    }                                                                                                             \
     /* sqrt(max(sigma_tot(x, t)^2 - sigma_P(x)^2, 0)) (S) in segment (a, w) of polynomial rows */                 \
     static inline T am_sigma_relax_poly##SUF(const P* p, T x, int a, T w, int two) {                              \
         T sa = am_poly8##SUF(&p->relax_c[a * AM_MAXC], x), st, sp;                                                \
@@ -347,14 +382,17 @@ static inline int8_t am_stuck(const am_params* p, uint64_t cell) {
         return SQRT(MAX(st * st - sp * sp, ZERO));                                                                \
     }                                                                                                             \
     static inline T am_drifted##SUF(T g, T nu, T L) { return g * EXP(-nu * L); }                                 \
-    static inline T am_read_noise##SUF(T g, T q, T F, T z) { return g + FABS(g) * q * F * z; }
+    static inline T am_read_noise##SUF(const P* p, T g, T q, T F, T z) {                                         \
+        if (p->read_log10) return g + q * ((LOG(MAX(FABS(g), p->rn_floor)) - p->ln_uS) * p->inv_ln10) * F * z;  \
+        return g + FABS(g) * q * F * z;                                                                           \
+    }
 
 AM_DEFINE_MODEL(double, am_params, , am_log, am_exp, sqrt, fabs, am_max, am_min, am_clip, 0.0)
 
 /* time factors of a read `age` seconds after programming */
 static inline double am_drift_L(const am_params* p, double age) { return am_log((age + p->t0) / p->t0); }
 static inline double am_read_F(const am_params* p, double age) {
-    return sqrt(am_log((age + p->t0_read + p->t_read) / (2.0 * p->t_read)));
+    return sqrt(am_max(am_log((age + p->t0_read + p->t_read) / (2.0 * p->t_read)), 0.0));
 }
 
 /* segment [a, a+1] of the published relaxation times and weight w of a+1 (linear in ln t, held) */
@@ -378,8 +416,8 @@ static inline int64_t am_search(const double* xs, int64_t n, double x) {
     return lo;
 }
 
-static inline double am_table_x(const am_params* p, int row, double x) {
-    const double* r = &p->relax_c[row * AM_MAXC];
+static inline double am_table_rows(const am_params* p, const double* rows, int row, double x) {
+    const double* r = &rows[row * AM_MAXC];
     int64_t k;
     if (x <= p->relax_x[0]) return r[0];
     if (x >= p->relax_x[p->n_relax_c - 1]) return r[p->n_relax_c - 1];
@@ -387,14 +425,26 @@ static inline double am_table_x(const am_params* p, int row, double x) {
     return r[k] + (x - p->relax_x[k]) / (p->relax_x[k + 1] - p->relax_x[k]) * (r[k + 1] - r[k]);
 }
 
+static inline double am_table_x(const am_params* p, int row, double x) { return am_table_rows(p, p->relax_c, row, x); }
+
 static inline double am_sigma_relax(const am_params* p, double x, int a, double w) {
     double sa, st, sp;
     if (!p->relax_table) return am_sigma_relax_poly(p, x, a, w, p->n_relax_t > 1);
     sa = am_table_x(p, a, x);
     if (p->n_relax_t > 1) sa = sa + w * (am_table_x(p, a + 1, x) - sa);
     st = p->relax_scale * sa;
+    if (p->relax_add) return st;
     sp = am_sigma_prog(p, x);
     return sqrt(am_max(st * st - sp * sp, 0.0));
+}
+
+/* mean shift (S) of tabulated relaxation rows relax_m at x in segment (a, w); 0 without */
+static inline double am_relax_mean(const am_params* p, double x, int a, double w) {
+    double ma;
+    if (!p->relax_mean_on) return 0.0;
+    ma = am_table_rows(p, p->relax_m, a, x);
+    if (p->n_relax_t > 1) ma = ma + w * (am_table_rows(p, p->relax_m, a + 1, x) - ma);
+    return p->relax_scale * ma;
 }
 
 /* ln(g/S) of the empirical channel at write input x_in and probability u */
@@ -455,7 +505,7 @@ static int64_t am_verify_tolerance(const am_params* p, const am_verify* vf, am_k
     int ok;
     while (1) {
         r = st == 0 ? v : am_stuck_value(p, st);
-        if (p->read_on) r = r + fabs(r) * q * vf->read_factor * am_normal_draw(key, cell, (*d)++);
+        if (p->read_on) r = am_read_noise(p, r, q, vf->read_factor, am_normal_draw(key, cell, (*d)++));
         ok = gt - h <= r && r <= gt + h;
         if (ok || n_pulses >= vf->max_pulses) break;
         v = am_write(p, key, cell, d, gt, x);
@@ -508,11 +558,11 @@ static void am_program_cells(const am_params* p, const am_verify* vf, am_key key
         uint64_t cell = (uint64_t)(first + i);
         uint32_t d = 0;
         if (p->drift_on || p->read_on) lx = am_lnx(p, x);
-        if (p->read_on) q = st ? p->q_stuck[st] : am_q(p, lx);
+        if (p->read_on) q = st ? p->q_stuck[st] : am_q(p, x, lx);
         if (vf->max_pulses > 0 && vf->card) np_ = am_verify_card(p, vf, key, cell, &d, gt, x, st, &ok, &v);
         else if (vf->max_pulses > 0) np_ = am_verify_tolerance(p, vf, key, cell, &d, gt, x, q, st, &ok, &v);
         else v = am_write(p, key, cell, &d, gt, x);
-        if (p->drift_on) nu = am_nu(p, lx, am_normal_draw(key, cell, d++));
+        if (p->drift_on) nu = am_nu(p, x, lx, am_normal_draw(key, cell, d++));
         if (p->relax_on) zr = am_normal_draw(key, cell, d++);
         if (st) { v = gt = am_stuck_value(p, st); nu = 0.0; zr = 0.0; }
         if (s.g_eff) am_store(s.g_eff, s.f32, i, gt);
@@ -569,9 +619,9 @@ AM_CLONES static void am_program_math(const am_params* p, int n, const double* r
         double lx[AM_BLOCK];
         for (i = 0; i < n; i++) lx[i] = am_lnx(p, g_target[i] * p->inv_g_max);
         if (p->drift_on)
-            for (i = 0; i < n; i++) nu[i] = am_nu(p, lx[i], z2[i]);
+            for (i = 0; i < n; i++) nu[i] = am_nu(p, g_target[i] * p->inv_g_max, lx[i], z2[i]);
         if (p->read_on)
-            for (i = 0; i < n; i++) q[i] = am_q(p, lx[i]);
+            for (i = 0; i < n; i++) q[i] = am_q(p, g_target[i] * p->inv_g_max, lx[i]);
     }
 }
 
@@ -645,9 +695,11 @@ static void am_read_cells(const am_params* p, am_key key, int64_t first, int64_t
         double g = am_load(s.g_prog, s.f32, i);
         if (!uniform) t = am_age_factors(p, age[i]);
         if (p->drift_on) g = am_drifted(g, am_load(s.nu, s.f32, i), t.L);
-        if (p->relax_on) g = g + am_sigma_relax(p, am_load(s.g_eff, s.f32, i) * p->inv_g_max, t.a, t.w)
-                                     * am_load(s.z_relax, s.f32, i);
-        if (p->read_on) g = am_read_noise(g, am_load(s.q_read, s.f32, i), t.F, am_read_normal(key, (uint64_t)(first + i)));
+        if (p->relax_on) {
+            double xe = am_load(s.g_eff, s.f32, i) * p->inv_g_max;
+            g = g + am_relax_mean(p, xe, t.a, t.w) + am_sigma_relax(p, xe, t.a, t.w) * am_load(s.z_relax, s.f32, i);
+        }
+        if (p->read_on) g = am_read_noise(p, g, am_load(s.q_read, s.f32, i), t.F, am_read_normal(key, (uint64_t)(first + i)));
         am_store(out, out_f32, i, am_clip(g, p->clip_lo, p->clip_hi));
     }
 }
@@ -671,7 +723,7 @@ static inline void am_load_block(const void* src, int f32, int64_t lo, int n, do
         else if (p->relax_on)                                                                                     \
             for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly##SUF(m, ge[i] * m->inv_g_max, t.a, t.w, 0) * zr[i]; \
         if (p->read_on)                                                                                           \
-            for (i = 0; i < n; i++) g[i] = am_read_noise##SUF(g[i], q[i], t.F, z[i]);                             \
+            for (i = 0; i < n; i++) g[i] = am_read_noise##SUF(m, g[i], q[i], t.F, z[i]);                          \
         for (i = 0; i < n; i++) g[i] = CLIP(g[i], m->clip_lo, m->clip_hi);                                        \
     }
 
@@ -795,6 +847,10 @@ static inline float am_read_normal_f(am_key key, uint64_t pos) {
 typedef struct {
     float g_min, g_max, inv_g_max, clip_lo, clip_hi, x_floor, prog_scale, mu_slope, mu_icpt, mu_min, mu_max;
     float sg_slope, sg_icpt, sg_min, sg_max, q_coef, q_exp, q_max, relax_scale;
+    float mu_lxb, sg_lxb, mu_hc[AM_MAXH], sg_hc[AM_MAXH];
+    int nu_table, nu_n, q_form, read_log10;
+    float nu_x[AM_MAXN], nu_mu[AM_MAXN], nu_sg[AM_MAXN];
+    float q_slope, q_icpt, q_lo, q_hi, q_lxb, q_hc[AM_MAXH], ln_uS, inv_ln10, rn_floor;
     float prog_c[AM_MAXC];
     float relax_c[AM_MAXT * AM_MAXC];
     float q_stuck[3];
@@ -812,11 +868,21 @@ static void am_fparams_of(const am_params* p, am_fparams* f) {
     f->sg_min = (float)p->sg_min; f->sg_max = (float)p->sg_max;
     f->q_coef = (float)p->q_coef; f->q_exp = (float)p->q_exp; f->q_max = (float)p->q_max;
     f->relax_scale = (float)p->relax_scale;
+    f->mu_lxb = (float)p->mu_lxb; f->sg_lxb = (float)p->sg_lxb;
+    for (i = 0; i < AM_MAXH; i++) { f->mu_hc[i] = (float)p->mu_hc[i]; f->sg_hc[i] = (float)p->sg_hc[i]; }
+    f->nu_table = p->nu_table; f->nu_n = p->nu_n; f->q_form = p->q_form; f->read_log10 = p->read_log10;
+    for (i = 0; i < AM_MAXN; i++) {
+        f->nu_x[i] = (float)p->nu_x[i]; f->nu_mu[i] = (float)p->nu_mu[i]; f->nu_sg[i] = (float)p->nu_sg[i];
+    }
+    f->q_slope = (float)p->q_slope; f->q_icpt = (float)p->q_icpt; f->q_lo = (float)p->q_lo; f->q_hi = (float)p->q_hi;
+    f->q_lxb = (float)p->q_lxb;
+    for (i = 0; i < AM_MAXH; i++) f->q_hc[i] = (float)p->q_hc[i];
+    f->ln_uS = (float)p->ln_uS; f->inv_ln10 = (float)p->inv_ln10; f->rn_floor = (float)p->rn_floor;
     for (i = 0; i < AM_MAXC; i++) f->prog_c[i] = (float)p->prog_c[i];
     for (i = 0; i < AM_MAXT * AM_MAXC; i++) f->relax_c[i] = (float)p->relax_c[i];
     f->q_stuck[0] = 0.0f;
-    f->q_stuck[1] = p->read_on ? am_q_f(f, am_lnx_f(f, f->g_min * f->inv_g_max)) : 0.0f;
-    f->q_stuck[2] = p->read_on ? am_q_f(f, am_lnx_f(f, f->g_max * f->inv_g_max)) : 0.0f;
+    f->q_stuck[1] = p->read_on ? am_q_f(f, f->g_min * f->inv_g_max, am_lnx_f(f, f->g_min * f->inv_g_max)) : 0.0f;
+    f->q_stuck[2] = p->read_on ? am_q_f(f, f->g_max * f->inv_g_max, am_lnx_f(f, f->g_max * f->inv_g_max)) : 0.0f;
 }
 
 /* Single-shot program of cells [lo, hi) into float32 state, polynomial write channels.
@@ -860,9 +926,9 @@ AM_CLONES static void am_program_math_f32(const am_params* p, const am_fparams* 
         float lx[AM_BLOCK];
         for (i = 0; i < n; i++) lx[i] = am_lnx_f(f, ge[i] * f->inv_g_max);
         if (p->drift_on)
-            for (i = 0; i < n; i++) nu[i] = am_nu_f(f, lx[i], zd[i]);
+            for (i = 0; i < n; i++) nu[i] = am_nu_f(f, ge[i] * f->inv_g_max, lx[i], zd[i]);
         if (p->read_on)
-            for (i = 0; i < n; i++) q[i] = am_q_f(f, lx[i]);
+            for (i = 0; i < n; i++) q[i] = am_q_f(f, ge[i] * f->inv_g_max, lx[i]);
     }
 }
 
@@ -932,9 +998,10 @@ static void am_read_cells_f32(const am_params* p, const am_fparams* f, am_key ke
         if (p->relax_on) {
             float sig = p->relax_table ? (float)am_sigma_relax(p, (double)ge[i] * p->inv_g_max, td.a, td.w)
                                        : am_sigma_relax_poly_f(f, ge[i] * f->inv_g_max, t.a, t.w, p->n_relax_t > 1);
-            g = g + sig * zr[i];
+            float mean = p->relax_mean_on ? (float)am_relax_mean(p, (double)ge[i] * p->inv_g_max, td.a, td.w) : 0.0f;
+            g = g + mean + sig * zr[i];
         }
-        if (p->read_on) g = am_read_noise_f(g, q[i], t.F, am_read_normal_f(key, (uint64_t)(first + i)));
+        if (p->read_on) g = am_read_noise_f(f, g, q[i], t.F, am_read_normal_f(key, (uint64_t)(first + i)));
         out[i] = am_fclip(g, f->clip_lo, f->clip_hi);
     }
 }

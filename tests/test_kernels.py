@@ -14,7 +14,8 @@ from analogmem.emulator import _kernels, _streams
 from analogmem.emulator.bench import _kernel_params
 from analogmem.emulator.chipstate import STATE_KEYS, state_keys
 
-DEVICES = ["pcm-nandakumar2019", "rram-wan2022", "pcm-stanford", "rram-radar"]
+DEVICES = ["pcm-nandakumar2019", "rram-wan2022", "pcm-stanford", "rram-radar", "pcm-hermes2023", "pcm-hermes2023-1dev",
+           "rram-cmo-hfox", "rram-cmo-hfox-0.2pct"]
 
 # Random123 known-answer vectors for Philox4x32-10 (tests/kat_vectors of the Random123
 # distribution, D. E. Shaw Research): counter words, key words, output words.
@@ -159,7 +160,7 @@ def _general_vs_fast(device: str, dtype: str) -> None:
     np.testing.assert_array_equal(reads[0], reads[1])
 
 
-@pytest.mark.parametrize("device", ["pcm-nandakumar2019", "rram-wan2022"])
+@pytest.mark.parametrize("device", ["pcm-nandakumar2019", "rram-wan2022", "pcm-hermes2023", "rram-cmo-hfox"])
 def test_vectorised_path_equals_the_cell_by_cell_path_bit_for_bit(device):
     """The vectorised block kernels (common cards, one age) and the one-cell-at-a-time
     kernels (every path) call the same model functions in the same order: identical bits,
@@ -218,7 +219,7 @@ def test_different_seeds_differ_and_generators_are_accepted():
     assert not np.array_equal(reads[0], reads[2])  # a Generator gives a spawned child stream
 
 
-@pytest.mark.parametrize("device", ["pcm-nandakumar2019", "rram-wan2022"])
+@pytest.mark.parametrize("device", ["pcm-nandakumar2019", "rram-wan2022", "pcm-hermes2023", "rram-cmo-hfox"])
 def test_write_verify_kernel_equals_reference(device, card_text):
     """Program-and-verify draws a variable number of numbers per cell; the kernels and the
     reference (one numpy step per pulse) still agree, stuck cells included."""
@@ -228,7 +229,7 @@ def test_write_verify_kernel_equals_reference(device, card_text):
 
     dev = parse_card(text, device)
     n = 70_000  # several work chunks
-    targets = np.random.default_rng(4).uniform(0.1 * dev.g_max_S, dev.g_max_S, n)
+    targets = np.random.default_rng(4).uniform(max(0.1 * dev.g_max_S, dev.g_min_S), dev.g_max_S, n)
     vf = analogmem.WriteVerify(max_pulses=8, tolerance_rel=0.03, tolerance_S=1e-8)
     fast = EmulatedBench(dev, n, seed=9, n_threads=2)
     slow = EmulatedBench(dev, n, seed=9, backend="numpy")

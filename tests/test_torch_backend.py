@@ -98,6 +98,12 @@ CASES = {
     "rram-wan2022": ([0.05, 0.4, 0.8, 1.0], [1.0, 3600.0, 86400.0, 7 * 86400.0]),
     "rram-radar": ([0.05, 0.45, 0.75, 0.97], [1.0, 600.0, 1e7, 1e11]),
     "pcm-stanford": ([1.0, 1.62, 2.33, 2.95], [0.0, 86400.0]),
+    # two-branch drift and read-noise laws (breaks at x = 0.0945, 0.16, 0.31): inputs on both sides
+    "pcm-hermes2023": ([0.03, 0.12, 0.5, 1.0], [0.0, 3600.0, YEAR]),
+    "pcm-hermes2023-1dev": ([0.03, 0.2, 0.6], [0.0, 86400.0]),
+    # additive log-linear decay (mean and spread) and log10 read noise; 0.5 s is held at 1 s, 20 y at 10 y
+    "rram-cmo-hfox": ([0.2, 0.6, 0.95], [0.5, 3600.0, 20 * YEAR]),
+    "rram-cmo-hfox-0.2pct": ([0.2, 0.6], [1.0, 86400.0]),
 }
 
 

@@ -13,6 +13,7 @@ when asked for with ``backend="numpy"``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +243,19 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
                               f"{_kernels.MAX_RELAXATION_TIMES} times and {_kernels.MAX_COEFFICIENTS} "
                               "coefficients are supported")
     emp = device.programming if device.empirical else None
-    mu = dr.mu if dr.enabled else None
-    sg = dr.sigma if dr.enabled else None
+    if dr.tabulated and len(dr.x_knots) > _kernels.MAX_DRIFT_KNOTS:
+        raise DeviceCardError(f"device card {device.card_path}: [drift].g_knots_S: at most "
+                              f"{_kernels.MAX_DRIFT_KNOTS} knots are supported")
+    mu = dr.mu if dr.enabled and not dr.tabulated else None
+    sg = dr.sigma if dr.enabled and not dr.tabulated else None
+    q = rn.q if rn.model == "pcm-1/f-piecewise" else None
+
+    def upper(law: Any) -> tuple[float, list[float]]:  # ln x_break (inf: one branch) and the cubic
+        if law is None or not law.above:
+            return math.inf, [0.0] * 4
+        return math.log(law.x_break), list(law.above) + [0.0] * (4 - len(law.above))
+
+    (mu_lxb, mu_hc), (sg_lxb, sg_hc), (q_lxb, q_hc) = upper(mu), upper(sg), upper(q)
     return {
         "g_min": r.g_min_S, "g_max": r.g_max_S, "clip_lo": r.clip_min_S, "clip_hi": r.clip_max_S,
         "x_floor": X_FLOOR,
@@ -256,11 +268,20 @@ def _kernel_params(device: DeviceModel) -> dict[str, Any]:
         "drift_on": int(dr.enabled), "t0": dr.t0_s,
         "mu": (mu.slope, mu.intercept, mu.min, mu.max) if mu else (0.0, 0.0, 0.0, 0.0),
         "sigma_nu": (sg.slope, sg.intercept, sg.min, sg.max) if sg else (0.0, 0.0, 0.0, 0.0),
-        "read_on": int(rn.enabled), "q_coef": rn.q_coefficient, "q_exp": rn.q_exponent, "q_max": rn.q_max,
+        "mu_lxb": mu_lxb, "mu_hc": mu_hc, "sg_lxb": sg_lxb, "sg_hc": sg_hc,
+        "nu_table": int(dr.tabulated), "nu_x": list(dr.x_knots), "nu_mu": list(dr.mu_table),
+        "nu_sg": list(dr.sigma_table),
+        "read_on": int(rn.enabled), "q_coef": 1e-6 * rn.k_uS if rn.model == "log10-1/f" else rn.q_coefficient,
+        "q_exp": rn.q_exponent, "q_max": rn.q_max,
+        "q_form": {"pcm-1/f-piecewise": 1, "log10-1/f": 2}.get(rn.model, 0),
+        "read_log10": int(rn.model == "log10-1/f"),
+        "q_piece": (q.slope, q.intercept, q.min, q.max, q_lxb) if q else (0.0, 0.0, 0.0, 0.0, math.inf),
+        "q_hc": q_hc,
         "t_read": rn.t_read_s, "t0_read": dr.t0_s if dr.enabled else 0.0,
         "relax_on": int(rl.enabled), "relax_scale": 1e-6 * r.g_max_S / rl.g_ref_S if rl.enabled else 0.0,
         "relax_t": list(rl.times_s), "relax_c": [list(c) for c in rl.coefficients_uS],
         "relax_table": int(rl.enabled and rl.tabulated), "relax_x": list(rl.x_knots),
+        "relax_add": int(rl.additive), "relax_m": [list(m) for m in rl.mean_uS],
         "pr_on": 0,  # a write-verify program call adds its pulse-response table (_pulse_table_params)
     }
 

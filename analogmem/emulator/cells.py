@@ -15,6 +15,13 @@ The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and
 4. read noise: ``+ σ_R(x, g(t), t)·z₄`` drawn at every read; result clipped to the
    card's physical range.
 
+The laws of μ_ν, σ_ν and Q_s are clipped log-linear in x, optionally with a polynomial
+branch above a break (``x_break``, ``above``: the HERMES fits); μ_ν, σ_ν may instead be a
+table over g (``[drift] model = "table"``: a measured ν(g)). Read noise may be relative
+(``σ_R ∝ |g|``) or ``"log10-1/f"`` (``σ_R = K·log10(g/µS)·F(t)``: CMO/HfOx); relaxation may be
+``"log-linear-time"``: a target-independent mean shift and spread linear in ln t, added to
+the programmed value (not a total that includes σ_P).
+
 A card may instead describe its write channel *empirically* (``[programming] model =
 "empirical"``, :class:`EmpiricalChannel`): for each of a finite set of write inputs
 (conductances, voltages or level indices) the quantile function of ln(g/S) read after
@@ -164,26 +171,43 @@ class EmpiricalChannel:
 
 @dataclass(frozen=True)
 class ClippedLogLinear:
-    """``clip(slope·ln x + intercept, min, max)`` (dimensionless)."""
+    """``clip(slope·ln x + intercept, min, max)`` (dimensionless) for ``x < x_break``, and
+    from ``x_break`` on the polynomial ``Σ_k above[k] x^k`` (at most cubic) when the card
+    gives one — the branch fits of Le Gallo et al. 2023 (``x_break = inf``: one branch)."""
 
     slope: float
     intercept: float
     min: float
     max: float
+    x_break: float = math.inf
+    above: tuple[float, ...] = ()
 
     def __call__(self, ln_x: np.ndarray) -> np.ndarray:
-        return np.clip(self.slope * ln_x + self.intercept, self.min, self.max)
+        low = np.clip(self.slope * ln_x + self.intercept, self.min, self.max)
+        if not self.above:
+            return low
+        return np.where(ln_x < math.log(self.x_break), low, _poly(self.above, np.exp(ln_x)))
 
 
 @dataclass(frozen=True)
 class Drift:
     """Power-law drift ``((t + t0)/t0)^(−ν)``, ``ν ~ |N(μ(x), σ(x))|``; model ``"none"``
-    means ν = 0."""
+    means ν = 0. ``"log-clip"``: μ, σ are :class:`ClippedLogLinear` laws of ln x;
+    ``"table"``: μ, σ given at relative conductances ``x_knots`` (the card's ``g_knots_S``
+    / g_max), linear in x between knots (a measured ν(g), as aihwkit's
+    CustomDriftPCMLikeNoiseModel takes it)."""
 
     model: str
     t0_s: float = 1.0
     mu: ClippedLogLinear | None = None
     sigma: ClippedLogLinear | None = None
+    x_knots: tuple[float, ...] = ()
+    mu_table: tuple[float, ...] = ()
+    sigma_table: tuple[float, ...] = ()
+
+    @property
+    def tabulated(self) -> bool:
+        return self.model == "table"
 
     @property
     def enabled(self) -> bool:
@@ -192,15 +216,21 @@ class Drift:
 
 @dataclass(frozen=True)
 class ReadNoise:
-    """Accumulated 1/f read noise (``"pcm-1/f"``):
-    ``σ_R = |g(t)| · min(q_coefficient / x^q_exponent, q_max) · sqrt(ln((t + t0 + t_read)/(2 t_read)))``;
-    model ``"none"`` means no read noise."""
+    """Accumulated 1/f read noise, ``F(t) = sqrt(max(ln((t + t0 + t_read)/(2 t_read)), 0))``:
+
+    * ``"pcm-1/f"``: ``σ_R = |g(t)| · min(q_coefficient / x^q_exponent, q_max) · F(t)``;
+    * ``"pcm-1/f-piecewise"``: ``σ_R = |g(t)| · Q_s(x) · F(t)``, ``Q_s`` a
+      :class:`ClippedLogLinear` law with an upper polynomial branch (``q``);
+    * ``"log10-1/f"``: ``σ_R = K · log10(g(t) / 1 µS) · F(t)`` (K = ``k_uS`` µS per decade);
+    * ``"none"``: no read noise."""
 
     model: str
     q_coefficient: float = 0.0
     q_exponent: float = 0.0
     q_max: float = 0.0
     t_read_s: float = 1.0
+    q: ClippedLogLinear | None = None
+    k_uS: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -225,10 +255,14 @@ class Relaxation:
     coefficients_uS: tuple[tuple[float, ...], ...] = ()
     extrapolation: str = "hold"
     x_knots: tuple[float, ...] = ()
+    #: False: ``coefficients_uS`` give the relaxation spread itself (added to σ_P), not a total
+    additive: bool = False
+    #: mean shift rows (µS at g_ref, like a tabulated σ row), interpolated the same way; () none
+    mean_uS: tuple[tuple[float, ...], ...] = ()
 
     @property
     def tabulated(self) -> bool:
-        return self.model == "table-log-time"
+        return self.model in ("table-log-time", "log-linear-time")
 
     def sigma_rows(self, x: np.ndarray) -> list[np.ndarray]:
         """σ_tot (µS at ``g_ref_S``) at relative conductances ``x``, one array per published time."""
@@ -367,12 +401,16 @@ class DeviceModel:
         """μ_ν(x) of the drift exponent's normal (before the absolute value); 0 without drift."""
         if not self.drift.enabled:
             return np.zeros(np.shape(g_T_S))
+        if self.drift.tabulated:
+            return np.interp(self.relative(g_T_S), self.drift.x_knots, self.drift.mu_table)
         return self.drift.mu(self._ln_x(g_T_S))
 
     def drift_sigma(self, g_T_S: np.ndarray) -> np.ndarray:
         """σ_ν(x) of the drift exponent's normal; 0 without drift."""
         if not self.drift.enabled:
             return np.zeros(np.shape(g_T_S))
+        if self.drift.tabulated:
+            return np.interp(self.relative(g_T_S), self.drift.x_knots, self.drift.sigma_table)
         return self.drift.sigma(self._ln_x(g_T_S))
 
     def drift_factor(self, nu: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
@@ -397,34 +435,67 @@ class DeviceModel:
             sig = sig + w * (np.choose(a + 1, table) - sig)
         return _UNIT_uS * self.range.g_max_S / rel.g_ref_S * sig
 
+    def relaxation_mean_S(self, g_T_S: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
+        """Mean shift (S) of the relaxation at ``t_s`` (``"log-linear-time"``: linear in ln t,
+        held outside the span); 0 for cards without one."""
+        rel = self.relaxation
+        shape = np.broadcast(np.asarray(g_T_S), np.asarray(t_s)).shape
+        if not rel.enabled or not rel.mean_uS:
+            return np.zeros(shape)
+        x = np.broadcast_to(self.relative(g_T_S), shape)
+        a, w = rel.segment(np.broadcast_to(np.asarray(t_s, dtype=np.float64), shape))
+        rows = [np.interp(x, rel.x_knots, row) for row in rel.mean_uS]
+        m = np.choose(a, rows) if len(rows) > 1 else rows[0]
+        if len(rows) > 1:
+            m = m + w * (np.choose(a + 1, rows) - m)
+        return _UNIT_uS * self.range.g_max_S / rel.g_ref_S * m
+
     def sigma_relaxation_S(self, g_T_S: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
-        """Relaxation part of the spread, ``sqrt(max(σ_tot² − σ_P², 0))`` (S); 0 without relaxation."""
+        """Relaxation part of the spread, ``sqrt(max(σ_tot² − σ_P², 0))`` (S), or σ_tot itself
+        for an additive relaxation; 0 without relaxation."""
         if not self.relaxation.enabled:
             return np.zeros(np.broadcast(np.asarray(g_T_S), np.asarray(t_s)).shape)
         tot = self.sigma_total_relaxation_S(g_T_S, t_s)
+        if self.relaxation.additive:
+            return tot
         prog = self.sigma_program_S(g_T_S)
         return np.sqrt(np.maximum(tot * tot - prog * prog, 0.0))
 
     # ---- 4. read noise
     def read_noise_q(self, g_T_S: np.ndarray) -> np.ndarray:
-        """Q_s(x) = min(q_coefficient / x^q_exponent, q_max); 0 without read noise."""
+        """The per-cell read-noise factor kept from programming: Q_s(x) (dimensionless) of
+        the ``"pcm-1/f"`` forms, K (S per decade) of ``"log10-1/f"``; 0 without read noise."""
         rn = self.read_noise
         if not rn.enabled:
             return np.zeros(np.shape(g_T_S))
+        if rn.model == "log10-1/f":
+            return np.full(np.shape(g_T_S), _UNIT_uS * rn.k_uS)
+        if rn.model == "pcm-1/f-piecewise":
+            return rn.q(self._ln_x(g_T_S))
         return np.minimum(rn.q_coefficient * np.exp(-rn.q_exponent * self._ln_x(g_T_S)), rn.q_max)
 
     def read_noise_time_factor(self, t_s: np.ndarray | float) -> np.ndarray:
-        """``sqrt(ln((t + t0 + t_read)/(2 t_read)))`` at ``t_s`` after programming."""
+        """``sqrt(max(ln((t + t0 + t_read)/(2 t_read)), 0))`` at ``t_s`` after programming
+        (0 where the log is negative: reads sooner than t_read after programming with t0 = 0)."""
         rn = self.read_noise
         t0 = self.drift.t0_s if self.drift.enabled else 0.0
-        return np.sqrt(np.log((np.asarray(t_s, dtype=np.float64) + t0 + rn.t_read_s) / (2.0 * rn.t_read_s)))
+        arg = np.log((np.asarray(t_s, dtype=np.float64) + t0 + rn.t_read_s) / (2.0 * rn.t_read_s))
+        return np.sqrt(np.maximum(arg, 0.0))
+
+    def read_noise_scale(self, g_now_S: np.ndarray) -> np.ndarray:
+        """What multiplies ``q · F(t) · z`` at a read of conductance ``g_now_S``: |g| (S),
+        or log10(|g| / 1 µS) (dimensionless) for ``"log10-1/f"``."""
+        g = np.abs(np.asarray(g_now_S, dtype=np.float64))
+        if self.read_noise.model == "log10-1/f":
+            return (np.log(np.maximum(g, X_FLOOR * self.range.g_max_S)) - math.log(_UNIT_uS)) / math.log(10.0)
+        return g
 
     def sigma_read_S(self, g_T_S: np.ndarray, g_now_S: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
         """Read-noise standard deviation (S) for cells with target ``g_T_S`` whose noiseless
         conductance at ``t_s`` is ``g_now_S``."""
         if not self.read_noise.enabled:
             return np.zeros(np.shape(g_now_S))
-        return np.abs(g_now_S) * self.read_noise_q(g_T_S) * self.read_noise_time_factor(t_s)
+        return np.abs(self.read_noise_scale(g_now_S) * self.read_noise_q(g_T_S) * self.read_noise_time_factor(t_s))
 
     def __str__(self) -> str:  # short, human
         r = self.range
@@ -506,12 +577,61 @@ class _Table:
 
 def _clipped_log_linear(t: _Table, key: str) -> ClippedLogLinear:
     s = t.table(key)
+    x_break = s.number("x_break", default=math.inf, lo=0.0, lo_open=True, allow_inf=True)
+    above: tuple[float, ...] = ()
+    if "above" in s.data:
+        above = s.numbers("above")
+        if len(above) > 4:
+            s.fail(f"at most 4 coefficients (a cubic) are supported, got {len(above)}", "above")
+        if math.isinf(x_break):
+            s.fail("an upper branch needs x_break (the relative conductance it starts at)", "above")
+        if min(_poly(above, np.linspace(min(x_break, 1.0), 1.0, 1001))) < 0:
+            s.fail(f"the upper branch is negative somewhere in [{x_break:g}, 1]", "above")
+    elif not math.isinf(x_break):
+        s.fail("x_break needs an upper branch (above = [c0, c1, ...])", "x_break")
     out = ClippedLogLinear(slope=s.number("slope"), intercept=s.number("intercept"),
-                           min=s.number("min", lo=0.0), max=s.number("max", lo=0.0))
+                           min=s.number("min", lo=0.0), max=s.number("max", lo=0.0), x_break=x_break, above=above)
     if out.min > out.max:
         s.fail(f"min {out.min:g} > max {out.max:g}")
     s.done()
     return out
+
+
+def _drift_table(dr: _Table, g_min: float, g_max: float) -> Drift:
+    """``[drift] model = "table"``: ν ~ |N(μ(g), σ(g))| with μ, σ given at ``g_knots_S``,
+    linear in g between knots. The knots must cover the target range [g_min_S, g_max_S]
+    (a measured ν(g) is not extrapolated; aihwkit refuses the same)."""
+    knots = dr.numbers("g_knots_S", min_len=2)
+    if knots[0] < 0 or any(b <= a for a, b in zip(knots, knots[1:])):
+        dr.fail(f"must be non-negative and strictly increasing, got {list(knots)}", "g_knots_S")
+    if knots[0] > g_min or knots[-1] < g_max:
+        dr.fail(f"the knots [{knots[0]:g}, {knots[-1]:g}] S must cover the target range "
+                f"[{g_min:g}, {g_max:g}] S (a measured drift is not extrapolated)", "g_knots_S")
+    mu, sigma = dr.numbers("mu"), dr.numbers("sigma")
+    for key, values in (("mu", mu), ("sigma", sigma)):
+        if len(values) != len(knots) or min(values) < 0:
+            dr.fail(f"expected {len(knots)} non-negative numbers (one per knot), got {list(values)}", key)
+    return Drift("table", t0_s=dr.number("t0_s", lo=MIN_TIME_S), x_knots=tuple(k / g_max for k in knots),
+                 mu_table=mu, sigma_table=sigma)
+
+
+def _log_linear_relaxation(rl: _Table) -> Relaxation:
+    """``[relaxation] model = "log-linear-time"``: a target-independent shift
+    ``mean_slope_uS·ln(t/1 s)`` and spread ``sigma_intercept_uS + sigma_slope_uS·ln(t/1 s)``
+    (µS at ``g_ref_S``), added to the programmed value, for ``t`` in ``times_s = [t_lo, t_hi]``
+    and held outside. Stored as a two-time, two-knot table (exactly linear in ln t)."""
+    span = rl.numbers("times_s")
+    if len(span) != 2 or not 0 < span[0] < span[1]:
+        rl.fail(f"expected [t_lo, t_hi] with 0 < t_lo < t_hi, got {list(span)}", "times_s")
+    m1 = rl.number("mean_slope_uS")
+    s0, s1 = rl.number("sigma_intercept_uS"), rl.number("sigma_slope_uS")
+    sig = [s0 + s1 * math.log(t) for t in span]
+    if min(sig) < 0:
+        rl.fail(f"the spread is negative at the span's ends ({sig[0]:g}, {sig[1]:g} µS)", "sigma_slope_uS")
+    mean = [m1 * math.log(t) for t in span]
+    return Relaxation("log-linear-time", g_ref_S=rl.number("g_ref_S", lo=G_BOUNDS_S[0], hi=G_BOUNDS_S[1]), times_s=span,
+                      coefficients_uS=tuple((v, v) for v in sig), extrapolation="hold", x_knots=(0.0, 1.0),
+                      additive=True, mean_uS=tuple((v, v) for v in mean))
 
 
 def _check_nonnegative(t: _Table, key: str, coefficients: tuple[float, ...], x_min: float = 0.0,
@@ -789,18 +909,26 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     prog.done()
 
     dr = root.table("drift")
-    model = dr.string("model", choices=("none", "log-clip"))
+    model = dr.string("model", choices=("none", "log-clip", "table"))
     if model == "none":
         drift = Drift("none")
+    elif model == "table":
+        drift = _drift_table(dr, g_min, g_max)
     else:
         drift = Drift(model, t0_s=dr.number("t0_s", lo=MIN_TIME_S),
                       mu=_clipped_log_linear(dr, "mu"), sigma=_clipped_log_linear(dr, "sigma"))
     dr.done()
 
     rn = root.table("read_noise")
-    model = rn.string("model", choices=("none", "pcm-1/f"))
+    model = rn.string("model", choices=("none", "pcm-1/f", "pcm-1/f-piecewise", "log10-1/f"))
     if model == "none":
         read_noise = ReadNoise("none")
+    elif model == "pcm-1/f-piecewise":
+        read_noise = ReadNoise(model, q=_clipped_log_linear(rn, "q"),
+                               t_read_s=rn.number("t_read_s", lo=MIN_TIME_S))
+    elif model == "log10-1/f":
+        read_noise = ReadNoise(model, k_uS=rn.number("k_uS", lo=0.0),
+                               t_read_s=rn.number("t_read_s", lo=MIN_TIME_S))
     else:
         read_noise = ReadNoise(model, q_coefficient=rn.number("q_coefficient", lo=0.0),
                                q_exponent=rn.number("q_exponent", lo=0.0),
@@ -809,9 +937,11 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     rn.done()
 
     rl = root.table("relaxation")
-    model = rl.string("model", choices=("none", "polynomial-log-time", "table-log-time"))
+    model = rl.string("model", choices=("none", "polynomial-log-time", "table-log-time", "log-linear-time"))
     if model == "none":
         relaxation = Relaxation("none")
+    elif model == "log-linear-time":
+        relaxation = _log_linear_relaxation(rl)
     else:
         times = rl.numbers("times_s")
         if any(t <= 0 for t in times) or any(b <= a for a, b in zip(times, times[1:])):

@@ -143,7 +143,7 @@ def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarr
         read = np.where(stuck[active] == 0, w, stuck_value[active])
         if device.read_noise.enabled:
             z = normal_draws(key, cells[active], d[active])
-            read = read + np.abs(read) * q[active] * f0 * z
+            read = read + device.read_noise_scale(read) * q[active] * f0 * z
             d[active] += 1
         hit = (lo[active] <= read) & (read <= hi[active])
         ok[active] = hit
@@ -166,8 +166,10 @@ def read_reference(device: DeviceModel, state: dict[str, np.ndarray], age_s: np.
         g = g * device.drift_factor(np.asarray(state["nu"], dtype=np.float64), age_s)
     if device.relaxation.enabled:
         g_eff = np.asarray(state["g_eff"], dtype=np.float64)
-        g = g + device.sigma_relaxation_S(g_eff, age_s) * np.asarray(state["z_relax"], dtype=np.float64)
+        g = (g + device.relaxation_mean_S(g_eff, age_s)
+             + device.sigma_relaxation_S(g_eff, age_s) * np.asarray(state["z_relax"], dtype=np.float64))
     if device.read_noise.enabled:
         z = read_normals(key, n, first)
-        g = g + np.abs(g) * np.asarray(state["q_read"], dtype=np.float64) * device.read_noise_time_factor(age_s) * z
+        g = g + (device.read_noise_scale(g) * np.asarray(state["q_read"], dtype=np.float64)
+                 * device.read_noise_time_factor(age_s) * z)
     return np.clip(g, device.range.clip_min_S, device.range.clip_max_S)

@@ -84,6 +84,9 @@ class _Card:
             self.relax_x = t(p["relax_x"]) if p["relax_table"] else None
             # tabulated rows as tensors; polynomial rows as coefficient lists
             self.relax_rows = [t(row) if self.relax_x is not None else list(row) for row in p["relax_c"]]
+            self.relax_mean_rows = [t(row) for row in p["relax_m"]]
+        if p["nu_table"]:
+            self.nu_x, self.nu_mu, self.nu_sg = t(p["nu_x"]), t(p["nu_mu"]), t(p["nu_sg"])
         self._t = t
 
     def pulse_tensors(self, table: PulseTable) -> "_PulseTensors":
@@ -116,20 +119,46 @@ class _Card:
         """σ_P (S) of a polynomial write channel."""
         return self.poly(self.p["prog_c"], x, self.p["prog_scale"])
 
-    def drift_mu_sigma(self, log_x: Any) -> tuple[Any, Any]:
-        (ms, mi, mlo, mhi), (ss, si, slo, shi) = self.p["mu"], self.p["sigma_nu"]
-        return (log_x * ms).add_(mi).clamp_(mlo, mhi), (log_x * ss).add_(si).clamp_(slo, shi)
+    def piecewise(self, log_x: Any, x: Any, lin: tuple[float, ...], lxb: float, cubic: list[float]) -> Any:
+        """clip(slope ln x + intercept, min, max) below the break (ln x < ``lxb``), the
+        cubic ``cubic`` in x from it on (``lxb = inf``: the first branch only)."""
+        slope, icpt, lo, hi = lin[:4]
+        low = (log_x * slope).add_(icpt).clamp_(lo, hi)
+        if math.isinf(lxb):
+            return low
+        return low.where(log_x < lxb, self.poly(cubic, x))
+
+    def drift_mu_sigma(self, log_x: Any, x: Any) -> tuple[Any, Any]:
+        """μ_ν and σ_ν of the drift exponent's normal at relative conductances ``x``."""
+        p = self.p
+        if p["nu_table"]:
+            return self.lerp_table(self.nu_x, self.nu_mu, x), self.lerp_table(self.nu_x, self.nu_sg, x)
+        return (self.piecewise(log_x, x, p["mu"], p["mu_lxb"], p["mu_hc"]),
+                self.piecewise(log_x, x, p["sigma_nu"], p["sg_lxb"], p["sg_hc"]))
 
     def q_read(self, x_eff: Any) -> Any:
-        """Q_s(x) = min(q_coefficient / x^q_exponent, q_max) of the read noise."""
-        return self.log_x(x_eff).mul_(-self.p["q_exp"]).exp_().mul_(self.p["q_coef"]).clamp_(max=self.p["q_max"])
+        """The per-cell read-noise factor: Q_s(x) = min(q_coefficient / x^q_exponent, q_max),
+        the piecewise Q_s(x), or the constant K (S per decade) of a log10 read noise."""
+        p = self.p
+        if p["q_form"] == 2:
+            return x_eff.new_full(x_eff.shape, p["q_coef"])
+        if p["q_form"] == 1:
+            return self.piecewise(self.log_x(x_eff), x_eff, p["q_piece"], p["q_piece"][4], p["q_hc"])
+        return self.log_x(x_eff).mul_(-p["q_exp"]).exp_().mul_(p["q_coef"]).clamp_(max=p["q_max"])
+
+    def read_scale(self, g: Any) -> Any:
+        """|g| (S), or log10(|g| / 1 µS) for a log10 read noise: what multiplies q·F·z."""
+        if self.p["read_log10"]:
+            floor = self.p["x_floor"] * self.p["g_max"]
+            return g.abs().clamp(min=floor).log().sub_(math.log(1e-6)).mul_(1.0 / math.log(10.0))
+        return g.abs()
 
     def read_time_factor(self, age: Any) -> Any:
-        """sqrt(ln((t + t0 + t_read)/(2 t_read))) (float or tensor)."""
+        """sqrt(max(ln((t + t0 + t_read)/(2 t_read)), 0)) (float or tensor)."""
         p = self.p
         if isinstance(age, float):
-            return math.sqrt(math.log((age + p["t0_read"] + p["t_read"]) / (2.0 * p["t_read"])))
-        return ((age + p["t0_read"] + p["t_read"]) / (2.0 * p["t_read"])).log().sqrt()
+            return math.sqrt(max(math.log((age + p["t0_read"] + p["t_read"]) / (2.0 * p["t_read"])), 0.0))
+        return ((age + p["t0_read"] + p["t_read"]) / (2.0 * p["t_read"])).log().clamp(min=0.0).sqrt()
 
     def drift_log(self, age: Any) -> Any:
         """ln((t + t0)/t0) (float or tensor)."""
@@ -151,9 +180,35 @@ class _Card:
             return self.lerp_table(self.relax_x, self.relax_rows[row], x)
         return self.poly(self.relax_rows[row], x)
 
+    def relax_mean(self, x: Any, age: Any) -> Any:
+        """Mean shift (S) of the relaxation (0 for cards without one), interpolated as σ_tot."""
+        if not self.relax_mean_rows:
+            return None
+        rows = [self.lerp_table(self.relax_x, r, x) for r in self.relax_mean_rows]
+        return self._in_log_time(rows, age).mul_(self.p["relax_scale"])
+
+    def _in_log_time(self, rows: list[Any], age: Any) -> Any:
+        """Per-time tensors ``rows`` interpolated linearly in ln t at ``age``, held outside."""
+        lnt, n_t = self.relax_lnt, len(self.relax_lnt)
+        if n_t == 1:
+            return rows[0].clone()
+        if isinstance(age, float):
+            lt = math.log(max(age, 1e-300))
+            a = 0
+            while a < n_t - 2 and lt >= lnt[a + 1]:
+                a += 1
+            w = min(max((lt - lnt[a]) / (lnt[a + 1] - lnt[a]), 0.0), 1.0)
+            return rows[a] + w * (rows[a + 1] - rows[a])
+        lt = age.clamp(min=1e-300).log()
+        for a in range(n_t - 1):
+            w = ((lt - lnt[a]) / (lnt[a + 1] - lnt[a])).clamp(0.0, 1.0)
+            seg = rows[a] + w * (rows[a + 1] - rows[a])
+            out = seg if a == 0 else seg.where(lt >= lnt[a], out)
+        return out
+
     def sigma_relax(self, x: Any, age: Any) -> Any:
         """Relaxation spread sqrt(max(σ_tot(x, t)² − σ_P(x)², 0)) (S), σ_tot linear in ln t
-        between the published times and held outside them."""
+        between the published times and held outside them; σ_tot itself when additive."""
         lnt, n_t = self.relax_lnt, len(self.relax_lnt)
         if n_t == 1:
             tot = self.relax_row(0, x)
@@ -173,6 +228,8 @@ class _Card:
                 seg = rows[a] + w * (rows[a + 1] - rows[a])
                 tot = seg if a == 0 else seg.where(lt >= lnt[a], tot)
         st = self.p["relax_scale"] * tot
+        if self.p["relax_add"]:
+            return st
         sp = self.sigma_program(x)
         return (st * st - sp * sp).clamp(min=0.0).sqrt()
 
@@ -569,7 +626,7 @@ class TorchBench:
             v, out["pulses"], out["success"] = self._verify_tolerance(g_t, x, g_eff, out.get("q_read"), stuck, gen,
                                                                      verify.pulse_budget(dev), lo, hi)
         if dev.drift.enabled:
-            mu, sg = c.drift_mu_sigma(c.log_x(x))
+            mu, sg = c.drift_mu_sigma(c.log_x(x), x)
             out["nu"] = sg.mul_(self._normal(n, gen)).add_(mu).abs_()
         if dev.relaxation.enabled:
             out["z_relax"] = self._normal(n, gen)
@@ -602,7 +659,7 @@ class TorchBench:
             s = stuck[active]
             rd = torch.where(s == 0, v[active], seen[active])
             if q_f0 is not None:
-                rd = rd + rd.abs() * q_f0[active] * self._normal(active.numel(), gen)
+                rd = rd + c.read_scale(rd) * q_f0[active] * self._normal(active.numel(), gen)
             ok = (lo[active] <= rd) & (rd <= hi[active])
             success[active] = ok
             pulses[active] = k
@@ -648,9 +705,13 @@ class TorchBench:
         if dev.drift.enabled:
             g = (st["nu"] * -c.drift_log(age)).exp_().mul_(g)
         if dev.relaxation.enabled:
-            g = c.sigma_relax(st["g_eff"] / dev.g_max_S, age).mul_(st["z_relax"]).add_(g)
+            x_eff = st["g_eff"] / dev.g_max_S
+            g = c.sigma_relax(x_eff, age).mul_(st["z_relax"]).add_(g)
+            shift = c.relax_mean(x_eff, age)
+            if shift is not None:
+                g = g.add_(shift)
         if dev.read_noise.enabled:
-            noise = self._normal(g.numel(), gen).mul_(st["q_read"]).mul_(c.read_time_factor(age)).mul_(g.abs())
+            noise = self._normal(g.numel(), gen).mul_(st["q_read"]).mul_(c.read_time_factor(age)).mul_(c.read_scale(g))
             g = noise.add_(g)
         return g.clamp(dev.range.clip_min_S, dev.range.clip_max_S)
 

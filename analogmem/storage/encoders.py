@@ -94,7 +94,10 @@ class Channel:
     ``d = ((t + t0)/t0)^(−ν)`` with ``ν ~ |N(μ_ν(x), σ_ν(x))|`` drawn per cell, relaxation
     spread ``σ_relax(x, t)`` and read noise ``σ_R = |g_P·d|·Q_s(x)·f(t)``, so
     ``E[g] = g_T·E[d]`` and
-    ``Var[g] = (g_T² + σ_P²)·E[d²]·(1 + Q_s²f²) − g_T²·E[d]² + σ_relax²``
+    ``Var[g] = (g_T² + σ_P²)·E[d²]·(1 + Q_s²f²) − g_T²·E[d]² + σ_relax²``; a card's
+    relaxation mean shift (``rram-cmo-hfox``) adds to ``E[g]``, and an additive read noise
+    (``"log10-1/f"``: ``σ_R = K·log10(g/µS)·f``) adds ``σ_R²`` at the mean read instead of the
+    ``Q_s²f²`` factor
     (``E[d^k]`` of the folded normal in closed form, :func:`_folded_normal_mgf`; ``d = 1``
     without drift), in relative units of ``g_max − g_min``, censored at the physical clip:
     a read at ``clip_min_S`` has probability ``Φ((clip_lo − m)/σ)``. The spread of the
@@ -128,10 +131,15 @@ class Channel:
         else:
             d1 = d2 = np.ones_like(g)
         sp2 = dev.sigma_program_S(g) ** 2
+        shift = dev.relaxation_mean_S(g, t)
+        additive_read = dev.read_noise.model == "log10-1/f"  # σ_R = K·log10(g/µS)·f(t), at the mean read
         qf2 = (dev.read_noise_q(g) * dev.read_noise_time_factor(t)) ** 2 if dev.read_noise.enabled else 0.0
-        var = (g * g + sp2) * d2 * (1.0 + qf2) - (g * d1) ** 2 + dev.sigma_relaxation_S(g, t) ** 2
+        var = (g * g + sp2) * d2 * (1.0 + (0.0 if additive_read else qf2)) - (g * d1) ** 2 \
+            + dev.sigma_relaxation_S(g, t) ** 2
+        if additive_read:
+            var = var + qf2 * dev.read_noise_scale(g * d1 + shift) ** 2
         std = np.sqrt(np.maximum(var, 1e-30)) / self.span_S
-        return self.to_relative(g * d1), std
+        return self.to_relative(g * d1 + shift), std
 
     @property
     def clip_lo(self) -> float:
