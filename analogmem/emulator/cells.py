@@ -348,7 +348,7 @@ class DeviceModel:
         """Standard deviation σ_P (S) of the programmed conductance around ``g_T_S``
         (polynomial programming noise only)."""
         if isinstance(self.programming, EmpiricalChannel):
-            raise ValueError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
+            raise DeviceCardError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
         scale = _UNIT_uS * self.range.g_max_S / self.programming.g_ref_S
         return scale * _poly(self.programming.coefficients_uS, self.relative(g_T_S))
 
@@ -829,10 +829,24 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     )
 
 
+def _cards() -> Any:
+    """The folder of the bundled cards: the package ``analogmem.devices`` of an installed
+    wheel (or an editable install), else the top-level ``devices/`` beside this source tree's
+    ``analogmem/`` (a checkout imported from its root, where ``analogmem.devices`` is no
+    package because ``devices/`` is mapped onto it only at install time)."""
+    try:
+        return resources.files("analogmem.devices")
+    except ModuleNotFoundError:
+        here = Path(__file__).resolve().parents[2] / "devices"
+        if here.is_dir():
+            return here
+        raise DeviceCardError(f"no bundled device cards: neither the package analogmem.devices nor {here} "
+                              "exists (a broken install: reinstall analogmem)") from None
+
+
 def bundled_devices() -> list[str]:
     """Names of the device cards shipped with analogmem."""
-    return sorted(p.name[:-5] for p in resources.files("analogmem.devices").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in _cards().iterdir() if p.name.endswith(".toml"))
 
 
 def load_device(name_or_path: str | Path) -> DeviceModel:
@@ -861,7 +875,7 @@ def load_device(name_or_path: str | Path) -> DeviceModel:
     separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
     if name.endswith(".toml") or any(sep in name for sep in separators):
         return _load_card_file(Path(name))
-    resource = resources.files("analogmem.devices") / f"{name}.toml"
+    resource = _cards() / f"{name}.toml"
     if resource.is_file():
         return parse_card(_decode_card(resource.read_bytes(), name), name)
     bundled = ", ".join(bundled_devices())

@@ -54,7 +54,8 @@ def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench-config", default=None, help="TOML bench file: [matrix], [limits], [scheme]")
     p.add_argument("--rows", type=int, default=None, help="matrix rows (overrides the bench config)")
     p.add_argument("--cols", type=int, default=None, help="matrix columns (overrides the bench config)")
-    p.add_argument("--visa-library", default=None, help="PyVISA backend: @py, @ivi, FILE.yaml@sim (default: PyVISA's)")
+    p.add_argument("--visa-library", default=None, help="PyVISA backend: @py or @ivi (default: PyVISA's); for a simulated "
+                   "bench run 'analogmem bench serve' and pass the resource it prints")
     p.add_argument("--timeout-s", type=float, default=2.0, help="VISA timeout per reply (s)")
     p.add_argument("--retries", type=int, default=2, help="extra attempts for operations safe to repeat")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -234,16 +235,14 @@ def _read(args: argparse.Namespace) -> int:
 
 def _plot_map(addr: np.ndarray, g: np.ndarray, rows: int, cols: int, png: str) -> None:
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from .._io import save_figure
 
     img = np.full(rows * cols, np.nan)
     img[addr] = g * 1e6
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
     im = a1.imshow(img.reshape(rows, cols), cmap="viridis", interpolation="nearest")
     fig.colorbar(im, ax=a1, label="conductance (µS)")
     a1.set_title("array map (row × column)")
@@ -252,7 +251,6 @@ def _plot_map(addr: np.ndarray, g: np.ndarray, rows: int, cols: int, png: str) -
     a2.set_ylabel("cells")
     fig.tight_layout()
     save_figure(fig, png, dpi=110)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- characterise

@@ -65,10 +65,14 @@ import numpy as np
 from .._seeding import SeedLike
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
-from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL
 from .limits import PulseScheme
 
-__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS"]
+__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS", "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
+
+#: ``*IDN?`` fields by which the analogmem SCPI emulator identifies itself (defined here, not
+#: with the pymeasure drivers, so that ``analogmem bench serve`` needs neither pymeasure nor PyVISA).
+EMULATOR_MANUFACTURER = "analogmem"
+EMULATOR_MODEL = "SCPI-EMULATOR-2450"
 
 FAULT_KINDS = ("DEL", "DROP", "GARB", "ERR", "DISC")
 _MAX_FAULT_DELAY_S = 60.0

@@ -102,14 +102,12 @@ def run_demo(devices: tuple[str, ...] = DEFAULT_DEVICES, n_cells: int = 1_000_00
 
 def plot_demo(results: dict[str, Any], path: Path) -> None:
     """Write the demo figure: read distributions per device and error rates vs time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     names = list(results["devices"])
-    fig, axes = plt.subplots(2, len(names) + 1 if len(names) > 1 else 2, figsize=(5 * (len(names) + 1), 8),
-                             squeeze=False)
+    n_cols = len(names) + 1 if len(names) > 1 else 2
+    fig = Figure(figsize=(5 * (len(names) + 1), 8))
+    axes = fig.subplots(2, n_cols, squeeze=False)
     for col, name in enumerate(names):
         dev = results["devices"][name]
         for row, (t, (g, lev)) in enumerate(list(dev["_histograms"].items())[:2]):
@@ -135,7 +133,6 @@ def plot_demo(results: dict[str, Any], path: Path) -> None:
     ax_w.legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
-    plt.close(fig)
 
 
 def _table(results: dict[str, Any]) -> str:

@@ -257,6 +257,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     device = device or DEFAULT_DEVICE
     card = load_device(device)
     design_t = times_s[-1]
+    Channel(card, design_t)  # a card the encoders cannot model is refused here, before any training
     threads = int(threads_per_chip)
     bar_off = None if progress else True
     tty = progress and sys.stderr.isatty()  # bars of the training loops, which show them unless told not to
@@ -509,18 +510,16 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
     """The ch.3 figure (PNG): accuracy against cells per weight at each headline time, one
     curve per approach, and accuracy against time at the panel budget; error bars are the
     95 % intervals over chips."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from .._io import save_figure
 
     hl = res["headline"]
     n_t = len(hl["times_s"])
     panel = res.get("time_panel")
-    fig, axes = plt.subplots(1, n_t + (1 if panel else 0), figsize=(4.6 * (n_t + (1 if panel else 0)), 4.4),
-                             squeeze=False)
+    n_cols = n_t + (1 if panel else 0)
+    fig = Figure(figsize=(4.6 * n_cols, 4.4))
+    axes = fig.subplots(1, n_cols, squeeze=False)
     axes = axes[0]
     clean = 100 * res["clean_test_accuracy"]
     colours = dict(zip(APPROACHES, ("tab:grey", "tab:blue", "tab:green", "tab:red", "tab:orange")))
@@ -569,7 +568,6 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
                  f"{res['chips']['n']} chips", fontsize=10)
     fig.tight_layout()
     out = save_figure(fig, path, dpi=110)
-    plt.close(fig)
     return out
 
 
