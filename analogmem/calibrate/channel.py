@@ -1,5 +1,5 @@
 """The write channel (target → distribution of the value read after writing) calibrated
-from a tidy table (:mod:`.tidy`, DESIGN §3).
+from a tidy table (see analogmem.calibrate.tidy).
 
 :class:`ChannelCalibrator` fits the write channel — target → distribution of the value read
 after writing — with several candidate models, validates each on reads held out from the

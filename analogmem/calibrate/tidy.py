@@ -50,7 +50,9 @@ def load_table(data: Any, what: str = "table") -> tuple[Any, str]:
     try:
         df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
     except FileNotFoundError:
-        raise CalibrationError(f"{path}: no such file") from None
+        from .._data import missing_data_hint
+
+        raise CalibrationError(f"{path}: no such file{missing_data_hint(path)}") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure is the user's file
         raise CalibrationError(f"{path}: cannot parse as a table: {exc}") from None
     return df, str(path)

@@ -325,6 +325,18 @@ class DeviceModel:
         return isinstance(self.programming, EmpiricalChannel)
 
     @property
+    def level_targets_S(self) -> np.ndarray:
+        """Programming targets (S), shape (n_levels,), for the levels of a card with a
+        ``[write_verify]`` model: the middle of each level's verify window (a window open at
+        the top is taken up to ``g_max_S``). :class:`DeviceCardError` for a card without one."""
+        pr = self.write_verify
+        if not pr.enabled:
+            raise DeviceCardError(f"device {self.name!r} has no [write_verify] model, so no verified levels")
+        lo = np.asarray(pr.window_lo_S, dtype=np.float64)
+        hi = np.minimum(np.asarray(pr.window_hi_S, dtype=np.float64), self.g_max_S)
+        return (lo + np.maximum(hi, lo)) / 2
+
+    @property
     def input_unit(self) -> str:
         """Unit of programming targets: ``"S"``, ``"V"`` or ``""`` (level index)."""
         return INPUT_UNITS[self.input]
