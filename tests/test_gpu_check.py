@@ -33,4 +33,5 @@ def test_gpu_check_cpu_path_runs_and_writes_its_results(tmp_path):
     assert 'failures="0"' in junit and 'errors="0"' in junit and 'tests="2"' in junit, junit[:400]
     body = json.loads((dest / "bench_torch_backend.json").read_text())
     assert body["cells"] == 20000 and body["torch_device"] == "cpu"
-    assert "provenance" in body and body["baseline"]["cells"] == 5000 and body["cells_per_s"] > 0 and body["torch_over_cython"] > 0
+    assert "provenance" in body and body["baseline"]["cells"] == 5000
+    assert body["cells_per_s"] > 0 and body["torch_over_cython"] > 0
