@@ -338,7 +338,7 @@ def plot_table(path: str | os.PathLike, png: str | os.PathLike, title: str = "")
     from .._io import save_figure
 
     t = read_table(path)
-    fig = Figure(figsize=(11, 4.2))
+    fig = Figure(figsize=(12.5, 4.4))
     ax1, ax2 = fig.subplots(1, 2)
     levels = np.unique(t["target_S"])
     cmap = matplotlib.colormaps["viridis"].resampled(max(2, levels.size))
@@ -355,10 +355,10 @@ def plot_table(path: str | os.PathLike, png: str | os.PathLike, title: str = "")
     ax1.set_xlabel("time since programming (s)")
     ax1.set_ylabel("read conductance (µS)")
     ax1.set_title("reads over time")
-    if levels.size <= 12:
-        ax1.legend(fontsize=7, title="target", markerscale=3)
+    if levels.size <= 12:  # beside the axes, where it hides no read (the longest times sit at the right)
+        ax1.legend(fontsize=7, title="target", markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.set_xlabel("read conductance (µS)")
-    ax2.set_ylabel("reads")
+    ax2.set_ylabel(f"reads per bin ({int(np.count_nonzero(t_first)):,} first reads)")
     ax2.set_title("first read, per target (dashed)")
     if title:
         fig.suptitle(title)

@@ -102,35 +102,46 @@ def run_demo(devices: tuple[str, ...] = DEFAULT_DEVICES, n_cells: int = 1_000_00
 
 def plot_demo(results: dict[str, Any], path: Path) -> None:
     """Write the demo figure: read distributions per device and error rates vs time."""
+    import matplotlib
+    import matplotlib.ticker
     from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     names = list(results["devices"])
     n_cols = len(names) + 1 if len(names) > 1 else 2
     fig = Figure(figsize=(5 * (len(names) + 1), 8))
     axes = fig.subplots(2, n_cols, squeeze=False)
+    cmap = matplotlib.colormaps["viridis"].resampled(max(2, results["levels"]))
     for col, name in enumerate(names):
         dev = results["devices"][name]
         for row, (t, (g, lev)) in enumerate(list(dev["_histograms"].items())[:2]):
             ax = axes[row, col]
+            bins = np.linspace(float(np.min(g)) * 1e6, float(np.max(g)) * 1e6, 121)
             for k in range(results["levels"]):
-                ax.hist(g[lev == k] * 1e6, bins=80, histtype="stepfilled", alpha=0.5)
+                ax.hist(g[lev == k] * 1e6, bins=bins, histtype="stepfilled", alpha=0.55, color=cmap(k),
+                        label=f"level {k}: {dev['level_targets_uS'][k]:.3g} µS")
             for target in dev["level_targets_uS"]:
                 ax.axvline(target, color="k", lw=0.5, ls=":")
-            ax.set_title(f"{name}: reads {_human_time(t)} after programming")
-            ax.set_xlabel("conductance (µS)")
-            ax.set_ylabel("cells")
+            width_uS = bins[1] - bins[0]
+            ax.set_title(f"{name}: reads {_human_time(t)} after programming", fontsize=9)
+            ax.set_xlabel("conductance (µS); dotted: level targets")
+            ax.set_ylabel(f"cells per {width_uS:.2g} µS bin (of {g.size:,} shown)")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.5)  # headroom: the legend sits above the histograms
+            ax.legend(fontsize=6, ncol=2, loc="upper right", title="target level", title_fontsize=6)
     ax_ser, ax_w = axes[0, -1], axes[1, -1]
     for name in names:
         reads = results["devices"][name]["reads"]
         ts = [r["time_s"] for r in reads]
         ax_ser.loglog(ts, [max(r["symbol_error_rate"], 1e-7) for r in reads], "o-", label=name)
         ax_w.semilogx(ts, [r["weight_relative_rms_error"] for r in reads], "o-", label=name)
-    ax_ser.set(title=f"{results['levels']}-level cells: symbol error rate", xlabel="time after programming (s)",
-               ylabel="symbol error rate")
-    ax_w.set(title="Laplacian weights: relative RMS error", xlabel="time after programming (s)",
-             ylabel="RMS error / std(weights)")
-    ax_ser.legend()
-    ax_w.legend()
+    ax_ser.set(title=f"{results['levels']}-level cells: symbol error rate", ylabel="symbol error rate (floor 1e-7)")
+    ax_w.set(title="Laplacian weights: relative RMS error", ylabel="RMS error / std(weights)")
+    ticks = sorted({r["time_s"] for dev in results["devices"].values() for r in dev["reads"]})
+    for ax in (ax_ser, ax_w):
+        ax.set_xticks(ticks, [_human_time(t) for t in ticks], fontsize=7, rotation=30)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("time after programming")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
 
