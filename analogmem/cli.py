@@ -93,10 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_subparser(sub)
     for name, (_, help_text) in _DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    p = sub.add_parser("devices", help="list the bundled device cards")
+    p = sub.add_parser("devices", help="list the bundled device cards",
+                       description="List the bundled device cards: range, drift, read noise, relaxation, source.")
     p.add_argument("--json", default=None, help="write the list as JSON here")
     p.set_defaults(func=_devices)
-    p = sub.add_parser("info", help="version, compiled kernels, bundled cards")
+    p = sub.add_parser("info", help="version, compiled kernels, bundled cards",
+                       description="Print the version, the compiled kernels' build (SIMD, OpenMP) and the bundled "
+                                   "cards as JSON.")
     p.set_defaults(func=_info)
     return parser
 

@@ -172,3 +172,37 @@ def test_a_documented_data_command_without_the_data_is_one_line_naming_the_varia
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"{DATA_ENV} is not set" in lines[0], lines[0]
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- help texts
+def _parsers(parser, path=()):
+    """Every (path, parser) of the command line, sub-commands of sub-commands included."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+def test_every_command_has_a_plain_text_description():
+    """``--help`` of every command and sub-command says what it does, without reStructuredText
+    markup or notes meant for programmers (issue 26)."""
+    import argparse
+    import importlib
+
+    from analogmem.cli import _DELEGATED, build_parser
+
+    root = build_parser()
+    for name, (module, _) in _DELEGATED.items():  # imported only when run: built here the way they build it
+        parser = argparse.ArgumentParser(prog="analogmem")
+        importlib.import_module(module).add_subparser(parser.add_subparsers(dest="command"))
+        root._subparsers._group_actions[0].choices[name] = parser._subparsers._group_actions[0].choices[name]
+    texts = {path: (p.description or "", p.format_help()) for path, p in _parsers(root)}
+    assert {("demo",), ("store",), ("bench", "read"), ("fl", "signsgd-klms"), ("deltazip",)} <= set(texts)
+    for path, (description, text) in texts.items():
+        where = " ".join(path) or "(top level)"
+        assert description.strip(), f"analogmem {where} --help has no description"
+        for bad in (":class:", ":func:", ":mod:", ":meth:", "``", "add_subparser", "DESIGN §"):
+            assert bad not in text, f"analogmem {where} --help shows {bad!r}"

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._io import help_text
+
 __all__ = ["add_subparser", "main"]
 
 
@@ -150,6 +152,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_label(bench: Any) -> str:
+    """The ``device`` column: the card given with --device, else the card the analogmem
+    emulator serves (its *IDN? serial field), else empty — never the instrument's model."""
+    if bench.device is not None:
+        return bench.device.name
+    return bench.identity.get("serial", "") if getattr(bench, "is_emulator", False) else ""
+
+
 # --------------------------------------------------------------------------- program
 def _program(args: argparse.Namespace) -> int:
     from .characterise import TIDY_COLUMNS, bench_range, plot_table
@@ -179,7 +189,7 @@ def _program(args: argparse.Namespace) -> int:
         t_prog = time.perf_counter() - t0
         reads = bench.read(addresses=addr)
         ages = bench.last_read_age_s
-        label = bench.device.name if bench.device is not None else bench.identity.get("model", "")
+        label = _device_label(bench)
         cols = tuple(c for c in TIDY_COLUMNS if c != "temperature_K" and (c != "success" or verify is not None))
         rows_out = []
         for j in range(addr.size):
@@ -215,12 +225,15 @@ def _read(args: argparse.Namespace) -> int:
         g = bench.read(addresses=addr)
         wall = time.perf_counter() - t0
         ages = bench.last_read_age_s
-        label = bench.device.name if bench.device is not None else bench.identity.get("model", "")
-        rows = [(int(addr[j]), repr(float(g[j])), "" if np.isnan(ages[j]) else repr(float(ages[j])), label)
-                for j in range(addr.size)]
+        label = _device_label(bench)
+        known = ~np.isnan(ages)
+        # time_s only where this session knows when the cells were programmed (it programmed them)
+        cols = ("cell", "read_value_S", "time_s", "device") if known.any() else ("cell", "read_value_S", "device")
+        rows = [(int(addr[j]), repr(float(g[j])), *((repr(float(ages[j])) if known[j] else "",) if known.any() else ()),
+                 label) for j in range(addr.size)]
         from .._io import atomic_write_text
 
-        atomic_write_text(args.out, _csv_text(("cell", "read_value_S", "time_s", "device"), rows))
+        atomic_write_text(args.out, _csv_text(cols, rows))
         summary = {"command": "read", **_bench_info(bench), "cells": int(addr.size), "wall_s": wall,
                    "mean_S": float(g.mean()), "std_S": float(g.std()), "min_S": float(g.min()),
                    "max_S": float(g.max()), "out": args.out}
@@ -301,11 +314,15 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` with ``program``, ``read``, ``characterise`` and ``serve`` to an
     argparse ``subparsers``; each sets ``func``."""
     p = subparsers.add_parser("bench", help="drive a bench through PyVISA (or its SCPI emulator)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    s = sub.add_parser("serve", help="SCPI emulator of the reference bench on loopback")
+    s = sub.add_parser("serve", help="SCPI emulator of the reference bench on loopback",
+                       description="Serve the reference bench's SCPI (a Keithley 2450 and a switch matrix) on a "
+                                   "loopback socket, backed by an emulated array of --device cells; prints the VISA "
+                                   "resource to pass as --resource to the other bench commands. Needs neither "
+                                   "PyVISA nor pymeasure.")
     s.add_argument("--device", required=True, help="device card (name or path) of the emulated cells")
     s.add_argument("--port", type=int, default=0, help="TCP port (0: a free ephemeral port)")
     s.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1 or ::1)")
@@ -321,7 +338,10 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
                         "connections, as a real one does)")
     s.set_defaults(func=_guarded(_serve))
 
-    pr = sub.add_parser("program", help="program cells (write-verify by default) and read them back")
+    pr = sub.add_parser("program", help="program cells (write-verify by default) and read them back",
+                        description="Program --cells to random levels (--levels) or to --targets-csv on the bench at "
+                                    "--resource (write-verify by default), read them back, and write one CSV row "
+                                    "per cell (--out).")
     _add_bench_options(pr)
     _add_verify_options(pr, default_on=True)
     pr.add_argument("--cells", default=None, help="addresses, e.g. 0-255,300 (default: every cell)")
@@ -331,13 +351,19 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="tidy CSV of targets, read-backs, pulses, success")
     pr.set_defaults(func=_guarded(_program))
 
-    rd = sub.add_parser("read", help="read conductances")
+    rd = sub.add_parser("read", help="read conductances",
+                        description="Read the conductance of --cells (default all) on the bench at --resource and "
+                                    "write one CSV row per cell (--out), optionally a map of the array (--plot).")
     _add_bench_options(rd)
     rd.add_argument("--cells", default=None, help="addresses, e.g. 0-255 (default: every cell)")
-    rd.add_argument("--out", required=True, help="CSV: cell, read_value_S, time_s, device")
+    rd.add_argument("--out", required=True, help="CSV: cell, read_value_S, time_s (when this session programmed the "
+                                                   "cells), device")
     rd.set_defaults(func=_guarded(_read))
 
-    ch = sub.add_parser("characterise", help="program levels, read over time, write the tidy calibration table")
+    ch = sub.add_parser("characterise", help="program levels, read over time, write the tidy calibration table",
+                        description="Program --levels target levels on --cells-per-level cells each, read them at "
+                                    "--times after programming, and write the tidy calibration table (CSV) that "
+                                    "'analogmem calibrate' fits a card to.")
     _add_bench_options(ch)
     _add_verify_options(ch, default_on=False)
     ch.add_argument("--levels", type=int, default=8, help="target levels over 10-90 %% of the range")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import save_figure, write_json
+from .._io import help_text, save_figure, write_json
 from ..emulator.bench import EmulatedBench, default_threads
 from ..emulator.cells import bundled_devices, load_device
 
@@ -181,7 +181,7 @@ def _main(args: argparse.Namespace) -> int:
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``analogmem cells`` (this physics demo) to the command line."""
     p = subparsers.add_parser("cells", help="emulate multi-level cells and a weight tensor on PCM and RRAM over time",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     conductance_cards = [n for n in bundled_devices() if load_device(n).input == "conductance"]
     p.add_argument("--device", action="append", choices=conductance_cards,
                    help="device card with conductance targets (repeatable)")
