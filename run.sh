@@ -16,7 +16,7 @@ setup() {
     # requirement admits it, so no resolver ever replaces it with a CUDA build.
     "$py" -m pip install -q torch==2.13.0
     # build requirements, then the package itself (editable; compiles ext/ into analogmem)
-    "$py" -m pip install -q "setuptools>=68" "Cython>=3.0.10,<4" "numpy>=2.0,<3"
+    "$py" -m pip install -q "setuptools>=77.0.3" "Cython>=3.0.10,<4" "numpy>=2.0,<3"
     "$py" -m pip install -q --no-build-isolation -e ".[ml,instrument,llm,fl,test]"
 }
 

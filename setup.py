@@ -4,6 +4,9 @@ analogmem.storage._codec (the storage layer's encode/decode loops).
 OpenMP is used when the compiler supports it (checked by compiling a tiny program);
 otherwise the kernels are built single-threaded and ``analogmem.emulator._kernels.OPENMP`` is
 False. Set ``ANALOGMEM_NO_OPENMP=1`` to force a build without OpenMP.
+
+On Linux the extensions are linked stripped (``-s``: no symbol table or debug sections, about
+a fifth of the size); set ``ANALOGMEM_KEEP_SYMBOLS=1`` to keep them (profiling, gdb).
 """
 
 import os
@@ -40,13 +43,15 @@ def _compiler_has_openmp(compiler) -> bool:
 class BuildExt(build_ext):
     def build_extensions(self):
         openmp = sys.platform != "win32" and _compiler_has_openmp(self.compiler)
+        strip = sys.platform.startswith("linux") and not os.environ.get("ANALOGMEM_KEEP_SYMBOLS")
         for ext in self.extensions:
             # -ffp-contract=off: no fused multiply-add contraction, so the AVX-512, AVX2 and baseline
             # clones of the kernels (ext/am_kernels.h) and the numpy reference see the same roundings
             ext.extra_compile_args = ["-O3", "-fno-math-errno", "-ffp-contract=off"] + (["-fopenmp"] if openmp else [])
-            ext.extra_link_args = ["-fopenmp"] if openmp else []
+            ext.extra_link_args = (["-fopenmp"] if openmp else []) + (["-s"] if strip else [])
             ext.define_macros.append(("ANALOGMEM_OPENMP", "1" if openmp else "0"))
-        print(f"analogmem: building kernels with OpenMP={'yes' if openmp else 'no'}")
+        print(f"analogmem: building kernels with OpenMP={'yes' if openmp else 'no'}, "
+              f"{'stripped' if strip else 'with symbols'}")
         super().build_extensions()
 
 

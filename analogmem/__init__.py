@@ -20,6 +20,7 @@ the instrument bench, the jobs (:mod:`analogmem.jobs`), and this face with the c
 """
 
 from ._version import __version__
+from ._data import data_path
 from .emulator.bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
 from .emulator.cells import DeviceModel, bundled_devices, load_device
 from .storage.stores import DigitalStore, EmulatedStore, Store, load_model, store_model
@@ -55,6 +56,7 @@ __all__ = [
     "__version__",
     "load_device",
     "bundled_devices",
+    "data_path",
     "DeviceModel",
     "Bench",
     "EmulatedBench",

@@ -182,6 +182,25 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def help_text(doc: str | None) -> str:
+    """A module docstring as plain text for ``--help``: reStructuredText roles
+    (``:class:`~a.b.C``` → ``C``, ``:func:`a.f``` → ``a.f``), double back-quotes and the
+    literal-block ``::`` are dropped, and sentences meant for programmers (how to wire a
+    subcommand in) are left out."""
+    import re
+
+    def role(m: re.Match) -> str:
+        target = m.group(1).strip()
+        return target[1:].split(".")[-1] if target.startswith("~") else target
+
+    text = re.sub(r":[a-z]+:`([^`]*)`", role, doc or "")
+    text = text.replace("``", "")
+    text = re.sub(r"(?<=\S)::$", ":", text, flags=re.M)
+    text = re.sub(r"\s*Wire it in with\s[^.]*\.", "", text)
+    text = "\n".join(ln for ln in text.splitlines() if "add_subparser" not in ln)
+    return text.strip() + "\n"
+
+
 def progress(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> Any:
     """A tqdm progress bar (``tqdm.auto``) over ``iterable`` or of ``total=`` steps, shown only
     when ``enabled`` *and* stderr is a terminal (tqdm's ``disable=None``): a run piped into a

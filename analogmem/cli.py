@@ -59,6 +59,27 @@ _DELEGATED: dict[str, tuple[str, str]] = {
 }
 
 
+#: Top-level modules of the optional dependencies → the extra that installs them.
+_EXTRAS: dict[str, str] = {
+    "torch": "ml", "sklearn": "ml", "mlxtend": "ml", "threadpoolctl": "ml",
+    "pyvisa": "instrument", "pyvisa_py": "instrument", "pymeasure": "instrument",
+    "transformers": "llm", "constriction": "llm",
+    "flwr": "fl", "ray": "fl",
+}
+
+
+def _missing_extra(argv: list[str], exc: ModuleNotFoundError) -> int:
+    """One line naming the extra that provides the module ``exc`` names (exit status 2);
+    a module that no extra provides is a bug and re-raised."""
+    top = (exc.name or "").split(".")[0]
+    if top not in _EXTRAS:
+        raise exc
+    extra = "fl" if argv and argv[0] == "fl" else _EXTRAS[top]
+    print(f"analogmem {argv[0] if argv else ''}: error: needs the optional dependency {top!r}, "
+          f"installed by the {extra!r} extra: pip install 'analogmem[{extra}]'", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analogmem", description="Analog memory (PCM/RRAM) emulator for ML.")
     parser.add_argument("--version", action="version", version=f"analogmem {__version__}")
@@ -72,10 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_subparser(sub)
     for name, (_, help_text) in _DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    p = sub.add_parser("devices", help="list the bundled device cards")
+    p = sub.add_parser("devices", help="list the bundled device cards",
+                       description="List the bundled device cards: range, drift, read noise, relaxation, source.")
     p.add_argument("--json", default=None, help="write the list as JSON here")
     p.set_defaults(func=_devices)
-    p = sub.add_parser("info", help="version, compiled kernels, bundled cards")
+    p = sub.add_parser("info", help="version, compiled kernels, bundled cards",
+                       description="Print the version, the compiled kernels' build (SIMD, OpenMP) and the bundled "
+                                   "cards as JSON.")
     p.set_defaults(func=_info)
     return parser
 
@@ -128,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"analogmem {argv[0] if argv else ''}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        return _missing_extra(argv, exc)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ warm-up (CUDA timings are synchronised). On CUDA it also reports the peak GPU me
 from __future__ import annotations
 
 import argparse
+import math
 import platform
+import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +26,17 @@ import torch
 import analogmem
 from analogmem._io import write_json
 from analogmem.emulator.bench import default_threads
-from bench_kernels import best_of  # benchmarks/ is on sys.path when this script runs
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time in seconds of ``repeat`` calls of ``fn`` after one untimed warm-up call."""
+    fn()
+    best = math.inf
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def main(argv: list[str] | None = None) -> dict:

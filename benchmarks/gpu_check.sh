@@ -8,7 +8,10 @@
 # benchmark on 10^6 CPU cells, so the script itself can be checked anywhere.
 #
 #   benchmarks/gpu_check.sh            # results in $OUT (if set) or results/gpu_check
-# Environment: PYTHON (default .venv/bin/python, else python3), CELLS (default 1e9 on CUDA).
+# Environment: PYTHON (default .venv/bin/python, else python3), CELLS (default 1e9 on CUDA,
+# 1e6 on the CPU), BASE_CELLS (cells of the compiled-kernel baseline), REPEAT (timed runs, 2),
+# TESTS_K (a pytest -k expression selecting the tests; default all). tests/test_gpu_check.py
+# runs the CPU path with tiny settings, so the script cannot rot unnoticed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -21,15 +24,15 @@ if ! "$PY" -c "import analogmem.emulator._kernels" 2>/dev/null; then
 fi
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     "$PY" -c "import torch; print('== CUDA:', torch.cuda.get_device_name(0), torch.__version__)"
-    DEVICES=cuda; TDEV=cuda; CELLS=${CELLS:-1000000000}; BASE=20000000
+    DEVICES=cuda; TDEV=cuda; CELLS=${CELLS:-1000000000}; BASE=${BASE_CELLS:-20000000}
 else
     echo "== CUDA is not available: tests on the CPU (CUDA cases skipped), benchmark on 1e6 CPU cells"
-    DEVICES=cpu,cuda; TDEV=cpu; CELLS=${CELLS:-1000000}; BASE=1000000
+    DEVICES=cpu,cuda; TDEV=cpu; CELLS=${CELLS:-1000000}; BASE=${BASE_CELLS:-1000000}
 fi
 echo "== distribution tests (torch devices: $DEVICES)"
 ANALOGMEM_TEST_TORCH_DEVICES=$DEVICES "$PY" -m pytest -q -p no:cacheprovider -rs \
-    --junitxml="$DEST/tests.xml" tests/test_torch_backend.py
+    --junitxml="$DEST/tests.xml" ${TESTS_K:+-k "$TESTS_K"} tests/test_torch_backend.py
 echo "== throughput: $CELLS cells on $TDEV"
 "$PY" benchmarks/bench_torch_backend.py --torch-device "$TDEV" --cells "$CELLS" --dtype float32 \
-    --baseline-cells "$BASE" --json "$DEST/bench_torch_backend.json"
+    --baseline-cells "$BASE" --repeat "${REPEAT:-2}" --json "$DEST/bench_torch_backend.json"
 echo "== results in $DEST"

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--emulated", metavar="CARD", help="use an in-process EmulatedBench of this card instead")
     p.add_argument("--device", default=None, help="device card giving the target range (instrument benches)")
     p.add_argument("--bench-config", default=None, help="TOML bench file ([matrix], [limits], [scheme])")
-    p.add_argument("--visa-library", default=None, help="PyVISA backend (@py, @ivi, FILE.yaml@sim)")
+    p.add_argument("--visa-library", default=None, help="PyVISA backend (@py, @ivi); simulated bench: 'analogmem bench serve'")
     p.add_argument("--cells", type=int, default=1024, help="cells of the emulated bench")
     p.add_argument("--levels", type=int, default=8)
     p.add_argument("--cells-per-level", type=int, default=60)

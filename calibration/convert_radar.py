@@ -1,6 +1,6 @@
 """Convert the RADAR RRAM measurements (Levy et al., IEEE TED 2021) into tidy tables.
 
-The lab files (``../shared/data/rram-radar``, tab-separated, no header) become:
+The lab files (``"$ANALOGMEM_DATA/rram-radar"``, tab-separated, no header) become:
 
 * ``write-verify``: one row per programmed cell — ``target_level`` (index of the cell's
   window among the sorted distinct lower bounds of its run), ``window_lo_ohm``,
@@ -28,7 +28,7 @@ The lab files (``../shared/data/rram-radar``, tab-separated, no header) become:
   ``read_value_ohm``, ``cell``;
 * ``ber``: ``ber-time-temp`` — ``bits_per_cell``, ``temperature_K``, ``time_s``, ``ber``.
 
-    python calibration/convert_radar.py ../shared/data/rram-radar OUT_DIR
+    python calibration/convert_radar.py "$ANALOGMEM_DATA/rram-radar" OUT_DIR
 
 writes ``OUT_DIR/radar-{write-verify,reads,relaxation,ber}.csv`` (those whose files are there:
 a folder of write-verify traces alone is fine).
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analogmem._data import missing_data_hint
 from analogmem._io import atomic_write_text
 from analogmem.errors import CalibrationError
 
@@ -59,6 +60,8 @@ def _read_matrix(path: Path, n_columns: int):
     """The file's numbers as a float array of ``n_columns`` columns; errors name the row."""
     import pandas as pd
 
+    if not Path(path).is_file():
+        raise CalibrationError(f"{path}: no such file{missing_data_hint(path)}")
     try:
         raw = pd.read_csv(path, sep="\t", header=None, dtype=str)
     except Exception as exc:  # noqa: BLE001 - any parser failure is the file's
@@ -246,7 +249,7 @@ def convert(src_dir: str | Path) -> dict:
 
     src = Path(src_dir)
     if not src.is_dir():
-        raise CalibrationError(f"{src}: not a folder")
+        raise CalibrationError(f"{src}: not a folder{missing_data_hint(src)}")
     traces = [p for pattern in TRACE_PATTERNS for p in sorted(src.glob(pattern))]
     reads = sorted(src.glob(READ_PATTERN))
     if not traces and not reads:
@@ -287,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", help="folder with the RADAR files")
     ap.add_argument("out", help="folder for the tidy CSV files")
     args = ap.parse_args(argv)
-    for name, df in convert(args.src).items():
+    try:
+        tables = convert(args.src)
+    except CalibrationError as exc:
+        print(f"convert_radar: error: {exc}", file=sys.stderr)
+        return 2
+    for name, df in tables.items():
         path = Path(args.out) / f"radar-{name}.csv"
         atomic_write_text(path, df.to_csv(index=False))
         print(f"wrote {len(df)} rows to {path}")

@@ -4,7 +4,9 @@ Input: ``partial_reset_pcm.csv`` with columns ``write_voltage_V`` (partial-RESET
 amplitude) and ``read_resistance_ohm`` (one read after each write). Output: a tidy CSV with
 ``target_V``, ``read_value_ohm``, ``device``.
 
-    python calibration/convert_stanford_pcm.py ../shared/data/pcm-stanford/partial_reset_pcm.csv out.csv
+    python calibration/convert_stanford_pcm.py "$ANALOGMEM_DATA/pcm-stanford/partial_reset_pcm.csv" out.csv
+
+(``ANALOGMEM_DATA``: the folder of the measured data sets, see ``analogmem._data``.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def convert(src: str | Path, device: str = "stanford-pcm"):
 
     from analogmem.calibrate import read_tidy
 
+    from analogmem._data import missing_data_hint
+
+    if not Path(src).is_file():
+        raise CalibrationError(f"{src}: no such file{missing_data_hint(src)}")
     try:
         raw = pd.read_csv(src)
     except Exception as exc:  # noqa: BLE001
@@ -42,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src")
     ap.add_argument("out")
     args = ap.parse_args(argv)
-    df = convert(args.src)
+    try:
+        df = convert(args.src)
+    except CalibrationError as exc:
+        print(f"convert_stanford_pcm: error: {exc}", file=sys.stderr)
+        return 2
     atomic_write_text(args.out, df.to_csv(index=False))
     print(f"wrote {len(df)} reads at {df['target_V'].nunique()} write voltages to {args.out}")
     return 0

@@ -1,6 +1,6 @@
 """Fit the ``rram-radar`` device card from the tidy RADAR tables (``convert_radar.py``).
 
-    python calibration/convert_radar.py ../shared/data/rram-radar /tmp/radar
+    python calibration/convert_radar.py "$ANALOGMEM_DATA/rram-radar" /tmp/radar
     python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml \\
         --plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json
 
@@ -123,8 +123,8 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
         "source": {
             "citation": "A. Levy et al., 'RADAR: A Fast and Energy-Efficient Programming Technique for Multiple "
                         "Bits-per-Cell RRAM Arrays', IEEE TED 2021 (doi 10.1109/TED.2021.3097975); data: "
-                        "akashlevy/RRAM-RADAR-Tuning exptdata, ../shared/data/rram-radar",
-            "regenerate": "python calibration/convert_radar.py ../shared/data/rram-radar /tmp/radar && "
+                        "akashlevy/RRAM-RADAR-Tuning exptdata/ (read from $ANALOGMEM_DATA/rram-radar)",
+            "regenerate": "python calibration/convert_radar.py \"$ANALOGMEM_DATA/rram-radar\" /tmp/radar && "
                           "python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml "
                           "--plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json",
             "notes": (f"write-verify traces: {', '.join(runs)}; bakes: {', '.join(bakes)}. Programming "

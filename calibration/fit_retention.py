@@ -1,6 +1,6 @@
 """Fit the Arrhenius retention model to a bake table (bits_per_cell, temperature_K, time_s, ber).
 
-    python calibration/convert_radar.py ../shared/data/rram-radar /tmp/radar
+    python calibration/convert_radar.py "$ANALOGMEM_DATA/rram-radar" /tmp/radar
     python calibration/fit_retention.py /tmp/radar/radar-ber.csv --plot calibration/plots/rram-radar-retention.png --json calibration/plots/rram-radar-retention.json
 
 prints E_a with its standard error and the [retention] table a device card can carry.

@@ -10,10 +10,10 @@ import numpy as np
 from scipy import stats
 
 def _shared_data() -> Path:
-    """``$ANALOGMEM_SHARED_DATA`` if set, else the nearest ``shared/data`` beside the
+    """``$ANALOGMEM_DATA`` (the documented variable) or ``$ANALOGMEM_SHARED_DATA`` if set, else the nearest ``shared/data`` beside the
     repository or one of its ancestors (a clone at ``X/repo`` finds ``X/shared/data``, a git
     worktree at ``X/wt/name`` finds it too)."""
-    env = os.environ.get("ANALOGMEM_SHARED_DATA")
+    env = os.environ.get("ANALOGMEM_DATA") or os.environ.get("ANALOGMEM_SHARED_DATA")
     if env:
         return Path(env)
     repo = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Fast driver tests on the static pyvisa-sim definitions in devices/keithley2450.yaml:
+"""Fast driver tests on the static pyvisa-sim definitions in tests/fixtures/keithley2450.yaml:
 identification, error queue, settings and their ranges, timeouts."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from analogmem.instrument import (  # noqa: E402
 )
 from analogmem.instrument.instrument_bench import _Link  # noqa: E402
 
-SIM = str(Path(__file__).resolve().parents[1] / "devices" / "keithley2450.yaml") + "@sim"
+SIM = str(Path(__file__).resolve().parent / "fixtures" / "keithley2450.yaml") + "@sim"  # a test fixture, not shipped
 SMU = "USB0::0x05E6::0x2450::04412345::INSTR"
 SILENT = "USB0::0x05E6::0x2450::04499999::INSTR"
 

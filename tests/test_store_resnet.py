@@ -63,7 +63,8 @@ def _run_reduced(tmp_path, monkeypatch, extra=()):
 def test_store_job_end_to_end_reduced(tmp_path, monkeypatch, capsys):
     """The ch.3 job on 8×8 digits with a ResNet-8, 2 chips, 1 and 2 cells per weight: the JSON
     has, per approach and budget, the configuration, its cells per weight, the accuracy of
-    every chip and their mean with a Student-t interval at each time; digital + ECC uses at
+    every chip and their mean with a bootstrap percentile interval (within the chips' range, so
+    within [0, 1]) at each time; the printed table's columns line up; digital + ECC uses at
     most the budget and the analog rows exactly it (joint: at most); the PNG is written."""
     res, png = _run_reduced(tmp_path, monkeypatch)
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -86,7 +87,8 @@ def test_store_job_end_to_end_reduced(tmp_path, monkeypatch, capsys):
             for b, t in zip(r["by_time"], hl["times_s"]):
                 assert b["t_s"] == t and len(b["accuracy_per_chip"]) == 2
                 assert 0 <= min(b["accuracy_per_chip"]) <= b["accuracy_mean"] <= max(b["accuracy_per_chip"]) <= 1
-                assert b["accuracy_ci95_low"] <= b["accuracy_mean"] <= b["accuracy_ci95_high"]
+                assert (min(b["accuracy_per_chip"]) <= b["accuracy_ci95_low"] <= b["accuracy_mean"]
+                        <= b["accuracy_ci95_high"] <= max(b["accuracy_per_chip"]))
         assert set(v["fewest_cells_per_weight_within_tolerance"]) == {"1 day", "1 year"}
     digital = {r["budget_cells_per_weight"]: r["encoder"] for r in hl["approaches"]["digital"]["budgets"]}
     assert all(e["kind"] == "DigitalECC" for e in digital.values())
@@ -101,6 +103,11 @@ def test_store_job_end_to_end_reduced(tmp_path, monkeypatch, capsys):
     assert {r["plan"] for v in hl["approaches"].values() for r in v["budgets"] if "naive" not in r["plan"]} <= chosen
     out = capsys.readouterr().out
     assert "digital / best analog" in out and "accuracy against time" in out
+    rows = [ln for ln in out.splitlines() if ln.split(" ")[0] in hl["approaches"] or ln.startswith("approach ")]
+    head = [ln for ln in rows if ln.startswith("approach ")]
+    assert len(head) == 3 and len({len(h) for h in head[:2]}) == 1
+    sweep = [ln for ln in rows if ln.startswith(("approach", *hl["approaches"]))][: 2 * (1 + len(hl["approaches"]))]
+    assert len({len(ln.rstrip()) for ln in sweep}) == 1, sweep  # "digital-pruned" included
     # the fewest cells per weight within 1 point, and digital / best analog, follow from the rows
     clean, tol = res["clean_test_accuracy"], res["tolerance"]
     for i, lab in enumerate(hl["time_labels"]):

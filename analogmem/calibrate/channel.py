@@ -1,5 +1,5 @@
 """The write channel (target → distribution of the value read after writing) calibrated
-from a tidy table (:mod:`.tidy`, DESIGN §3).
+from a tidy table (see analogmem.calibrate.tidy).
 
 :class:`ChannelCalibrator` fits the write channel — target → distribution of the value read
 after writing — with several candidate models, validates each on reads held out from the
@@ -250,12 +250,10 @@ class ChannelCalibrator:
         """PNG: per-level quantile plot (held-out reads vs model), mean/std of ln g per
         level, and the KS p-value of each candidate per level."""
         self._check_fitted()
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+        fig = Figure(figsize=(17, 5))
+        axes = fig.subplots(1, 3)
         ax = axes[0]
         n_levels = len(self.levels_)
         shown = np.unique(np.linspace(0, n_levels - 1, min(n_levels, 8)).round().astype(int))
@@ -287,7 +285,6 @@ class ChannelCalibrator:
         ax.legend(fontsize=7)
         fig.tight_layout()
         out = save_figure(fig, path, dpi=90)
-        plt.close(fig)
         return out
 
     def summary_table(self) -> str:

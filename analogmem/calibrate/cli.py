@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text, write_json
+from .._io import atomic_write_text, help_text, write_json
 from ..emulator.cells import card_name_problem, parse_card
 from . import channel
 from .channel import ChannelCalibrator
@@ -115,7 +115,8 @@ def _print_mapping(cal: Any) -> None:
 def add_subparser(subparsers: Any) -> None:
     """Add ``analogmem calibrate`` to the command line."""
     p = subparsers.add_parser("calibrate", help="fit a device card from a tidy table of measured reads",
-                              description=channel.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__) + "\n" + help_text(channel.__doc__),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="tidy CSV or Parquet table (one row per read), or a programming plan executed by "
                                 "a tester (analogmem bench plan) with its result columns filled")
     p.add_argument("--out", required=True, help="device card to write (TOML)")

@@ -267,12 +267,10 @@ class PulseResponseFit:
     def plot(self, path: Any) -> Any:
         """PNG: mean pulses per (run, level), data vs the model (the run's own effect), and
         the runs' estimated effects."""
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        ax = fig.subplots(1, 2)
         data = np.array([r["pulses_mean_data"] for r in self.report])
         model = np.array([r["pulses_mean_model_run"] for r in self.report])
         ax[0].loglog(data, model, "o", ms=4)

@@ -74,13 +74,11 @@ class ArrheniusFit:
     def plot(self, path: str | Path) -> Path:
         """PNG: measured BER against bake time per temperature (left) and on the master
         curve of equivalent time at T_ref (right)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
         d = self.data
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig = Figure(figsize=(12, 4.5))
+        axes = fig.subplots(1, 2)
         for (bpc, temp), grp in d.groupby(["bits_per_cell", "temperature_K"]):
             label = f"{bpc} b/cell, {temp:g} K"
             axes[0].loglog(grp["time_s"], grp["ber"], "o-", label=label)
@@ -96,7 +94,6 @@ class ArrheniusFit:
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         out = save_figure(fig, path, dpi=90)
-        plt.close(fig)
         return out
 
 

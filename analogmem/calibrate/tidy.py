@@ -55,7 +55,9 @@ def load_table(data: Any, what: str = "table") -> tuple[Any, str]:
     else:
         path = Path(data)
         if not path.exists():
-            raise CalibrationError(f"{path}: no such file")
+            from .._data import missing_data_hint
+
+            raise CalibrationError(f"{path}: no such file{missing_data_hint(path)}")
         if not path.is_file():
             raise CalibrationError(f"{path}: not a regular file (a folder, device or FIFO is not read as a table)")
         if path.stat().st_size > MAX_TABLE_BYTES:

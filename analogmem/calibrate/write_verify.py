@@ -277,13 +277,11 @@ class WriteVerifyFit:
     def plot(self, path: Any) -> Any:
         """PNG: per level, mean pulses and success rate, data vs the fitted model (budget
         ``max_pulses``), and the pulse-count survival functions."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
 
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        ax = fig.subplots(1, 2)
         lv = np.array(self.levels)
         ax[0].bar(lv - 0.2, [r["pulses_mean_data"] for r in self.report], 0.4, label="data")
         ax[0].bar(lv + 0.2, [r["pulses_mean_model"] for r in self.report], 0.4, label="model")

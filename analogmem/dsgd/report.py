@@ -63,8 +63,12 @@ def plot_dsgd(result: dict, path: str | os.PathLike) -> Any:
     for ax in (ax_step, ax_bits):
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+    handles, labels = ax_step.get_legend_handles_labels()
+    n_col = min(max(len(labels), 1), 3)
+    n_rows = -(-len(labels) // n_col) if labels else 0
+    if labels:  # one legend below both panels, where it covers no curve
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=n_col, frameon=False)
     fig.suptitle(f"{cfg['world_size']} ranks, {result.get('backend', '?')}, {cfg['dataset']}: "
                  f"k = {cfg['density']:.2%} of each bucket")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * n_rows + 0.02, 1, 1))
     return save_figure(fig, path, dpi=120)

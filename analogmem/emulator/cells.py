@@ -369,6 +369,18 @@ class DeviceModel:
         return isinstance(self.programming, EmpiricalChannel)
 
     @property
+    def level_targets_S(self) -> np.ndarray:
+        """Programming targets (S), shape (n_levels,), for the levels of a card with a
+        ``[write_verify]`` model: the middle of each level's verify window (a window open at
+        the top is taken up to ``g_max_S``). :class:`DeviceCardError` for a card without one."""
+        pr = self.write_verify
+        if not pr.enabled:
+            raise DeviceCardError(f"device {self.name!r} has no [write_verify] model, so no verified levels")
+        lo = np.asarray(pr.window_lo_S, dtype=np.float64)
+        hi = np.minimum(np.asarray(pr.window_hi_S, dtype=np.float64), self.g_max_S)
+        return (lo + np.maximum(hi, lo)) / 2
+
+    @property
     def input_unit(self) -> str:
         """Unit of programming targets: ``"S"``, ``"V"`` or ``""`` (level index)."""
         return INPUT_UNITS[self.input]
@@ -392,7 +404,7 @@ class DeviceModel:
         """Standard deviation σ_P (S) of the programmed conductance around ``g_T_S``
         (polynomial programming noise only)."""
         if isinstance(self.programming, EmpiricalChannel):
-            raise ValueError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
+            raise DeviceCardError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
         scale = _UNIT_uS * self.range.g_max_S / self.programming.g_ref_S
         return scale * _poly(self.programming.coefficients_uS, self.relative(g_T_S))
 
@@ -1012,10 +1024,24 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     )
 
 
+def _cards() -> Any:
+    """The folder of the bundled cards: the package ``analogmem.devices`` of an installed
+    wheel (or an editable install), else the top-level ``devices/`` beside this source tree's
+    ``analogmem/`` (a checkout imported from its root, where ``analogmem.devices`` is no
+    package because ``devices/`` is mapped onto it only at install time)."""
+    try:
+        return resources.files("analogmem.devices")
+    except ModuleNotFoundError:
+        here = Path(__file__).resolve().parents[2] / "devices"
+        if here.is_dir():
+            return here
+        raise DeviceCardError(f"no bundled device cards: neither the package analogmem.devices nor {here} "
+                              "exists (a broken install: reinstall analogmem)") from None
+
+
 def bundled_devices() -> list[str]:
     """Names of the device cards shipped with analogmem."""
-    return sorted(p.name[:-5] for p in resources.files("analogmem.devices").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in _cards().iterdir() if p.name.endswith(".toml"))
 
 
 def load_device(name_or_path: str | Path) -> DeviceModel:
@@ -1044,7 +1070,7 @@ def load_device(name_or_path: str | Path) -> DeviceModel:
     separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
     if name.endswith(".toml") or any(sep in name for sep in separators):
         return _load_card_file(Path(name))
-    resource = resources.files("analogmem.devices") / f"{name}.toml"
+    resource = _cards() / f"{name}.toml"
     if resource.is_file():
         return parse_card(_decode_card(resource.read_bytes(), name), name)
     bundled = ", ".join(bundled_devices())

@@ -114,12 +114,10 @@ def result_payload(results: Sequence, command: str) -> dict[str, Any]:
 def plot_results(results: Sequence, path: str | Path) -> Path:
     """Accuracy vs round and accuracy vs cumulative uplink bits per parameter (log scale), one
     line per run; PNG written atomically."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    a1, a2 = fig.subplots(1, 2)
     for res in results:
         label = f"{res.name} ({res.mean_uplink_bpp:.3g} bpp)"
         rounds = [r["round"] for r in res.rows]
@@ -139,7 +137,4 @@ def plot_results(results: Sequence, path: str | Path) -> Path:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)

@@ -334,16 +334,15 @@ def plot_table(path: str | os.PathLike, png: str | os.PathLike, title: str = "")
     Written atomically as PNG (matplotlib Agg)."""
 
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from .._io import save_figure
 
     t = read_table(path)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(12.5, 4.4))
+    ax1, ax2 = fig.subplots(1, 2)
     levels = np.unique(t["target_S"])
-    cmap = plt.get_cmap("viridis", max(2, levels.size))
+    cmap = matplotlib.colormaps["viridis"].resampled(max(2, levels.size))
     t_first = t["time_s"] <= (np.min(t["time_s"]) + 1.0) if t["time_s"].size else np.zeros(0, bool)
     first = t["read_value_S"][t_first] * 1e6
     bins = np.linspace(first.min(), first.max(), 61) if first.size else 10
@@ -357,14 +356,13 @@ def plot_table(path: str | os.PathLike, png: str | os.PathLike, title: str = "")
     ax1.set_xlabel("time since programming (s)")
     ax1.set_ylabel("read conductance (µS)")
     ax1.set_title("reads over time")
-    if levels.size <= 12:
-        ax1.legend(fontsize=7, title="target", markerscale=3)
+    if levels.size <= 12:  # beside the axes, where it hides no read (the longest times sit at the right)
+        ax1.legend(fontsize=7, title="target", markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.set_xlabel("read conductance (µS)")
-    ax2.set_ylabel("reads")
+    ax2.set_ylabel(f"reads per bin ({int(np.count_nonzero(t_first)):,} first reads)")
     ax2.set_title("first read, per target (dashed)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     out = save_figure(fig, png, dpi=110)
-    plt.close(fig)
     return out

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .._io import help_text
+
 __all__ = ["add_subparser", "main"]
 
 
@@ -100,7 +102,8 @@ def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench-config", default=None, help="TOML bench file: [matrix], [limits], [scheme]")
     p.add_argument("--rows", type=int, default=None, help="matrix rows (overrides the bench config)")
     p.add_argument("--cols", type=int, default=None, help="matrix columns (overrides the bench config)")
-    p.add_argument("--visa-library", default=None, help="PyVISA backend: @py, @ivi, FILE.yaml@sim (default: PyVISA's)")
+    p.add_argument("--visa-library", default=None, help="PyVISA backend: @py or @ivi (default: PyVISA's); for a simulated "
+                   "bench run 'analogmem bench serve' and pass the resource it prints")
     p.add_argument("--timeout-s", type=float, default=2.0, help="VISA timeout per reply (s)")
     p.add_argument("--retries", type=int, default=2, help="extra attempts for operations safe to repeat")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -217,6 +220,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_label(bench: Any) -> str:
+    """The ``device`` column: the card given with --device, else the card the analogmem
+    emulator serves (its *IDN? serial field), else empty — never the instrument's model."""
+    if bench.device is not None:
+        return bench.device.name
+    return bench.identity.get("serial", "") if getattr(bench, "is_emulator", False) else ""
+
+
 # --------------------------------------------------------------------------- program
 def _program(args: argparse.Namespace) -> int:
     from .characterise import TIDY_COLUMNS, bench_range, plot_table
@@ -246,7 +257,7 @@ def _program(args: argparse.Namespace) -> int:
         t_prog = time.perf_counter() - t0
         reads = bench.read(addresses=addr)
         ages = bench.last_read_age_s
-        label = bench.device.name if bench.device is not None else bench.identity.get("model", "")
+        label = _device_label(bench)
         cols = tuple(c for c in TIDY_COLUMNS if c != "temperature_K" and (c != "success" or verify is not None))
         rows_out = []
         for j in range(addr.size):
@@ -282,12 +293,15 @@ def _read(args: argparse.Namespace) -> int:
         g = bench.read(addresses=addr)
         wall = time.perf_counter() - t0
         ages = bench.last_read_age_s
-        label = bench.device.name if bench.device is not None else bench.identity.get("model", "")
-        rows = [(int(addr[j]), repr(float(g[j])), "" if np.isnan(ages[j]) else repr(float(ages[j])), label)
-                for j in range(addr.size)]
+        label = _device_label(bench)
+        known = ~np.isnan(ages)
+        # time_s only where this session knows when the cells were programmed (it programmed them)
+        cols = ("cell", "read_value_S", "time_s", "device") if known.any() else ("cell", "read_value_S", "device")
+        rows = [(int(addr[j]), repr(float(g[j])), *((repr(float(ages[j])) if known[j] else "",) if known.any() else ()),
+                 label) for j in range(addr.size)]
         from .._io import atomic_write_text
 
-        atomic_write_text(args.out, _csv_text(("cell", "read_value_S", "time_s", "device"), rows))
+        atomic_write_text(args.out, _csv_text(cols, rows))
         summary = {"command": "read", **_bench_info(bench), "cells": int(addr.size), "wall_s": wall,
                    "mean_S": float(g.mean()), "std_S": float(g.std()), "min_S": float(g.min()),
                    "max_S": float(g.max()), "out": args.out}
@@ -302,16 +316,14 @@ def _read(args: argparse.Namespace) -> int:
 
 def _plot_map(addr: np.ndarray, g: np.ndarray, rows: int, cols: int, png: str) -> None:
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from .._io import save_figure
 
     img = np.full(rows * cols, np.nan)
     img[addr] = g * 1e6
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
     im = a1.imshow(img.reshape(rows, cols), cmap="viridis", interpolation="nearest")
     fig.colorbar(im, ax=a1, label="conductance (µS)")
     a1.set_title("array map (row × column)")
@@ -320,7 +332,6 @@ def _plot_map(addr: np.ndarray, g: np.ndarray, rows: int, cols: int, png: str) -
     a2.set_ylabel("cells")
     fig.tight_layout()
     save_figure(fig, png, dpi=110)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- characterise
@@ -442,11 +453,16 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` with ``program``, ``read``, ``characterise`` and ``serve`` to an
     argparse ``subparsers``; each sets ``func``."""
     p = subparsers.add_parser("bench", help="drive a bench through PyVISA (or its SCPI emulator)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    s = sub.add_parser("serve", help="instrument emulator (2450 SCPI or 2600B TSP) on loopback")
+    s = sub.add_parser("serve", help="instrument emulator (2450 SCPI or 2600B TSP) on loopback",
+                       description="Serve the reference bench's instrument on a loopback socket, backed by an "
+                                   "emulated array of --device cells: a Keithley 2450 and a switch matrix over SCPI "
+                                   "(--model 2450) or a 2600B-family SourceMeter over TSP (--model 2636B, ...); "
+                                   "prints the VISA resource to pass as --resource to the other bench commands. "
+                                   "Needs neither PyVISA nor pymeasure.")
     s.add_argument("--device", default="pcm-nandakumar2019",
                    help="device card (name or path) of the emulated cells (default: pcm-nandakumar2019)")
     s.add_argument("--model", default="2450", type=lambda t: t.strip().upper(),
@@ -469,7 +485,10 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
                         "connections, as a real one does)")
     s.set_defaults(func=_guarded(_serve))
 
-    pr = sub.add_parser("program", help="program cells (write-verify by default) and read them back")
+    pr = sub.add_parser("program", help="program cells (write-verify by default) and read them back",
+                        description="Program --cells to random levels (--levels) or to --targets-csv on the bench at "
+                                    "--resource (write-verify by default), read them back, and write one CSV row "
+                                    "per cell (--out).")
     _add_bench_options(pr)
     _add_verify_options(pr, default_on=True)
     pr.add_argument("--cells", default=None, help="addresses, e.g. 0-255,300 (default: every cell)")
@@ -498,13 +517,19 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     pl.add_argument("--json", default=None, help="write a JSON summary here")
     pl.set_defaults(func=_guarded(_plan))
 
-    rd = sub.add_parser("read", help="read conductances")
+    rd = sub.add_parser("read", help="read conductances",
+                        description="Read the conductance of --cells (default all) on the bench at --resource and "
+                                    "write one CSV row per cell (--out), optionally a map of the array (--plot).")
     _add_bench_options(rd)
     rd.add_argument("--cells", default=None, help="addresses, e.g. 0-255 (default: every cell)")
-    rd.add_argument("--out", required=True, help="CSV: cell, read_value_S, time_s, device")
+    rd.add_argument("--out", required=True, help="CSV: cell, read_value_S, time_s (when this session programmed the "
+                                                   "cells), device")
     rd.set_defaults(func=_guarded(_read))
 
-    ch = sub.add_parser("characterise", help="program levels, read over time, write the tidy calibration table")
+    ch = sub.add_parser("characterise", help="program levels, read over time, write the tidy calibration table",
+                        description="Program --levels target levels on --cells-per-level cells each, read them at "
+                                    "--times after programming, and write the tidy calibration table (CSV) that "
+                                    "'analogmem calibrate' fits a card to.")
     _add_bench_options(ch)
     _add_verify_options(ch, default_on=False)
     ch.add_argument("--levels", type=int, default=8, help="target levels over 10-90 %% of the range")

@@ -31,12 +31,10 @@ from pymeasure.instruments.validators import strict_discrete_set, strict_range
 from ..errors import AddressError, SettingError
 from .errors import InstrumentReplyError
 from .limits import SafetyLimits, safety_range
+from .scpi_server import EMULATOR_MANUFACTURER, EMULATOR_MODEL  # defined with the server, which needs no pymeasure
 
 __all__ = ["SourceMeter2450", "SwitchMatrix", "parse_idn", "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
 
-#: ``*IDN?`` fields by which the analogmem SCPI emulator identifies itself.
-EMULATOR_MANUFACTURER = "analogmem"
-EMULATOR_MODEL = "SCPI-EMULATOR-2450"
 
 
 def parse_idn(reply: str) -> dict[str, str]:

@@ -78,11 +78,16 @@ from .._seeding import SeedLike
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import AnalogMemError, SettingError
-from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL
 from .limits import PulseScheme, SafetyLimits
 from .pulsed_cells import PulsedCells
 
-__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address"]
+__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address",
+           "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
+
+#: ``*IDN?`` fields by which the analogmem SCPI emulator identifies itself (defined here, not
+#: with the pymeasure drivers, so that ``analogmem bench serve`` needs neither pymeasure nor PyVISA).
+EMULATOR_MANUFACTURER = "analogmem"
+EMULATOR_MODEL = "SCPI-EMULATOR-2450"
 
 #: The longest program message (bytes, terminator included) the emulators accept; a
 #: longer one is refused whole (-363 input buffer overrun) and none of it is executed.

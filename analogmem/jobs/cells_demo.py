@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import save_figure, write_json
+from .._io import help_text, save_figure, write_json
 from .._checks import check_int
 from ..errors import SettingError
 from ..emulator.bench import EmulatedBench, default_threads
@@ -111,39 +111,47 @@ def run_demo(devices: tuple[str, ...] = DEFAULT_DEVICES, n_cells: int = 1_000_00
 def plot_demo(results: dict[str, Any], path: Path) -> None:
     """Write the demo figure: read distributions per device and error rates vs time."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     names = list(results["devices"])
-    fig, axes = plt.subplots(2, len(names) + 1 if len(names) > 1 else 2, figsize=(5 * (len(names) + 1), 8),
-                             squeeze=False)
+    n_cols = len(names) + 1 if len(names) > 1 else 2
+    fig = Figure(figsize=(5 * (len(names) + 1), 8))
+    axes = fig.subplots(2, n_cols, squeeze=False)
+    cmap = matplotlib.colormaps["viridis"].resampled(max(2, results["levels"]))
     for col, name in enumerate(names):
         dev = results["devices"][name]
         for row, (t, (g, lev)) in enumerate(list(dev["_histograms"].items())[:2]):
             ax = axes[row, col]
+            bins = np.linspace(float(np.min(g)) * 1e6, float(np.max(g)) * 1e6, 121)
             for k in range(results["levels"]):
-                ax.hist(g[lev == k] * 1e6, bins=80, histtype="stepfilled", alpha=0.5)
+                ax.hist(g[lev == k] * 1e6, bins=bins, histtype="stepfilled", alpha=0.55, color=cmap(k),
+                        label=f"level {k}: {dev['level_targets_uS'][k]:.3g} µS")
             for target in dev["level_targets_uS"]:
                 ax.axvline(target, color="k", lw=0.5, ls=":")
-            ax.set_title(f"{name}: reads {_human_time(t)} after programming")
-            ax.set_xlabel("conductance (µS)")
-            ax.set_ylabel("cells")
+            width_uS = bins[1] - bins[0]
+            ax.set_title(f"{name}: reads {_human_time(t)} after programming", fontsize=9)
+            ax.set_xlabel("conductance (µS); dotted: level targets")
+            ax.set_ylabel(f"cells per {width_uS:.2g} µS bin (of {g.size:,} shown)")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.5)  # headroom: the legend sits above the histograms
+            ax.legend(fontsize=6, ncol=2, loc="upper right", title="target level", title_fontsize=6)
     ax_ser, ax_w = axes[0, -1], axes[1, -1]
     for name in names:
         reads = results["devices"][name]["reads"]
         ts = [r["time_s"] for r in reads]
         ax_ser.loglog(ts, [max(r["symbol_error_rate"], 1e-7) for r in reads], "o-", label=name)
         ax_w.semilogx(ts, [r["weight_relative_rms_error"] for r in reads], "o-", label=name)
-    ax_ser.set(title=f"{results['levels']}-level cells: symbol error rate", xlabel="time after programming (s)",
-               ylabel="symbol error rate")
-    ax_w.set(title="Laplacian weights: relative RMS error", xlabel="time after programming (s)",
-             ylabel="RMS error / std(weights)")
-    ax_ser.legend()
-    ax_w.legend()
+    ax_ser.set(title=f"{results['levels']}-level cells: symbol error rate", ylabel="symbol error rate (floor 1e-7)")
+    ax_w.set(title="Laplacian weights: relative RMS error", ylabel="RMS error / std(weights)")
+    ticks = sorted({r["time_s"] for dev in results["devices"].values() for r in dev["reads"]})
+    for ax in (ax_ser, ax_w):
+        ax.set_xticks(ticks, [_human_time(t) for t in ticks], fontsize=7, rotation=30)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("time after programming")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
-    plt.close(fig)
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -181,7 +189,7 @@ def _main(args: argparse.Namespace) -> int:
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``analogmem cells`` (this physics demo) to the command line."""
     p = subparsers.add_parser("cells", help="emulate multi-level cells and a weight tensor on PCM and RRAM over time",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     conductance_cards = [n for n in bundled_devices() if load_device(n).input == "conductance"]
     p.add_argument("--device", action="append", choices=conductance_cards,
                    help="device card with conductance targets (repeatable)")

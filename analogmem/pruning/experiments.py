@@ -126,14 +126,12 @@ def format_network_table(result: dict[str, Any]) -> str:
 
 def plot_network(result: dict[str, Any], path) -> None:
     """PNG: test accuracy vs sparsity, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from analogmem._io import save_figure
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for m, style in zip(METHODS, ("C0--o", "C1--s", "C0-o", "C1-s")):
         pts = sorted((r["target"], r["accuracy"]) for r in result["rows"] if r["method"] == m)
         if pts:
@@ -147,4 +145,3 @@ def plot_network(result: dict[str, Any], path) -> None:
     ax.set_title(f"{result['settings']['dataset']}: MLP {result['settings']['hidden']}")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)

@@ -165,14 +165,12 @@ def format_laplacian_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_laplacian(result: dict[str, Any], path) -> None:
     """PNG: rate (bits/sample) vs λ·MAE for each n, with R(D) = −log₂(λD)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
 
     from analogmem._io import save_figure
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     d = np.linspace(0.05, 1.0, 200)
     ax.plot(d, rd_laplacian(d), "k-", lw=2, label="R(D) = −log₂(λD)")
     for n, c in result["curves"].items():
@@ -186,4 +184,3 @@ def plot_laplacian(result: dict[str, Any], path) -> None:
     ax.set_title("SuRP on a Laplacian source (index + sign + side bits)")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)

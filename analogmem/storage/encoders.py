@@ -48,7 +48,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from ..emulator.cells import DeviceModel
-from ..errors import SettingError, StorageError
+from ..errors import DeviceCardError, SettingError, StorageError
 from . import _codec
 
 __all__ = [
@@ -107,6 +107,16 @@ class Channel:
 
     device: DeviceModel
     t_s: float
+
+    def __post_init__(self) -> None:
+        if self.device.empirical:
+            from ..emulator.cells import bundled_devices, load_device
+
+            usable = [n for n in bundled_devices() if not load_device(n).empirical]
+            raise DeviceCardError(
+                f"device card {self.device.name!r} has an empirical (measured) write channel, which the "
+                f"Gaussian channel model of the encoders cannot use; use a card with a σ_P(g) "
+                f"polynomial: {', '.join(usable)}")
 
     @property
     def span_S(self) -> float:
