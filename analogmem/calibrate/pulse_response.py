@@ -295,7 +295,8 @@ def response_table(r: PulseResponse) -> dict[str, Any]:
             "class_logit_weight": list(r.class_logit_weight), "run_sd": r.run_sd,
             "p_effects": dict(r.p_effects), "weight_effects": {k: list(v) for k, v in r.weight_effects.items()},
             "probabilities": list(r.probabilities),
-            "schemes": {s.name: _scheme_table(s) for s in r.schemes}}
+            "schemes": {s.name: _scheme_table(s) for s in r.schemes},
+            **({"run_variation": dict(r.run_variation_table)} if r.run_variation_table else {})}
 
 
 def _scheme_table(s: PulseScheme) -> dict[str, Any]:
