@@ -6,7 +6,7 @@ to all runs, as ``loeo_write_verify.py`` does) and write each fold's ``[write_ve
 table, so the run-variation analysis (``run_variation.py``) can predict a held-out run —
 with intervals, and after seeing its first cells — from a model that never saw it:
 
-    python calibration/loeo_folds.py /tmp/radar --json /tmp/radar-folds.json
+    python calibration/loeo_folds.py /tmp/radar --json calibration/plots/write-verify-folds.json
 
 (about 2–3 minutes per fold on one core.)
 """

@@ -63,8 +63,9 @@ def renderer(name: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
 
 
 def documents(root: Path = ROOT) -> list[Path]:
-    """The markdown files that may hold generated blocks: README.md and docs/*.md."""
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    """The markdown files that may hold generated blocks: README.md, docs/*.md and
+    calibration/README.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "calibration" / "README.md"]
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -78,8 +79,11 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def command(doc: dict) -> str:
     """The command line that wrote ``doc`` (its provenance), as one would type it in the repository."""
     cmd = doc["provenance"]["command"]
-    if cmd.split()[0].endswith(".py"):
-        return "python benchmarks/" + cmd
+    script = cmd.split()[0]
+    if script.endswith(".py"):
+        folder = "calibration" if (ROOT / "calibration" / script).is_file() and not (
+            ROOT / "benchmarks" / script).is_file() else "benchmarks"
+        return f"python {folder}/" + cmd
     return cmd
 
 
@@ -286,6 +290,45 @@ def _calibration(doc: dict) -> str:
     return table(["candidate", f"levels accepted at 5 %, model treated as estimated from its {n_fit:g} reads",
                   "levels accepted, model treated as exact", "mean KS statistic"], rows) + "\n\n" + source(doc)
 
+
+
+# calibration/README.md: run-to-run variation of write-verify (issue 28) -----------------------------
+_LEVELS = (50, 80, 95)
+
+
+@renderer("run-variation")
+def _run_variation(doc: dict) -> str:
+    v, c = doc["run_variation"], doc["summary"]["coverage"]
+    n = c["pairs"]
+    (bl, bh), (wl, wh) = v["sd_between_interval90"], v["sd_within_interval90"]
+    taus = [p["joint_mode_tau"] for p in doc["per_held_out_run"]]
+    head = (f"Card run variation (shift of logit p of a new run; {v['n_runs']} runs, {v['n_pairs']} held-out (run, level) "
+            f"pairs): between runs σ_b = {v['sd_between']:.3f} (90 % bootstrap interval over runs {bl:.3f}–{bh:.3f}), "
+            f"within a run, level to level, σ_w = {v['sd_within']:.3f} ({wl:.3f}–{wh:.3f}); the folds' joint-mode "
+            f"τ = {min(taus):.3f}–{max(taus):.3f}.")
+    rows = []
+    for lv in _LEVELS:
+        cells = []
+        for key in (f"pulses_mean_interval{lv}", f"success_rate_interval{lv}", f"pulses_mean_interval{lv}_joint_mode"):
+            cells.append(f"{c[key]['covered']}/{n} = {100 * c[key]['share']:.0f} %")
+        rows.append([f"{lv} %"] + cells)
+    cov = table(["interval", "mean pulses covered", "success rate covered", "mean pulses covered, joint-mode τ alone"],
+                rows)
+    width = (f"Median width of the interval of mean pulses relative to the prediction: 80 %: "
+             f"{100 * c['pulses_mean_interval80_median_relative_width']:.0f} %, 95 %: "
+             f"{100 * c['pulses_mean_interval95_median_relative_width']:.0f} %. Unadapted predictions within 20 %: "
+             f"{c['unadapted_within_20pct']}/{n} (the {c['pairs_in_table'] - n} pairs of a run whose scheme no other run "
+             "has are not predictable).")
+    few = table(["first programs seen (k)", "pairs", "within 20 %, adapted", "within 20 %, same programs unadapted",
+                 "median abs. error adapted", "unadapted"],
+                [[k, f["pairs"], f"{f['adapted_within_20pct']}/{f['pairs']}", f"{f['unadapted_within_20pct']}/{f['pairs']}",
+                  f"{100 * f['median_abs_error_adapted']:.0f} %", f"{100 * f['median_abs_error_unadapted']:.0f} %"]
+                 for k, f in doc["summary"]["few_cells"].items()])
+    per = table(["held out", "σ_b from the other runs", "σ_w", "held-out pairs in the 80 % interval"],
+                [[p["held_out"], f"{p['sd_between']:.3f}", f"{p['sd_within']:.3f}",
+                  f"{sum(r['pulses_mean_interval80_covers'] for r in doc['rows'] if r['run'] == p['held_out'])}/"
+                  f"{sum(1 for r in doc['rows'] if r['run'] == p['held_out'])}"] for p in doc["per_held_out_run"]])
+    return "\n\n".join([head, cov, width, few, per, source(doc)])
 
 
 # docs/pruning.md (ch.2) ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from test_pulse_response import TRUTH, WINDOW_SETS, card_text
 
-from analogmem import DeviceCardError, EmulatedBench, SettingError, WriteVerify
+from analogmem import DeviceCardError, EmulatedBench, SettingError, TargetRangeError, WriteVerify
 from analogmem.calibrate.run_effect import (PairModel, estimate_run_variation, pair_models, prediction_intervals,
                                             sampling_variance_log_mean, truncated_moments)
 from analogmem.emulator.cells import parse_card
@@ -192,3 +192,109 @@ def test_pair_model_moments_follow_the_card(card, models):
         assert math.isclose(m.moments(0.0)[2][0], t.success_probability(0), rel_tol=1e-9)
         assert -1.05 < m.slope() < -0.3
     assert isinstance(models[0], PairModel)
+
+
+# ----------------------------------------------------------------- one-file cards (issue #28, step 2)
+ONE_FILE_WINDOWS = [(1e-4, 1.03e-4), (1.5e-4, 1.56e-4), (2e-4, math.inf)]
+
+
+@pytest.fixture(scope="module")
+def one_file_fit():
+    """A shared model fitted to ONE emulated run (one file) with a window open above, every
+    program successful and no max_pulses column."""
+    from analogmem.calibrate import fit_pulse_response
+
+    truth = parse_card(card_text({**TRUTH, "range_S": [1e-5, math.inf]}), "synthetic-open")
+    rows = []
+    for level, (lo, hi) in enumerate(ONE_FILE_WINDOWS):
+        n = 300
+        g = np.full(n, math.sqrt(lo * hi) if math.isfinite(hi) else 1.02 * lo)
+        bench = EmulatedBench(truth, n, seed=[7, level])
+        rep = bench.program(g, verify=WriteVerify.card(windows=[(lo, hi)]))
+        rows.append(pd.DataFrame({"target_level": level, "window_lo_ohm": 0.0 if math.isinf(hi) else 1 / hi,
+                                  "window_hi_ohm": 1 / lo, "read_value_ohm": 1 / bench.cell_state()["g_prog"],
+                                  "pulses": rep.pulses, "success": rep.success}))
+    df = pd.concat(rows, ignore_index=True)
+    assert df.success.all()
+    return fit_pulse_response(df, classes=2, stderr=False), df
+
+
+def test_budget_comes_from_the_scheme_not_the_training_maximum(one_file_fit):
+    """No failure and no max_pulses column: the budget is 10 x the most pulses (the data show
+    only that it was never reached), said in the fit report; the card then predicts success
+    ≈ 1 where every cell succeeded (the training maximum as the budget would predict
+    failures). With failures, the failed programs' pulses are the budget; a max_pulses
+    column wins."""
+    from analogmem.calibrate.pulse_response import NO_FAILURE_BUDGET_FACTOR, scheme_budget
+
+    fit, df = one_file_fit
+    most = int(df.pulses.max())
+    assert fit.scheme_budgets["default"] == NO_FAILURE_BUDGET_FACTOR * most
+    assert "no operation failed" in fit.fit_summary()["scheme_budget_sources"]["default"]
+    r = fit.response()
+    for j in range(len(ONE_FILE_WINDOWS)):
+        assert r.success_probability(j) > 0.9999
+        # at the training maximum as the budget, the model itself predicts failures
+        assert r.success_probability(j, max_pulses=most) < r.success_probability(j)
+    from analogmem.calibrate import read_write_verify
+
+    failed = df.assign(success=df.pulses < 40)
+    failed.loc[~failed.success, "pulses"] = 40
+    assert scheme_budget(read_write_verify(failed, 1)) == (40, "pulses of the failed operations (a failed program "
+                                                              "spends the budget)")
+    assert scheme_budget(read_write_verify(df.assign(max_pulses=77), 1))[0] == 77
+
+
+def test_input_range_covers_the_open_window(one_file_fit):
+    """A target just above the largest verified value, inside the window open above, is
+    accepted by a card from one file (its input range reaches 2 x the window's edge)."""
+    fit, df = one_file_fit
+    card = parse_card(__import__("tomli_w").dumps(fit.card("one-file", "test")), "one-file")
+    g_top = float((1 / df.read_value_ohm).max())
+    assert card.input_range[1] >= 2 * ONE_FILE_WINDOWS[2][0] - 1e-12
+    rep = EmulatedBench(card, 8, seed=0).program(np.full(8, 1.02 * g_top), verify=WriteVerify.card())
+    assert rep.success.all()
+
+
+def test_window_outside_the_fit_warns_naming_it(one_file_fit):
+    """The fit records the windows it saw; programming or predicting a window far outside
+    them (position, relative width, an unseen one-sided kind, more prior programs) warns
+    naming the window and why; windows inside do not warn."""
+    import warnings
+
+    from analogmem.emulator.pulse_response import WindowSupportWarning
+
+    fit, _ = one_file_fit
+    card = parse_card(__import__("tomli_w").dumps(fit.card("one-file", "test")), "one-file")
+    pr = card.write_verify
+    assert pr.support and pr.support_issues([w[0] for w in ONE_FILE_WINDOWS], [w[1] for w in ONE_FILE_WINDOWS]) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EmulatedBench(card, 4, seed=0).program(np.full(4, 1.015e-4), verify=WriteVerify.card(windows=[(1e-4, 1.03e-4)]))
+    # inside the card's range (which reaches up through the open window), far from the two-sided windows fitted
+    with pytest.warns(WindowSupportWarning, match=r"window \[0.00026, 0.000268\] S: its position"):
+        EmulatedBench(card, 4, seed=0).program(np.full(4, 2.64e-4), verify=WriteVerify.card(windows=[(2.6e-4, 2.68e-4)]))
+    with pytest.raises(TargetRangeError, match="outside the card's write-verify range"):
+        EmulatedBench(card, 4, seed=0).program(np.full(4, 3.05e-5), verify=WriteVerify.card(windows=[(3e-5, 3.09e-5)]))
+    issues = pr.support_issues([1.2e-4, 0.0], [1.5e-4, 5e-5], prior_programs=3)
+    assert any("relative width" in s for s in issues)
+    assert any("no open-below window" in s for s in issues)
+    assert any("prior_programs = 3" in s for s in issues)
+
+
+def test_prediction_intervals_in_the_fit_report_and_by_a_python_call(one_file_fit):
+    """The fit report carries 50/80/95 % intervals per card level (nested, around the
+    model's mean) and says where the run-to-run part comes from (none for one run); the
+    Python call gives the same for any window, with the support warning attached."""
+    from analogmem.calibrate.run_effect import predict_levels
+
+    fit, _ = one_file_fit
+    rep = fit.fit_summary()["prediction_intervals"]
+    assert len(rep) == len(ONE_FILE_WINDOWS)
+    for row in rep:
+        pm = row["pulses_mean"]
+        assert pm["interval95"][0] <= pm["interval80"][0] <= pm["interval50"][0] <= pm["median"]
+        assert pm["median"] <= pm["interval50"][1] <= pm["interval80"][1] <= pm["interval95"][1]
+        assert "one run" in row["run_variation"]
+    out = predict_levels(fit.response(), windows=[(2.6e-4, 2.68e-4)], n_cells=50)
+    assert out[0]["warnings"] and "position" in out[0]["warnings"][0]

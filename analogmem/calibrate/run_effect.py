@@ -40,10 +40,14 @@ import numpy as np
 from .._seeding import SeedLike, as_generator
 from ..emulator.pulse_response import PulseResponse
 from ..errors import CalibrationError
+from .write_verify import window_columns_S
 
 __all__ = ["RunVariation", "PairModel", "pair_models", "estimate_run_variation", "prediction_intervals",
-           "sampling_variance_log_mean", "truncated_moments", "few_cell_update", "INTERVAL_LEVELS"]
+           "sampling_variance_log_mean", "truncated_moments", "few_cell_update", "program_rows", "INTERVAL_LEVELS",
+           "predict_levels", "card_variation", "window_support"]
 
+#: Bootstrap replicates of (σ_b, σ_w) a card keeps (the first ones: a random sample of all).
+MAX_CARD_REPLICATES = 100
 #: Central prediction-interval probabilities reported by default.
 INTERVAL_LEVELS = (0.5, 0.8, 0.95)
 
@@ -115,7 +119,6 @@ def pair_models(response: PulseResponse, df: Any, by: Sequence[str] = ("experime
     :func:`~analogmem.calibrate.write_verify.read_write_verify`); the budget of a row is its
     ``max_pulses`` when given, else its scheme's on the card. ISPP steps outside the card's
     are clipped to them with ``clip_steps`` (the data cannot say more), else refused."""
-    from .pulse_response import window_columns_S
 
     lo, hi = window_columns_S(df)
     work = df.assign(c_lo=lo, c_hi=hi, c_mp=df.max_pulses.astype(float), c_st=df.step_V.astype(float))
@@ -192,13 +195,14 @@ class RunVariation:
         return self.replicates[rng.integers(0, self.replicates.shape[0], size=n)]
 
     def card_table(self) -> dict[str, Any]:
-        """The ``[write_verify.run_variation]`` table of a device card."""
+        """The ``[write_verify.run_variation]`` table of a device card (intervals from all
+        replicates; the first ``MAX_CARD_REPLICATES`` of them kept for predictions)."""
         lo_b, hi_b = self.interval("between")
         lo_w, hi_w = self.interval("within")
         return {"sd_between": self.sd_between, "sd_within": self.sd_within,
                 "sd_between_interval90": [lo_b, hi_b], "sd_within_interval90": [lo_w, hi_w],
-                "replicates_between": [float(v) for v in self.replicates[:, 0]],
-                "replicates_within": [float(v) for v in self.replicates[:, 1]],
+                "replicates_between": [float(v) for v in self.replicates[:MAX_CARD_REPLICATES, 0]],
+                "replicates_within": [float(v) for v in self.replicates[:MAX_CARD_REPLICATES, 1]],
                 "n_runs": self.n_runs, "n_pairs": self.n_pairs, "method": self.method}
 
     def summary(self) -> dict[str, Any]:
@@ -342,56 +346,146 @@ def prediction_intervals(model: PairModel, variation: RunVariation | None, n_cel
     return out
 
 
-def few_cell_update(models: dict[Any, PairModel], cells: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    variation: RunVariation, grid: int = 121) -> dict[str, Any]:
-    """Posterior of a new run's effects given its first cells, by quadrature.
+def program_rows(response: PulseResponse, df: Any, clip_steps: bool = True) -> PairModel:
+    """A :class:`PairModel` with one row per program of a tidy table (row order kept): the
+    observed programs of :func:`few_cell_update`."""
+    df = df.assign(_row=np.arange(len(df)))
+    models = pair_models(response, df, by=("_row",), clip_steps=clip_steps)
+    rows = [models[(i,)] for i in range(len(df))]
+    return PairModel(np.concatenate([m.weights for m in rows]), np.concatenate([m.logit_p for m in rows]),
+                     np.concatenate([m.budget for m in rows]), np.ones(len(rows)))
 
-    ``models``: the run's pairs (level → :class:`PairModel` of the REMAINING programs to
-    predict); ``cells``: level → (pulses, success, row index into that level's model rows)
-    of the observed programs. With ``b ~ N(0, σ_b²)``, ``w_L ~ N(0, σ_w²)`` (σ at the
-    estimate) and the observed programs' geometric-mixture likelihood at ``u = b + w_L``,
-    returns per level the posterior mean of the remaining programs' mean pulses and
-    success, and the posterior mean and SD of ``b``."""
-    sb, sw = variation.sd_between, variation.sd_within
-    span = 5.0 * math.hypot(sb, sw)
-    ugrid = np.linspace(-span, span, 2 * grid + 1)
+
+def _log_lik_grid(obs: PairModel, pulses: np.ndarray, success: np.ndarray, ugrid: np.ndarray) -> np.ndarray:
+    """ln P(observed programs | u) on ``ugrid`` (geometric mixture, failures censored)."""
+    lp = obs.logit_p[None, :, :] + ugrid[:, None, None]           # (U, n, K)
+    log_p, log_q = -np.logaddexp(0.0, -lp), -np.logaddexp(0.0, lp)
+    x = np.asarray(pulses, dtype=np.float64)[None, :, None]
+    ok = np.asarray(success, dtype=bool)[None, :, None]
+    t = np.log(np.maximum(obs.weights[None], 1e-300)) + np.where(ok, log_p + x * log_q, (x + 1.0) * log_q)
+    mx = t.max(axis=2, keepdims=True)
+    return (mx[..., 0] + np.log(np.exp(t - mx).sum(axis=2))).sum(axis=1)
+
+
+def few_cell_update(models: dict[Any, PairModel], observed: dict[Any, tuple[PairModel, Any, Any]],
+                    variation: RunVariation, grid: int = 81) -> dict[str, Any]:
+    """Posterior of a new run's effects given its first programs, by quadrature, and the
+    prediction of its other programs.
+
+    ``models``: level → :class:`PairModel` of the programs to predict; ``observed``: level →
+    (:func:`program_rows` of the observed programs, their pulses, their success). With
+    ``b ~ N(0, σ_b²)``, ``w_L ~ N(0, σ_w²)`` (σ at the estimate) and the observed programs'
+    likelihood at ``u = b + w_L``, returns the posterior mean and SD of ``b`` and per level
+    of ``models`` the posterior mean of the mean pulses and of the success rate (levels
+    without observed programs learn ``b`` only)."""
+    sb, sw = max(variation.sd_between, 1e-6), max(variation.sd_within, 1e-6)
     bgrid = np.linspace(-5.0 * sb, 5.0 * sb, grid)
-    log_pb = -0.5 * (bgrid / sb) ** 2
-    # per level: log L_L(u) on ugrid, then log ∫ N(w) L_L(b + w) dw on bgrid
     wgrid = np.linspace(-5.0 * sw, 5.0 * sw, grid)
+    log_pb = -0.5 * (bgrid / sb) ** 2
     log_pw = -0.5 * (wgrid / sw) ** 2
-    log_pw -= np.log(np.exp(log_pw).sum())
-    per_level = {}
+    log_pw -= math.log(np.exp(log_pw).sum())
+    uu = bgrid[:, None] + wgrid[None, :]                                 # (B, W)
     total = log_pb.copy()
-    for level, m in models.items():
-        if level in cells:
-            x, s, row = (np.asarray(v) for v in cells[level])
-            ll = np.zeros(ugrid.size)
-            lp = m.logit_p[row][None, :, :] + ugrid[:, None, None]    # (U, n, K)
-            log_p = -np.logaddexp(0.0, -lp)
-            log_q = -np.logaddexp(0.0, lp)
-            xx = x[None, :, None].astype(np.float64)
-            lf = np.where(s[None, :, None].astype(bool), log_p + xx * log_q, (xx + 1.0) * log_q)
-            t = np.log(np.maximum(m.weights[row][None], 1e-300)) + lf
-            mx = t.max(axis=2, keepdims=True)
-            ll = (mx[..., 0] + np.log(np.exp(t - mx).sum(axis=2))).sum(axis=1)
+    cond = {}
+    for level in set(models) | set(observed):
+        if level in observed:
+            obs, x, ok = observed[level]
+            ugrid = np.linspace(uu.min(), uu.max(), 4 * grid + 1)
+            llw = np.interp(uu, ugrid, _log_lik_grid(obs, np.asarray(x), np.asarray(ok), ugrid)) + log_pw[None, :]
         else:
-            ll = np.zeros(ugrid.size)
-        uu = bgrid[:, None] + wgrid[None, :]                         # (B, W)
-        llw = np.interp(uu, ugrid, ll) + log_pw[None, :]
+            llw = np.broadcast_to(log_pw[None, :], uu.shape)
         mx = llw.max(axis=1, keepdims=True)
-        marg = mx[:, 0] + np.log(np.exp(llw - mx).sum(axis=1))        # (B,)
-        per_level[level] = (uu, llw, marg)
+        marg = mx[:, 0] + np.log(np.exp(llw - mx).sum(axis=1))          # ln ∫ N(w) L_L(b + w) dw
+        cond[level] = np.exp(llw - marg[:, None])                        # p(w | b, data_L), (B, W)
         total = total + marg
     post_b = np.exp(total - total.max())
     post_b /= post_b.sum()
-    out: dict[str, Any] = {"b_mean": float(post_b @ bgrid),
-                           "b_sd": float(math.sqrt(max(post_b @ bgrid ** 2 - (post_b @ bgrid) ** 2, 0.0))),
+    mean_b = float(post_b @ bgrid)
+    out: dict[str, Any] = {"b_mean": mean_b, "b_sd": float(math.sqrt(max(post_b @ bgrid ** 2 - mean_b ** 2, 0.0))),
                            "levels": {}}
     for level, m in models.items():
-        uu, llw, marg = per_level[level]
-        # joint posterior of (b, w_L) ∝ post_b(b) · N(w) L_L(b+w) / marg_L(b)
-        jw = np.exp(llw - marg[:, None]) * post_b[:, None]
+        joint = (cond[level] * post_b[:, None]).ravel()
         mean, _, ok = m.moments(uu.ravel())
-        out["levels"][level] = {"pulses_mean": float(mean @ jw.ravel()), "success_rate": float(ok @ jw.ravel())}
+        out["levels"][level] = {"pulses_mean": float(mean @ joint), "success_rate": float(ok @ joint)}
+    return out
+
+
+def window_support(df: Any, g_ref_S: float) -> dict[str, Any]:
+    """The ``[write_verify.support]`` table of a fit to the tidy table ``df``: per window
+    kind the [min, max] of the covariates ``position`` (and ``ln_width`` for two-sided
+    windows) over the fitted windows, and the most prior programs (see
+    :meth:`~analogmem.emulator.pulse_response.PulseResponse.support_issues`)."""
+    from ..emulator.pulse_response import pulse_covariates
+
+    lo, hi = window_columns_S(df)
+    x = pulse_covariates(lo, hi, df.prior_programs.to_numpy(), np.nan, g_ref_S)
+    above, below = np.isinf(hi), lo <= 0
+    out: dict[str, Any] = {}
+    for kind, sel in (("two_sided", ~above & ~below), ("open_above", above), ("open_below", below)):
+        if sel.any():
+            out[kind] = {"position": [float(x["position"][sel].min()), float(x["position"][sel].max())]}
+            if kind == "two_sided":
+                out[kind]["ln_width"] = [float(x["ln_width"][sel].min()), float(x["ln_width"][sel].max())]
+    out["max_prior_programs"] = int(df.prior_programs.max())
+    return out
+
+
+def card_variation(response: PulseResponse) -> tuple[RunVariation | None, str]:
+    """The run variation a card's predictions use, and where it comes from: the card's
+    ``[write_verify.run_variation]`` (held-out estimate, with its bootstrap replicates); else
+    the fit's joint-mode ``run_sd`` as the between-run SD (which held-out runs show to be
+    too small: calibration/README.md); else none (a one-run fit: only the cells' sampling)."""
+    if response.run_sd_between > 0 or response.run_sd_within > 0:
+        reps = np.array(response.run_sd_replicates, dtype=np.float64).reshape(-1, 2)
+        return (RunVariation(response.run_sd_between, response.run_sd_within, (math.nan, math.nan), reps,
+                             int(response.run_variation_table.get("n_runs", 0)),
+                             int(response.run_variation_table.get("n_pairs", 0)), math.nan),
+                "card run_variation (held-out estimate, bootstrap over runs)")
+    if response.run_sd > 0:
+        return (RunVariation(response.run_sd, 0.0, (math.nan, math.nan), np.zeros((0, 2)), 0, 0, math.nan),
+                "the fit's joint-mode run_sd only (no held-out estimate: intervals too narrow for a new run)")
+    return None, "none (one run: run-to-run variation not estimable; intervals cover the cells' sampling only)"
+
+
+def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 100, prior_programs: int = 0,
+                   scheme: str | None = None, step_V: float | None = None, max_pulses: int | None = None,
+                   levels: Sequence[float] = INTERVAL_LEVELS, n_draws: int = 4000, seed: SeedLike = 0
+                   ) -> list[dict[str, Any]]:
+    """Prediction intervals of a NEW run's mean pulses and success rate per verify window.
+
+    Args:
+        response: a shared card model (``device.write_verify``).
+        windows: (lo_S, hi_S) pairs (None: the card's levels).
+        n_cells: programs per window in the run (the finite-cell part of the interval).
+        prior_programs, scheme, step_V: the start state and pulse scheme.
+        max_pulses: the budget (None: the scheme's).
+        levels: central interval probabilities.
+
+    Returns one dict per window: ``window_lo_S``, ``window_hi_S``, ``pulses_mean`` and
+    ``success_rate`` (median, expected, at_population_centre, interval50/80/95 as
+    ``[lo, hi]``), ``warnings`` (the window outside the fit's support, by
+    :meth:`~analogmem.emulator.pulse_response.PulseResponse.support_issues`) and
+    ``run_variation`` (where the run-to-run part comes from). The interval combines the
+    run effect (between- and within-run), the uncertainty of its SDs (bootstrap
+    replicates) and the finite number of cells; the parameter uncertainty of the fit
+    enters through the held-out residuals the SDs were estimated from.
+    """
+    if not response.shared:
+        raise CalibrationError("prediction intervals need a shared-geometric-mixture write-verify card")
+    wins = (list(zip(response.window_lo_S, response.window_hi_S)) if windows is None
+            else [(float(a), float(b)) for a, b in windows])
+    lo = np.array([w[0] for w in wins])
+    hi = np.array([w[1] for w in wins])
+    w, p = response.class_probabilities(lo, hi, prior_programs, scheme, step_V, 0.0)
+    p = np.clip(p, 1e-300, 1.0 - 1e-16)
+    budget = float(response.scheme(scheme).max_pulses if max_pulses is None else max_pulses)
+    variation, source = card_variation(response)
+    issues = response.support_issues(lo, hi, prior_programs)
+    out = []
+    for j, (a, b) in enumerate(wins):
+        m = PairModel(w[j:j + 1], (np.log(p[j]) - np.log1p(-p[j]))[None, :], np.array([budget]), np.array([1.0]))
+        iv = prediction_intervals(m, variation, n_cells=n_cells, levels=levels, n_draws=n_draws, seed=seed)
+        name = f"window [{a:.6g}, {b:.6g}] S"
+        out.append({"window_lo_S": a, "window_hi_S": b, **iv, "run_variation": source,
+                    "warnings": [s for s in issues if s.startswith(name)]})
     return out

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import DeviceCardError, TargetRangeError
 
 __all__ = ["PulseTable", "PulseScheme", "PulseResponse", "pulse_covariates", "P_EFFECTS", "WEIGHT_EFFECTS",
-           "SCHEME_TERMS",
+           "SCHEME_TERMS", "WindowSupportWarning", "SUPPORT_MARGIN_LN_G", "SUPPORT_MARGIN_LN_WIDTH",
            "WIDTH_REF", "STEP_REF_V", "MAX_WINDOWS"]
 
 #: Covariates acting on the per-pulse hit probability (logit scale), in this order.
@@ -49,6 +49,15 @@ STEP_REF_V = 0.1
 #: Most windows one program call may use (the kernels look each target's window up linearly).
 MAX_WINDOWS = 1024
 _P_FLOOR = 1e-12
+#: How far past the fitted windows a window may lie before it is flagged: its position
+#: (ln g) 0.05 beyond the training positions, its ln relative width ln 1.5 beyond theirs.
+SUPPORT_MARGIN_LN_G = 0.05
+SUPPORT_MARGIN_LN_WIDTH = math.log(1.5)
+
+
+class WindowSupportWarning(UserWarning):
+    """A verify window (or start state) outside what the card's fit saw: the shared model
+    extrapolates there, and its prediction is not backed by data (issue #28)."""
 
 
 def pulse_covariates(lo_S: Any, hi_S: Any, prior_programs: Any, step_V: Any, g_ref_S: float) -> dict[str, np.ndarray]:
@@ -191,6 +200,40 @@ class PulseResponse:
     run_sd_replicates: tuple[tuple[float, float], ...] = ()
     #: the card's ``[write_verify.run_variation]`` table as read (its record: method, intervals)
     run_variation_table: dict[str, Any] = field(default_factory=dict)
+    #: what the fit saw (``[write_verify.support]``): per window kind ("two_sided",
+    #: "open_above", "open_below") the [min, max] of ``position`` (two-sided also of
+    #: ``ln_width``), and ``max_prior_programs``; empty: not recorded, nothing is checked
+    support: dict[str, Any] = field(default_factory=dict)
+
+    def support_issues(self, lo_S: Any, hi_S: Any, prior_programs: int = 0) -> list[str]:
+        """Why each window outside the fit's support is (one line per such window; empty
+        when all are inside or the card records no support)."""
+        if not self.support:
+            return []
+        lo, hi = np.atleast_1d(np.asarray(lo_S, dtype=np.float64)), np.atleast_1d(np.asarray(hi_S, dtype=np.float64))
+        x = pulse_covariates(lo, hi, prior_programs, math.nan, self.g_ref_S)
+        out = []
+        for j in range(lo.size):
+            kind = "open_above" if np.isinf(hi[j]) else "open_below" if lo[j] <= 0 else "two_sided"
+            sup = self.support.get(kind)
+            name = f"window [{lo[j]:.6g}, {hi[j]:.6g}] S"
+            if not sup:
+                out.append(f"{name}: the fit saw no {kind.replace('_', '-')} window")
+                continue
+            pos, (a, b) = float(x["position"][j]), sup["position"]
+            if not a - SUPPORT_MARGIN_LN_G <= pos <= b + SUPPORT_MARGIN_LN_G:
+                out.append(f"{name}: its position ln(g/g_ref) = {pos:.3f} lies outside the fitted "
+                           f"{kind.replace('_', '-')} windows' [{a:.3f}, {b:.3f}]")
+            if kind == "two_sided":
+                wd, (a, b) = float(x["ln_width"][j]), sup["ln_width"]
+                if not a - SUPPORT_MARGIN_LN_WIDTH <= wd <= b + SUPPORT_MARGIN_LN_WIDTH:
+                    rel = WIDTH_REF * math.exp(wd)
+                    out.append(f"{name}: its relative width ln(hi/lo) = {rel:.4f} lies outside the fitted windows' "
+                               f"[{WIDTH_REF * math.exp(a):.4f}, {WIDTH_REF * math.exp(b):.4f}]")
+        most = self.support.get("max_prior_programs")
+        if most is not None and prior_programs > most:
+            out.append(f"prior_programs = {prior_programs} exceeds the fitted {int(most)}")
+        return out
 
     @property
     def enabled(self) -> bool:
@@ -316,6 +359,13 @@ class PulseResponse:
         if not math.isfinite(run_effect):
             raise TargetRangeError(f"run_effect must be finite, got {run_effect!r}")
         sc = self.scheme(scheme)
+        issues = self.support_issues(lo, hi, int(prior_programs))
+        if issues:
+            import warnings
+
+            warnings.warn("the card's write-verify model extrapolates: " + "; ".join(issues[:5])
+                          + (f"; and {len(issues) - 5} more" if len(issues) > 5 else ""), WindowSupportWarning,
+                          stacklevel=3)
         shift = 0.0 if logit_shift is None else np.asarray(logit_shift, dtype=np.float64)
         if np.ndim(shift) and (np.shape(shift) != lo.shape or not np.all(np.isfinite(shift))):
             raise TargetRangeError(f"logit_shift must be finite, one per window ({lo.size}), got shape "
