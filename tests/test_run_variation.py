@@ -216,7 +216,7 @@ def one_file_fit():
                                   "pulses": rep.pulses, "success": rep.success}))
     df = pd.concat(rows, ignore_index=True)
     assert df.success.all()
-    return fit_pulse_response(df, classes=2, stderr=False), df
+    return fit_pulse_response(df, classes=2), df
 
 
 def test_budget_comes_from_the_scheme_not_the_training_maximum(one_file_fit):
@@ -298,3 +298,44 @@ def test_prediction_intervals_in_the_fit_report_and_by_a_python_call(one_file_fi
         assert "one run" in row["run_variation"]
     out = predict_levels(fit.response(), windows=[(2.6e-4, 2.68e-4)], n_cells=50)
     assert out[0]["warnings"] and "position" in out[0]["warnings"][0]
+    # the report's intervals include the parameter uncertainty (draws from the fit's covariance):
+    # wider than the cells' sampling alone
+    bare = predict_levels(fit.response(), n_cells=rep[0]["n_cells"])
+    assert all(row["parameter_draws"] == 50 for row in rep)
+    width = [row["pulses_mean"]["interval95"][1] - row["pulses_mean"]["interval95"][0] for row in rep]
+    width_bare = [row["pulses_mean"]["interval95"][1] - row["pulses_mean"]["interval95"][0] for row in bare]
+    assert all(w > 1.05 * b for w, b in zip(width, width_bare)), (width, width_bare)
+
+
+def test_shipped_radar_card_chips_differ_as_its_run_variation_says():
+    """Monte-Carlo chips of the shipped rram-radar card (run_effect='sample'): the spread
+    across 24 chips of a chip's mean ln(level mean pulses / card's centre) is what σ_b and
+    σ_w of its [write_verify.run_variation] give (J² σ_b² + Σ J_L² σ_w² / L² + the cells'
+    sampling), inside the 0.1–99.9 % quantiles of its chi-square sampling law; with
+    run_effect='mean' the chips differ by the cells' sampling only."""
+    from scipy.stats import chi2
+
+    from analogmem import load_device
+
+    radar = load_device("rram-radar")
+    pr = radar.write_verify
+    assert pr.run_sd_between > pr.run_sd > 0 and pr.run_sd_within > 0
+    n, chips = 150, 24
+    wins = list(zip(pr.window_lo_S, pr.window_hi_S))
+    targets = np.repeat([math.sqrt(lo * hi) if math.isfinite(hi) and lo > 0 else (1.02 * lo if lo > 0 else 0.9 * hi)
+                         for lo, hi in wins], n)
+    ms = [PairModel(w, np.log(p) - np.log1p(-p), np.array([float(pr.max_pulses)]), np.array([1.0]))
+          for w, p in (pr.class_probabilities(lo, hi) for lo, hi in wins)]
+    centre = np.array([m.moments(0.0)[0][0] for m in ms])
+    J = np.array([m.slope() for m in ms])
+    s2 = np.array([m.moments(0.0)[1][0] / n / m.moments(0.0)[0][0] ** 2 for m in ms])
+    L = len(wins)
+    expect = J.mean() ** 2 * pr.run_sd_between ** 2 + np.sum(J ** 2) * pr.run_sd_within ** 2 / L ** 2 + s2.sum() / L ** 2
+    for mode, var in (("sample", expect), ("mean", s2.sum() / L ** 2)):
+        r = []
+        for c in range(chips):
+            rep = EmulatedBench(radar, targets.size, seed=[28, c]).program(targets, verify=WriteVerify.card(
+                run_effect=mode))
+            r.append(np.mean(np.log(rep.pulses.reshape(L, n).mean(axis=1) / centre)))
+        stat = (chips - 1) * np.var(r, ddof=1) / var
+        assert chi2.ppf(0.001, chips - 1) < stat < chi2.ppf(0.999, chips - 1), (mode, np.var(r, ddof=1), var)

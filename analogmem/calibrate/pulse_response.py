@@ -28,7 +28,7 @@ new run integrate its effect over N(0, τ²) by Gauss–Hermite quadrature.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,14 @@ __all__ = ["PulseResponseFit", "fit_pulse_response", "window_columns_S", "expect
            "stationarity"]
 
 _INIT_P = {1: (0.05,), 2: (0.5, 0.02), 3: (0.95, 0.15, 0.01), 4: (0.95, 0.3, 0.05, 0.005)}
+
+#: Draws of the fitted parameters behind the fit report's prediction intervals.
+PARAMETER_DRAWS = 50
+#: A card's input range reaches this many times the edge of its window open above.
+OPEN_RANGE_FACTOR = 2.0
+#: With no failed operation and no ``max_pulses`` column, a scheme's budget is this many
+#: times the most pulses any operation took (the data show only that it is larger).
+NO_FAILURE_BUDGET_FACTOR = 10
 
 
 def expected_pulses(weights: np.ndarray, p: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +202,28 @@ class PulseResponseFit:
                              class_logit_p=tuple(a.tolist()), class_logit_weight=(0.0,) + tuple(g.tolist()),
                              p_effects=p_effects, weight_effects=weight_effects, run_sd=self.run_sd,
                              schemes=tuple(schemes), support=dict(self.support))
+
+    def parameter_draws(self, n: int = PARAMETER_DRAWS, seed: int = 0) -> list[PulseResponse]:
+        """The model under ``n`` draws of its parameters from N(θ̂, covariance) (the
+        prediction intervals' parameter uncertainty); empty without a finite covariance
+        (``stderr=False``, or a singular Hessian). The run SD is kept at its estimate."""
+        if self.covariance is None:
+            return []
+        k = self.theta.size - 1  # log τ is not drawn
+        cov = np.asarray(self.covariance, dtype=np.float64)[:k, :k]
+        if not np.all(np.isfinite(cov)):
+            return []
+        try:
+            chol = np.linalg.cholesky(0.5 * (cov + cov.T))
+        except np.linalg.LinAlgError:
+            return []
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(int(n)):
+            th = self.theta.copy()
+            th[:k] = th[:k] + chol @ rng.standard_normal(k)
+            out.append(replace(self, theta=th).response())
+        return out
 
     def card_table(self) -> dict[str, Any]:
         """The ``[write_verify]`` table of a device card."""
@@ -574,15 +604,8 @@ def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
 
     fit.support = window_support(df, g_ref_S)
     n_level = int(df.groupby(["experiment", "target_level"]).size().median())
-    fit.intervals = [{k: v for k, v in row.items()} for row in predict_levels(fit.response(), n_cells=n_level)]
+    fit.intervals = predict_levels(fit.response(), n_cells=n_level, parameter_draws=fit.parameter_draws())
     return fit
-
-
-#: A card's input range reaches this many times the edge of its window open above.
-OPEN_RANGE_FACTOR = 2.0
-#: With no failed operation and no ``max_pulses`` column, a scheme's budget is this many
-#: times the most pulses any operation took (the data show only that it is larger).
-NO_FAILURE_BUDGET_FACTOR = 10
 
 
 def scheme_budget(g: Any) -> tuple[int, str]:

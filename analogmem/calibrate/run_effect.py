@@ -310,7 +310,8 @@ def _gamma_mean(rng: np.random.Generator, mean: np.ndarray, var_mean: np.ndarray
     return out
 
 
-def prediction_intervals(model: PairModel, variation: RunVariation | None, n_cells: int | None = None,
+def prediction_intervals(model: PairModel | Sequence[PairModel], variation: RunVariation | None,
+                         n_cells: int | None = None,
                          levels: Sequence[float] = INTERVAL_LEVELS, n_draws: int = 4000, seed: SeedLike = 0,
                          shared_between: float | None = None) -> dict[str, Any]:
     """Predictive distribution of a pair's EMPIRICAL mean pulses and success rate over
@@ -319,10 +320,14 @@ def prediction_intervals(model: PairModel, variation: RunVariation | None, n_cel
     ``b = shared_between`` given, e.g. the run's estimated effect), the mean of ``n_cells``
     programs from a gamma law with the model's mean and variance at ``u``, the success
     count binomial. ``variation`` None: no run-to-run variation (only the finite cells).
+    ``model`` may be a sequence: the pair under draws of the fit's parameters (the first the
+    estimate), each Monte-Carlo draw then takes one at random (parameter uncertainty).
 
     Returns ``{"n_cells", "pulses_mean": {"median", "expected", "interval50": [lo, hi], …},
     "success_rate": {…}}`` (intervals central, at ``levels``)."""
     rng = as_generator(seed)
+    models = [model] if isinstance(model, PairModel) else list(model)
+    model = models[0]
     n = model.n if n_cells is None else int(n_cells)
     if n < 1:
         raise CalibrationError(f"n_cells must be >= 1, got {n_cells!r}")
@@ -332,7 +337,12 @@ def prediction_intervals(model: PairModel, variation: RunVariation | None, n_cel
         sd = variation.draws(n_draws, rng)
         b = (sd[:, 0] * rng.standard_normal(n_draws)) if shared_between is None else np.full(n_draws, shared_between)
         u = b + sd[:, 1] * rng.standard_normal(n_draws)
-    mean, var, ok = model.moments(u)
+    pick = rng.integers(0, len(models), size=n_draws) if len(models) > 1 else np.zeros(n_draws, dtype=int)
+    mean, var, ok = np.empty(n_draws), np.empty(n_draws), np.empty(n_draws)
+    for i, m in enumerate(models):
+        sel = pick == i
+        if sel.any():
+            mean[sel], var[sel], ok[sel] = m.moments(u[sel])
     emp = _gamma_mean(rng, mean, var / n)
     succ = rng.binomial(n, np.clip(ok, 0.0, 1.0)) / n
     out: dict[str, Any] = {"n_cells": n}
@@ -449,8 +459,8 @@ def card_variation(response: PulseResponse) -> tuple[RunVariation | None, str]:
 
 def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 100, prior_programs: int = 0,
                    scheme: str | None = None, step_V: float | None = None, max_pulses: int | None = None,
-                   levels: Sequence[float] = INTERVAL_LEVELS, n_draws: int = 4000, seed: SeedLike = 0
-                   ) -> list[dict[str, Any]]:
+                   levels: Sequence[float] = INTERVAL_LEVELS, n_draws: int = 4000, seed: SeedLike = 0,
+                   parameter_draws: Sequence[PulseResponse] = ()) -> list[dict[str, Any]]:
     """Prediction intervals of a NEW run's mean pulses and success rate per verify window.
 
     Args:
@@ -460,6 +470,9 @@ def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 
         prior_programs, scheme, step_V: the start state and pulse scheme.
         max_pulses: the budget (None: the scheme's).
         levels: central interval probabilities.
+        parameter_draws: the model under draws of the fit's parameters from their
+            covariance (:meth:`~analogmem.calibrate.pulse_response.PulseResponseFit.parameter_draws`);
+            empty: the parameters as estimated.
 
     Returns one dict per window: ``window_lo_S``, ``window_hi_S``, ``pulses_mean`` and
     ``success_rate`` (median, expected, at_population_centre, interval50/80/95 as
@@ -467,8 +480,9 @@ def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 
     :meth:`~analogmem.emulator.pulse_response.PulseResponse.support_issues`) and
     ``run_variation`` (where the run-to-run part comes from). The interval combines the
     run effect (between- and within-run), the uncertainty of its SDs (bootstrap
-    replicates) and the finite number of cells; the parameter uncertainty of the fit
-    enters through the held-out residuals the SDs were estimated from.
+    replicates), the finite number of cells and, with ``parameter_draws``, the fit's
+    parameter uncertainty (a card's held-out SDs already include that of a fit without
+    the run: the residuals they come from are such a fit's errors).
     """
     if not response.shared:
         raise CalibrationError("prediction intervals need a shared-geometric-mixture write-verify card")
@@ -476,16 +490,20 @@ def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 
             else [(float(a), float(b)) for a, b in windows])
     lo = np.array([w[0] for w in wins])
     hi = np.array([w[1] for w in wins])
-    w, p = response.class_probabilities(lo, hi, prior_programs, scheme, step_V, 0.0)
-    p = np.clip(p, 1e-300, 1.0 - 1e-16)
     budget = float(response.scheme(scheme).max_pulses if max_pulses is None else max_pulses)
+    per_response = []
+    for r in (response, *parameter_draws):
+        w, p = r.class_probabilities(lo, hi, prior_programs, scheme, step_V, 0.0)
+        p = np.clip(p, 1e-300, 1.0 - 1e-16)
+        per_response.append((w, np.log(p) - np.log1p(-p)))
     variation, source = card_variation(response)
     issues = response.support_issues(lo, hi, prior_programs)
     out = []
     for j, (a, b) in enumerate(wins):
-        m = PairModel(w[j:j + 1], (np.log(p[j]) - np.log1p(-p[j]))[None, :], np.array([budget]), np.array([1.0]))
+        m = [PairModel(w[j:j + 1], lg[j:j + 1], np.array([budget]), np.array([1.0])) for w, lg in per_response]
         iv = prediction_intervals(m, variation, n_cells=n_cells, levels=levels, n_draws=n_draws, seed=seed)
         name = f"window [{a:.6g}, {b:.6g}] S"
         out.append({"window_lo_S": a, "window_hi_S": b, **iv, "run_variation": source,
+                    "parameter_draws": len(parameter_draws),
                     "warnings": [s for s in issues if s.startswith(name)]})
     return out
