@@ -306,14 +306,25 @@ def _run_variation(doc: dict) -> str:
             f"pairs): between runs σ_b = {v['sd_between']:.3f} (90 % bootstrap interval over runs {bl:.3f}–{bh:.3f}), "
             f"within a run, level to level, σ_w = {v['sd_within']:.3f} ({wl:.3f}–{wh:.3f}); the folds' joint-mode "
             f"τ = {min(taus):.3f}–{max(taus):.3f}.")
+    runs = sorted({r["run"] for r in doc["rows"]})
+
+    def cluster_se(key: str) -> float:
+        """Standard error of a coverage share with the held-out runs as clusters (the pairs
+        of one run share its effect): sqrt(R/(R-1) Σ_r (hits_r − p·n_r)²) / N."""
+        p = sum(r[key] for r in doc["rows"]) / n
+        dev = [sum(r[key] for r in doc["rows"] if r["run"] == run) - p * sum(1 for r in doc["rows"] if r["run"] == run)
+               for run in runs]
+        return math.sqrt(len(runs) / (len(runs) - 1) * sum(d * d for d in dev)) / n
+
     rows = []
     for lv in _LEVELS:
         cells = []
         for key in (f"pulses_mean_interval{lv}", f"success_rate_interval{lv}", f"pulses_mean_interval{lv}_joint_mode"):
-            cells.append(f"{c[key]['covered']}/{n} = {100 * c[key]['share']:.0f} %")
+            cells.append(f"{c[key]['covered']}/{n} = {100 * c[key]['share']:.0f} % (± {100 * cluster_se(key + '_covers'):.0f})")
         rows.append([f"{lv} %"] + cells)
     cov = table(["interval", "mean pulses covered", "success rate covered", "mean pulses covered, joint-mode τ alone"],
-                rows)
+                rows) + ("\n\n(± one standard error of the share, the held-out runs as clusters: whole runs miss "
+                         "together.)")
     width = (f"Median width of the interval of mean pulses relative to the prediction: 80 %: "
              f"{100 * c['pulses_mean_interval80_median_relative_width']:.0f} %, 95 %: "
              f"{100 * c['pulses_mean_interval95_median_relative_width']:.0f} %. Unadapted predictions within 20 %: "
