@@ -331,8 +331,9 @@ def _run_variation(doc: dict) -> str:
              f"{c['unadapted_within_20pct']}/{n} (the {c['pairs_in_table'] - n} pairs of a run whose scheme no other run "
              "has are not predictable).")
     few = table(["first programs seen (k)", "pairs", "within 20 %, adapted", "within 20 %, same programs unadapted",
-                 "median abs. error adapted", "unadapted"],
+                 f"adapted, of all {c['pairs_in_table']} pairs", "median abs. error adapted", "unadapted"],
                 [[k, f["pairs"], f"{f['adapted_within_20pct']}/{f['pairs']}", f"{f['unadapted_within_20pct']}/{f['pairs']}",
+                  f"{f['adapted_within_20pct']}/{c['pairs_in_table']}",
                   f"{100 * f['median_abs_error_adapted']:.0f} %", f"{100 * f['median_abs_error_unadapted']:.0f} %"]
                  for k, f in doc["summary"]["few_cells"].items()])
     per = table(["held out", "σ_b from the other runs", "σ_w", "held-out pairs in the 80 % interval"],
