@@ -339,3 +339,40 @@ def test_shipped_radar_card_chips_differ_as_its_run_variation_says():
             r.append(np.mean(np.log(rep.pulses.reshape(L, n).mean(axis=1) / centre)))
         stat = (chips - 1) * np.var(r, ddof=1) / var
         assert chi2.ppf(0.001, chips - 1) < stat < chi2.ppf(0.999, chips - 1), (mode, np.var(r, ddof=1), var)
+
+
+def test_few_cell_update_finds_a_known_run_effect(card, models):
+    """A campaign programmed with a known shift of logit p (run_effect = 3 τ = 0.9, far out in
+    the card's σ_b = 0.4): its first 20 programs per window move the posterior of b to
+    within 3 posterior SDs of 0.9 (from the prior's 0), and the adapted predictions of its
+    other programs' mean pulses are closer to the data than the unadapted ones."""
+    from analogmem.calibrate.run_effect import few_cell_update
+
+    pr = card.write_verify
+    shift = 3.0 * pr.run_sd
+    n_seen, n = 20, 200
+    targets = np.tile([math.sqrt(lo * hi) for lo, hi in WINDOWS], n)
+    rep = EmulatedBench(card, targets.size, seed=31).program(targets, verify=WriteVerify.card(windows=WINDOWS,
+                                                                                              run_effect=3.0))
+    pulses, ok = rep.pulses.reshape(n, len(WINDOWS)), rep.success.reshape(n, len(WINDOWS))
+    observed = {lvl: (PairModel(np.repeat(m.weights, n_seen, 0), np.repeat(m.logit_p, n_seen, 0),
+                                np.repeat(m.budget, n_seen), np.ones(n_seen)), pulses[:n_seen, lvl], ok[:n_seen, lvl])
+                for lvl, m in enumerate(models)}
+    post = few_cell_update(dict(enumerate(models)), observed, card_variation(card))
+    assert abs(post["b_mean"] - shift) < 3 * post["b_sd"] and post["b_mean"] > shift / 2, post
+    rest = pulses[n_seen:].mean(axis=0)
+    err_adapted = [abs(math.log(post["levels"][lvl]["pulses_mean"] / rest[lvl])) for lvl in range(len(WINDOWS))]
+    err_plain = [abs(math.log(m.moments(0.0)[0][0] / rest[lvl])) for lvl, m in enumerate(models)]
+    assert np.mean(err_adapted) < 0.5 * np.mean(err_plain), (err_adapted, err_plain)
+
+
+def test_run_variation_estimate_refuses_bad_input():
+    """Fewer than 3 runs, mismatched lengths and non-finite values are refused by name."""
+    from analogmem import CalibrationError
+
+    with pytest.raises(CalibrationError, match="at least 3 runs"):
+        estimate_run_variation([0.1, 0.2], [-1, -1], [0.01, 0.01], ["a", "b"])
+    with pytest.raises(CalibrationError, match="one length"):
+        estimate_run_variation([0.1, 0.2, 0.3], [-1, -1], [0.01] * 3, ["a", "b", "c"])
+    with pytest.raises(CalibrationError, match="finite"):
+        estimate_run_variation([0.1, math.nan, 0.3], [-1] * 3, [0.01] * 3, ["a", "b", "c"])
