@@ -343,6 +343,37 @@ def _run_variation(doc: dict) -> str:
     return "\n\n".join([head, cov, width, few, per, source(doc)])
 
 
+@renderer("retention-law")
+def _retention_law(doc: dict) -> str:
+    s, law = doc["summary"], doc["law"]
+    n, na = s["pairs_leave_one_bake_out"], s["pairs_adjusted_windows"]
+    cov = table(["interval", f"post-bake spread covered, leave one bake out ({n} (bake, level))",
+                 f"expts 5–6, law of expts 1–4 ({na})"],
+                [[f"{lv} %", f"{s[f'std_post_interval{lv}_covered_lobo']}/{n}",
+                  f"{s[f'std_post_interval{lv}_covered_adjusted']}/{na}"] for lv in _LEVELS])
+    rows = []
+    for r in doc["rows"]:
+        if r["held_out"] not in ("radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4"):
+            continue
+        lo, hi = r["std_post_interval80_S"]
+        rows.append([r["held_out"], r["level"] if not r["open"] else f"{r['level']} (open)", f"{r['age_s']:.3g}",
+                     f"{1e6 * r['std_pre_S']:.2f}", f"{1e6 * r['std_post_S']:.2f}", f"{1e6 * r['std_post_pred_S']:.2f}",
+                     f"{1e6 * lo:.2f}–{1e6 * hi:.2f}",
+                     f"{100 * (r['mean_post_S'] / r['mean_pre_S'] - 1):+.1f} %",
+                     f"{100 * (r['mean_post_pred_S'] / r['mean_pre_S'] - 1):+.1f} %",
+                     f"{100 * r['misread_post']:.1f} %", f"{100 * r['misread_post_pred']:.1f} %"])
+    per = table(["held-out bake", "level", "age (s at T_ref)", "σ pre (µS)", "σ post: data", "law", "80 % interval",
+                 "mean shift: data", "law", "misread: data", "law"], rows)
+    expo = ", ".join(f"{law['spread_exponent'][k]:.3f}" for k in sorted(law["spread_exponent"], key=int))
+    head = (f"Spread exponents c_L per level (σ ∝ (t/t_pre)^c_L, fitted to expts 1–4): {expo} (± "
+            f"{max(law['spread_exponent_se'].values()):.3f}); level-to-level SD of ln σ {law['spread_sd_level']:.3f}, "
+            f"bake-to-bake SD {law['spread_sd_experiment']:.3f}. Median |ln(law/data)| of the held-out spreads "
+            f"{s['median_abs_log_error_std_lobo']:.3f}, against {s['median_abs_log_error_std_hold']:.3f} for the "
+            f"pre-bake spread held; misread fraction over the held-out (bake, level): data "
+            f"{100 * s['misread_post_data_lobo']:.2f} %, law {100 * s['misread_post_pred_lobo']:.2f} %.")
+    return "\n\n".join([head, cov, per, source(doc)])
+
+
 # docs/pruning.md (ch.2) ----------------------------------------------------------------------------
 _LAP_SHOWN = (0.8, 0.4, 0.25)
 

@@ -51,6 +51,7 @@ class BakePoint:
     window_S: tuple[float, float] | None = None   #: level window [lo, hi] (S); lo 0 / hi inf: open
     misread_pre: float | None = None
     misread_post: float | None = None
+    pre_reads_S: tuple[float, ...] = field(default=(), repr=False, compare=False)  #: the pre-bake reads (S)
 
 
 def bake_points(reads: Any, experiments: Sequence[str], equivalent_time_s: Any, prebake_age_s: float,
@@ -76,7 +77,8 @@ def bake_points(reads: Any, experiments: Sequence[str], equivalent_time_s: Any, 
                 win = (0.0 if math.isinf(hi_ohm) else 1.0 / hi_ohm, math.inf if lo_ohm == 0 else 1.0 / lo_ohm)
                 mis = tuple(float(np.mean((g < win[0]) | (g > win[1]))) for g in (gp, gq))
             out.append(BakePoint(e, int(level), age, prebake_age_s, gp.size, gq.size, float(gp.mean()),
-                                 float(gq.mean()), float(gp.std(ddof=1)), float(gq.std(ddof=1)), win, *mis))
+                                 float(gq.mean()), float(gp.std(ddof=1)), float(gq.std(ddof=1)), win, *mis,
+                                 pre_reads_S=tuple(gp.tolist())))
     return out
 
 
@@ -113,12 +115,14 @@ class BakeLaw:
 
     def predict(self, level: int, age_s: float, prebake_age_s: float, mean_pre_S: float, std_pre_S: float,
                 n_post: int, levels: Sequence[float] = (0.5, 0.8, 0.95),
-                window_S: tuple[float, float] | None = None) -> dict[str, Any]:
+                window_S: tuple[float, float] | None = None, pre_reads_S: Sequence[float] = ()) -> dict[str, Any]:
         """A new bake's post-bake spread and mean of ``level`` at Arrhenius-equivalent age
         ``age_s`` from its pre-bake statistics: medians, central intervals at ``levels``
         (normal in ln σ and ln μ: exponent, experiment and level components, the ``n_post``
         reads' sampling) and, with ``window_S``, the misread fraction at the median
-        prediction."""
+        prediction — with ``pre_reads_S`` from the pre-bake reads' own shape (each read
+        moved to the predicted mean and scaled to the predicted spread: a level open above
+        or below keeps its one-sided, skewed distribution), else from a normal law."""
         from scipy.stats import norm
 
         if level not in self.spread.exponent:
@@ -135,8 +139,13 @@ class BakeLaw:
                 d[f"interval{round(100 * lv)}"] = [math.exp(centre - z), math.exp(centre + z)]
             out[name] = d
         if window_S is not None:
-            out["misread_post"] = float(misread_fraction(out["mean_post_S"]["median"], out["std_post_S"]["median"],
-                                                         window_S))
+            m, sd = out["mean_post_S"]["median"], out["std_post_S"]["median"]
+            if len(pre_reads_S) > 1:
+                g = np.asarray(pre_reads_S, dtype=np.float64)
+                moved = m + (g - g.mean()) * sd / g.std(ddof=1)
+                out["misread_post"] = float(np.mean((moved < window_S[0]) | (moved > window_S[1])))
+            else:
+                out["misread_post"] = float(misread_fraction(m, sd, window_S))
         return out
 
     def std_at(self, level: int, age_s: float, prebake_age_s: float, std_pre_S: float) -> float:
