@@ -139,8 +139,8 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
             "regenerate": "python calibration/convert_radar.py ../shared/data/rram-radar /tmp/radar && "
                           "python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml "
                           "--plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json && "
-                          "python calibration/loeo_folds.py /tmp/radar --json calibration/plots/write-verify-folds.json "
-                          "&& python calibration/run_variation.py /tmp/radar calibration/plots/write-verify-folds.json "
+                          "python calibration/loeo_folds.py /tmp/radar --json "
+                          "calibration/plots/write-verify-folds.json && python calibration/run_variation.py /tmp/radar calibration/plots/write-verify-folds.json "
                           "--card devices/rram-radar.toml --card-out devices/rram-radar.toml --json "
                           "docs/results/run_variation.json (or, keeping the write-verify model: fit_radar_card.py "
                           "/tmp/radar --out devices/rram-radar.toml --keep-write-verify devices/rram-radar.toml)",

@@ -106,7 +106,8 @@ def coverage(df: Any, rows: list[dict[str, Any]], devices: dict, n_boot: int) ->
                 iv = prediction_intervals(m, v, n_cells=r["n_programs"], seed=[k, r["level"], len(name)])
                 for lv in INTERVAL_LEVELS:
                     key = f"interval{round(100 * lv)}"
-                    for what, data in (("pulses_mean", r["pulses_mean_data"]), ("success_rate", r["success_rate_data"])):
+                    for what, data in (("pulses_mean", r["pulses_mean_data"]),
+                                       ("success_rate", r["success_rate_data"])):
                         lo, hi = iv[what][key]
                         r[f"{what}_{key}{name}"] = [lo, hi]
                         r[f"{what}_{key}{name}_covers"] = bool(lo <= data <= hi)

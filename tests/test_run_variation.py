@@ -273,7 +273,8 @@ def test_window_outside_the_fit_warns_naming_it(one_file_fit):
         EmulatedBench(card, 4, seed=0).program(np.full(4, 1.015e-4), verify=WriteVerify.card(windows=[(1e-4, 1.03e-4)]))
     # inside the card's range (which reaches up through the open window), far from the two-sided windows fitted
     with pytest.warns(WindowSupportWarning, match=r"window \[0.00026, 0.000268\] S: its position"):
-        EmulatedBench(card, 4, seed=0).program(np.full(4, 2.64e-4), verify=WriteVerify.card(windows=[(2.6e-4, 2.68e-4)]))
+        EmulatedBench(card, 4, seed=0).program(np.full(4, 2.64e-4),
+                                               verify=WriteVerify.card(windows=[(2.6e-4, 2.68e-4)]))
     with pytest.raises(TargetRangeError, match="outside the card's write-verify range"):
         EmulatedBench(card, 4, seed=0).program(np.full(4, 3.05e-5), verify=WriteVerify.card(windows=[(3e-5, 3.09e-5)]))
     issues = pr.support_issues([1.2e-4, 0.0], [1.5e-4, 5e-5], prior_programs=3)
@@ -330,7 +331,8 @@ def test_shipped_radar_card_chips_differ_as_its_run_variation_says():
     J = np.array([m.slope() for m in ms])
     s2 = np.array([m.moments(0.0)[1][0] / n / m.moments(0.0)[0][0] ** 2 for m in ms])
     L = len(wins)
-    expect = J.mean() ** 2 * pr.run_sd_between ** 2 + np.sum(J ** 2) * pr.run_sd_within ** 2 / L ** 2 + s2.sum() / L ** 2
+    expect = (J.mean() ** 2 * pr.run_sd_between ** 2 + np.sum(J ** 2) * pr.run_sd_within ** 2 / L ** 2
+              + s2.sum() / L ** 2)
     for mode, var in (("sample", expect), ("mean", s2.sum() / L ** 2)):
         r = []
         for c in range(chips):

@@ -621,8 +621,8 @@ def scheme_budget(g: Any) -> tuple[int, str]:
     if len(failed):
         return int(failed.max()), "pulses of the failed operations (a failed program spends the budget)"
     most = int(g.pulses.max())
-    return NO_FAILURE_BUDGET_FACTOR * max(most, 1), (f"no operation failed: {NO_FAILURE_BUDGET_FACTOR} x the most pulses "
-                                                     f"taken ({most}); give a max_pulses column to set it")
+    return NO_FAILURE_BUDGET_FACTOR * max(most, 1), (f"no operation failed: {NO_FAILURE_BUDGET_FACTOR} x the most "
+                                                     f"pulses taken ({most}); give a max_pulses column to set it")
 
 
 def _card_levels(df: Any) -> list[tuple[float, float]]:

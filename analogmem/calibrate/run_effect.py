@@ -225,7 +225,8 @@ def _neg_loglik(log_sd: np.ndarray, blocks: list[tuple[np.ndarray, np.ndarray, n
 
 
 def _fit(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], offset: float,
-         starts: Sequence[tuple[float, float]] = ((-1.5, -1.5), (-0.5, -2.5), (-2.5, -0.5))) -> tuple[np.ndarray, float]:
+         starts: Sequence[tuple[float, float]] = ((-1.5, -1.5), (-0.5, -2.5), (-2.5, -0.5))
+         ) -> tuple[np.ndarray, float]:
     from scipy.optimize import minimize
 
     best = None
@@ -454,7 +455,8 @@ def card_variation(response: PulseResponse) -> tuple[RunVariation | None, str]:
     if response.run_sd > 0:
         return (RunVariation(response.run_sd, 0.0, (math.nan, math.nan), np.zeros((0, 2)), 0, 0, math.nan),
                 "the fit's joint-mode run_sd only (no held-out estimate: intervals too narrow for a new run)")
-    return None, "none (one run: run-to-run variation not estimable; intervals cover the cells' sampling only)"
+    return None, ("none (one run: run-to-run variation not estimable; intervals cover the cells' sampling and, "
+                  "with parameter draws, the fit's parameters)")
 
 
 def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 100, prior_programs: int = 0,
