@@ -378,3 +378,25 @@ def test_run_variation_estimate_refuses_bad_input():
         estimate_run_variation([0.1, 0.2, 0.3], [-1, -1], [0.01] * 3, ["a", "b", "c"])
     with pytest.raises(CalibrationError, match="finite"):
         estimate_run_variation([0.1, math.nan, 0.3], [-1] * 3, [0.01] * 3, ["a", "b", "c"])
+
+
+def test_adapt_to_run_from_a_tidy_table_of_first_programs(card):
+    """adapt_to_run: the first 20 programs per window of a campaign with a known shift
+    (3 τ), given as a tidy table, give a posterior run effect (in τ units, for
+    WriteVerify.card(run_effect=...)) within 3 posterior SDs of 3 and above 1.5; a card
+    without run variation is refused."""
+    from analogmem import CalibrationError
+    from analogmem.calibrate.run_effect import adapt_to_run
+
+    n_seen = 20
+    targets = np.tile([math.sqrt(lo * hi) for lo, hi in WINDOWS], n_seen)
+    rep = EmulatedBench(card, targets.size, seed=32).program(targets, verify=WriteVerify.card(windows=WINDOWS,
+                                                                                              run_effect=3.0))
+    df = tidy(rep.pulses.reshape(n_seen, len(WINDOWS)).T, rep.success.reshape(n_seen, len(WINDOWS)).T, "new")
+    post = adapt_to_run(card.write_verify, df, windows=WINDOWS)
+    tau = card.write_verify.run_sd
+    assert post["programs_used"] == targets.size and post["programs_in_no_window"] == 0
+    assert abs(post["run_effect"] - 3.0) < 3 * post["b_sd"] / tau and post["run_effect"] > 1.5, post
+    plain = parse_card(card_text(TRUTH), "no-variation")
+    with pytest.raises(CalibrationError, match="run_variation"):
+        adapt_to_run(plain.write_verify, df, windows=WINDOWS)

@@ -44,7 +44,7 @@ from .write_verify import window_columns_S
 
 __all__ = ["RunVariation", "PairModel", "pair_models", "estimate_run_variation", "prediction_intervals",
            "sampling_variance_log_mean", "truncated_moments", "few_cell_update", "program_rows", "INTERVAL_LEVELS",
-           "predict_levels", "card_variation", "window_support"]
+           "predict_levels", "card_variation", "window_support", "adapt_to_run"]
 
 #: Bootstrap replicates of (σ_b, σ_w) a card keeps (the first ones: a random sample of all).
 MAX_CARD_REPLICATES = 100
@@ -509,3 +509,42 @@ def predict_levels(response: PulseResponse, windows: Any = None, n_cells: int = 
                     "parameter_draws": len(parameter_draws),
                     "warnings": [s for s in issues if s.startswith(name)]})
     return out
+
+
+def adapt_to_run(response: PulseResponse, seen: Any, windows: Any = None, prior_programs: int = 0,
+                 scheme: str | None = None, step_V: float | None = None) -> dict[str, Any]:
+    """Few-cell calibration of a new run: its first programs ``seen`` (a tidy write-verify
+    table, see :func:`~analogmem.calibrate.write_verify.read_write_verify`) update the run's
+    effect; returns :func:`few_cell_update`'s posterior and, per window of ``windows``
+    (default: the card's levels; programs of the given start state and scheme), the
+    predicted mean pulses and success, plus ``run_effect``: the posterior mean of the
+    between-run shift in units of the card's ``run_sd``, for
+    ``WriteVerify.card(run_effect=...)`` (emulating the adapted run; its per-window parts
+    are in the per-window predictions only). Needs a card with a run variation."""
+    from .write_verify import read_write_verify
+
+    variation, _ = card_variation(response)
+    if variation is None or response.run_sd_between <= 0:
+        raise CalibrationError("few-cell calibration needs the card's [write_verify.run_variation] (between- and "
+                               "within-run SDs from held-out runs: calibration/run_variation.py)")
+    df = read_write_verify(seen, min_cells_per_level=1)
+    lo_c, hi_c = window_columns_S(df)
+    wins = (list(zip(response.window_lo_S, response.window_hi_S)) if windows is None
+            else [(float(a), float(b)) for a, b in windows])
+    budget = float(response.scheme(scheme).max_pulses)
+    models, observed = {}, {}
+    for j, (a, b) in enumerate(wins):
+        w, p = response.class_probabilities(a, b, prior_programs, scheme, step_V, 0.0)
+        p = np.clip(p, 1e-300, 1.0 - 1e-16)
+        models[j] = PairModel(w, np.log(p) - np.log1p(-p), np.array([budget]), np.array([1.0]))
+        same_hi = (np.isinf(hi_c) & math.isinf(b)) | np.isclose(hi_c, b, rtol=1e-9)
+        sel = np.isclose(lo_c, a, rtol=1e-9, atol=0.0) & same_hi
+        if sel.any():
+            g = df[sel]
+            observed[j] = (program_rows(response, g), g.pulses.to_numpy(), g.success.to_numpy())
+    unmatched = len(df) - sum(len(o[1]) for o in observed.values())
+    post = few_cell_update(models, observed, variation)
+    post["run_effect"] = post["b_mean"] / response.run_sd if response.run_sd > 0 else 0.0
+    post["programs_used"] = len(df) - unmatched
+    post["programs_in_no_window"] = unmatched
+    return post
