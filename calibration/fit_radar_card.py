@@ -43,12 +43,18 @@ import numpy as np
 
 import analogmem
 from analogmem._io import atomic_write_text, save_figure, write_json
+from analogmem.calibrate.bake_law import bake_points, fit_bake_law
 from analogmem.calibrate.pulse_response import fit_pulse_response, response_table
 from analogmem.calibrate.retention import fit_arrhenius
 from analogmem.calibrate.write_verify import read_write_verify, spread_table, write_verify_card
 
 PREBAKE_AGE_S = 3600.0
 T_VERIFIED_S = 1.0
+#: Ages (s at T_ref) past the last bake where the card's spread rows come from the fitted
+#: bake law (issue #28), so the emulator extrapolates by the law, not by holding the last bake
+LAW_TIMES_S = (1e13, 1e14, 1e15, 1e16)
+#: Bakes with the standard 3-bit windows the law is fitted to (calibration/retention_law.py)
+LAW_BAKES = ("radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4")
 
 
 def _bake_reads(reads: Any, device: str) -> tuple[Any, Any, float]:
@@ -106,6 +112,12 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
         rows_t[t] = np.sqrt((rows_t[t] ** 2 + s ** 2) / 2) if t in rows_t else s  # same bake twice: pool
         bake_info.append({"experiment": d, "bake_time_s": float(post.time_s.iloc[0]), "bake_temperature_K": temp,
                           "age_at_read_s": t})
+    # past the last bake: the spread laws in Arrhenius-equivalent age (calibration/retention_law.py validates them)
+    law = fit_bake_law(bake_points(reads, [d for d in LAW_BAKES if (reads.device == d).any()], arr.equivalent_time_s,
+                                   prebake_age_s))
+    pre_std = pre.std_S.to_numpy()
+    for t in LAW_TIMES_S:
+        rows_t[t] = np.array([law.std_at(int(lv), t, prebake_age_s, float(sd)) for lv, sd in zip(pre.index, pre_std)])
     order = np.argsort(median)  # knots by increasing x
     times = sorted(rows_t)
     sigma_rows = []
@@ -126,21 +138,30 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
                         "akashlevy/RRAM-RADAR-Tuning exptdata/ (read from $ANALOGMEM_DATA/rram-radar)",
             "regenerate": "python calibration/convert_radar.py \"$ANALOGMEM_DATA/rram-radar\" /tmp/radar && "
                           "python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml "
-                          "--plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json",
+                          "--plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json && "
+                          "python calibration/loeo_folds.py /tmp/radar --json "
+                          "calibration/plots/write-verify-folds.json && python calibration/run_variation.py /tmp/radar calibration/plots/write-verify-folds.json "
+                          "--card devices/rram-radar.toml --card-out devices/rram-radar.toml --json "
+                          "docs/results/run_variation.json (or, keeping the write-verify model: fit_radar_card.py "
+                          "/tmp/radar --out devices/rram-radar.toml --keep-write-verify devices/rram-radar.toml)",
             "notes": (f"write-verify traces: {', '.join(runs)}; bakes: {', '.join(bakes)}. Programming "
                       f"noise sigma_P = {sigma_p * 1e6:.3f} uS is the median spread of verified cells (a write "
                       "without verify is not in the data); verified spreads per level come from the card's "
                       "shared write-verify model. Relaxation rows are referenced to verified cells: "
                       "row = sqrt(sigma_measured^2 - sigma_verified^2 + sigma_P^2), so a verified cell read at a "
                       f"tabulated time has the measured spread. Pre-bake reads assumed {prebake_age_s:g} s after "
-                      "programming (not stated in the data). Mean shifts during bakes (up to -3 % of g) are not "
-                      "modelled."),
+                      "programming (not stated in the data). Rows past the last bake (t >= "
+                      f"{LAW_TIMES_S[0]:g} s) follow the fitted bake law sigma = sigma_pre (t/t_pre)^c_L of "
+                      f"{', '.join(law.experiments)} (fit_report.bake_law); beyond {LAW_TIMES_S[-1]:g} s the last "
+                      "row is held. Mean shifts during bakes (-3 % to +19 % of g, fitted in fit_report.bake_law) "
+                      "are not emulated."),
         },
         "relaxation": {"model": "table-log-time", "g_ref_S": g_max, "extrapolation": "hold",
                        "times_s": [float(t) for t in times],
                        "x_knots": [float(v) for v in median[order] / g_max], "sigma_uS": sigma_rows},
         "retention": arr.card_table(),
         "fit_report": {"write_verify": wv_report, "bakes": bake_info,
+                       "bake_law": {**law.summary(), "law_times_s": list(LAW_TIMES_S), "prebake_age_s": prebake_age_s},
                        "retention": {"activation_energy_eV": arr.activation_energy_eV,
                                      "activation_energy_stderr_eV": arr.activation_energy_stderr_eV,
                                      "rms_log10_ber": arr.rms_log10, "n_points": arr.n}},
@@ -261,10 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", nargs="+", default=["radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4"],
                     help="experiments whose bakes are emulated and compared (those not in --bake are held out)")
     ap.add_argument("--prebake-age-s", type=float, default=PREBAKE_AGE_S)
+    ap.add_argument("--keep-write-verify", type=Path, default=None,
+                    help="take the [write_verify] table (with its run variation) and its fit report from this card "
+                         "instead of fitting them again")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    text, summary = build_card(args.tables, args.bake, args.prebake_age_s, args.write_verify)
+    keep = analogmem.load_device(args.keep_write_verify) if args.keep_write_verify else None
+    text, summary = build_card(args.tables, args.bake, args.prebake_age_s, args.write_verify, keep=keep)
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
     device = analogmem.load_device(args.out)

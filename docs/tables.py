@@ -63,8 +63,9 @@ def renderer(name: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
 
 
 def documents(root: Path = ROOT) -> list[Path]:
-    """The markdown files that may hold generated blocks: README.md and docs/*.md."""
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    """The markdown files that may hold generated blocks: README.md, docs/*.md and
+    calibration/README.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "calibration" / "README.md"]
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -78,8 +79,11 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def command(doc: dict) -> str:
     """The command line that wrote ``doc`` (its provenance), as one would type it in the repository."""
     cmd = doc["provenance"]["command"]
-    if cmd.split()[0].endswith(".py"):
-        return "python benchmarks/" + cmd
+    script = cmd.split()[0]
+    if script.endswith(".py"):
+        folder = "calibration" if (ROOT / "calibration" / script).is_file() and not (
+            ROOT / "benchmarks" / script).is_file() else "benchmarks"
+        return f"python {folder}/" + cmd
     return cmd
 
 
@@ -303,6 +307,88 @@ def _calibration(doc: dict) -> str:
     return table(["candidate", f"levels accepted at 5 %, model treated as estimated from its {n_fit:g} reads",
                   "levels accepted, model treated as exact", "mean KS statistic"], rows) + "\n\n" + source(doc)
 
+
+
+# calibration/README.md: run-to-run variation of write-verify (issue 28) -----------------------------
+_LEVELS = (50, 80, 95)
+
+
+@renderer("run-variation")
+def _run_variation(doc: dict) -> str:
+    v, c = doc["run_variation"], doc["summary"]["coverage"]
+    n = c["pairs"]
+    (bl, bh), (wl, wh) = v["sd_between_interval90"], v["sd_within_interval90"]
+    taus = [p["joint_mode_tau"] for p in doc["per_held_out_run"]]
+    head = (f"Card run variation (shift of logit p of a new run; {v['n_runs']} runs, {v['n_pairs']} held-out (run, level) "
+            f"pairs): between runs σ_b = {v['sd_between']:.3f} (90 % bootstrap interval over runs {bl:.3f}–{bh:.3f}), "
+            f"within a run, level to level, σ_w = {v['sd_within']:.3f} ({wl:.3f}–{wh:.3f}); the folds' joint-mode "
+            f"τ = {min(taus):.3f}–{max(taus):.3f}.")
+    runs = sorted({r["run"] for r in doc["rows"]})
+
+    def cluster_se(key: str) -> float:
+        """Standard error of a coverage share with the held-out runs as clusters (the pairs
+        of one run share its effect): sqrt(R/(R-1) Σ_r (hits_r − p·n_r)²) / N."""
+        p = sum(r[key] for r in doc["rows"]) / n
+        dev = [sum(r[key] for r in doc["rows"] if r["run"] == run) - p * sum(1 for r in doc["rows"] if r["run"] == run)
+               for run in runs]
+        return math.sqrt(len(runs) / (len(runs) - 1) * sum(d * d for d in dev)) / n
+
+    rows = []
+    for lv in _LEVELS:
+        cells = []
+        for key in (f"pulses_mean_interval{lv}", f"success_rate_interval{lv}", f"pulses_mean_interval{lv}_joint_mode"):
+            cells.append(f"{c[key]['covered']}/{n} = {100 * c[key]['share']:.0f} % (± {100 * cluster_se(key + '_covers'):.0f})")
+        rows.append([f"{lv} %"] + cells)
+    cov = table(["interval", "mean pulses covered", "success rate covered", "mean pulses covered, joint-mode τ alone"],
+                rows) + ("\n\n(± one standard error of the share, the held-out runs as clusters: whole runs miss "
+                         "together.)")
+    width = (f"Median width of the interval of mean pulses relative to the prediction: 80 %: "
+             f"{100 * c['pulses_mean_interval80_median_relative_width']:.0f} %, 95 %: "
+             f"{100 * c['pulses_mean_interval95_median_relative_width']:.0f} %. Unadapted predictions within 20 %: "
+             f"{c['unadapted_within_20pct']}/{n} (the {c['pairs_in_table'] - n} pairs of a run whose scheme no other run "
+             "has are not predictable).")
+    few = table(["first programs seen (k)", "pairs", "within 20 %, adapted", "within 20 %, same programs unadapted",
+                 f"adapted, of all {c['pairs_in_table']} pairs", "median abs. error adapted", "unadapted"],
+                [[k, f["pairs"], f"{f['adapted_within_20pct']}/{f['pairs']}", f"{f['unadapted_within_20pct']}/{f['pairs']}",
+                  f"{f['adapted_within_20pct']}/{c['pairs_in_table']}",
+                  f"{100 * f['median_abs_error_adapted']:.0f} %", f"{100 * f['median_abs_error_unadapted']:.0f} %"]
+                 for k, f in doc["summary"]["few_cells"].items()])
+    per = table(["held out", "σ_b from the other runs", "σ_w", "held-out pairs in the 80 % interval"],
+                [[p["held_out"], f"{p['sd_between']:.3f}", f"{p['sd_within']:.3f}",
+                  f"{sum(r['pulses_mean_interval80_covers'] for r in doc['rows'] if r['run'] == p['held_out'])}/"
+                  f"{sum(1 for r in doc['rows'] if r['run'] == p['held_out'])}"] for p in doc["per_held_out_run"]])
+    return "\n\n".join([head, cov, width, few, per, source(doc)])
+
+
+@renderer("retention-law")
+def _retention_law(doc: dict) -> str:
+    s, law = doc["summary"], doc["law"]
+    n, na = s["pairs_leave_one_bake_out"], s["pairs_adjusted_windows"]
+    cov = table(["interval", f"post-bake spread covered, leave one bake out ({n} (bake, level))",
+                 f"expts 5–6, law of expts 1–4 ({na})"],
+                [[f"{lv} %", f"{s[f'std_post_interval{lv}_covered_lobo']}/{n}",
+                  f"{s[f'std_post_interval{lv}_covered_adjusted']}/{na}"] for lv in _LEVELS])
+    rows = []
+    for r in doc["rows"]:
+        if r["held_out"] not in ("radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4"):
+            continue
+        lo, hi = r["std_post_interval80_S"]
+        rows.append([r["held_out"], r["level"] if not r["open"] else f"{r['level']} (open)", f"{r['age_s']:.3g}",
+                     f"{1e6 * r['std_pre_S']:.2f}", f"{1e6 * r['std_post_S']:.2f}", f"{1e6 * r['std_post_pred_S']:.2f}",
+                     f"{1e6 * lo:.2f}–{1e6 * hi:.2f}",
+                     f"{100 * (r['mean_post_S'] / r['mean_pre_S'] - 1):+.1f} %",
+                     f"{100 * (r['mean_post_pred_S'] / r['mean_pre_S'] - 1):+.1f} %",
+                     f"{100 * r['misread_post']:.1f} %", f"{100 * r['misread_post_pred']:.1f} %"])
+    per = table(["held-out bake", "level", "age (s at T_ref)", "σ pre (µS)", "σ post: data", "law", "80 % interval",
+                 "mean shift: data", "law", "misread: data", "law"], rows)
+    expo = ", ".join(f"{law['spread_exponent'][k]:.3f}" for k in sorted(law["spread_exponent"], key=int))
+    head = (f"Spread exponents c_L per level (σ ∝ (t/t_pre)^c_L, fitted to expts 1–4): {expo} (± "
+            f"{max(law['spread_exponent_se'].values()):.3f}); level-to-level SD of ln σ {law['spread_sd_level']:.3f}, "
+            f"bake-to-bake SD {law['spread_sd_experiment']:.3f}. Median |ln(law/data)| of the held-out spreads "
+            f"{s['median_abs_log_error_std_lobo']:.3f}, against {s['median_abs_log_error_std_hold']:.3f} for the "
+            f"pre-bake spread held; misread fraction over the held-out (bake, level): data "
+            f"{100 * s['misread_post_data_lobo']:.2f} %, law {100 * s['misread_post_pred_lobo']:.2f} %.")
+    return "\n\n".join([head, cov, per, source(doc)])
 
 
 # docs/pruning.md (ch.2) ----------------------------------------------------------------------------

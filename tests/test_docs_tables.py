@@ -35,6 +35,7 @@ def test_a_number_edited_by_hand_in_a_doc_table_fails_the_check(tmp_path):
     (tmp_path / "docs").mkdir()
     for path in tables.documents(ROOT):
         if path.is_file():
+            (tmp_path / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / path.relative_to(ROOT)).write_text(path.read_text())
     (tmp_path / tables.RESULTS).mkdir(parents=True)
     for p in (ROOT / tables.RESULTS).glob("*.json"):

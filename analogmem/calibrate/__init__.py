@@ -6,6 +6,8 @@
 * :mod:`.parametric` — :class:`PolynomialCalibrator`, σ(g, t) polynomials;
 * :mod:`.write_verify` — write-verify trace tables, the per-window pulse-response model, bake spreads;
 * :mod:`.pulse_response` — the shared pulse-response model (any window, start state, scheme, run);
+* :mod:`.run_effect` — run-to-run variation as a predictive distribution: between/within-run
+  SDs from held-out residuals, prediction intervals, few-cell update of a new run;
 * :mod:`.retention` — the Arrhenius fit to bake bit-error rates;
 * :mod:`.cli` — ``analogmem calibrate``.
 

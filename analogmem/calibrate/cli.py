@@ -53,6 +53,7 @@ def _main(args: Any) -> int:
             print(f"{r['run'][-24:]:>24} {r['level']:>5} {r['n_cells']:>6} {r['pulses_mean_data']:>12.2f} "
                   f"{r['pulses_mean_model_run']:>7.2f} {r['success_rate_data']:>13.4f} "
                   f"{r['success_rate_model_run']:>7.4f}")
+        _print_intervals(wv.intervals)
         text = tomli_w.dumps(wv.card(args.name, args.source))
         parse_card(text, args.name)  # refuse to write a card that does not load
         atomic_write_text(args.out, text)
@@ -98,6 +99,21 @@ def _main(args: Any) -> int:
         written.append(str(args.json))
     print("wrote " + " and ".join(written))
     return 0
+
+
+def _print_intervals(rows: list[dict[str, Any]]) -> None:
+    """The fit report's prediction intervals of a new run, per card level (issue #28)."""
+    if not rows:
+        return
+    print(f"new run, first programs, {rows[0]['n_cells']} cells per level; run-to-run part: {rows[0]['run_variation']}"
+          f"; parameter draws: {rows[0]['parameter_draws']}")
+    print(f"{'level':>5} {'pulses median':>14} {'80 % interval':>17} {'95 % interval':>17} {'success 95 %':>17}")
+    for j, r in enumerate(rows):
+        p, s = r["pulses_mean"], r["success_rate"]
+        print(f"{j:>5} {p['median']:>14.2f} {p['interval80'][0]:>8.2f}–{p['interval80'][1]:<8.2f} "
+              f"{p['interval95'][0]:>8.2f}–{p['interval95'][1]:<8.2f} "
+              f"{s['interval95'][0]:>8.4f}–{s['interval95'][1]:<8.4f}"
+              + ("  WARNING " + "; ".join(r["warnings"]) if r["warnings"] else ""))
 
 
 def _print_mapping(cal: Any) -> None:

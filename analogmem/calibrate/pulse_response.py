@@ -28,7 +28,7 @@ new run integrate its effect over N(0, τ²) by Gauss–Hermite quadrature.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,21 +37,21 @@ from .._io import save_figure
 from ..emulator.pulse_response import (P_EFFECTS, SCHEME_TERMS, WEIGHT_EFFECTS, PulseResponse, PulseScheme,
                                        pulse_covariates)
 from ..errors import CalibrationError
-from .write_verify import overlapping_windows, read_write_verify, write_verify_card
+from .run_effect import predict_levels, window_support
+from .write_verify import overlapping_windows, read_write_verify, window_columns_S, write_verify_card
 
 __all__ = ["PulseResponseFit", "fit_pulse_response", "window_columns_S", "expected_pulses", "response_table",
            "stationarity"]
 
 _INIT_P = {1: (0.05,), 2: (0.5, 0.02), 3: (0.95, 0.15, 0.01), 4: (0.95, 0.3, 0.05, 0.005)}
 
-
-def window_columns_S(df: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Conductance windows ``[1/hi, 1/lo]`` (S) of a tidy table's resistance windows (Ω); an
-    open resistance bound becomes 0 S (``hi = inf`` Ω) or inf (``lo = 0`` Ω)."""
-    lo_ohm = df.window_lo_ohm.to_numpy(dtype=float)
-    hi_ohm = df.window_hi_ohm.to_numpy(dtype=float)
-    with np.errstate(divide="ignore"):
-        return np.where(np.isinf(hi_ohm), 0.0, 1.0 / hi_ohm), np.where(lo_ohm == 0, np.inf, 1.0 / lo_ohm)
+#: Draws of the fitted parameters behind the fit report's prediction intervals.
+PARAMETER_DRAWS = 50
+#: A card's input range reaches this many times the edge of its window open above.
+OPEN_RANGE_FACTOR = 2.0
+#: With no failed operation and no ``max_pulses`` column, a scheme's budget is this many
+#: times the most pulses any operation took (the data show only that it is larger).
+NO_FAILURE_BUDGET_FACTOR = 10
 
 
 def expected_pulses(weights: np.ndarray, p: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +155,9 @@ class PulseResponseFit:
     report: list[dict[str, Any]] = field(default_factory=list)
     run_effect_sd: list[float] = field(default_factory=list)
     covariance: np.ndarray | None = None
+    budget_sources: dict[str, str] = field(default_factory=dict)
+    support: dict[str, Any] = field(default_factory=dict)
+    intervals: list[dict[str, Any]] = field(default_factory=list)
 
     # ---- parameter vector layout: alpha (K), beta (X), gamma (K-1), delta ((K-1) x Z), log tau
     def _split(self, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
@@ -198,7 +201,29 @@ class PulseResponseFit:
                              probabilities=tuple(self.probabilities), range_S=self.range_S, g_ref_S=self.g_ref_S,
                              class_logit_p=tuple(a.tolist()), class_logit_weight=(0.0,) + tuple(g.tolist()),
                              p_effects=p_effects, weight_effects=weight_effects, run_sd=self.run_sd,
-                             schemes=tuple(schemes))
+                             schemes=tuple(schemes), support=dict(self.support))
+
+    def parameter_draws(self, n: int = PARAMETER_DRAWS, seed: int = 0) -> list[PulseResponse]:
+        """The model under ``n`` draws of its parameters from N(θ̂, covariance) (the
+        prediction intervals' parameter uncertainty); empty without a finite covariance
+        (``stderr=False``, or a singular Hessian). The run SD is kept at its estimate."""
+        if self.covariance is None:
+            return []
+        k = self.theta.size - 1  # log τ is not drawn
+        cov = np.asarray(self.covariance, dtype=np.float64)[:k, :k]
+        if not np.all(np.isfinite(cov)):
+            return []
+        try:
+            chol = np.linalg.cholesky(0.5 * (cov + cov.T))
+        except np.linalg.LinAlgError:
+            return []
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(int(n)):
+            th = self.theta.copy()
+            th[:k] = th[:k] + chol @ rng.standard_normal(k)
+            out.append(replace(self, theta=th).response())
+        return out
 
     def card_table(self) -> dict[str, Any]:
         """The ``[write_verify]`` table of a device card."""
@@ -212,6 +237,8 @@ class PulseResponseFit:
                 "loglik": self.loglik, "bic": self.bic, "run_sd": self.run_sd, "prior_sd": self.prior_sd,
                 "parameters": {k: {"estimate": v, "stderr": s} for k, (v, s) in self.parameters.items()},
                 "run_effects": dict(zip(self.runs, self.run_effects)), "left_out": self.dropped,
+                "scheme_budgets": dict(self.scheme_budgets), "scheme_budget_sources": dict(self.budget_sources),
+                "support": dict(self.support), "prediction_intervals": self.intervals,
                 "covariance": [] if self.covariance is None else self.covariance.tolist(),
                 "report": self.report})
 
@@ -223,9 +250,16 @@ class PulseResponseFit:
         q = np.asarray(self.response().log_g_quantiles)
         sigma_p = float(np.median([r["verified_g_std_S"] for r in self.report if np.isfinite(r["verified_g_std_S"])])
                         if verified_std_S is None else verified_std_S)
-        return write_verify_card(name, source, "shared write-verify pulse-response model fitted by "
+        card = write_verify_card(name, source, "shared write-verify pulse-response model fitted by "
                                  "analogmem.calibrate.pulse_response", q, sigma_p, self.card_table(),
                                  self.fit_summary())
+        # a target anywhere in a window open above programs that window: the input range
+        # reaches OPEN_RANGE_FACTOR x its edge, not just the largest verified value
+        open_lo = [lo for lo, hi in zip(self.window_lo_S, self.window_hi_S) if math.isinf(hi)]
+        if open_lo:
+            card["range"]["g_max_S"] = max(card["range"]["g_max_S"],
+                                           math.ceil(OPEN_RANGE_FACTOR * max(open_lo) * 1e6) * 1e-6)
+        return card
 
     def predict(self, data: Any, run_effect: float | None = None, quadrature: int = 21,
                 clip_steps: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +327,9 @@ def response_table(r: PulseResponse) -> dict[str, Any]:
             "class_logit_weight": list(r.class_logit_weight), "run_sd": r.run_sd,
             "p_effects": dict(r.p_effects), "weight_effects": {k: list(v) for k, v in r.weight_effects.items()},
             "probabilities": list(r.probabilities),
-            "schemes": {s.name: _scheme_table(s) for s in r.schemes}}
+            "schemes": {s.name: _scheme_table(s) for s in r.schemes},
+            **({"run_variation": dict(r.run_variation_table)} if r.run_variation_table else {}),
+            **({"support": dict(r.support)} if r.support else {})}
 
 
 def _scheme_table(s: PulseScheme) -> dict[str, Any]:
@@ -543,11 +579,10 @@ def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
         theta[-1] = -math.inf
     probs = np.linspace(0.0, 1.0, n_quantiles)
     final = {s: _final_quantiles(df[df.scheme == s], probs) for s in schemes}
-    budgets, steps = {}, {}
+    budgets, steps, budget_sources = {}, {}, {}
     for s in schemes:
         g = df[df.scheme == s]
-        given = g.max_pulses.dropna()
-        budgets[s] = int(given.max()) if len(given) else int(g.pulses.max())
+        budgets[s], budget_sources[s] = scheme_budget(g)
         steps[s] = sorted({float(v) for v in g.step_V.dropna()})
     default = _card_levels(df)
     fit = PulseResponseFit(
@@ -563,7 +598,29 @@ def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
     fit.run_effects = [float(v / tau) for v in u] if with_run else [0.0] * d.n_runs
     fit.run_effect_sd = [float(v / tau) for v in u_sd] if with_run else [0.0] * d.n_runs
     fit.report = _report(fit, df)
+    fit.budget_sources = budget_sources
+
+    fit.support = window_support(df, g_ref_S)
+    n_level = int(df.groupby(["experiment", "target_level"]).size().median())
+    fit.intervals = predict_levels(fit.response(), n_cells=n_level, parameter_draws=fit.parameter_draws())
     return fit
+
+
+def scheme_budget(g: Any) -> tuple[int, str]:
+    """A scheme's pulse budget from its rows, and where it came from: the ``max_pulses``
+    column when given; else the pulses of failed operations (a failed program spends the
+    whole budget); else — every operation succeeded, so the budget was never reached —
+    ``NO_FAILURE_BUDGET_FACTOR`` × the most pulses taken, not that maximum itself (which
+    would predict failures the data do not show)."""
+    given = g.max_pulses.dropna()
+    if len(given):
+        return int(given.max()), "max_pulses column"
+    failed = g.pulses[~g.success.astype(bool)]
+    if len(failed):
+        return int(failed.max()), "pulses of the failed operations (a failed program spends the budget)"
+    most = int(g.pulses.max())
+    return NO_FAILURE_BUDGET_FACTOR * max(most, 1), (f"no operation failed: {NO_FAILURE_BUDGET_FACTOR} x the most "
+                                                     f"pulses taken ({most}); give a max_pulses column to set it")
 
 
 def _card_levels(df: Any) -> list[tuple[float, float]]:

@@ -33,7 +33,7 @@ from .tidy import load_table
 
 __all__ = ["GeometricMixture", "fit_geometric_mixture", "WriteVerifyFit", "fit_write_verify",
            "read_write_verify", "overlapping_windows", "spread_table", "WRITE_VERIFY_COLUMNS",
-           "OPTIONAL_WRITE_VERIFY_COLUMNS"]
+           "OPTIONAL_WRITE_VERIFY_COLUMNS", "window_columns_S"]
 
 WRITE_VERIFY_COLUMNS = ("target_level", "window_lo_ohm", "window_hi_ohm", "read_value_ohm", "pulses", "success")
 #: Optional columns (the shared model's run, start state and scheme); see :func:`read_write_verify`.
@@ -300,6 +300,15 @@ class WriteVerifyFit:
         """Median conductance (S) of verified cells per level."""
         q = np.asarray(self.log_g_quantiles)
         return np.exp(np.array([np.interp(0.5, self.probabilities, row) for row in q]))
+
+
+def window_columns_S(df: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Conductance windows ``[1/hi, 1/lo]`` (S) of a tidy table's resistance windows (Ω); an
+    open resistance bound becomes 0 S (``hi = inf`` Ω) or inf (``lo = 0`` Ω)."""
+    lo_ohm = df.window_lo_ohm.to_numpy(dtype=float)
+    hi_ohm = df.window_hi_ohm.to_numpy(dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.where(np.isinf(hi_ohm), 0.0, 1.0 / hi_ohm), np.where(lo_ohm == 0, np.inf, 1.0 / lo_ohm)
 
 
 def write_verify_card(name: str, source: str, description: str, log_g_quantiles: Any, sigma_p_S: float,

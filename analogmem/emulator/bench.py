@@ -79,9 +79,16 @@ class WriteVerify:
     in one. A ``shared-geometric-mixture`` card emulates any window inside its range, with
     the start state (``prior_programs``: programs of the cell into the same window directly
     before this one), the pulse scheme (``scheme``, ``step_V``) and the run
-    (``run_effect``, in standard deviations of the run-to-run effect; 0 the median run);
-    a ``geometric-mixture`` card only its fitted windows. ``max_pulses=None`` takes the
-    scheme's budget. Build it with :meth:`card`.
+    (``run_effect``: a number, in standard deviations ``run_sd`` of the fitted run effect;
+    ``"mean"`` (default), the population centre of the run effect, 0; ``"sample"``, one
+    run effect per programming campaign — per bench — drawn from the bench's seed with the
+    card's between-run and per-window within-run spreads,
+    :mod:`~analogmem.emulator.run_variation`); a ``geometric-mixture`` card only its fitted
+    windows. ``max_pulses=None`` takes the scheme's budget. Build it with :meth:`card`.
+
+    The default ``"mean"`` keeps one bench at the card's closed-form per-level numbers
+    (``PulseResponse.mean_pulses``) and bit-identical to earlier results; use ``"sample"``
+    for Monte-Carlo chips, which then differ from each other as measured runs do.
     """
 
     max_pulses: int | None = 20
@@ -92,12 +99,12 @@ class WriteVerify:
     prior_programs: int = 0
     scheme: str | None = None
     step_V: float | None = None
-    run_effect: float = 0.0
+    run_effect: float | str = 0.0
 
     @classmethod
     def card(cls, max_pulses: int | None = None, windows: Any = None, tolerance_S: float = 0.0,
              tolerance_rel: float = 0.0, prior_programs: int = 0, scheme: str | None = None,
-             step_V: float | None = None, run_effect: float = 0.0) -> "WriteVerify":
+             step_V: float | None = None, run_effect: float | str = "mean") -> "WriteVerify":
         """Verify with the card's pulse-response model: in ``windows`` (sequence of
         (lo_S, hi_S)), in target ± (``tolerance_S`` + ``tolerance_rel``·target), or (neither
         given) in the card's levels."""
@@ -113,7 +120,11 @@ class WriteVerify:
                 isinstance(self.max_pulses, bool) or not isinstance(self.max_pulses, (int, np.integer))
                 or self.max_pulses < 1):
             raise SettingError(f"WriteVerify.max_pulses must be a positive integer, got {self.max_pulses!r}")
-        for name in ("tolerance_S", "tolerance_rel", "run_effect"):
+        if isinstance(self.run_effect, str) and self.run_effect not in ("mean", "sample"):
+            raise SettingError(f"WriteVerify.run_effect must be a number, 'mean' or 'sample', got {self.run_effect!r}")
+        if isinstance(self.run_effect, str) and self.windows != "card":
+            raise SettingError("WriteVerify.run_effect 'mean' / 'sample' needs windows='card' (WriteVerify.card)")
+        for name in ("tolerance_S", "tolerance_rel") + (() if isinstance(self.run_effect, str) else ("run_effect",)):
             v = getattr(self, name)
             if not np.isfinite(v) or (v < 0 and name != "run_effect"):
                 raise SettingError(f"WriteVerify.{name} must be finite{' and >= 0' if name != 'run_effect' else ''}, "
@@ -126,8 +137,10 @@ class WriteVerify:
                 or self.prior_programs < 0):
             raise SettingError(f"WriteVerify.prior_programs must be a non-negative integer, got {self.prior_programs!r}")
 
-    def pulse_table(self, device: DeviceModel, g_target_S: np.ndarray) -> PulseTable:
-        """``windows = "card"``: the card model's table for these targets (S, shape (n,)).
+    def pulse_table(self, device: DeviceModel, g_target_S: np.ndarray,
+                    campaign: np.random.SeedSequence | None = None) -> PulseTable:
+        """``windows = "card"``: the card model's table for these targets (S, shape (n,));
+        ``campaign``: the bench's seed, from which ``run_effect="sample"`` draws.
 
         Raises :class:`~analogmem.errors.DeviceCardError` for a card without a pulse-response
         model and :class:`~analogmem.errors.TargetRangeError` for a target in none of the
@@ -137,17 +150,31 @@ class WriteVerify:
             raise DeviceCardError(f"device {device.name!r} has no [write_verify] pulse-response "
                                   "model: use WriteVerify(tolerance_rel=...) windows instead")
         g = np.asarray(g_target_S, dtype=np.float64)
+        sample = self.run_effect == "sample"
+        if sample and campaign is None:
+            raise SettingError("WriteVerify.card(run_effect='sample') draws from a bench's seed: program through "
+                               "an EmulatedBench")
         settings = {"prior_programs": int(self.prior_programs), "scheme": self.scheme, "step_V": self.step_V,
-                    "run_effect": float(self.run_effect), "max_pulses": self.max_pulses}
+                    "run_effect": 0.0 if isinstance(self.run_effect, str) else float(self.run_effect),
+                    "max_pulses": self.max_pulses}
         if self.tolerance_S or self.tolerance_rel:
             targets = np.unique(g)
             if targets.size > MAX_WINDOWS:
                 raise TargetRangeError(f"{targets.size} distinct targets: target + tolerance verify takes at most "
                                        f"{MAX_WINDOWS} (give windows=... to share windows between targets)")
             lo, hi = self.window(targets)
-            table = pr.table(list(zip(np.maximum(lo, 0.0), hi)), lookup=list(zip(targets, targets)), **settings)
+            wins, lookup = list(zip(np.maximum(lo, 0.0), hi)), list(zip(targets, targets))
         else:
-            table = pr.table(self.levels, **settings)
+            wins = list(zip(pr.window_lo_S, pr.window_hi_S)) if self.levels is None else list(self.levels)
+            lookup = None
+        if sample and not pr.shared:
+            raise SettingError(f"device {device.name!r} has a per-window {pr.model!r} write-verify model, which has "
+                               "no run-to-run effect to sample: use run_effect='mean'")
+        if sample:
+            from .run_variation import campaign_shifts
+
+            settings["logit_shift"] = campaign_shifts(pr, campaign, [a for a, _ in wins], [b for _, b in wins])[1]
+        table = pr.table(wins if self.levels is not None or lookup is not None else None, lookup=lookup, **settings)
         level = table.level_of(g)
         if np.any(level < 0):
             i = int(np.argmax(level < 0))
@@ -745,7 +772,7 @@ class EmulatedBench:
         if not isinstance(verify, WriteVerify):
             raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
         if verify.windows == "card":
-            return verify.pulse_table(self.device, g_t)
+            return verify.pulse_table(self.device, g_t, campaign=self._seed)
         if self.device.input != "conductance":
             raise DeviceCardError(
                 f"device {self.device.name!r} takes {self.device.input} targets: write-verify needs a "

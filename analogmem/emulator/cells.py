@@ -810,6 +810,8 @@ def _shared_pulse_response(t: _Table, lo: tuple[float, ...], hi: tuple[float, ..
     if len(gamma) != k or gamma[0] != 0.0:
         t.fail(f"expected {k} numbers (one per class), the first 0 (the reference class)", "class_logit_weight")
     run_sd = t.number("run_sd", lo=0.0)
+    variation = _run_variation(t.table("run_variation")) if "run_variation" in t.data else (0.0, 0.0, (), {})
+    support = _support(t.table("support")) if "support" in t.data else {}
     pe = t.table("p_effects")
     p_effects = {name: pe.number(name) for name in P_EFFECTS if name in pe.data}
     pe.done()
@@ -850,7 +852,47 @@ def _shared_pulse_response(t: _Table, lo: tuple[float, ...], hi: tuple[float, ..
     return PulseResponse("shared-geometric-mixture", window_lo_S=lo, window_hi_S=hi, max_pulses=schemes[0].max_pulses,
                          probabilities=probs, range_S=(r_lo, r_hi), g_ref_S=g_ref, class_logit_p=alpha,
                          class_logit_weight=gamma, p_effects=p_effects, weight_effects=weight_effects, run_sd=run_sd,
-                         schemes=tuple(schemes))
+                         schemes=tuple(schemes), run_sd_between=variation[0], run_sd_within=variation[1],
+                         run_sd_replicates=variation[2], run_variation_table=variation[3], support=support)
+
+
+def _support(t: _Table) -> dict[str, Any]:
+    """``[write_verify.support]`` (issue #28): the covariate ranges the fit saw."""
+    out: dict[str, Any] = {}
+    for kind in ("two_sided", "open_above", "open_below"):
+        if kind in t.data:
+            k = t.table(kind)
+            out[kind] = {}
+            for key in ("position",) + (("ln_width",) if kind == "two_sided" else ()):
+                v = k.numbers(key)
+                if len(v) != 2 or v[0] > v[1]:
+                    k.fail(f"expected [min, max], got {list(v)}", key)
+                out[kind][key] = v
+            k.done()
+    if "max_prior_programs" in t.data:
+        out["max_prior_programs"] = int(t.number("max_prior_programs", lo=0.0))
+    t.done()
+    return out
+
+
+def _run_variation(t: _Table) -> tuple[float, float, tuple[tuple[float, float], ...], dict[str, Any]]:
+    """``[write_verify.run_variation]`` (issue #28): σ_b, σ_w of a new run's shift of logit p
+    and their bootstrap replicates (the other fields are the estimate's record)."""
+    sb = t.number("sd_between", lo=0.0)
+    sw = t.number("sd_within", lo=0.0)
+    rb = t.numbers("replicates_between", min_len=0) if "replicates_between" in t.data else ()
+    rw = t.numbers("replicates_within", min_len=0) if "replicates_within" in t.data else ()
+    if len(rb) != len(rw) or min(rb + rw, default=0.0) < 0:
+        t.fail(f"replicates_between and replicates_within must be equally long (got {len(rb)}, {len(rw)}) and >= 0",
+               "replicates_between")
+    for key in ("sd_between_interval90", "sd_within_interval90"):
+        if key in t.data and len(t.numbers(key)) != 2:
+            t.fail("expected [lo, hi]", key)
+    t.get("method", "")
+    t.get("n_runs", 0)
+    t.get("n_pairs", 0)
+    t.done()
+    return sb, sw, tuple(zip(rb, rw)), dict(t.data)
 
 
 def parse_card(text: str, label: str = "<string>") -> DeviceModel:

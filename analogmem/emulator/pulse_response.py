@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import DeviceCardError, TargetRangeError
 
 __all__ = ["PulseTable", "PulseScheme", "PulseResponse", "pulse_covariates", "P_EFFECTS", "WEIGHT_EFFECTS",
-           "SCHEME_TERMS",
+           "SCHEME_TERMS", "WindowSupportWarning", "SUPPORT_MARGIN_LN_G", "SUPPORT_MARGIN_LN_WIDTH",
            "WIDTH_REF", "STEP_REF_V", "MAX_WINDOWS"]
 
 #: Covariates acting on the per-pulse hit probability (logit scale), in this order.
@@ -49,6 +49,15 @@ STEP_REF_V = 0.1
 #: Most windows one program call may use (the kernels look each target's window up linearly).
 MAX_WINDOWS = 1024
 _P_FLOOR = 1e-12
+#: How far past the fitted windows a window may lie before it is flagged: its position
+#: (ln g) 0.05 beyond the training positions, its ln relative width ln 1.5 beyond theirs.
+SUPPORT_MARGIN_LN_G = 0.05
+SUPPORT_MARGIN_LN_WIDTH = math.log(1.5)
+
+
+class WindowSupportWarning(UserWarning):
+    """A verify window (or start state) outside what the card's fit saw: the shared model
+    extrapolates there, and its prediction is not backed by data (issue #28)."""
 
 
 def pulse_covariates(lo_S: Any, hi_S: Any, prior_programs: Any, step_V: Any, g_ref_S: float) -> dict[str, np.ndarray]:
@@ -183,6 +192,48 @@ class PulseResponse:
     weight_effects: dict[str, tuple[float, ...]] = field(default_factory=dict)
     run_sd: float = 0.0
     schemes: tuple[PulseScheme, ...] = ()
+    #: predictive run-to-run variation of logit p (``[write_verify.run_variation]``, issue
+    #: #28): between-run SD σ_b, within-run level-to-level SD σ_w (0, 0: the card has none),
+    #: and the bootstrap replicates of (σ_b, σ_w) (their uncertainty), shape (B, 2)
+    run_sd_between: float = 0.0
+    run_sd_within: float = 0.0
+    run_sd_replicates: tuple[tuple[float, float], ...] = ()
+    #: the card's ``[write_verify.run_variation]`` table as read (its record: method, intervals)
+    run_variation_table: dict[str, Any] = field(default_factory=dict)
+    #: what the fit saw (``[write_verify.support]``): per window kind ("two_sided",
+    #: "open_above", "open_below") the [min, max] of ``position`` (two-sided also of
+    #: ``ln_width``), and ``max_prior_programs``; empty: not recorded, nothing is checked
+    support: dict[str, Any] = field(default_factory=dict)
+
+    def support_issues(self, lo_S: Any, hi_S: Any, prior_programs: int = 0) -> list[str]:
+        """Why each window outside the fit's support is (one line per such window; empty
+        when all are inside or the card records no support)."""
+        if not self.support:
+            return []
+        lo, hi = np.atleast_1d(np.asarray(lo_S, dtype=np.float64)), np.atleast_1d(np.asarray(hi_S, dtype=np.float64))
+        x = pulse_covariates(lo, hi, prior_programs, math.nan, self.g_ref_S)
+        out = []
+        for j in range(lo.size):
+            kind = "open_above" if np.isinf(hi[j]) else "open_below" if lo[j] <= 0 else "two_sided"
+            sup = self.support.get(kind)
+            name = f"window [{lo[j]:.6g}, {hi[j]:.6g}] S"
+            if not sup:
+                out.append(f"{name}: the fit saw no {kind.replace('_', '-')} window")
+                continue
+            pos, (a, b) = float(x["position"][j]), sup["position"]
+            if not a - SUPPORT_MARGIN_LN_G <= pos <= b + SUPPORT_MARGIN_LN_G:
+                out.append(f"{name}: its position ln(g/g_ref) = {pos:.3f} lies outside the fitted "
+                           f"{kind.replace('_', '-')} windows' [{a:.3f}, {b:.3f}]")
+            if kind == "two_sided":
+                wd, (a, b) = float(x["ln_width"][j]), sup["ln_width"]
+                if not a - SUPPORT_MARGIN_LN_WIDTH <= wd <= b + SUPPORT_MARGIN_LN_WIDTH:
+                    rel = WIDTH_REF * math.exp(wd)
+                    out.append(f"{name}: its relative width ln(hi/lo) = {rel:.4f} lies outside the fitted windows' "
+                               f"[{WIDTH_REF * math.exp(a):.4f}, {WIDTH_REF * math.exp(b):.4f}]")
+        most = self.support.get("max_prior_programs")
+        if most is not None and prior_programs > most:
+            out.append(f"prior_programs = {prior_programs} exceeds the fitted {int(most)}")
+        return out
 
     @property
     def enabled(self) -> bool:
@@ -214,16 +265,19 @@ class PulseResponse:
 
     # ---- the shared model's closed forms
     def class_probabilities(self, lo_S: Any, hi_S: Any, prior_programs: Any = 0, scheme: str | None = None,
-                            step_V: float | None = None, run_effect: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                            step_V: float | None = None, run_effect: float = 0.0,
+                            logit_shift: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Shared model: per window, the class weights and per-pulse hit probabilities,
-        each shape (n_windows, K). ``run_effect`` is in standard deviations of the run effect."""
+        each shape (n_windows, K). ``run_effect`` is in standard deviations ``run_sd`` of
+        the fitted run effect; ``logit_shift`` (scalar or one per window) is added to logit p
+        (a campaign's sampled between- plus within-run effect)."""
         sc = self.scheme(scheme)
         step = self._step(sc, step_V)
         x = pulse_covariates(np.atleast_1d(lo_S), np.atleast_1d(hi_S), prior_programs, step, self.g_ref_S)
         eta = np.zeros(x["position"].shape)
         for name, coef in self.p_effects.items():
             eta = eta + coef * x[name]
-        eta = eta + self.run_sd * float(run_effect)
+        eta = eta + self.run_sd * float(run_effect) + np.asarray(logit_shift, dtype=np.float64)
         for term, (p_field, w_field) in SCHEME_TERMS.items():
             on = x[term] if term else 1.0
             eta = eta + getattr(sc, p_field) * on
@@ -265,19 +319,21 @@ class PulseResponse:
 
     def table(self, windows: Any = None, prior_programs: int = 0, scheme: str | None = None,
               step_V: float | None = None, run_effect: float = 0.0, max_pulses: int | None = None,
-              lookup: Any = None) -> PulseTable:
+              lookup: Any = None, logit_shift: Any = None) -> PulseTable:
         """The kernels' table for verify windows ``windows`` (sequence of (lo_S, hi_S); None:
         the card's levels).
 
         ``lookup`` optionally replaces the windows the kernels look targets up in (same
-        length; a target + tolerance program looks each distinct target up exactly). The
-        budget is ``max_pulses`` or the scheme's. Raises
+        length; a target + tolerance program looks each distinct target up exactly).
+        ``logit_shift``: per window, a shift of logit p (a campaign's sampled run effect,
+        :func:`~analogmem.emulator.run_variation.campaign_shifts`). The budget is
+        ``max_pulses`` or the scheme's. Raises
         :class:`~analogmem.errors.TargetRangeError` for a window outside the card's range or
         one a per-window (``geometric-mixture``) card was not fitted on."""
         if not self.enabled:
             raise DeviceCardError("the card has no [write_verify] pulse-response model")
         if not self.shared:
-            if scheme is not None or step_V is not None or prior_programs or run_effect:
+            if scheme is not None or step_V is not None or prior_programs or run_effect or logit_shift is not None:
                 raise TargetRangeError("a geometric-mixture card has one table per fitted window: scheme, step_V, "
                                        "prior_programs and run_effect need a shared-geometric-mixture card")
             base = self.fitted
@@ -303,7 +359,18 @@ class PulseResponse:
         if not math.isfinite(run_effect):
             raise TargetRangeError(f"run_effect must be finite, got {run_effect!r}")
         sc = self.scheme(scheme)
-        w, p = self.class_probabilities(lo, hi, prior_programs, scheme, step_V, run_effect)
+        issues = self.support_issues(lo, hi, int(prior_programs))
+        if issues:
+            import warnings
+
+            warnings.warn("the card's write-verify model extrapolates: " + "; ".join(issues[:5])
+                          + (f"; and {len(issues) - 5} more" if len(issues) > 5 else ""), WindowSupportWarning,
+                          stacklevel=3)
+        shift = 0.0 if logit_shift is None else np.asarray(logit_shift, dtype=np.float64)
+        if np.ndim(shift) and (np.shape(shift) != lo.shape or not np.all(np.isfinite(shift))):
+            raise TargetRangeError(f"logit_shift must be finite, one per window ({lo.size}), got shape "
+                                   f"{np.shape(shift)}")
+        w, p = self.class_probabilities(lo, hi, prior_programs, scheme, step_V, run_effect, shift)
         lo_l, hi_l = (tuple(lo.tolist()), tuple(hi.tolist())) if lookup is None else _lookup(lookup, windows)
         return PulseTable(lo_l, hi_l, tuple(tuple(r) for r in w.tolist()), tuple(tuple(r) for r in p.tolist()),
                           (0,) * lo.size, sc.max_pulses if max_pulses is None else int(max_pulses),
