@@ -44,6 +44,24 @@ def _dir_bytes(path: str) -> int:
     return total
 
 
+def build_stack(weights: float, width: int, weight_dtype: str, seed: int):
+    """A ``torch.nn.Sequential`` of ``ceil(weights / width²)`` bias-free ``width × width`` linear
+    layers of ``weight_dtype``, weights N(0, 1/width) from a torch generator seeded ``seed``."""
+    import torch
+
+    n_layers = max(1, math.ceil(weights / (width * width)))
+    wdt = getattr(torch, weight_dtype)
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for _ in range(n_layers):
+        lin = torch.nn.Linear(width, width, bias=False, dtype=wdt)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(width, width, generator=g) / math.sqrt(width))
+        lin.requires_grad_(False)
+        layers.append(lin)
+    return torch.nn.Sequential(*layers)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", type=float, default=1e9, help="weights in the model (rounded up to whole layers)")
@@ -65,19 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     import analogmem
 
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    per_layer = args.width * args.width
-    n_layers = max(1, math.ceil(args.weights / per_layer))
-    wdt = getattr(torch, args.weight_dtype)
-    g = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
-    layers = []
-    for _ in range(n_layers):
-        lin = torch.nn.Linear(args.width, args.width, bias=False, dtype=wdt)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(args.width, args.width, generator=g) / math.sqrt(args.width))
-        lin.requires_grad_(False)
-        layers.append(lin)
-    model = torch.nn.Sequential(*layers)
+    model = build_stack(args.weights, args.width, args.weight_dtype, args.seed)
+    layers = list(model)
+    n_layers, per_layer = len(layers), args.width * args.width
     t_build = time.perf_counter() - t0
     n_weights = n_layers * per_layer
     rss_model = _peak_rss_bytes()
