@@ -153,3 +153,59 @@ def mmse_posterior(const real_g[::1] g, double g_min_S, double span_S, const cnp
         free(o)
 
 
+
+
+cdef inline Py_ssize_t _cell_of(double v, double y0, double h, Py_ssize_t N) noexcept nogil:
+    """The grid cell (0..N-2) of ``v`` on nodes ``y0 + j·h`` (j = 0..N-1), clamped to the grid."""
+    cdef double u = (v - y0) / h
+    if u <= 0.0:
+        return 0
+    if u >= <double>(N - 2):
+        return N - 2
+    return <Py_ssize_t>u
+
+
+cdef inline double _frac_in(double v, double y0, double h, Py_ssize_t i) noexcept nogil:
+    """The fraction of ``v`` in grid cell ``i`` (clamped to [0, 1]: past the grid, its edge)."""
+    return fmin(fmax((v - y0) / h - <double>i, 0.0), 1.0)
+
+
+def mmse_table(const real_g[::1] g, double g_min_S, double span_S, double lo, double y0, double h,
+               const double[:, ::1] table, const double[::1] cen_first, const double[::1] cen_second,
+               double cen_both, real_w[::1] out, int n_threads=1):
+    """Posterior means from a table of them: reads ``g`` (S) of ``c`` = 1 or 2 cells per weight
+    (shape (n·c,)) in relative units ``y = (g − g_min_S)/span_S``; a read at or below ``lo``
+    (the card's clip, −inf for none) is censored. Uncensored reads are interpolated
+    (bilinearly for c = 2) on ``table``, the posterior mean at nodes ``y0 + j·h`` (shape
+    (1, N) for c = 1, (N, N) for c = 2); reads past the grid take its edge. With c = 2, a
+    weight whose first (second) read is censored interpolates ``cen_first`` (``cen_second``)
+    at its other read; both censored: ``cen_both``. With c = 1 a censored read is ``cen_both``."""
+    cdef Py_ssize_t N = table.shape[1], n = out.shape[0], q, i1, i2
+    cdef int c = 1 if table.shape[0] == 1 else 2
+    cdef double y1, y2, f1, f2, thr = lo + 1e-12
+    if g.shape[0] != n * c or N < 2 or (c == 2 and (table.shape[0] != N or cen_first.shape[0] != N
+                                                    or cen_second.shape[0] != N)):
+        raise ValueError("inconsistent shapes")
+    for q in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+        # every variable is assigned here (private to its thread): no pointers into them
+        y1 = (<double>g[q * c] - g_min_S) / span_S
+        i1 = _cell_of(y1, y0, h, N)
+        f1 = _frac_in(y1, y0, h, i1)
+        if c == 1:
+            if y1 <= thr:
+                out[q] = <real_w>cen_both
+            else:
+                out[q] = <real_w>(table[0, i1] * (1.0 - f1) + table[0, i1 + 1] * f1)
+        else:
+            y2 = (<double>g[q * c + 1] - g_min_S) / span_S
+            i2 = _cell_of(y2, y0, h, N)
+            f2 = _frac_in(y2, y0, h, i2)
+            if y1 <= thr and y2 <= thr:
+                out[q] = <real_w>cen_both
+            elif y1 <= thr:
+                out[q] = <real_w>(cen_first[i2] * (1.0 - f2) + cen_first[i2 + 1] * f2)
+            elif y2 <= thr:
+                out[q] = <real_w>(cen_second[i1] * (1.0 - f1) + cen_second[i1 + 1] * f1)
+            else:
+                out[q] = <real_w>((table[i1, i2] * (1.0 - f2) + table[i1, i2 + 1] * f2) * (1.0 - f1)
+                                  + (table[i1 + 1, i2] * (1.0 - f2) + table[i1 + 1, i2 + 1] * f2) * f1)

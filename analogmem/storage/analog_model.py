@@ -54,7 +54,7 @@ from ..emulator.bench import ChunkedTargets, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_seconds
 from ..errors import AnalogMemError, SettingError, StorageError
-from .encoders import CellMap, Channel, Encoder, check_finite, global_drift_scale, make_encoder
+from .encoders import MMSE, CellMap, Channel, Encoder, check_finite, global_drift_scale, make_encoder
 from .stores import _as_array, as_stored_dtype, chunked_targets, mean_target_S
 
 __all__ = ["program_one_chip", "AnalogModel", "TensorPlan", "Evaluation", "CHUNK_WEIGHTS", "default_encoder_name"]
@@ -286,10 +286,12 @@ class AnalogModel:
         dt = np.float32 if p.dtype in ("float32", "float16", "bfloat16") else np.float64
         w = np.empty(p.numel, dtype=dt)
         threads = self.bench.n_threads
+        # MMSE: one table of posterior means for the whole tensor (None: the exact posterior)
+        table = self.encoder.posterior_table(p.side, channel, p.numel) if isinstance(self.encoder, MMSE) else None
         for a in range(0, p.numel, step):
             b = min(p.numel, a + step)
             g = self.bench.read_at(t, p.start + a * cpw, p.start + b * cpw, read_index=read)
-            w[a:b] = self.encoder.decode_S(g, p.side, b - a, channel, gain, dt, threads)
+            w[a:b] = self.encoder.decode_S(g, p.side, b - a, channel, gain, dt, threads, table=table)
         out = as_stored_dtype(w.reshape(p.shape), p.dtype)
         return out if torch.is_tensor(out) else torch.from_numpy(out)
 

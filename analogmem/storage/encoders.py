@@ -378,11 +378,11 @@ class CellMap(Encoder):
         return out
 
     def decode_S(self, g_S: np.ndarray, side: Side, n_weights: int, channel: Channel, gain: float = 1.0,
-                 dtype: Any = np.float64, n_threads: int = 1) -> np.ndarray:
+                 dtype: Any = np.float64, n_threads: int = 1, table: Any = "auto") -> np.ndarray:
         """Weights (shape ``(n_weights,)``, ``dtype``) from reads ``g_S`` (S, float32 or float64)
         multiplied by ``gain`` (the drift compensation factor): :meth:`decode` of the reads in
         relative units, in one pass of ``analogmem.storage._codec`` for the linear and
-        differential maps and their repetitions."""
+        differential maps and their repetitions. (``table``: for :class:`MMSE`; unused here.)"""
         kr = _map_kind(self)
         dt = np.dtype(dtype)
         if kr is None or dt not in (np.float32, np.float64):
@@ -558,6 +558,28 @@ class Repetition(CellMap):
         return {"kind": "Repetition", "inner": self.inner.spec(), "r": self.r}
 
 
+#: Smallest tensor (weights) whose MMSE decode interpolates a table of posterior means.
+TABLE_MIN_WEIGHTS = 1 << 20
+#: Weights per table node, at least: the table's exact posteriors cost at most 1/8 of
+#: decoding every weight exactly.
+TABLE_WEIGHTS_PER_NODE = 8
+
+
+@dataclass(frozen=True)
+class PosteriorTable:
+    """Posterior means at a grid of reads (:meth:`MMSE.posterior_table`), relative units:
+    nodes ``y0 + j·h``; ``table`` (1, N) or (N, N); ``cen_first``/``cen_second`` (N,) for a
+    pair whose first/second read is at the clip ``lo``; ``cen_both`` both at the clip."""
+
+    lo: float
+    y0: float
+    h: float
+    table: np.ndarray
+    cen_first: np.ndarray
+    cen_second: np.ndarray
+    cen_both: float
+
+
 class MMSE(CellMap):
     """MMSE decoding of any cell map: ``ŵ = E[w | y] = Σ_k p_k L_k w_k / Σ_k p_k L_k`` over a
     grid of ``grid`` candidate weights ``w_k`` spanning ``[−max|w|, max|w|]`` with prior
@@ -624,11 +646,76 @@ class MMSE(CellMap):
     def encode_S(self, w, side, channel, n_threads=1, out=None):
         return self.inner.encode_S(w, side, channel, n_threads, out)
 
-    def decode_S(self, g_S, side, n_weights, channel, gain=1.0, dtype=np.float64, n_threads=1):
+    def posterior_table(self, side: Side, channel: Channel, n_weights: int) -> "PosteriorTable | None":
+        """The posterior mean tabulated for a tensor of ``n_weights`` weights read through
+        ``channel``, or None where the exact posterior is used: maps of 1 or 2 cells per weight
+        (linear, differential) and tensors of at least :data:`TABLE_MIN_WEIGHTS` weights.
+
+        The exact posterior (64 candidates: a likelihood and an exponential per candidate and
+        weight) costs about 200 ns per weight; for a large tensor it is computed once, exactly
+        (:func:`~analogmem.storage._codec.mmse_posterior`), at the nodes of a grid of reads —
+        ``N`` nodes per cell, spaced a quarter of the smallest read spread of any candidate,
+        spanning the candidates' read means ± 8 standard deviations from just above the clip;
+        used when the table (``N^c`` nodes) costs at most 1/:data:`TABLE_WEIGHTS_PER_NODE` of
+        the exact decode — and each weight's posterior mean is interpolated (bilinear) from the
+        table, with reads at the clip (censored) taken from tables of the other read. The
+        posterior mean is smooth in the reads on the scale of the read noise, which the grid
+        resolves four times over: the interpolated decode differs from the exact one by about
+        10⁻³ of the weights' read-noise error (RMS; ``tests/test_encoders.py`` bounds it)."""
+        c = self.cells_per_weight
+        n = int(n_weights)
+        if c not in (1, 2) or n < TABLE_MIN_WEIGHTS or type(self.inner) not in (LinearMap, DifferentialPair):
+            return None
+        w_k = self.candidates(side)
+        x_k = np.clip(self.inner._encode(w_k, float(side["scale"])), 0.0, 1.0)  # (K, c)
+        like = _GaussianLikelihood(x_k, channel)
+        if like.direct:
+            return None
+        m, sd = channel.mean_std(x_k)
+        lo = like.lo if math.isfinite(like.lo) else -math.inf
+        y0 = lo + 1e-9 if math.isfinite(lo) else float(np.min(m - 8.0 * sd))
+        y1 = float(np.max(m + 8.0 * sd))
+        # node spacing: a quarter of the smallest read spread; the table may cost at most
+        # 1/TABLE_WEIGHTS_PER_NODE of the exact decode, else the exact posterior is used
+        N = max(64, int(math.ceil((y1 - y0) / (0.25 * float(np.min(sd))))) + 1)
+        if y1 <= y0 or N ** c > n // TABLE_WEIGHTS_PER_NODE:
+            return None
+        nodes = np.linspace(y0, y1, N)
+        to_S = lambda y: np.ascontiguousarray(y, dtype=np.float64).reshape(-1) * channel.span_S \
+            + channel.device.g_min_S  # noqa: E731
+        exact = lambda y, k: self.decode_S(to_S(y), side, k, channel, table=None)  # noqa: E731
+        at_lo = np.full(N, lo)
+        if c == 1:
+            table = exact(nodes, N)[None, :]
+            cen_first = cen_second = np.zeros(N)
+            both = float(exact(np.array([lo]), 1)[0]) if math.isfinite(lo) else 0.0
+        else:
+            y_a, y_b = np.meshgrid(nodes, nodes, indexing="ij")
+            table = exact(np.stack([y_a.ravel(), y_b.ravel()], axis=1), N * N).reshape(N, N)
+            if math.isfinite(lo):
+                cen_first = exact(np.stack([at_lo, nodes], axis=1), N)
+                cen_second = exact(np.stack([nodes, at_lo], axis=1), N)
+                both = float(exact(np.array([lo, lo]), 1)[0])
+            else:
+                cen_first = cen_second = np.zeros(N)
+                both = 0.0
+        return PosteriorTable(lo, y0, (y1 - y0) / (N - 1), np.ascontiguousarray(table), cen_first, cen_second, both)
+
+    def decode_S(self, g_S, side, n_weights, channel, gain=1.0, dtype=np.float64, n_threads=1, table="auto"):
         """The posterior mean of each weight from reads ``g_S`` (S), in one pass of
         ``analogmem.storage._codec.mmse_posterior`` (``gain`` is ignored: the channel model
-        holds the mean drift); as :meth:`decode` to rounding."""
+        holds the mean drift); as :meth:`decode` to rounding. ``table``: ``"auto"``
+        (:meth:`posterior_table` for these ``n_weights``: a tensor decoded in one call), a
+        :class:`PosteriorTable` made for the whole tensor (when it is decoded chunk by chunk),
+        or None (the exact posterior)."""
         dt = np.dtype(dtype)
+        if isinstance(table, str):
+            table = self.posterior_table(side, channel, n_weights)
+        if table is not None and dt in (np.float32, np.float64):
+            out = np.empty(int(n_weights), dtype=dt)
+            _codec.mmse_table(_float_flat(g_S), channel.device.g_min_S, channel.span_S, table.lo, table.y0, table.h,
+                              table.table, table.cen_first, table.cen_second, table.cen_both, out, n_threads)
+            return out
         w_k = self.candidates(side)
         x_k = np.clip(self.inner._encode(w_k, float(side["scale"])), 0.0, 1.0)  # (K, c)
         like = _GaussianLikelihood(x_k, channel)
