@@ -441,14 +441,14 @@ def _program_state(module: Any, state: dict[str, Any], analog: list[str], digita
         bench = EmulatedBench(dev, start, seed=root, n_threads=n_threads, backend=bench_backend, dtype=dtype,
                               state_dir=state_dir, direct_io=direct_io)
     chunked = chunked_targets([(p.n_cells, enc, flat[p.name], p.side) for p in plans], channel, bench.n_threads)
-    # the bench makes each chunk's targets twice: a check of every chunk before any cell changes, then the program
-    with progress_bar(total=2 * start, enabled=progress, desc="check+program", unit="cell", unit_scale=True) as bar:
+    # the bench makes each chunk's targets once (the cell maps' targets are in range by construction)
+    with progress_bar(total=start * (1 if chunked.prechecked else 2), enabled=progress, desc="check+program", unit="cell", unit_scale=True) as bar:
         def counted(lo: int, hi: int) -> np.ndarray:
             out = chunked.fn(lo, hi)
             bar.update(hi - lo)
             return out
 
-        bench.program(ChunkedTargets(chunked.n, counted))
+        bench.program(ChunkedTargets(chunked.n, counted, prechecked=chunked.prechecked))
     settings = {"cells_per_weight": cpw, "encoder": enc, "seed": np.random.SeedSequence(root.entropy,
                 spawn_key=root.spawn_key), "dtype": dtype, "state_dir": state_dir, "backend": backend,
                 "torch_device": torch_device, "n_threads": n_threads, "direct_io": direct_io, "t_fit_s": t_fit}

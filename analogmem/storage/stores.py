@@ -202,7 +202,8 @@ def chunked_targets(pieces: list[tuple[int, Any, Any, dict[str, Any]]], channel:
             i += 1
         return out
 
-    return ChunkedTargets(total, fn)
+    # cell maps clip every target into [g_min, g_max]: the bench need not check them first
+    return ChunkedTargets(total, fn, prechecked=all(isinstance(p[1], CellMap) for p in pieces))
 
 
 def mean_target_S(enc: CellMap, w: Any, side: dict[str, Any], channel: Channel, n_threads: int = 1,
