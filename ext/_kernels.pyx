@@ -50,7 +50,7 @@ cdef extern from "am_kernels.h" nogil:
         double mu_lxb, sg_lxb
         double mu_hc[AM_MAXH]
         double sg_hc[AM_MAXH]
-        int nu_table, nu_n
+        int nu_table, nu_n, nu_simple
         double nu_x[AM_MAXN]
         double nu_mu[AM_MAXN]
         double nu_sg[AM_MAXN]
@@ -196,6 +196,7 @@ cdef am_params _pack(dict d) except *:
     _fill(p.mu_hc, d["mu_hc"], AM_MAXH, "drift mu upper branch")
     _fill(p.sg_hc, d["sg_hc"], AM_MAXH, "drift sigma upper branch")
     p.nu_table = d["nu_table"]
+    p.nu_simple = not p.nu_table and p.mu_lxb == float("inf") and p.sg_lxb == float("inf")
     knots = d["nu_x"]
     p.nu_n = len(knots)
     if p.nu_table and not 2 <= p.nu_n <= AM_MAXN:

@@ -60,7 +60,7 @@ typedef struct {
     int drift_on;
     double t0, mu_slope, mu_icpt, mu_min, mu_max, sg_slope, sg_icpt, sg_min, sg_max;
     double mu_lxb, sg_lxb, mu_hc[AM_MAXH], sg_hc[AM_MAXH];
-    int nu_table, nu_n;
+    int nu_table, nu_n, nu_simple; /* nu_simple: one clipped log-linear branch each (no table, no break) */
     double nu_x[AM_MAXN], nu_mu[AM_MAXN], nu_sg[AM_MAXN];
     /* read noise: Q_s form q_form 0: min(q_coef x^-q_exp, q_max); 1: piecewise (as mu, fields q_*);
        2: the constant q_coef. read_log10: sigma_R = q log10(|g| / 1 uS) F (else |g| q F) */
@@ -357,6 +357,15 @@ static inline int8_t am_stuck(const am_params* p, uint64_t cell) {
         while (k < n - 2 && x >= xs[k + 1]) k++;                                                                  \
         return ys[k] + (x - xs[k]) / (xs[k + 1] - xs[k]) * (ys[k + 1] - ys[k]);                                  \
     }                                                                                                             \
+    /* the one-branch laws (every card without breaks or tables): branch-free, so block loops vectorise;  \
+       equal, bit for bit, to am_nu / am_q on such cards */                                                       \
+    static inline T am_nu_simple##SUF(const P* p, T lx, T z) {                                                    \
+        T mu = CLIP(p->mu_slope * lx + p->mu_icpt, p->mu_min, p->mu_max);                                         \
+        T sg = CLIP(p->sg_slope * lx + p->sg_icpt, p->sg_min, p->sg_max);                                         \
+        return FABS(mu + sg * z);                                                                                 \
+    }                                                                                                             \
+    static inline T am_q_pow##SUF(const P* p, T lx) { return MIN(p->q_coef * EXP(-p->q_exp * lx), p->q_max); }   \
+    static inline T am_read_noise_rel##SUF(T g, T q, T F, T z) { return g + FABS(g) * q * F * z; }              \
     static inline T am_nu##SUF(const P* p, T x, T lx, T z) {                                                      \
         T mu, sg;                                                                                                 \
         if (p->nu_table) {                                                                                        \
@@ -618,9 +627,13 @@ AM_CLONES static void am_program_math(const am_params* p, int n, const double* r
     if (p->drift_on || p->read_on) {
         double lx[AM_BLOCK];
         for (i = 0; i < n; i++) lx[i] = am_lnx(p, g_target[i] * p->inv_g_max);
-        if (p->drift_on)
+        if (p->drift_on && p->nu_simple)
+            for (i = 0; i < n; i++) nu[i] = am_nu_simple(p, lx[i], z2[i]);
+        else if (p->drift_on)
             for (i = 0; i < n; i++) nu[i] = am_nu(p, g_target[i] * p->inv_g_max, lx[i], z2[i]);
-        if (p->read_on)
+        if (p->read_on && p->q_form == 0)
+            for (i = 0; i < n; i++) q[i] = am_q_pow(p, lx[i]);
+        else if (p->read_on)
             for (i = 0; i < n; i++) q[i] = am_q(p, g_target[i] * p->inv_g_max, lx[i]);
     }
 }
@@ -722,7 +735,9 @@ static inline void am_load_block(const void* src, int f32, int64_t lo, int n, do
             for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly##SUF(m, ge[i] * m->inv_g_max, t.a, t.w, 1) * zr[i]; \
         else if (p->relax_on)                                                                                     \
             for (i = 0; i < n; i++) g[i] = g[i] + am_sigma_relax_poly##SUF(m, ge[i] * m->inv_g_max, t.a, t.w, 0) * zr[i]; \
-        if (p->read_on)                                                                                           \
+        if (p->read_on && !p->read_log10)                                                                         \
+            for (i = 0; i < n; i++) g[i] = am_read_noise_rel##SUF(g[i], q[i], t.F, z[i]);                         \
+        else if (p->read_on)                                                                                      \
             for (i = 0; i < n; i++) g[i] = am_read_noise##SUF(m, g[i], q[i], t.F, z[i]);                          \
         for (i = 0; i < n; i++) g[i] = CLIP(g[i], m->clip_lo, m->clip_hi);                                        \
     }
@@ -925,9 +940,13 @@ AM_CLONES static void am_program_math_f32(const am_params* p, const am_fparams* 
     if (p->drift_on || p->read_on) {
         float lx[AM_BLOCK];
         for (i = 0; i < n; i++) lx[i] = am_lnx_f(f, ge[i] * f->inv_g_max);
-        if (p->drift_on)
+        if (p->drift_on && p->nu_simple)
+            for (i = 0; i < n; i++) nu[i] = am_nu_simple_f(f, lx[i], zd[i]);
+        else if (p->drift_on)
             for (i = 0; i < n; i++) nu[i] = am_nu_f(f, ge[i] * f->inv_g_max, lx[i], zd[i]);
-        if (p->read_on)
+        if (p->read_on && p->q_form == 0)
+            for (i = 0; i < n; i++) q[i] = am_q_pow_f(f, lx[i]);
+        else if (p->read_on)
             for (i = 0; i < n; i++) q[i] = am_q_f(f, ge[i] * f->inv_g_max, lx[i]);
     }
 }
