@@ -206,3 +206,12 @@ def test_every_command_has_a_plain_text_description():
         assert description.strip(), f"analogmem {where} --help has no description"
         for bad in (":class:", ":func:", ":mod:", ":meth:", "``", "add_subparser", "DESIGN §"):
             assert bad not in text, f"analogmem {where} --help shows {bad!r}"
+
+
+def test_a_checkout_without_built_kernels_says_it_shadows_the_installed_package():
+    """After ``pip install .`` a Python started in the checkout imports the checkout, whose
+    kernels are not built: the error says so and what to do, not just "install the package"."""
+    r = run_py("import analogmem", blocked=("analogmem.emulator._kernels",))
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "KernelUnavailableError" in last and "source checkout" in last and "pip install -e ." in last, last

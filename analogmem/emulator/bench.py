@@ -34,9 +34,15 @@ from ..errors import AddressError, DeviceCardError, KernelUnavailableError, Sett
 try:
     from . import _kernels
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    from pathlib import Path as _Path
+
+    _here = _Path(__file__).resolve().parents[1]
+    _shadow = (_here.parent / "pyproject.toml").is_file() and (_here.parent / "ext").is_dir()
     raise KernelUnavailableError(
-        "analogmem's compiled kernels (analogmem.emulator._kernels) are not built: install the package "
-        "with `pip install .` or `pip install -e .` (needs a C compiler)") from exc
+        f"analogmem's compiled kernels (analogmem.emulator._kernels) are not built in {_here}"
+        + (": this is a source checkout, which shadows an installed analogmem when Python runs from its root; "
+           "run from another folder, or build it in place with `pip install -e .`" if _shadow else
+           ": install the package with `pip install .` or `pip install -e .` (needs a C compiler)")) from exc
 
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "kernels_info",
            "default_threads", "check_addresses", "as_target_array"]
