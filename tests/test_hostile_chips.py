@@ -527,3 +527,20 @@ def test_store_model_refuses_meta_tensors_by_name():
     with pytest.raises(StorageError, match="tensor 'weight' is on torch's meta device"):
         analogmem.store_model(torch.nn.Linear(2, 2, device="meta"), store)
     assert store.cells_used == 0
+
+
+def test_a_damaged_chunk_fails_only_the_reads_that_need_it(tmp_path):
+    path = tmp_path / "chip"
+    expected = make_chip(path)
+    raw = bytearray((path / "g_prog.bin").read_bytes())
+    raw[9000 * 8] ^= 0x01  # chunk 2 (cells 8192..12287)
+    (path / "g_prog.bin").write_bytes(bytes(raw))
+    with EmulatedBench.open(path) as b:
+        twin_clock = b.time_s
+        with pytest.raises(StorageError, match=r"g_prog\.bin cells 8192\.\.12287 do not match"):
+            b.read(3600.0)
+        assert b.time_s == twin_clock  # the failed read moved nothing
+        # the chunks before it read (the read-ahead of the damaged one raises nothing here)
+        np.testing.assert_array_equal(b.read(3600.0, addresses=range(0, 4096)), expected[:4096])
+        with pytest.raises(StorageError, match="do not match"):
+            b.read(addresses=[9001])

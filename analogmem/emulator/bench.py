@@ -496,18 +496,22 @@ class EmulatedBench:
             self._cells.close()
             self._broken = self._broken or "closed"
 
-    def _header(self) -> dict[str, Any]:
+    def _header(self, spawned: int = 0) -> dict[str, Any]:
+        """The bench section of a chip header; ``spawned``: children the seed is about to
+        spawn (recorded before they are, so a failed save leaves the seed untouched)."""
+        seed = seed_state(self._seed)
+        seed["n_children_spawned"] += spawned
         return {"device": {"name": self.device.name, "card_sha256": self.device.card_sha256},
-                "dtype": self.dtype.name, "seed": seed_state(self._seed), "fault_key": list(self._fault_key),
+                "dtype": self.dtype.name, "seed": seed, "fault_key": list(self._fault_key),
                 "clock": {"time_s": self._time_s, "last_program_s": self._last_program_s,
                           "uniform_t_prog": self._uniform_t_prog},
                 "programmed": self._programmed, "units": {"time_s": "s", "g_prog": "S", "g_eff": "S"}}
 
-    def _save_header(self) -> None:
+    def _save_header(self, spawned: int = 0) -> None:
         """File-backed chips: record clock and random state after every operation (not
         when opened read-only)."""
         if isinstance(self._cells, FileArrays) and not self.read_only:
-            self._cells.header["bench"] = self._header()
+            self._cells.header["bench"] = self._header(spawned)
             self._cells.save_header()
 
     def _clock_change(self, time_s: float) -> None:
@@ -516,11 +520,11 @@ class EmulatedBench:
         self._time_s = time_s
         self._save_header()
 
-    def _snapshot_clock(self) -> tuple[float, dict[str, Any]]:
-        return self._time_s, seed_state(self._seed)
+    def _snapshot_clock(self) -> float:
+        return self._time_s
 
-    def _restore_clock(self, saved: tuple[float, dict[str, Any]]) -> None:
-        self._time_s, self._seed = saved[0], seed_from_state(saved[1])
+    def _restore_clock(self, saved: float) -> None:
+        self._time_s = saved
 
     def _check_usable(self, what: str) -> None:
         """Refuse to read or partially program cells a failed operation left half-written."""
@@ -857,16 +861,25 @@ class EmulatedBench:
         return ProgramReport(n_cells=m, time_s=now, stuck=stuck_report, addresses=addr, pulses=pulses,
                              success=success.astype(bool) if success is not None else None)
 
-    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int], tuple[float, dict[str, Any]]]:
+    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int], float]:
         """The time and key of a read, moving the clock in memory; the caller records it
-        (:meth:`_save_header`) once the read succeeded, or restores ``saved`` (the third
-        value) if anything failed: a read that raises leaves clock and random state as they were."""
+        with :meth:`_end_read` once the read succeeded, or restores the clock ``saved`` (the
+        third value) if anything failed: a read that raises leaves clock and random state as
+        they were (the key is the seed's next child, spawned only by :meth:`_end_read`)."""
         self._check_usable("read")
         when = check_read_time(t_s, self._last_program_s, self._time_s)
         saved = self._snapshot_clock()
-        key = op_key(self._op_seed())
+        ss = self._seed
+        key = op_key(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (ss.n_children_spawned,),
+                                            pool_size=ss.pool_size))
         self._time_s = when
         return when, key, saved
+
+    def _end_read(self) -> None:
+        """Record a read that succeeded: the header (with the seed's next child counted)
+        first, then the seed spawns that child."""
+        self._save_header(spawned=1)
+        self._seed.spawn(1)
 
     def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray,
                     first: int | None = None) -> None:
@@ -896,7 +909,7 @@ class EmulatedBench:
         when, key, saved = self._begin_read(t_s)
         try:
             out = self._read_cells(when, key, span, addr)
-            self._save_header()
+            self._end_read()
         except BaseException:
             self._restore_clock(saved)
             raise
@@ -977,7 +990,7 @@ class EmulatedBench:
             raise SettingError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
         when, key, saved = self._begin_read(t_s)
         try:
-            self._save_header()
+            self._end_read()
         except BaseException:
             self._restore_clock(saved)
             raise

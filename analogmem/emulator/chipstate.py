@@ -476,7 +476,7 @@ class FileArrays:
         pending, self._pending = self._pending, None
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            ahead[1].result()
+            ahead[1].exception()  # a read ahead that is not used: wait for it, its error is not this call's
         if pending is not None:
             pending.result()
 
@@ -859,7 +859,7 @@ class FileArrays:
             out, kind = ahead[1].result(), ahead[0][3]
         else:
             if ahead is not None:
-                ahead[1].result()
+                ahead[1].exception()  # not the chunk asked for: wait, and leave its error unraised
             kind = f"r{self._read_set}"
             out = self._read(names, lo, hi, kind)
         self._read_set = 1 if kind == "r0" else 0
