@@ -334,7 +334,9 @@ class ChipLock:
                 except OSError:
                     fd = -1
             if fd < 0 and (exclusive or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM)):
-                raise StorageError(f"chip {str(chip)!r}: cannot open its lock file: {exc}") from None
+                hint = ("; a chip on read-only media is opened with EmulatedBench.open(path, read_only=True)"
+                        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "")
+                raise StorageError(f"chip {str(chip)!r}: cannot open its lock file: {exc}{hint}") from None
         self.fd = fd
         self._finalizer = weakref.finalize(self, _close_fd, fd)
         if fd < 0:
