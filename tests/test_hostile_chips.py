@@ -404,7 +404,7 @@ def test_a_chip_larger_than_the_free_space_is_refused_at_create(tmp_path):
     where = tmp_path / "big"
     with pytest.raises(StorageError, match="bytes free, the chip's state needs"):
         EmulatedBench("pcm-nandakumar2019", 10 ** 15, seed=0, state_dir=where)
-    assert not where.exists()  # no empty directory left behind
+    assert not where.exists()  # no empty directory left behind  # no empty directory left behind
 
 
 def test_enospc_mid_program_is_a_storage_error_and_poisons_the_bench(tmp_path, monkeypatch):
@@ -544,3 +544,19 @@ def test_a_damaged_chunk_fails_only_the_reads_that_need_it(tmp_path):
         np.testing.assert_array_equal(b.read(3600.0, addresses=range(0, 4096)), expected[:4096])
         with pytest.raises(StorageError, match="do not match"):
             b.read(addresses=[9001])
+
+
+def test_enospc_while_creating_a_chip_leaves_no_directory(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(chipstate, "atomic_write_bytes", full_disk)
+    where = tmp_path / "new" / "chip"
+    with pytest.raises(StorageError, match=r"cannot write card\.toml: \[Errno 28\] No space left on device"):
+        EmulatedBench("pcm-nandakumar2019", 1000, seed=0, state_dir=where)
+    assert not (tmp_path / "new").exists()  # nor the folders made for it
+    existing = tmp_path / "empty"
+    existing.mkdir()
+    with pytest.raises(StorageError, match="No space left"):
+        EmulatedBench("pcm-nandakumar2019", 1000, seed=0, state_dir=existing)
+    assert existing.is_dir() and os.listdir(existing) == []  # the user's empty folder stays, empty

@@ -508,7 +508,7 @@ class FileArrays:
         if os.fspath(path) in ("", b""):
             raise StorageError("state_dir is empty: name a new or empty directory for the chip")
         path = Path(path)
-        made = not path.exists()
+        made = [p for p in [path, *path.parents] if not p.exists()]  # removed again if the create fails
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -545,11 +545,11 @@ class FileArrays:
                 lock.release()
                 if made or not (path / _HEADER).exists():
                     (path / _LOCK).unlink(missing_ok=True)
-            if made:
+            for p in made:
                 try:
-                    path.rmdir()
+                    p.rmdir()
                 except OSError:
-                    pass
+                    break
             raise
 
     @classmethod
