@@ -404,7 +404,7 @@ def test_a_chip_larger_than_the_free_space_is_refused_at_create(tmp_path):
     where = tmp_path / "big"
     with pytest.raises(StorageError, match="bytes free, the chip's state needs"):
         EmulatedBench("pcm-nandakumar2019", 10 ** 15, seed=0, state_dir=where)
-    assert not where.exists()  # no empty directory left behind
+    assert not where.exists()  # no empty directory left behind  # no empty directory left behind
 
 
 def test_enospc_mid_program_is_a_storage_error_and_poisons_the_bench(tmp_path, monkeypatch):
@@ -527,3 +527,36 @@ def test_store_model_refuses_meta_tensors_by_name():
     with pytest.raises(StorageError, match="tensor 'weight' is on torch's meta device"):
         analogmem.store_model(torch.nn.Linear(2, 2, device="meta"), store)
     assert store.cells_used == 0
+
+
+def test_a_damaged_chunk_fails_only_the_reads_that_need_it(tmp_path):
+    path = tmp_path / "chip"
+    expected = make_chip(path)
+    raw = bytearray((path / "g_prog.bin").read_bytes())
+    raw[9000 * 8] ^= 0x01  # chunk 2 (cells 8192..12287)
+    (path / "g_prog.bin").write_bytes(bytes(raw))
+    with EmulatedBench.open(path) as b:
+        twin_clock = b.time_s
+        with pytest.raises(StorageError, match=r"g_prog\.bin cells 8192\.\.12287 do not match"):
+            b.read(3600.0)
+        assert b.time_s == twin_clock  # the failed read moved nothing
+        # the chunks before it read (the read-ahead of the damaged one raises nothing here)
+        np.testing.assert_array_equal(b.read(3600.0, addresses=range(0, 4096)), expected[:4096])
+        with pytest.raises(StorageError, match="do not match"):
+            b.read(addresses=[9001])
+
+
+def test_enospc_while_creating_a_chip_leaves_no_directory(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(chipstate, "atomic_write_bytes", full_disk)
+    where = tmp_path / "new" / "chip"
+    with pytest.raises(StorageError, match=r"cannot write card\.toml: \[Errno 28\] No space left on device"):
+        EmulatedBench("pcm-nandakumar2019", 1000, seed=0, state_dir=where)
+    assert not (tmp_path / "new").exists()  # nor the folders made for it
+    existing = tmp_path / "empty"
+    existing.mkdir()
+    with pytest.raises(StorageError, match="No space left"):
+        EmulatedBench("pcm-nandakumar2019", 1000, seed=0, state_dir=existing)
+    assert existing.is_dir() and os.listdir(existing) == []  # the user's empty folder stays, empty

@@ -573,18 +573,22 @@ class EmulatedBench:
             self._cells.close()
             self._broken = self._broken or "closed"
 
-    def _header(self) -> dict[str, Any]:
+    def _header(self, spawned: int = 0) -> dict[str, Any]:
+        """The bench section of a chip header; ``spawned``: children the seed is about to
+        spawn (recorded before they are, so a failed save leaves the seed untouched)."""
+        seed = seed_state(self._seed)
+        seed["n_children_spawned"] += spawned
         return {"device": {"name": self.device.name, "card_sha256": self.device.card_sha256},
-                "dtype": self.dtype.name, "seed": seed_state(self._seed), "fault_key": list(self._fault_key),
+                "dtype": self.dtype.name, "seed": seed, "fault_key": list(self._fault_key),
                 "clock": {"time_s": self._time_s, "last_program_s": self._last_program_s,
                           "uniform_t_prog": self._uniform_t_prog},
                 "programmed": self._programmed, "units": {"time_s": "s", "g_prog": "S", "g_eff": "S"}}
 
-    def _save_header(self) -> None:
+    def _save_header(self, spawned: int = 0) -> None:
         """File-backed chips: record clock and random state after every operation (not
         when opened read-only)."""
         if isinstance(self._cells, FileArrays) and not self.read_only:
-            self._cells.header["bench"] = self._header()
+            self._cells.header["bench"] = self._header(spawned)
             self._cells.save_header()
 
     def _clock_change(self, time_s: float) -> None:
@@ -593,11 +597,11 @@ class EmulatedBench:
         self._time_s = time_s
         self._save_header()
 
-    def _snapshot_clock(self) -> tuple[float, dict[str, Any]]:
-        return self._time_s, seed_state(self._seed)
+    def _snapshot_clock(self) -> float:
+        return self._time_s
 
-    def _restore_clock(self, saved: tuple[float, dict[str, Any]]) -> None:
-        self._time_s, self._seed = saved[0], seed_from_state(saved[1])
+    def _restore_clock(self, saved: float) -> None:
+        self._time_s = saved
 
     def _check_usable(self, what: str) -> None:
         """Refuse to read or partially program cells a failed operation left half-written."""
@@ -936,16 +940,25 @@ class EmulatedBench:
         return ProgramReport(n_cells=m, time_s=now, stuck=stuck_report, addresses=addr, pulses=pulses,
                              success=success.astype(bool) if success is not None else None)
 
-    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int], tuple[float, dict[str, Any]]]:
+    def _begin_read(self, t_s: float | None) -> tuple[float, tuple[int, int, int], float]:
         """The time and key of a read, moving the clock in memory; the caller records it
-        (:meth:`_save_header`) once the read succeeded, or restores ``saved`` (the third
-        value) if anything failed: a read that raises leaves clock and random state as they were."""
+        with :meth:`_end_read` once the read succeeded, or restores the clock ``saved`` (the
+        third value) if anything failed: a read that raises leaves clock and random state as
+        they were (the key is the seed's next child, spawned only by :meth:`_end_read`)."""
         self._check_usable("read")
         when = check_read_time(t_s, self._last_program_s, self._time_s)
         saved = self._snapshot_clock()
-        key = op_key(self._op_seed())
+        ss = self._seed
+        key = op_key(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (ss.n_children_spawned,),
+                                            pool_size=ss.pool_size))
         self._time_s = when
         return when, key, saved
+
+    def _end_read(self) -> None:
+        """Record a read that succeeded: the header (with the seed's next child counted)
+        first, then the seed spawns that child."""
+        self._save_header(spawned=1)
+        self._seed.spawn(1)
 
     def _read_range(self, lo: int, hi: int, when: float, key: tuple[int, int, int], out: np.ndarray,
                     first: int | None = None) -> None:
@@ -975,7 +988,7 @@ class EmulatedBench:
         when, key, saved = self._begin_read(t_s)
         try:
             out = self._read_cells(when, key, span, addr)
-            self._save_header()
+            self._end_read()
         except BaseException:
             self._restore_clock(saved)
             raise
@@ -1045,7 +1058,7 @@ class EmulatedBench:
             raise SettingError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
         when, key, saved = self._begin_read(t_s)
         try:
-            self._save_header()
+            self._end_read()
         except BaseException:
             self._restore_clock(saved)
             raise
@@ -1182,8 +1195,6 @@ class EmulatedBench:
                 params = {**params, **_pulse_table_params(table)}
         _kernels.program(params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
                          first=first, **extra)
-        for k in self._keys:
-            self._check_finite(out[k], f"programmed state {k}")
 
     def _run_read(self, state: dict[str, np.ndarray], age: np.ndarray, key: tuple[int, int, int], first: int,
                   out: np.ndarray) -> None:
@@ -1197,8 +1208,9 @@ class EmulatedBench:
         self._check_finite(out, "reads")
 
     def _check_finite(self, values: np.ndarray, what: str) -> None:
-        """Refuse non-finite kernel output (one summing pass: NaN and inf propagate)."""
-        if values.size and not np.isfinite(np.add.reduce(values, dtype=np.float64)):
+        """Refuse non-finite kernel output (one summing pass: NaN and inf propagate into the
+        sum; the values are bounded by the card, so a finite sum cannot overflow)."""
+        if values.size and not np.isfinite(np.add.reduce(values)):
             bad = int(np.count_nonzero(~np.isfinite(values)))
             raise DeviceCardError(f"device {self.device.name!r}: the cell model gave {bad} non-finite {what}: the card's "
                                   "parameters are outside what it can compute")

@@ -334,7 +334,9 @@ class ChipLock:
                 except OSError:
                     fd = -1
             if fd < 0 and (exclusive or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM)):
-                raise StorageError(f"chip {str(chip)!r}: cannot open its lock file: {exc}") from None
+                hint = ("; a chip on read-only media is opened with EmulatedBench.open(path, read_only=True)"
+                        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "")
+                raise StorageError(f"chip {str(chip)!r}: cannot open its lock file: {exc}{hint}") from None
         self.fd = fd
         self._finalizer = weakref.finalize(self, _close_fd, fd)
         if fd < 0:
@@ -476,7 +478,7 @@ class FileArrays:
         pending, self._pending = self._pending, None
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            ahead[1].result()
+            ahead[1].exception()  # a read ahead that is not used: wait for it, its error is not this call's
         if pending is not None:
             pending.result()
 
@@ -506,7 +508,7 @@ class FileArrays:
         if os.fspath(path) in ("", b""):
             raise StorageError("state_dir is empty: name a new or empty directory for the chip")
         path = Path(path)
-        made = not path.exists()
+        made = [p for p in [path, *path.parents] if not p.exists()]  # removed again if the create fails
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -543,11 +545,11 @@ class FileArrays:
                 lock.release()
                 if made or not (path / _HEADER).exists():
                     (path / _LOCK).unlink(missing_ok=True)
-            if made:
+            for p in made:
                 try:
-                    path.rmdir()
+                    p.rmdir()
                 except OSError:
-                    pass
+                    break
             raise
 
     @classmethod
@@ -859,7 +861,7 @@ class FileArrays:
             out, kind = ahead[1].result(), ahead[0][3]
         else:
             if ahead is not None:
-                ahead[1].result()
+                ahead[1].exception()  # not the chunk asked for: wait, and leave its error unraised
             kind = f"r{self._read_set}"
             out = self._read(names, lo, hi, kind)
         self._read_set = 1 if kind == "r0" else 0
