@@ -151,7 +151,9 @@ def check_paths(inputs: dict[str, Any] | None = None, outputs: dict[str, Any] | 
     ins, outs, dirs = items(inputs) + items(files), items(outputs), items(folders)
     for label, path in items(files):
         if not path.exists():
-            raise PathError(f"{label} {str(path)!r} does not exist")
+            from ._data import missing_data_hint
+
+            raise PathError(f"{label} {str(path)!r} does not exist{missing_data_hint(path)}")
         if not path.is_file():
             raise PathError(f"{label} {str(path)!r} is not a regular file (a folder, device or FIFO is not read)")
     written = outs + dirs

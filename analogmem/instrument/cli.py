@@ -498,7 +498,13 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="tidy CSV of targets, read-backs, pulses, success")
     pr.set_defaults(func=_guarded(_program))
 
-    pl = sub.add_parser("plan", help="write a programming plan (cells, targets, windows, pulse scheme) for any tester")
+    pl = sub.add_parser("plan", help="write a programming plan (cells, targets, windows, pulse scheme) for any tester",
+                        description="Write a programming plan for any tester (an FPGA board, an ArC TWO, a B1500 "
+                                    "script): one CSV row per cell with its crosspoint, target, verify window and "
+                                    "first SET voltage, and empty result columns to fill in, plus a JSON sidecar "
+                                    "with the card, limits and pulse scheme. Targets are random levels, a CSV, or "
+                                    "a model's tensors (--tensors). `analogmem calibrate` reads the executed plan "
+                                    "back.")
     pl.add_argument("--device", required=True, help="device card (name or path) giving the target range")
     pl.add_argument("--bench-config", default=None, help="TOML bench file: [matrix], [limits], [scheme]")
     pl.add_argument("--rows", type=int, default=None, help="matrix rows (overrides the bench config)")
