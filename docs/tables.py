@@ -260,6 +260,22 @@ def _out_of_core(*docs: dict) -> str:
             + "\n\n" + source(*docs))
 
 
+@renderer("storage-speed")
+def _storage_speed(doc: dict) -> str:
+    """``benchmarks/bench_storage.py``: put + get of N weights per encoder and dtype against the
+    kernels' program + read of the same cells in the same process."""
+    rows = [[f"{r['weights']:,}", r["dtype"], "digital + BCH" if r["encoder"] == "digital" else r["encoder"],
+             f"{r['put_weights_per_s'] / 1e6:.1f}", f"{r['get_weights_per_s'] / 1e6:.1f}",
+             f"{r['kernels_cells_per_s'] / 1e6:.0f}", f"{r['ratio_storage_over_kernels']:.2f}×",
+             f"{r['peak_rss_extra_bytes_per_weight']:.1f}", f"{r['relative_rms_error_1day']:.3f}"]
+            for r in doc["runs"]]
+    return (table(["weights", "cells' dtype", "encoder", "put (M weights/s)", "get 1 day (M weights/s)",
+                   "kernels, same cells (M cells/s)", "put + get / kernels", "peak RSS beyond chip (B/weight)",
+                   "relative RMS error"], rows)
+            + f"\n\nCard {doc['device']}, 2 cells per weight (digital: 8-bit weights, BCH t = 8, 2 bits per cell), "
+            f"{doc['threads']} threads. " + source(doc))
+
+
 @renderer("model-out-of-core")
 def _model_out_of_core(doc: dict) -> str:
     """``benchmarks/bench_model_out_of_core.py``: a synthetic model programmed with
