@@ -54,8 +54,11 @@ def installed(tmp_path_factory):
     _run([sys.executable, "-m", "venv", "--without-pip", venv], tmp)
     py = venv / "bin" / "python"
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp).stdout.strip())
+    # install first, then expose the dependencies: pip must not see the project's editable
+    # analogmem (its dist-info lies among the dependencies) and call the wheel "already installed"
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "--ignore-installed",
+          "-q", wheel], tmp)
     (site / "zz_project_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel], tmp)
     work = tmp / "elsewhere"
     work.mkdir()
     return py, venv / "bin", work, wheel
