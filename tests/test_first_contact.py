@@ -99,7 +99,7 @@ def test_bench_serve_runs_without_the_instrument_drivers(tmp_path):
         sys.exit(rc)
     """, blocked=("pymeasure", "pyvisa", "pyvisa_py"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "SCPI emulator (Keithley 2450) of pcm-nandakumar2019" in r.stdout and "served:" in r.stdout
+    assert "SCPI emulator" in r.stdout and "pcm-nandakumar2019" in r.stdout and "served:" in r.stdout
 
 
 def test_an_empirical_card_is_refused_in_one_line_before_any_training(tmp_path, capsys):

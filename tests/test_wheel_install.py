@@ -26,6 +26,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -42,9 +43,15 @@ def _run(cmd, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """``(venv python, its bin folder, a work folder outside the checkout, the wheel)``."""
-    tmp = tmp_path_factory.mktemp("wheel")
+def installed():
+    """``(venv python, its bin folder, a work folder outside the checkout, the wheel)``, in a
+    folder of its own: pytest's numbered temporary folders are pruned by any other pytest run
+    of the same user, which on a shared machine can remove a module-long environment mid-way."""
+    with tempfile.TemporaryDirectory(prefix="analogmem-wheel-") as name:
+        yield _install(Path(name))
+
+
+def _install(tmp: Path):
     dist = tmp / "dist"
     # in-tree build (pip's default): build/ in the checkout is reused, so only the first run compiles
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, ROOT], ROOT,
@@ -54,8 +61,11 @@ def installed(tmp_path_factory):
     _run([sys.executable, "-m", "venv", "--without-pip", venv], tmp)
     py = venv / "bin" / "python"
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp).stdout.strip())
+    # install first, then expose the dependencies: pip works on a bare environment, without the
+    # project's editable analogmem (whose metadata lies among the dependencies) in view
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "--ignore-installed",
+          "-q", wheel], tmp)
     (site / "zz_project_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel], tmp)
     work = tmp / "elsewhere"
     work.mkdir()
     return py, venv / "bin", work, wheel
