@@ -593,9 +593,14 @@ class EmulatedBench:
 
     def _clock_change(self, time_s: float) -> None:
         """Move the clock to ``time_s`` and record it; if the record fails (a full disk), the
-        clock and random state go back to where they were before the operation."""
+        clock goes back to where it was."""
+        saved = self._time_s
         self._time_s = time_s
-        self._save_header()
+        try:
+            self._save_header()
+        except BaseException:
+            self._time_s = saved
+            raise
 
     def _snapshot_clock(self) -> float:
         return self._time_s
@@ -835,13 +840,7 @@ class EmulatedBench:
 
     def wait(self, seconds: float) -> None:
         """Advance the emulated clock by ``seconds`` (≥ 0; may be years)."""
-        when = check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds:g})")
-        saved = self._snapshot_clock()
-        try:
-            self._clock_change(when)
-        except BaseException:
-            self._restore_clock(saved)
-            raise
+        self._clock_change(check_clock(self._time_s + check_seconds("seconds", seconds), f"wait({seconds:g})"))
 
     def bake(self, seconds: float, temperature_K: float) -> float:
         """Emulate ``seconds`` at ``temperature_K``: with the card's Arrhenius retention
@@ -854,13 +853,7 @@ class EmulatedBench:
                                   "a bake (fit one with analogmem.calibrate.fit_arrhenius)")
         t, temp = check_seconds("seconds", seconds), check_temperature_K(temperature_K)
         equivalent = t * float(rt.acceleration_factor(temp))
-        when = check_clock(self._time_s + equivalent, f"bake({t:g} s at {temp:g} K)")
-        saved = self._snapshot_clock()
-        try:
-            self._clock_change(when)
-        except BaseException:
-            self._restore_clock(saved)
-            raise
+        self._clock_change(check_clock(self._time_s + equivalent, f"bake({t:g} s at {temp:g} K)"))
         return equivalent
 
     def program(self, targets: np.ndarray | ChunkedTargets, addresses: np.ndarray | None = None,

@@ -457,8 +457,6 @@ class TorchBench:
     __exit__ = EmulatedBench.__exit__
     seed_sequence = EmulatedBench.seed_sequence
     _clock_change = EmulatedBench._clock_change
-    _snapshot_clock = EmulatedBench._snapshot_clock
-    _restore_clock = EmulatedBench._restore_clock
 
     def close(self) -> None:
         """Nothing to release: a torch bench keeps no state in files."""
