@@ -276,6 +276,22 @@ def _storage_speed(doc: dict) -> str:
             f"{doc['threads']} threads. " + source(doc))
 
 
+@renderer("model-sharded")
+def _model_sharded(doc: dict) -> str:
+    """``benchmarks/bench_model_sharded.py``: one chip in process against ``shards=N`` on Ray."""
+    one, sh = doc["one_chip"], doc["sharded"]
+    rows = [["one chip, this process", f"{one['program_s']:.1f}", f"{one['read_s']:.1f}",
+             f"{one['relative_rms_error']:.4f}", "—"],
+            [f"{doc['shards']} shards, Ray ({sh['ray']})", f"{sh['program_s']:.1f}", f"{sh['read_s']:.1f}",
+             f"{sh['relative_rms_error']:.4f}", ", ".join(f"{c:,}" for c in doc["cells_per_shard"])]]
+    return (table(["model on", "program (s)", "read 1 day (s)", "relative RMS error", "cells per shard"], rows)
+            + f"\n\n{doc['weights']:,} {doc['weight_dtype']} weights ({doc['layers']} layers of "
+            f"{doc['layer_shape'][0]} × {doc['layer_shape'][1]}), {doc['device']}, {doc['cell_dtype']} cells; "
+            f"sharded / one chip: program {doc['program_ratio_sharded_over_one_chip']:.2f}×, read "
+            f"{doc['read_ratio_sharded_over_one_chip']:.2f}× on the same {doc['cpus']} cores (Ray start "
+            f"{sh['ray_start_s']:.1f} s not included). " + source(doc))
+
+
 @renderer("model-out-of-core")
 def _model_out_of_core(doc: dict) -> str:
     """``benchmarks/bench_model_out_of_core.py``: a synthetic model programmed with
