@@ -32,6 +32,7 @@ from .characterise import TIDY_COLUMNS, CharacterisationResult, characterise  # 
 from .errors import (  # noqa: E402
     InstrumentConnectionError,
     InstrumentError,
+    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
@@ -77,6 +78,7 @@ __all__ = [
     "InstrumentReplyError",
     "InstrumentReportedError",
     "InstrumentConnectionError",
+    "InstrumentReadTimeError",
     "ReadTimeError",
 ]
 

@@ -36,14 +36,14 @@ from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.validation import check_addresses, check_read_time, check_seconds
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import InstrumentError, SettingError
-from ..errors import ReadTimeError as BaseReadTimeError
+from ..errors import ReadTimeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
     InstrumentConnectionError,
+    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
-    ReadTimeError,
 )
 from .limits import BenchConfig
 from .verify_policy import VerifyPolicy, check_program_request, check_targets
@@ -518,8 +518,8 @@ class InstrumentBench:
         if t_s is not None:
             try:
                 when = check_read_time(t_s, self._last_program_s, self.time_s, self.read_time_tolerance_s)
-            except BaseReadTimeError as exc:
-                raise ReadTimeError(str(exc)) from None
+            except ReadTimeError as exc:
+                raise InstrumentReadTimeError(str(exc)) from None
             late = self.time_s - when
             if late < 0:
                 self.wait(-late)

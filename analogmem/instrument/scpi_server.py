@@ -182,7 +182,9 @@ class Fault:
     after: int = 0
 
 
-class _ScpiError(Exception):
+class _ScpiError(AnalogMemError):
+    """A command the emulated instrument refuses: queued as ``(code, message)``."""
+
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code, self.message = code, message
