@@ -3,7 +3,7 @@ PyVISA — a source-measure unit (reference: Keithley 2450, driven by pymeasure'
 that reaches one cell at a time through a crosspoint switch matrix.
 
 How targets become pulses and currents become conductances is the bench's
-:class:`~analogmem.instrument.limits.PulseScheme`; every voltage, width, compliance and
+:class:`~analogmem.instrument.limits.VoltageScheme`; every voltage, width, compliance and
 address is checked against its :class:`~analogmem.instrument.limits.SafetyLimits` for the
 *whole request* before the first byte goes out.
 
@@ -200,7 +200,7 @@ class InstrumentBench:
         device: device card (name, path or model) whose target range ``[g_min_S,
             g_max_S]`` the pulse scheme uses; None keeps ``config.scheme``'s range.
         config: :class:`BenchConfig` (matrix size, :class:`SafetyLimits`,
-            :class:`PulseScheme`); default :class:`BenchConfig()`.
+            :class:`VoltageScheme`); default :class:`BenchConfig()`.
         switch_resource: VISA resource (or adapter) of the switch matrix; None means the
             matrix answers on ``resource`` (as the emulator server does).
         visa_library: PyVISA backend (``"@py"``, ``"@ivi"``, ``"file.yaml@sim"``); None
@@ -431,7 +431,7 @@ class InstrumentBench:
     def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
                 verify: WriteVerify | None = None) -> ProgramReport:
         """Program conductance ``targets`` (S) into ``addresses`` (all cells when None),
-        single-shot or with program-and-verify (see :class:`PulseScheme`).
+        single-shot or with program-and-verify (see :class:`VoltageScheme`).
 
         The whole request — addresses, targets, every first SET amplitude, the RESET and
         read voltages, widths — is validated before anything is sent: a
