@@ -291,7 +291,9 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any], *, seed: Any = 
     """Write a results dict as JSON atomically, with a ``"provenance"`` key added
     (:func:`provenance`); ``settings`` are the command's settings (e.g. ``vars(args)``)."""
     if not isinstance(payload, dict):
-        raise TypeError(f"a results file holds a dict, got {type(payload).__name__}")
+        from .errors import SettingTypeError
+
+        raise SettingTypeError(f"a results file holds a dict, got {type(payload).__name__}")
     body = dict(payload)
     body["provenance"] = provenance(seed, settings)
     return atomic_write_text(path, json.dumps(body, indent=2, default=_jsonable) + "\n")

@@ -12,6 +12,8 @@ from typing import Union
 
 import numpy as np
 
+from .errors import SettingError, SettingTypeError
+
 __all__ = ["SeedLike", "as_seed_sequence", "as_generator", "spawn", "seed_state", "seed_from_state"]
 
 SeedLike = Union[None, int, "list[int]", np.random.SeedSequence, np.random.BitGenerator, np.random.Generator]
@@ -41,9 +43,9 @@ def as_seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
         isinstance(seed, (list, tuple)) and all(isinstance(s, (int, np.integer)) for s in seed)
     ):
         if isinstance(seed, (int, np.integer)) and seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+            raise SettingError(f"seed must be a non-negative integer, got {seed}")
         return np.random.SeedSequence(seed)
-    raise TypeError(
+    raise SettingTypeError(
         "seed must be None, an int, a sequence of ints, a numpy SeedSequence, BitGenerator "
         f"or Generator; got {type(seed).__name__}"
     )

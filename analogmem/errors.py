@@ -17,12 +17,15 @@ __all__ = [
     "ReadTimeError",
     "BenchSizeError",
     "SettingError",
+    "SettingTypeError",
     "KernelUnavailableError",
     "CalibrationError",
     "InstrumentError",
     "SafetyLimitError",
     "StorageError",
     "PathError",
+    "PathMissingError",
+    "PathExistsError",
 ]
 
 
@@ -61,6 +64,12 @@ class SettingError(AnalogMemError, ValueError):
     when the object is made or the call starts, before anything changes."""
 
 
+class SettingTypeError(SettingError, TypeError):
+    """An option of the wrong type (a seed that is not an int, sequence, SeedSequence or
+    Generator; a ``verify`` that is not a ``WriteVerify``; a results payload that is not a
+    dict). Also a :class:`TypeError`, as the builtin call would raise."""
+
+
 class AddressError(AnalogMemError, IndexError):
     """Cell addresses are out of range, duplicated, or of the wrong type/shape."""
 
@@ -92,3 +101,13 @@ class PathError(AnalogMemError, ValueError):
     that resolves to an input or to another output, or whose place cannot be written (a
     file where a folder should be, a read-only file system, no permission). Raised before
     the command's work starts: nothing was computed and nothing written."""
+
+
+class PathMissingError(PathError, FileNotFoundError):
+    """A file the call needs (a named checkpoint, an input) does not exist. Also a
+    :class:`FileNotFoundError`."""
+
+
+class PathExistsError(PathError, FileExistsError):
+    """An output that is never overwritten already exists (e.g. a characterisation table
+    without ``append=True``). Nothing was written. Also a :class:`FileExistsError`."""

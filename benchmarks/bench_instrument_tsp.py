@@ -37,10 +37,10 @@ from analogmem import EmulatedBench, WriteVerify  # noqa: E402
 from analogmem.instrument import (  # noqa: E402
     BenchConfig,
     InstrumentBench,
-    PulseScheme,
     ScpiEmulatorServer,
     TspBench,
     TspEmulatorServer,
+    VoltageScheme,
 )
 
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
     out: dict = {"cells": n, "device": args.device, "verify": {"max_pulses": args.max_pulses,
                                                              "tolerance_rel": args.tolerance_rel}, "runs": []}
     for gain in (0.0, 0.5):
-        scheme = PulseScheme(verify_gain=gain)
+        scheme = VoltageScheme(verify_gain=gain)
         base = BenchConfig(rows=rows, cols=cols, scheme=scheme)
         rng = np.random.default_rng(args.seed)
         s = scheme.for_range(*EmulatedBench(args.device, 1).device.input_range)

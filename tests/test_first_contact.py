@@ -186,20 +186,26 @@ def _parsers(parser, path=()):
                 yield from _parsers(sub, path + (name,))
 
 
-def test_every_command_has_a_plain_text_description():
-    """``--help`` of every command and sub-command says what it does, without reStructuredText
-    markup or notes meant for programmers (issue 26)."""
+def full_parser():
+    """``analogmem``'s parser with the delegated commands in it too (they are imported only
+    when run: built here the way they build it)."""
     import argparse
     import importlib
 
     from analogmem.cli import _DELEGATED, build_parser
 
     root = build_parser()
-    for name, (module, _) in _DELEGATED.items():  # imported only when run: built here the way they build it
+    for name, (module, _) in _DELEGATED.items():
         parser = argparse.ArgumentParser(prog="analogmem")
         importlib.import_module(module).add_subparser(parser.add_subparsers(dest="command"))
         root._subparsers._group_actions[0].choices[name] = parser._subparsers._group_actions[0].choices[name]
-    texts = {path: (p.description or "", p.format_help()) for path, p in _parsers(root)}
+    return root
+
+
+def test_every_command_has_a_plain_text_description():
+    """``--help`` of every command and sub-command says what it does, without reStructuredText
+    markup or notes meant for programmers (issue 26)."""
+    texts = {path: (p.description or "", p.format_help()) for path, p in _parsers(full_parser())}
     assert {("demo",), ("store",), ("bench", "read"), ("fl", "signsgd-klms"), ("deltazip",)} <= set(texts)
     for path, (description, text) in texts.items():
         where = " ".join(path) or "(top level)"

@@ -375,7 +375,7 @@ def test_a_killed_save_leaves_a_temp_file_that_the_next_save_removes(tmp_path):
 
 
 def test_reading_before_the_clock_is_refused_like_on_the_instrument(bench):
-    from analogmem.instrument import ReadTimeError as InstrumentReadTimeError
+    from analogmem.instrument import InstrumentReadTimeError
 
     before = _bench_state(bench)
     with pytest.raises(ReadTimeError, match=r"read at t_s = 1 s after programming was asked 49 s too late .* "

@@ -128,3 +128,74 @@ def test_nonsense_sizes_and_seeds_are_refused_at_once(work, capsys, argv, messag
     err = capsys.readouterr().err
     assert __import__("re").search(message, err) and err.count("\n") == 1, err
     assert time.perf_counter() - t0 < 5.0 and tree(work) == before and not (work / "results").exists()
+
+
+# ---------------------------------------------------------------- every command, bad input
+#: One bad value per command and sub-command, each accepted by argparse and refused by the
+#: command's own checks before any work, with the message expected on the one line.
+#: ``bench`` commands exit with status 1 (documented in ``instrument/cli._guarded``), the
+#: rest with 2 (``analogmem.cli.main``).
+BAD_VALUES = [
+    (["demo", "--chips", "0"], 2, r"StoreJobError: --chips must be >= 1"),
+    (["store", "--budgets", "0"], 2, r"StoreJobError: budgets must be whole numbers"),
+    (["cells", "--levels", "1", "--cells", "100"], 2, r"SettingError: --levels \(levels\) must be an integer >= 2"),
+    (["calibrate", "missing.csv", "--out", "z.toml"], 2, r"PathError: data 'missing.csv' does not exist"),
+    (["devices", "--json", "/proc/nope/d.json"], 2, r"PathError: --json '/proc/nope/d.json' cannot be written"),
+    (["bench", "read", "--resource", "X", "--out", "r.csv", "--rows", "0"], 1, r"--rows must be an integer >= 1"),
+    (["bench", "program", "--resource", "X", "--out", "p.csv", "--rows", "0", "--levels", "4"], 1,
+     r"--rows must be an integer >= 1"),
+    (["bench", "characterise", "--resource", "X", "--out", "c.csv", "--rows", "0"], 1, r"--rows must be an integer"),
+    (["bench", "plan", "--device", "rram-wan2022", "--out", "plan.csv", "--rows", "0"], 1, r"--rows must be an integer"),
+    (["bench", "serve", "--rows", "0"], 1, r"--rows must be an integer >= 1"),
+    (["privacy", "rrsc", "--d", "0"], 2, r"PrivacyParameterError: d must be an integer >= 2"),
+    (["privacy", "noisy-compress", "--repeats", "0"], 2, r"PrivacyParameterError: repeats must be >= 1"),
+    (["prune", "laplacian", "--n", "4"], 2, r"PruningError: ns must hold sizes >= 16"),
+    (["prune", "net", "--sparsity", "1.5"], 2, r"PruningError: sparsities must be distinct fractions in \[0, 1\)"),
+    *[(["fl", c, "--clients", "0"], 2, r"FederatedError: n_clients must be an integer >= 1")
+      for c in ("fedpm", "klms", "fedavg", "signsgd-klms", "compare")],
+    (["dsgd", "--density", "2"], 2, r"DSGDError: density must be a fraction in \(0, 1\]"),
+    (["deltazip", "--sparsity", "1.5"], 2, r"sparsity must be in \[0, 1\)"),
+]
+
+
+def _leaf_commands() -> set[tuple[str, ...]]:
+    """Every runnable command path (``("bench", "read")``, ``("dsgd",)``, ...), delegated
+    commands included."""
+    from test_first_contact import _parsers, full_parser
+
+    paths = {path for path, _ in _parsers(full_parser()) if path}
+    return {path for path in paths if not any(other[:len(path)] == path and other != path for other in paths)}
+
+
+def test_every_command_has_a_bad_value_case():
+    """A new command without a case here fails, so "every command" stays every command
+    (``info`` takes no value to get wrong; its bad input is an unknown option, below)."""
+    leaves = _leaf_commands()
+    assert {("demo",), ("bench", "read"), ("fl", "compare"), ("deltazip",), ("info",)} <= leaves  # the walk works
+    covered = {tuple(argv[:n]) for argv, _, _ in BAD_VALUES for n in (1, 2)}
+    missing = leaves - covered - {("info",)}
+    assert not missing, f"commands without a BAD_VALUES case: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("argv, status, message", BAD_VALUES, ids=[" ".join(a)[:50] for a, _, _ in BAD_VALUES])
+def test_every_command_refuses_a_bad_value_in_one_line(work, capsys, argv, status, message):
+    before = tree(work)
+    t0 = time.perf_counter()
+    assert main(argv) == status
+    out, err = capsys.readouterr()
+    cmd = " ".join(argv[:2]) if argv[0] == "bench" else argv[0]
+    assert err.count("\n") == 1 and err.startswith(f"analogmem {cmd}: error: ") and "Traceback" not in err, err
+    assert __import__("re").search(message, err), err
+    assert time.perf_counter() - t0 < 5.0 and tree(work) == before
+
+
+@pytest.mark.parametrize("command", ["demo", "store", "cells", "calibrate", "bench", "privacy", "prune", "fl", "dsgd",
+                                     "deltazip", "devices", "info"])
+def test_an_unknown_option_is_argparses_usage_error_not_a_traceback(work, capsys, command):
+    """argparse's own refusal (usage, then one ``error:`` line, status 2) for every command."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--no-such-option"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err, err
+    assert __import__("re").fullmatch(r"analogmem( \w+)?: error: (unrecognized arguments: --no-such-option|"
+                                      r"the following arguments are required: .+)", err.splitlines()[-1]), err

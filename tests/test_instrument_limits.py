@@ -22,10 +22,10 @@ from analogmem.errors import AddressError, TargetRangeError  # noqa: E402
 from analogmem.instrument import (  # noqa: E402
     BenchConfig,
     InstrumentBench,
-    PulseScheme,
     SafetyLimits,
     SourceMeter2450,
     SwitchMatrix,
+    VoltageScheme,
     load_bench_config,
 )
 
@@ -76,7 +76,7 @@ def test_limits_validate_their_own_fields():
     with pytest.raises(ValueError, match="allowed_cells"):
         SafetyLimits(allowed_cells=((5, 2),))
     with pytest.raises(ValueError, match="v_set_threshold_V"):
-        PulseScheme(v_set_threshold_V=2.0, v_set_full_V=1.0)
+        VoltageScheme(v_set_threshold_V=2.0, v_set_full_V=1.0)
 
 
 def test_checks_name_the_limit_and_value():
@@ -103,7 +103,7 @@ def test_checks_name_the_limit_and_value():
 
 
 def test_scheme_transfer_and_inverse_agree():
-    s = PulseScheme(g_min_S=0.0, g_max_S=25e-6)
+    s = VoltageScheme(g_min_S=0.0, g_max_S=25e-6)
     g = np.linspace(0, 25e-6, 11)
     np.testing.assert_allclose(s.transfer(s.set_voltage(g)), g, rtol=0, atol=1e-18)
     assert s.set_voltage(np.array([0.0]))[0] == pytest.approx(s.v_set_threshold_V)
@@ -114,7 +114,7 @@ def test_scheme_transfer_and_inverse_agree():
 def test_scheme_outside_limits_is_refused_before_opening(tmp_path):
     # A read voltage above max_read_V: the bench refuses before touching the adapter.
     ad = RecordingAdapter()
-    cfg = BenchConfig(rows=2, cols=2, scheme=PulseScheme(v_read_V=0.5))
+    cfg = BenchConfig(rows=2, cols=2, scheme=VoltageScheme(v_read_V=0.5))
     with pytest.raises(SafetyLimitError, match="max_read_V"):
         InstrumentBench(ad, config=cfg)
     # A compliance too low for reading the most conductive cell would clip reads.

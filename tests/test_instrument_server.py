@@ -16,9 +16,9 @@ from analogmem.instrument import (  # noqa: E402
     BenchConfig,
     InstrumentBench,
     InstrumentError,
-    PulseScheme,
     ReadTimeError,
     ScpiEmulatorServer,
+    VoltageScheme,
     characterise,
 )
 from analogmem.instrument.characterise import TIDY_COLUMNS, read_table  # noqa: E402
@@ -135,7 +135,7 @@ def test_verify_learns_a_miscalibrated_transfer():
     """The server's real transfer differs from the bench's nominal one (threshold 0.1 V
     higher): single-shot programming misses, the verify loop still lands in the window."""
     dev = load_device(CARD)
-    true = PulseScheme(v_set_threshold_V=0.9, v_set_full_V=1.7).for_range(dev.g_min_S, dev.g_max_S)
+    true = VoltageScheme(v_set_threshold_V=0.9, v_set_full_V=1.7).for_range(dev.g_min_S, dev.g_max_S)
     with ScpiEmulatorServer(CARD, rows=8, cols=8, seed=2, scheme=true) as srv:
         with InstrumentBench(srv.resource, device=CARD, config=BenchConfig(rows=8, cols=8)) as bench:
             t = np.full(64, 12.5e-6)

@@ -22,11 +22,11 @@ from analogmem.instrument import (  # noqa: E402
     BenchConfig,
     InstrumentBench,
     InstrumentReportedError,
-    PulseScheme,
     SafetyLimits,
     ScpiEmulatorServer,
     TspBench,
     TspEmulatorServer,
+    VoltageScheme,
     characterise,
 )
 from analogmem.instrument.tsp_script import SCRIPT_NAME  # noqa: E402
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CARD = "pcm-nandakumar2019"
 
 
-def _targets(scheme: PulseScheme, n: int, seed: int = 0) -> np.ndarray:
+def _targets(scheme: VoltageScheme, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return scheme.g_min_S + (scheme.g_max_S - scheme.g_min_S) * rng.uniform(0.1, 0.9, n)
 
@@ -75,7 +75,7 @@ def test_statistics_match_the_emulators_write_verify():
     errors of the difference (two independent samples of 512 cells), success within 4
     binomial standard errors."""
     n = 512
-    scheme = PulseScheme(verify_gain=0.0, reset_first=False)
+    scheme = VoltageScheme(verify_gain=0.0, reset_first=False)
     cfg = BenchConfig(rows=16, cols=32, scheme=scheme, model="2636B")
     verify = WriteVerify(max_pulses=20, tolerance_rel=0.04)
     with TspEmulatorServer(CARD, rows=16, cols=32, seed=1) as ts, TspBench(ts.resource, device=CARD, config=cfg) as tb:
@@ -106,7 +106,7 @@ def test_request_past_max_set_V_is_refused_before_sending():
 def test_script_clamps_a_host_defect_and_an_edited_script_is_stopped_by_the_instrument():
     lim = SafetyLimits(max_set_V=1.5, max_reset_V=2.0)
     cfg = BenchConfig(rows=4, cols=4, limits=lim, model="2636B")
-    g = 0.5 * PulseScheme().for_range(0, 25e-6).g_max_S
+    g = 0.5 * VoltageScheme().for_range(0, 25e-6).g_max_S
     with TspEmulatorServer(CARD, rows=4, cols=4, seed=0) as ts, TspBench(ts.resource, device=CARD, config=cfg) as tb:
         # a host-side defect asks the loaded script for 5 V: the script clamps to max_set_V
         out = ts.run(f"print(analogmem_program({{0}}, {{{g!r}}}, {{0}}, {{1}}, {{5.0}}, 3, 1))")

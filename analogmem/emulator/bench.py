@@ -29,7 +29,8 @@ from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, check_
 from .pulse_response import MAX_WINDOWS, PulseTable
 from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
                          check_seconds, check_targets, check_temperature_K)
-from ..errors import AddressError, DeviceCardError, KernelUnavailableError, SettingError, StorageError, TargetRangeError
+from ..errors import (AddressError, DeviceCardError, KernelUnavailableError, SettingError, SettingTypeError,
+                      StorageError, TargetRangeError)
 
 try:
     from . import _kernels
@@ -530,26 +531,29 @@ class EmulatedBench:
             device = parse_card(card_text, label=f"{meta['device']['name']} (from {state_dir})")
             self = cls.__new__(cls)
             if meta["dtype"] not in ("float64", "float32"):
-                raise ValueError(f"dtype {meta['dtype']!r} is not float64 or float32")
+                raise StorageError(f"{where}: malformed header (dtype {meta['dtype']!r} is not float64 or float32)")
             self._setup(device, cells.n, n_threads, backend, meta["dtype"], in_memory=False)
             self._seed = seed_from_state(meta["seed"])
             key = meta["fault_key"]
             if not isinstance(key, list) or len(key) != 3 or not all(
                     isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 2 ** 64 for k in key):
-                raise ValueError(f"fault_key must be three integers in [0, 2**64), got {key!r}")
+                raise StorageError(f"{where}: malformed header "
+                                   f"(fault_key must be three integers in [0, 2**64), got {key!r})")
             self._fault_key = tuple(key)
             clock = meta["clock"]
             for name in ("time_s", "last_program_s", "uniform_t_prog"):
                 v = clock[name]
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-                    raise ValueError(f"clock.{name} must be a finite number >= 0 s, got {v!r}")
+                    raise StorageError(f"{where}: malformed header "
+                                       f"(clock.{name} must be a finite number >= 0 s, got {v!r})")
             self._time_s = float(clock["time_s"])
             self._last_program_s = float(clock["last_program_s"])
             self._uniform_t_prog = float(clock["uniform_t_prog"])
             if not self._last_program_s <= self._time_s or not self._uniform_t_prog <= self._time_s:
-                raise ValueError(f"clock {clock} has a program after the current time")
+                raise StorageError(f"{where}: malformed header (clock {clock} has a program after the current time)")
             if not isinstance(meta["programmed"], bool):
-                raise ValueError(f"programmed must be true or false, got {meta['programmed']!r}")
+                raise StorageError(f"{where}: malformed header "
+                                   f"(programmed must be true or false, got {meta['programmed']!r})")
             self._programmed = meta["programmed"]
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError, DeviceCardError) as exc:
             raise StorageError(f"{where}: malformed header ({type(exc).__name__}: {exc})") from None
@@ -791,7 +795,7 @@ class EmulatedBench:
         if verify is None:
             return None
         if not isinstance(verify, WriteVerify):
-            raise TypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
+            raise SettingTypeError(f"verify must be a WriteVerify, got {type(verify).__name__}")
         if verify.windows == "card":
             return verify.pulse_table(self.device, g_t, campaign=self._seed)
         if self.device.input != "conductance":

@@ -438,7 +438,7 @@ class DeviceModel:
         cards only; interpolated in ln t, held outside the published span)."""
         rel = self.relaxation
         if not rel.enabled:
-            raise ValueError(f"device {self.name!r} has no relaxation model")
+            raise DeviceCardError(f"device {self.name!r} has no relaxation model")
         x = self.relative(g_T_S)
         a, w = rel.segment(np.broadcast_to(np.asarray(t_s, dtype=np.float64), np.shape(x)))
         table = rel.sigma_rows(x)

@@ -3,7 +3,7 @@ same API (DESIGN §4).
 
 * :class:`InstrumentBench` — the :class:`~analogmem.emulator.bench.Bench` protocol on a
   source-measure unit (Keithley 2450, pymeasure's driver) and a switch matrix;
-* :class:`SafetyLimits`, :class:`PulseScheme`, :class:`BenchConfig` — limits and the
+* :class:`SafetyLimits`, :class:`VoltageScheme`, :class:`BenchConfig` — limits and the
   target → pulse scheme, as data (:func:`load_bench_config` reads a TOML bench file);
 * :class:`ScpiEmulatorServer` — the reference bench's SCPI on a loopback socket, backed by
   an :class:`~analogmem.emulator.bench.EmulatedBench`, with fault injection;
@@ -32,12 +32,13 @@ from .characterise import TIDY_COLUMNS, CharacterisationResult, characterise  # 
 from .errors import (  # noqa: E402
     InstrumentConnectionError,
     InstrumentError,
+    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
     ReadTimeError,
 )
-from .limits import BenchConfig, PulseScheme, SafetyLimits, load_bench_config  # noqa: E402
+from .limits import BenchConfig, SafetyLimits, VoltageScheme, load_bench_config  # noqa: E402
 
 _LAZY = {
     "InstrumentBench": "instrument_bench", "open_adapter": "instrument_bench",
@@ -56,7 +57,7 @@ __all__ = [
     "SourceMeter2450",
     "SwitchMatrix",
     "SafetyLimits",
-    "PulseScheme",
+    "VoltageScheme",
     "BenchConfig",
     "load_bench_config",
     "ScpiEmulatorServer",
@@ -77,6 +78,7 @@ __all__ = [
     "InstrumentReplyError",
     "InstrumentReportedError",
     "InstrumentConnectionError",
+    "InstrumentReadTimeError",
     "ReadTimeError",
 ]
 

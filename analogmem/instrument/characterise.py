@@ -39,7 +39,7 @@ import numpy as np
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_generator
 from ..emulator.bench import Bench, ProgramReport, WriteVerify
-from ..errors import SettingError
+from ..errors import PathExistsError, SettingError
 
 __all__ = ["characterise", "CharacterisationResult", "TIDY_COLUMNS", "read_table", "summarise_table",
            "plot_table", "bench_range"]
@@ -117,7 +117,7 @@ class _TidyWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > 0:
             if not append:
-                raise FileExistsError(f"{path} exists; characterise never overwrites a table (use append=True "
+                raise PathExistsError(f"{path} exists; characterise never overwrites a table (use append=True "
                                       "to extend it, or another path)")
             with open(path, newline="") as fh:
                 header = next(csv.reader(fh), [])

@@ -13,8 +13,9 @@ error                          raised when
 :class:`InstrumentReportedError`   the instrument's own error queue (``:SYST:ERR?``) holds
                                    entries; ``.errors`` lists ``(code, message)`` pairs
 :class:`InstrumentConnectionError` the resource cannot be opened, or the link was lost
-:class:`ReadTimeError`             a read was asked for at a time that has already passed (a
-                                   real bench cannot read in the past)
+:class:`InstrumentReadTimeError`  a read was asked for at a time that has already passed (a
+                                   real bench cannot read in the past); an
+                                   :class:`analogmem.errors.ReadTimeError`, re-exported here
 =============================  ==============================================================
 
 ``SafetyLimitError`` (from :mod:`analogmem.errors`) is raised *before* anything is sent.
@@ -22,8 +23,7 @@ error                          raised when
 
 from __future__ import annotations
 
-from ..errors import InstrumentError
-from ..errors import ReadTimeError as _BaseReadTimeError
+from ..errors import InstrumentError, ReadTimeError
 
 __all__ = [
     "InstrumentError",
@@ -31,6 +31,7 @@ __all__ = [
     "InstrumentReplyError",
     "InstrumentReportedError",
     "InstrumentConnectionError",
+    "InstrumentReadTimeError",
     "ReadTimeError",
 ]
 
@@ -64,6 +65,7 @@ class InstrumentConnectionError(InstrumentError, ConnectionError):
     """The VISA resource could not be opened or the connection was lost."""
 
 
-class ReadTimeError(InstrumentError, _BaseReadTimeError):
-    """``read(t_s=...)`` asked for a moment that has already passed on a real bench (an
-    :class:`analogmem.errors.ReadTimeError`, as the emulator raises for the same request)."""
+class InstrumentReadTimeError(InstrumentError, ReadTimeError):
+    """``read(t_s=...)`` asked for a moment that has already passed on a real bench: the one
+    :class:`analogmem.errors.ReadTimeError` (as the emulator raises for the same request),
+    also catchable with the instrument's errors as an :class:`InstrumentError`."""

@@ -3,7 +3,7 @@ PyVISA — a source-measure unit (reference: Keithley 2450, driven by pymeasure'
 that reaches one cell at a time through a crosspoint switch matrix.
 
 How targets become pulses and currents become conductances is the bench's
-:class:`~analogmem.instrument.limits.PulseScheme`; every voltage, width, compliance and
+:class:`~analogmem.instrument.limits.VoltageScheme`; every voltage, width, compliance and
 address is checked against its :class:`~analogmem.instrument.limits.SafetyLimits` for the
 *whole request* before the first byte goes out.
 
@@ -36,14 +36,14 @@ from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.validation import check_addresses, check_read_time, check_seconds
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import InstrumentError, SettingError
-from ..errors import ReadTimeError as BaseReadTimeError
+from ..errors import ReadTimeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
     InstrumentConnectionError,
+    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
-    ReadTimeError,
 )
 from .limits import BenchConfig
 from .verify_policy import VerifyPolicy, check_program_request, check_targets
@@ -200,7 +200,7 @@ class InstrumentBench:
         device: device card (name, path or model) whose target range ``[g_min_S,
             g_max_S]`` the pulse scheme uses; None keeps ``config.scheme``'s range.
         config: :class:`BenchConfig` (matrix size, :class:`SafetyLimits`,
-            :class:`PulseScheme`); default :class:`BenchConfig()`.
+            :class:`VoltageScheme`); default :class:`BenchConfig()`.
         switch_resource: VISA resource (or adapter) of the switch matrix; None means the
             matrix answers on ``resource`` (as the emulator server does).
         visa_library: PyVISA backend (``"@py"``, ``"@ivi"``, ``"file.yaml@sim"``); None
@@ -431,7 +431,7 @@ class InstrumentBench:
     def program(self, targets: np.ndarray, addresses: np.ndarray | None = None,
                 verify: WriteVerify | None = None) -> ProgramReport:
         """Program conductance ``targets`` (S) into ``addresses`` (all cells when None),
-        single-shot or with program-and-verify (see :class:`PulseScheme`).
+        single-shot or with program-and-verify (see :class:`VoltageScheme`).
 
         The whole request — addresses, targets, every first SET amplitude, the RESET and
         read voltages, widths — is validated before anything is sent: a
@@ -518,8 +518,8 @@ class InstrumentBench:
         if t_s is not None:
             try:
                 when = check_read_time(t_s, self._last_program_s, self.time_s, self.read_time_tolerance_s)
-            except BaseReadTimeError as exc:
-                raise ReadTimeError(str(exc)) from None
+            except ReadTimeError as exc:
+                raise InstrumentReadTimeError(str(exc)) from None
             late = self.time_s - when
             if late < 0:
                 self.wait(-late)

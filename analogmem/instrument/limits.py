@@ -2,7 +2,7 @@
 
 Every :class:`~analogmem.instrument.InstrumentBench` carries a :class:`SafetyLimits`
 (maximum |V| for SET, RESET and read, the compliance current, the pulse-width window and
-the cell addresses it may touch) and a :class:`PulseScheme` (how a target conductance
+the cell addresses it may touch) and a :class:`VoltageScheme` (how a target conductance
 becomes SET/RESET voltage pulses and how a read current becomes a conductance). Any
 request outside the limits raises :class:`~analogmem.errors.SafetyLimitError` naming the
 limit — before a byte is sent to an instrument.
@@ -50,7 +50,7 @@ from ..errors import SafetyLimitError, SettingError
 
 __all__ = [
     "SafetyLimits",
-    "PulseScheme",
+    "VoltageScheme",
     "BenchConfig",
     "load_bench_config",
     "check_within",
@@ -185,8 +185,10 @@ class SafetyLimits:
 
 
 @dataclass(frozen=True)
-class PulseScheme:
-    """How target conductances become pulses, and read currents conductances.
+class VoltageScheme:
+    """How target conductances become pulses, and read currents conductances, on an
+    instrument bench (the bench's target→voltage mapping; not a card's ISPP/RADAR
+    :class:`analogmem.emulator.pulse_response.PulseScheme`).
 
     * **Read**: the source-measure unit applies ``v_read_V`` to the routed cell and
       measures the current ``I``; the conductance is ``G = I / v_read_V`` (S).
@@ -223,18 +225,19 @@ class PulseScheme:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.g_min_S) and math.isfinite(self.g_max_S) and 0 <= self.g_min_S < self.g_max_S):
-            raise SettingError(f"PulseScheme needs 0 <= g_min_S < g_max_S, got [{self.g_min_S!r}, {self.g_max_S!r}] S")
+            raise SettingError(f"VoltageScheme needs 0 <= g_min_S < g_max_S, "
+                               f"got [{self.g_min_S!r}, {self.g_max_S!r}] S")
         if not (0 < self.v_set_threshold_V < self.v_set_full_V):
-            raise SettingError("PulseScheme needs 0 < v_set_threshold_V < v_set_full_V, got "
+            raise SettingError("VoltageScheme needs 0 < v_set_threshold_V < v_set_full_V, got "
                              f"{self.v_set_threshold_V!r} V, {self.v_set_full_V!r} V")
         if not math.isfinite(self.v_read_V) or self.v_read_V == 0:
-            raise SettingError(f"PulseScheme.v_read_V must be finite and non-zero, got {self.v_read_V!r}")
+            raise SettingError(f"VoltageScheme.v_read_V must be finite and non-zero, got {self.v_read_V!r}")
         if not math.isfinite(self.v_reset_V) or self.v_reset_V == 0:
-            raise SettingError(f"PulseScheme.v_reset_V must be finite and non-zero, got {self.v_reset_V!r}")
-        _positive("PulseScheme.set_width_s", self.set_width_s)
-        _positive("PulseScheme.reset_width_s", self.reset_width_s)
+            raise SettingError(f"VoltageScheme.v_reset_V must be finite and non-zero, got {self.v_reset_V!r}")
+        _positive("VoltageScheme.set_width_s", self.set_width_s)
+        _positive("VoltageScheme.reset_width_s", self.reset_width_s)
         if not (0 <= self.verify_gain <= 1):
-            raise SettingError(f"PulseScheme.verify_gain must be in [0, 1], got {self.verify_gain!r}")
+            raise SettingError(f"VoltageScheme.verify_gain must be in [0, 1], got {self.verify_gain!r}")
 
     @property
     def slope_S_per_V(self) -> float:
@@ -255,7 +258,7 @@ class PulseScheme:
         """Conductance (S) from a read current (A) at ``v_read_V``: ``G = I / V``."""
         return np.asarray(current_A, dtype=np.float64) / self.v_read_V
 
-    def for_range(self, g_min_S: float, g_max_S: float) -> "PulseScheme":
+    def for_range(self, g_min_S: float, g_max_S: float) -> "VoltageScheme":
         """The same scheme for another target range (S)."""
         return replace(self, g_min_S=float(g_min_S), g_max_S=float(g_max_S))
 
@@ -268,13 +271,13 @@ class BenchConfig:
         rows, cols: switch-matrix size; cell ``a`` sits at row ``a // cols``, column
             ``a % cols`` and is routed with ``:ROUT:CLOS (@1!row+1!col+1)``.
         limits: :class:`SafetyLimits`.
-        scheme: :class:`PulseScheme`.
+        scheme: :class:`VoltageScheme`.
     """
 
     rows: int = 32
     cols: int = 32
     limits: SafetyLimits = field(default_factory=SafetyLimits)
-    scheme: PulseScheme = field(default_factory=PulseScheme)
+    scheme: VoltageScheme = field(default_factory=VoltageScheme)
     model: str = "2450"
 
     def __post_init__(self) -> None:
@@ -369,7 +372,7 @@ def load_bench_config(path: str | Path | None = None) -> BenchConfig:
         lim["allowed_cells"] = tuple(tuple(r) for r in lim["allowed_cells"])
     try:
         return BenchConfig(rows=matrix.get("rows", 32), cols=matrix.get("cols", 32), limits=SafetyLimits(**lim),
-                           scheme=PulseScheme(**_section(data, "scheme", PulseScheme, str(p))),
+                           scheme=VoltageScheme(**_section(data, "scheme", VoltageScheme, str(p))),
                            model=instrument.get("model", "2450"))
     except SettingError as exc:
         raise SettingError(f"bench config {p}: {exc}") from None

@@ -16,7 +16,7 @@ result columns     ``read_value_S``, ``pulses``, ``success``, ``time_s``, ``devi
 =================  ==========================================================================
 
 JSON: the format tag, the device card (name, sha256), the matrix, the
-:class:`SafetyLimits`, the :class:`PulseScheme` and the verify policy (budget, gain,
+:class:`SafetyLimits`, the :class:`VoltageScheme` and the verify policy (budget, gain,
 slope, amplitude bounds) in SI units, and the algorithm in words, so a tester that does
 not run analogmem executes the same loop as :class:`InstrumentBench` and :class:`TspBench`.
 

@@ -33,7 +33,7 @@ from .._seeding import SeedLike
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel
 from ..errors import AddressError, SafetyLimitError
-from .limits import PulseScheme, SafetyLimits
+from .limits import SafetyLimits, VoltageScheme
 
 __all__ = ["PulsedCells"]
 
@@ -52,7 +52,7 @@ class PulsedCells:
             (None: accept what the real instrument accepts).
     """
 
-    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: PulseScheme, seed: SeedLike,
+    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: VoltageScheme, seed: SeedLike,
                  reset_fraction: float = 0.5, n_threads: int = 1, limits: SafetyLimits | None = None):
         self.device, self.rows, self.cols, self.scheme = device, int(rows), int(cols), scheme
         self.reset_fraction = float(reset_fraction)

@@ -78,7 +78,7 @@ from .._seeding import SeedLike
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import AnalogMemError, SettingError
-from .limits import PulseScheme, SafetyLimits
+from .limits import SafetyLimits, VoltageScheme
 from .pulsed_cells import PulsedCells
 
 __all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address",
@@ -182,7 +182,9 @@ class Fault:
     after: int = 0
 
 
-class _ScpiError(Exception):
+class _ScpiError(AnalogMemError):
+    """A command the emulated instrument refuses: queued as ``(code, message)``."""
+
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code, self.message = code, message
@@ -191,7 +193,7 @@ class _ScpiError(Exception):
 class _Instrument:
     """The emulated instrument state machine (one per server, shared by connections)."""
 
-    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: PulseScheme, seed: SeedLike,
+    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: VoltageScheme, seed: SeedLike,
                  reset_fraction: float, n_threads: int, limits: SafetyLimits | None = None):
         self.cells = PulsedCells(device, rows, cols, scheme, seed, reset_fraction, n_threads, limits)
         self.device, self.rows, self.cols, self.scheme = device, rows, cols, scheme
@@ -618,7 +620,7 @@ class ScpiEmulatorServer:
         rows, cols: switch-matrix size (cells = rows × cols).
         seed: randomness of the emulated cells.
         scheme: the pulse physics (transfer curve, read/RESET voltages); default the
-            :class:`PulseScheme` defaults over the card's range. Give a different one to
+            :class:`VoltageScheme` defaults over the card's range. Give a different one to
             emulate a bench whose real transfer differs from the nominal one.
         host: a loopback address (``127.0.0.1`` or ``::1``); anything else is refused.
         port: TCP port, 0 for a free ephemeral port (see :attr:`port` after start).
@@ -639,7 +641,7 @@ class ScpiEmulatorServer:
     model_name = "Keithley 2450"
 
     def __init__(self, device: DeviceModel | str, rows: int = 32, cols: int = 32, seed: SeedLike = None, *,
-                 scheme: PulseScheme | None = None, host: str = "127.0.0.1", port: int = 0,
+                 scheme: VoltageScheme | None = None, host: str = "127.0.0.1", port: int = 0,
                  idle_timeout_s: float = 120.0, max_lifetime_s: float | None = None,
                  reset_fraction: float = 0.5, n_threads: int = 1, reset_on_connect: bool = False,
                  limits: SafetyLimits | None = None, max_connections: int = MAX_CONNECTIONS):
@@ -647,7 +649,7 @@ class ScpiEmulatorServer:
         host = check_server_address(host, port)
         rows, cols = check_geometry(rows, cols)
         max_lifetime_s = check_lifetime(max_lifetime_s)
-        scheme = scheme or PulseScheme().for_range(dev.g_min_S, dev.g_max_S)
+        scheme = scheme or VoltageScheme().for_range(dev.g_min_S, dev.g_max_S)
         self.instrument = _Instrument(dev, rows, cols, scheme, seed, reset_fraction, n_threads, limits)
         self.host, self._port = host, int(port)
         self.idle_timeout_s = float(idle_timeout_s)

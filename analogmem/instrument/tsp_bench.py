@@ -34,13 +34,13 @@ from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_addresses, check_read_time, check_seconds
 from ..errors import InstrumentError, SettingError
-from ..errors import ReadTimeError as BaseReadTimeError
+from ..errors import ReadTimeError
 from .errors import (
     InstrumentConnectionError,
+    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
-    ReadTimeError,
 )
 from .limits import BenchConfig
 from .tsp_script import SCRIPT_NAME, render_script
@@ -310,8 +310,8 @@ class TspBench:
         if t_s is not None:
             try:
                 when = check_read_time(t_s, self._last_program_s, self.time_s, self.read_time_tolerance_s)
-            except BaseReadTimeError as exc:
-                raise ReadTimeError(str(exc)) from None
+            except ReadTimeError as exc:
+                raise InstrumentReadTimeError(str(exc)) from None
             if when > self.time_s:
                 self.wait(when - self.time_s)
         out = np.empty(addr.shape[0])

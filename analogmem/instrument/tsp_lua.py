@@ -24,12 +24,15 @@ import re
 import time
 from typing import Any, Callable, Iterator
 
+from ..errors import AnalogMemError
+
 __all__ = ["LuaError", "LuaSyntaxError", "LuaRuntimeError", "LuaTable", "LuaFunction", "PyFunction",
            "Interpreter", "lua_tostring", "lua_type", "install_stdlib", "tonumber", "truthy"]
 
 
-class LuaError(Exception):
-    """A TSP/Lua error; ``line`` is the 1-based line of the chunk."""
+class LuaError(AnalogMemError):
+    """A TSP/Lua error (the emulated instrument's script failed); ``line`` is the 1-based
+    line of the chunk."""
 
     def __init__(self, message: str, line: int = 0):
         super().__init__(message)

@@ -22,7 +22,7 @@ checks the whole request before sending anyway (:func:`check_program_request`).
 
 from __future__ import annotations
 
-from .limits import PulseScheme, SafetyLimits
+from .limits import SafetyLimits, VoltageScheme
 
 __all__ = ["SCRIPT_NAME", "render_script"]
 
@@ -34,7 +34,7 @@ def _f(x: float) -> str:
     return repr(float(x))
 
 
-def render_script(scheme: PulseScheme, limits: SafetyLimits, cols: int, max_pulses: int, v_lo_V: float) -> str:
+def render_script(scheme: VoltageScheme, limits: SafetyLimits, cols: int, max_pulses: int, v_lo_V: float) -> str:
     """The Lua source of the script (see the module docstring).
 
     Args:

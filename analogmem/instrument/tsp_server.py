@@ -57,7 +57,7 @@ from .._version import __version__
 from ..emulator.bench import EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import AnalogMemError, SettingError
-from .limits import PulseScheme, SafetyLimits
+from .limits import SafetyLimits, VoltageScheme
 from .pulsed_cells import PulsedCells
 from .scpi_server import (
     MAX_CONNECTIONS,
@@ -336,7 +336,7 @@ class _TspInstrument:
     """The emulated 2600B + switch: one state shared by every connection (as on the
     instrument); chunks run one at a time under ``lock``."""
 
-    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: PulseScheme, seed: SeedLike,
+    def __init__(self, device: DeviceModel, rows: int, cols: int, scheme: VoltageScheme, seed: SeedLike,
                  reset_fraction: float, n_threads: int, limits: SafetyLimits | None, model: str):
         self.cells = PulsedCells(device, rows, cols, scheme, seed, reset_fraction, n_threads, limits)
         self.device, self.rows, self.cols, self.model = device, rows, cols, model
@@ -688,7 +688,7 @@ class TspEmulatorServer:
         device: device card (name, path or :class:`DeviceModel`) of the emulated cells.
         model: the 2600B-family model to answer as (``localnode.model``; 1 or 2 SMUs).
         rows, cols: switch-matrix size; seed: randomness of the cells.
-        scheme: pulse physics (default :class:`PulseScheme` over the card's range).
+        scheme: pulse physics (default :class:`VoltageScheme` over the card's range).
         host, port: loopback address; port 0 picks a free one.
         idle_timeout_s: a silent connection is closed after this long (s).
         max_lifetime_s: stop by itself after this long (s); None runs until :meth:`stop`.
@@ -703,7 +703,7 @@ class TspEmulatorServer:
     language = "TSP"
 
     def __init__(self, device: DeviceModel | str = "pcm-nandakumar2019", rows: int = 32, cols: int = 32,
-                 seed: SeedLike = None, *, model: str = "2636B", scheme: PulseScheme | None = None,
+                 seed: SeedLike = None, *, model: str = "2636B", scheme: VoltageScheme | None = None,
                  host: str = "127.0.0.1", port: int = 0, idle_timeout_s: float = 120.0,
                  max_lifetime_s: float | None = None, reset_fraction: float = 0.5, n_threads: int = 1,
                  limits: SafetyLimits | None = None, max_connections: int = MAX_CONNECTIONS,
@@ -715,7 +715,7 @@ class TspEmulatorServer:
         host = check_server_address(host, port)
         rows, cols = check_geometry(rows, cols)
         self.max_lifetime_s = check_lifetime(max_lifetime_s)
-        scheme = scheme or PulseScheme().for_range(dev.g_min_S, dev.g_max_S)
+        scheme = scheme or VoltageScheme().for_range(dev.g_min_S, dev.g_max_S)
         self.instrument = _TspInstrument(dev, rows, cols, scheme, seed, reset_fraction, n_threads, limits, model)
         self.instrument.interp.max_seconds = float(chunk_seconds)
         self.model_name = f"Keithley {model}"

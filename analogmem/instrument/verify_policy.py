@@ -27,7 +27,7 @@ import numpy as np
 from ..emulator.bench import WriteVerify
 from ..emulator.cells import DeviceModel
 from ..errors import SettingError, TargetRangeError
-from .limits import PulseScheme, SafetyLimits
+from .limits import SafetyLimits, VoltageScheme
 
 __all__ = ["VerifyPolicy", "DEFAULT_MAX_PULSES", "check_program_request", "check_targets"]
 
@@ -44,7 +44,7 @@ class VerifyPolicy:
     are vectorised over cells.
     """
 
-    scheme: PulseScheme
+    scheme: VoltageScheme
     limits: SafetyLimits
     max_pulses: int
     tolerance_S: float
@@ -52,7 +52,7 @@ class VerifyPolicy:
     levels: tuple[tuple[float, float], ...] | None = None
 
     @classmethod
-    def build(cls, scheme: PulseScheme, limits: SafetyLimits, verify: WriteVerify,
+    def build(cls, scheme: VoltageScheme, limits: SafetyLimits, verify: WriteVerify,
               device: DeviceModel | None = None) -> "VerifyPolicy":
         """The policy of ``verify`` on a bench with ``scheme`` and ``limits``.
 
@@ -123,7 +123,7 @@ class VerifyPolicy:
         return out
 
 
-def check_program_request(scheme: PulseScheme, limits: SafetyLimits, g_target_S: np.ndarray,
+def check_program_request(scheme: VoltageScheme, limits: SafetyLimits, g_target_S: np.ndarray,
                           verify: WriteVerify | None, device: DeviceModel | None = None) -> VerifyPolicy | None:
     """Check a whole program request against ``limits`` before anything is sent: every
     first SET amplitude, the SET threshold, the RESET and read voltages, both widths and
@@ -148,7 +148,7 @@ def check_program_request(scheme: PulseScheme, limits: SafetyLimits, g_target_S:
     return policy
 
 
-def check_targets(scheme: PulseScheme, targets: Any, n: int) -> np.ndarray:
+def check_targets(scheme: VoltageScheme, targets: Any, n: int) -> np.ndarray:
     """``targets`` as ``n`` conductances (S) inside the scheme's target range, else
     :class:`TargetRangeError` naming the first one outside (nothing is sent or written)."""
     from ..emulator.validation import as_target_array

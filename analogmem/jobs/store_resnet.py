@@ -51,7 +51,7 @@ import numpy as np
 
 from .._io import atomic_write_bytes, write_json
 from ..emulator.cells import bundled_devices
-from ..errors import AnalogMemError
+from ..errors import AnalogMemError, DeviceCardError
 from ..chips import chip_seeds, mean_ci, ray_available, run_chips
 from .store_chip import build_model, chip_accuracies
 from .store_plans import candidate_plans, raw_bit_error_rates, select_plans
@@ -99,7 +99,7 @@ def preferred_rram_card() -> str:
     for name in _RRAM_PREFERENCE:
         if name in have:
             return name
-    raise RuntimeError(f"no RRAM card bundled (looked for {_RRAM_PREFERENCE})")
+    raise DeviceCardError(f"no RRAM card bundled (looked for {_RRAM_PREFERENCE})")
 
 
 def _label(t: float) -> str:

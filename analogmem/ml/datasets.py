@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._seeding import SeedLike, as_generator
+from ..errors import SettingError
 
 __all__ = ["Split", "mnist", "digits", "load_dataset", "cache_dir", "DATASETS"]
 
@@ -48,7 +49,7 @@ def _split(x: np.ndarray, y: np.ndarray, side: int, test_fraction: float, seed: 
     import torch
 
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        raise SettingError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     order = as_generator(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     te, tr = order[:n_test], order[n_test:]
@@ -82,7 +83,7 @@ def load_dataset(name: str, seed: SeedLike = 0) -> Split:
         return mnist(seed)
     if name == "digits":
         return digits(seed)
-    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    raise SettingError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 
 def cache_dir() -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_bytes, progress as progress_bar
+from ..errors import PathMissingError, SettingError
 from .datasets import Split, cache_dir
 
 __all__ = ["resnet_cifar", "resnet20", "resnet18", "train", "accuracy", "pretrained", "count_parameters"]
@@ -75,7 +76,7 @@ def resnet_cifar(depth: int = 20, in_channels: int = 1, num_classes: int = 10, w
                  input_size: int = 28):
     """CIFAR-style ResNet of ``depth = 6n + 2`` layers (20, 32, 44, 56, ...)."""
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"depth must be 6n + 2 (20, 32, 44, ...), got {depth!r}")
+        raise SettingError(f"depth must be 6n + 2 (20, 32, 44, ...), got {depth!r}")
     n = (depth - 2) // 6
     return _resnet([(width, n), (2 * width, n), (4 * width, n)], in_channels, num_classes, width,
                    2 if input_size >= 24 else 1)
@@ -157,7 +158,7 @@ def pretrained(data: Split, depth: int = 20, width: int = 16, epochs: int = 3, s
         info["trained_now"] = False
         return model.eval(), info
     if checkpoint:
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise PathMissingError(f"checkpoint {str(path)!r} does not exist")
     torch.manual_seed(seed)
     model = resnet_cifar(depth, c, data.num_classes, width, h)
     train(model, data, epochs=epochs, seed=seed, progress=progress)

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..errors import StorageError
+from ..errors import SettingError, StorageError
 from .encoders import MMSE, CellMap, Channel
 
 __all__ = ["fisher_diagonal", "distortion_curves", "greedy_allocation", "allocate_cells", "AllocationCurves"]
@@ -70,7 +70,7 @@ def fisher_diagonal(module: Any, batches: Iterable[tuple[Any, Any]],
     module.zero_grad(set_to_none=True)
     module.train(was_training)
     if k == 0:
-        raise ValueError("fisher_diagonal needs at least one calibration batch")
+        raise SettingError("fisher_diagonal needs at least one calibration batch")
     return {n: (a / k).cpu().numpy() for n, a in acc.items()}
 
 
@@ -158,16 +158,16 @@ def _fill(n: int, segments: tuple[np.ndarray, np.ndarray, np.ndarray], budget: i
 def _check_distortion(distortion: np.ndarray) -> np.ndarray:
     D = np.asarray(distortion, dtype=np.float64)
     if D.ndim != 2 or D.shape[1] < 1:
-        raise ValueError(f"distortion must have shape (n, R + 1), got {D.shape}")
+        raise SettingError(f"distortion must have shape (n, R + 1), got {D.shape}")
     if not np.all(np.isfinite(D)):
-        raise ValueError("distortion must be finite")
+        raise SettingError("distortion must be finite")
     return D
 
 
 def _check_budget(budget_units: Any) -> int:
     budget = int(budget_units)
     if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget_units!r}")
+        raise SettingError(f"budget must be >= 0, got {budget_units!r}")
     return budget
 
 

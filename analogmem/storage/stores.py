@@ -41,7 +41,7 @@ from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence, seed_state
 from ..emulator.bench import Bench, ChunkedTargets, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
-from ..errors import StorageError
+from ..errors import SettingTypeError, StorageError
 from .allocate import allocate_cells
 from .encoders import CellMap, Channel, Encoder, check_finite, encoder_from_spec, global_drift_scale
 
@@ -274,11 +274,11 @@ class BenchStore:
     def __init__(self, bench: Bench, device: DeviceModel | str | None = None, *,
                  compensate_drift: bool | None = None):
         if not isinstance(bench, Bench):
-            raise TypeError(f"bench must implement the Bench protocol, got {type(bench).__name__}")
+            raise SettingTypeError(f"bench must implement the Bench protocol, got {type(bench).__name__}")
         if device is None:
             device = getattr(bench, "device", None)
             if device is None:
-                raise TypeError("pass the device card describing the bench's cells (device=...)")
+                raise SettingTypeError("pass the device card describing the bench's cells (device=...)")
         self.bench = bench
         self.device = load_device(device)
         self.compensate_drift = self.device.drift.enabled if compensate_drift is None else bool(compensate_drift)
