@@ -81,7 +81,7 @@ from ..errors import AnalogMemError, SettingError
 from .limits import SafetyLimits, VoltageScheme
 from .pulsed_cells import PulsedCells
 
-__all__ = ["ScpiEmulatorServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address",
+__all__ = ["ScpiEmulatorServer", "LoopbackServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address",
            "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
 
 #: ``*IDN?`` fields by which the analogmem SCPI emulator identifies itself (defined here, not
@@ -612,7 +612,93 @@ class _TCPServer(socketserver.ThreadingTCPServer):
                 pass
 
 
-class ScpiEmulatorServer:
+class LoopbackServer:
+    """What the SCPI and TSP emulator servers share: serving one emulated instrument
+    (``self.instrument``, whose ``bench`` holds the cells) on a loopback socket in a
+    background thread, with an optional lifetime. A subclass sets :meth:`_init_serving`'s
+    settings in its ``__init__`` and makes its socket server in :meth:`_new_server`."""
+
+    _thread_prefix = "emulator"
+
+    def _init_serving(self, host: str, port: int, idle_timeout_s: float, max_lifetime_s: float | None,
+                      reset_on_connect: bool, max_connections: int) -> None:
+        self.host, self._port = host, int(port)
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.max_lifetime_s = max_lifetime_s
+        self.reset_on_connect = bool(reset_on_connect)
+        self.max_connections = int(max_connections)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self._refused = 0
+
+    def _new_server(self) -> Any:
+        """The bound ``socketserver`` server for this instrument (subclasses)."""
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after :meth:`start`)."""
+        return self._server.server_address[1] if self._server else self._port
+
+    @property
+    def bench(self) -> EmulatedBench:
+        """The emulated bench behind the server (for tests and inspection)."""
+        return self.instrument.bench
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def refused_connections(self) -> int:
+        """Connections refused because :attr:`max_connections` were open."""
+        return self._server.refused if self._server else self._refused
+
+    def start(self) -> Any:
+        """Bind and serve in a background thread."""
+        if self._server is not None:
+            raise SettingError("server already started")
+        self._server = self._new_server()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{self._thread_prefix}-{self.port}", daemon=True)
+        self._thread.start()
+        if self.max_lifetime_s is not None:
+            self._timer = threading.Timer(float(self.max_lifetime_s), self.stop)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and the socket (idempotent)."""
+        srv, self._server = self._server, None
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.cancel()
+        if srv is None:
+            return
+        srv.stopping.set()
+        srv.shutdown()
+        srv.close_connections()
+        srv.server_close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self._port = srv.server_address[1]
+        self._refused = srv.refused
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the server stops (``max_lifetime_s``, :meth:`stop`) or ``timeout_s``."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout_s)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class ScpiEmulatorServer(LoopbackServer):
     """A SCPI emulator of the reference bench on ``host:port`` (loopback only).
 
     Args:
@@ -651,73 +737,19 @@ class ScpiEmulatorServer:
         max_lifetime_s = check_lifetime(max_lifetime_s)
         scheme = scheme or VoltageScheme().for_range(dev.g_min_S, dev.g_max_S)
         self.instrument = _Instrument(dev, rows, cols, scheme, seed, reset_fraction, n_threads, limits)
-        self.host, self._port = host, int(port)
-        self.idle_timeout_s = float(idle_timeout_s)
-        self.max_lifetime_s = max_lifetime_s
-        self.reset_on_connect = bool(reset_on_connect)
-        self.max_connections = int(max_connections)
-        self._server: _TCPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
-        self._refused = 0
+        self._init_serving(host, port, idle_timeout_s, max_lifetime_s, reset_on_connect, max_connections)
 
-    @property
-    def port(self) -> int:
-        """The bound TCP port (after :meth:`start`)."""
-        return self._server.server_address[1] if self._server else self._port
+    _thread_prefix = "scpi-emulator"
+
+    def _new_server(self) -> "_TCPServer":
+        _TCPServer.address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s, self.reset_on_connect,
+                          _Handler, self.max_connections)
 
     @property
     def resource(self) -> str:
         """The VISA resource string, e.g. ``TCPIP0::127.0.0.1::54321::SOCKET``."""
         return f"TCPIP0::{self.host}::{self.port}::SOCKET"
-
-    @property
-    def bench(self) -> EmulatedBench:
-        """The emulated bench behind the server (for tests and inspection)."""
-        return self.instrument.bench
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> "ScpiEmulatorServer":
-        """Bind and serve in a background thread."""
-        if self._server is not None:
-            raise SettingError("server already started")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        _TCPServer.address_family = family
-        self._server = _TCPServer((self.host, self._port), self.instrument, self.idle_timeout_s,
-                                  self.reset_on_connect, _Handler, self.max_connections)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"scpi-emulator-{self.port}", daemon=True)
-        self._thread.start()
-        if self.max_lifetime_s is not None:
-            self._timer = threading.Timer(float(self.max_lifetime_s), self.stop)
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close every connection and the socket (idempotent)."""
-        srv, self._server = self._server, None
-        if self._timer is not None and self._timer is not threading.current_thread():
-            self._timer.cancel()
-        if srv is None:
-            return
-        srv.stopping.set()
-        srv.shutdown()
-        srv.close_connections()
-        srv.server_close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-        self._port = srv.server_address[1]
-        self._refused = srv.refused
-
-    def wait(self, timeout_s: float | None = None) -> None:
-        """Block until the server stops (``max_lifetime_s``, :meth:`stop`) or ``timeout_s``."""
-        t = self._thread
-        if t is not None:
-            t.join(timeout_s)
 
     def inject(self, kind: str, count: int = 1, param: float = 0.0, after: int = 0) -> None:
         """Arm a fault (see the module docstring) for the next ``count`` replies after
@@ -734,13 +766,7 @@ class ScpiEmulatorServer:
         """Counters: messages, pulses and reads served."""
         i = self.instrument
         return {"messages": i.messages, "pulses": i.pulses, "reads": i.reads, "clock_s": i.clock_s(),
-                "refused_connections": self._server.refused if self._server else self._refused}
-
-    def __enter__(self) -> "ScpiEmulatorServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+                "refused_connections": self.refused_connections}
 
     def __repr__(self) -> str:
         return (f"ScpiEmulatorServer(device={self.instrument.device.name!r}, resource={self.resource!r}, "

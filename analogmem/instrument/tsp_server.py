@@ -49,7 +49,6 @@ from __future__ import annotations
 import collections
 import math
 import socket
-import threading
 from typing import Any, Callable
 
 from .._seeding import SeedLike
@@ -61,6 +60,7 @@ from .limits import SafetyLimits, VoltageScheme
 from .pulsed_cells import PulsedCells
 from .scpi_server import (
     MAX_CONNECTIONS,
+    LoopbackServer,
     _TCPServer,
     check_geometry,
     check_lifetime,
@@ -680,7 +680,7 @@ class _TspTCPServer(_TCPServer):
         _TspHandler(request, client_address, self)
 
 
-class TspEmulatorServer:
+class TspEmulatorServer(LoopbackServer):
     """A TSP emulator of a Keithley 2600B (default 2636B) and a crosspoint switch on
     ``host:port`` (loopback only); see the module docstring for what it speaks.
 
@@ -719,65 +719,19 @@ class TspEmulatorServer:
         self.instrument = _TspInstrument(dev, rows, cols, scheme, seed, reset_fraction, n_threads, limits, model)
         self.instrument.interp.max_seconds = float(chunk_seconds)
         self.model_name = f"Keithley {model}"
-        self.host, self._port = host, int(port)
-        self.idle_timeout_s = float(idle_timeout_s)
-        self.max_connections = int(max_connections)
-        self.reset_on_connect = bool(reset_on_connect)
-        self._server: _TspTCPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
-        self._refused = 0
+        self._init_serving(host, port, idle_timeout_s, self.max_lifetime_s, reset_on_connect, max_connections)
 
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1] if self._server else self._port
+    _thread_prefix = "tsp-emulator"
+
+    def _new_server(self) -> "_TspTCPServer":
+        _TspTCPServer.address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return _TspTCPServer((self.host, self._port), self.instrument, self.idle_timeout_s, self.reset_on_connect,
+                             None, self.max_connections)
 
     @property
     def resource(self) -> str:
         """The VISA resource, ``TCPIP::127.0.0.1::<port>::SOCKET``."""
         return f"TCPIP::{self.host}::{self.port}::SOCKET"
-
-    @property
-    def bench(self) -> EmulatedBench:
-        return self.instrument.bench
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> "TspEmulatorServer":
-        if self._server is not None:
-            raise SettingError("server already started")
-        _TspTCPServer.address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._server = _TspTCPServer((self.host, self._port), self.instrument, self.idle_timeout_s,
-                                     self.reset_on_connect, None, self.max_connections)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"tsp-emulator-{self.port}", daemon=True)
-        self._thread.start()
-        if self.max_lifetime_s is not None:
-            self._timer = threading.Timer(self.max_lifetime_s, self.stop)
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        srv, self._server = self._server, None
-        if self._timer is not None and self._timer is not threading.current_thread():
-            self._timer.cancel()
-        if srv is None:
-            return
-        srv.stopping.set()
-        srv.shutdown()
-        srv.close_connections()
-        srv.server_close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-        self._port = srv.server_address[1]
-        self._refused = srv.refused
-
-    def wait(self, timeout_s: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def run(self, src: str) -> list[str]:
         """Run a TSP chunk on the emulated instrument from Python (tests); its output."""
@@ -788,13 +742,7 @@ class TspEmulatorServer:
         i = self.instrument
         return {"messages": i.messages, "chunks": i.chunks, "pulses": i.cells.pulses, "reads": i.cells.reads,
                 "max_pulse_V": i.max_pulse_V, "clock_s": i.cells.clock_s(), "errors_queued": len(i.errors),
-                "refused_connections": self._server.refused if self._server else self._refused}
-
-    def __enter__(self) -> "TspEmulatorServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+                "refused_connections": self.refused_connections}
 
     def __repr__(self) -> str:
         i = self.instrument
