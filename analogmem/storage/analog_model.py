@@ -287,7 +287,8 @@ class AnalogModel:
         w = np.empty(p.numel, dtype=dt)
         threads = self.bench.n_threads
         # MMSE: one table of posterior means for the whole tensor (None: the exact posterior)
-        table = self.encoder.posterior_table(p.side, channel, p.numel) if isinstance(self.encoder, MMSE) else None
+        table = self.encoder.posterior_table(p.side, channel, p.numel, threads) if isinstance(self.encoder, MMSE) \
+            else None
         for a in range(0, p.numel, step):
             b = min(p.numel, a + step)
             g = self.bench.read_at(t, p.start + a * cpw, p.start + b * cpw, read_index=read)

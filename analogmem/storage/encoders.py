@@ -646,7 +646,8 @@ class MMSE(CellMap):
     def encode_S(self, w, side, channel, n_threads=1, out=None):
         return self.inner.encode_S(w, side, channel, n_threads, out)
 
-    def posterior_table(self, side: Side, channel: Channel, n_weights: int) -> "PosteriorTable | None":
+    def posterior_table(self, side: Side, channel: Channel, n_weights: int,
+                        n_threads: int = 1) -> "PosteriorTable | None":
         """The posterior mean tabulated for a tensor of ``n_weights`` weights read through
         ``channel``, or None where the exact posterior is used: maps of 1 or 2 cells per weight
         (linear, differential) and tensors of at least :data:`TABLE_MIN_WEIGHTS` weights.
@@ -683,7 +684,7 @@ class MMSE(CellMap):
         nodes = np.linspace(y0, y1, N)
         to_S = lambda y: np.ascontiguousarray(y, dtype=np.float64).reshape(-1) * channel.span_S \
             + channel.device.g_min_S  # noqa: E731
-        exact = lambda y, k: self.decode_S(to_S(y), side, k, channel, table=None)  # noqa: E731
+        exact = lambda y, k: self.decode_S(to_S(y), side, k, channel, n_threads=n_threads, table=None)  # noqa: E731
         at_lo = np.full(N, lo)
         if c == 1:
             table = exact(nodes, N)[None, :]
@@ -710,7 +711,7 @@ class MMSE(CellMap):
         or None (the exact posterior)."""
         dt = np.dtype(dtype)
         if isinstance(table, str):
-            table = self.posterior_table(side, channel, n_weights)
+            table = self.posterior_table(side, channel, n_weights, n_threads)
         if table is not None and dt in (np.float32, np.float64):
             out = np.empty(int(n_weights), dtype=dt)
             _codec.mmse_table(_float_flat(g_S), channel.device.g_min_S, channel.span_S, table.lo, table.y0, table.h,
