@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any, Callable
 
 import numpy as np
 
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
-from ..emulator.validation import check_addresses, check_read_time, check_seconds
+from ..emulator.validation import check_addresses, check_read_time
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import InstrumentError, SettingError
 from ..errors import ReadTimeError
@@ -45,6 +44,7 @@ from .errors import (
     InstrumentReportedError,
     InstrumentTimeoutError,
 )
+from .bench_clock import BenchClock
 from .limits import BenchConfig
 from .verify_policy import VerifyPolicy, check_program_request, check_targets
 
@@ -189,7 +189,7 @@ def _float(text: str, what: str, reply: str) -> float:
     return v
 
 
-class InstrumentBench:
+class InstrumentBench(BenchClock):
     """The :class:`~analogmem.emulator.bench.Bench` protocol on a PyVISA bench.
 
     Args:
@@ -237,9 +237,7 @@ class InstrumentBench:
         self.read_time_tolerance_s = 1.0
         self._closed = False
         self._routed: int | None = None
-        self._t0 = time.monotonic()
-        self._offset_s = 0.0
-        self._emulator_delta_s = 0.0
+        self._start_clock()
         self._last_program_s = 0.0
         #: bench time (s) at which each cell was last programmed (NaN: never by this bench).
         self.cell_program_time_s = np.full(self.n_cells, np.nan)
@@ -359,24 +357,9 @@ class InstrumentBench:
         return parse
 
     # ------------------------------------------------------------------ clock
-    @property
-    def time_s(self) -> float:
-        """The bench clock (s since the bench was opened; with the emulator's clock,
-        ``wait`` moves it forward without wall time)."""
-        return time.monotonic() - self._t0 + self._offset_s
-
-    def wait(self, seconds: float) -> None:
-        """Let ``seconds`` (≥ 0) pass: sleep on a real bench, advance the emulator's clock."""
-        s = check_seconds("seconds", seconds)
-        if s == 0:
-            return
-        if self.clock == "host":
-            time.sleep(s)
-            return
-        target = self.time_s + s + self._emulator_delta_s
-        msg = f":EMUL:CLOC {target:.9f};:EMUL:CLOC?;:SYST:ERR?"
-        (t_inst,) = self._smu.query(msg, self._parser(1, msg, check_range=False), retry_safe=True)
-        self._offset_s += s
+    def _set_emulator_clock(self, target_s: float) -> None:
+        msg = f":EMUL:CLOC {target_s:.9f};:EMUL:CLOC?;:SYST:ERR?"
+        self._smu.query(msg, self._parser(1, msg, check_range=False), retry_safe=True)
 
     # ------------------------------------------------------------------ validation
     def _addresses(self, addresses: Any) -> np.ndarray:

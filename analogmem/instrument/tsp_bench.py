@@ -24,7 +24,6 @@ instrument's error queue are drained (``keithley2600``'s ``read_error_queue``) a
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ import numpy as np
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.cells import DeviceModel, load_device
-from ..emulator.validation import check_addresses, check_read_time, check_seconds
+from ..emulator.validation import check_addresses, check_read_time
 from ..errors import InstrumentError, SettingError
 from ..errors import ReadTimeError
 from .errors import (
@@ -42,6 +41,7 @@ from .errors import (
     InstrumentReportedError,
     InstrumentTimeoutError,
 )
+from .bench_clock import BenchClock
 from .limits import BenchConfig
 from .tsp_script import SCRIPT_NAME, render_script
 from .verify_policy import DEFAULT_MAX_PULSES, VerifyPolicy, check_program_request, check_targets
@@ -57,7 +57,7 @@ def _lua_list(values: np.ndarray, fmt: str) -> str:
     return "{" + ",".join(fmt % v for v in values.tolist()) + "}"
 
 
-class TspBench:
+class TspBench(BenchClock):
     """The :class:`~analogmem.emulator.bench.Bench` protocol on a 2600B through TSP.
 
     Args:
@@ -99,9 +99,7 @@ class TspBench:
         self.timeout_s, self.batch_cells, self.progress = float(timeout_s), int(batch_cells), progress
         self.read_time_tolerance_s = 1.0
         self._closed = False
-        self._t0 = time.monotonic()
-        self._offset_s = 0.0
-        self._emulator_delta_s = 0.0
+        self._start_clock()
         self._last_program_s = 0.0
         self.round_trips = 0
         #: bench time (s) at which each cell was last programmed (NaN: never by this bench).
@@ -222,21 +220,8 @@ class TspBench:
             self._emulator_delta_s = float(self._ask("print(analogmem.clock())")) - self.time_s
 
     # ------------------------------------------------------------------ clock
-    @property
-    def time_s(self) -> float:
-        """The bench clock (s since the bench was opened)."""
-        return time.monotonic() - self._t0 + self._offset_s
-
-    def wait(self, seconds: float) -> None:
-        """Let ``seconds`` (≥ 0) pass: sleep on a real instrument, move the emulator's clock."""
-        s = check_seconds("seconds", seconds)
-        if s == 0:
-            return
-        if self.clock == "host":
-            time.sleep(s)
-            return
-        self._ask(f"print(analogmem.setclock({self.time_s + s + self._emulator_delta_s!r}))", what="wait")
-        self._offset_s += s
+    def _set_emulator_clock(self, target_s: float) -> None:
+        self._ask(f"print(analogmem.setclock({target_s!r}))", what="wait")
 
     # ------------------------------------------------------------------ protocol
     def _addresses(self, addresses: Any) -> np.ndarray:
