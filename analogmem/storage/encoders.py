@@ -562,8 +562,10 @@ class SignMagnitude(CellMap):
         xp = array_namespace(w)
         return xp.stack([xp.astype(w < 0, w.dtype), xp.clip(xp.abs(w) / s, None, 1.0)], axis=1)
 
-    def _decode(self, y, s):  # (±1·s)·y = ±(y·s): the same bits either way
-        return array_namespace(y).where(y[:, 0] > 0.5, -y[:, 1], y[:, 1]) * s
+    def _decode(self, y, s):  # (±s)·y: the bits of (±1)·s·y
+        xp = array_namespace(y)
+        kw = dict(dtype=y.dtype, device=array_device(y))
+        return xp.where(y[:, 0] > 0.5, xp.asarray(-s, **kw), xp.asarray(s, **kw)) * y[:, 1]
 
     def _gain(self, w, s):
         xp = array_namespace(w)
