@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr
 
+from ..emulator.bench import default_threads
 from ..emulator.cells import DeviceModel
 from ..errors import DeviceCardError, SettingError, StorageError
 from . import _codec
@@ -237,11 +238,11 @@ def _ranges(w: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
     ``max|w|``, and 1 for an all-zero tensor), from one pass over ``w``: the percentiles are
     numpy's (linear interpolation), computed exactly on the tail of ``|w|`` above a bound
     estimated from a sample, so only that tail is sorted."""
-    a = np.abs(np.asarray(w).reshape(-1))
-    if a.size == 0:
+    w = np.asarray(w).reshape(-1)
+    if w.size == 0:
         return [1.0] * len(percentiles)
-    amax = float(a.max())
-    out = _abs_percentiles(a, [p for p in percentiles if p < 100])
+    amax = _abs_max(w)
+    out = _abs_percentiles(w, [p for p in percentiles if p < 100])
     res = []
     for p in percentiles:
         v = amax if p >= 100 else out.pop(0)
@@ -251,26 +252,38 @@ def _ranges(w: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
     return res
 
 
-def _abs_percentiles(a: np.ndarray, percentiles: list[float]) -> list[float]:
-    """``np.percentile(a, percentiles)`` (float64, linear) for a 1-D ``a``; for large ``a``
-    only the values at or above a lower bound of the smallest asked-for order statistic
-    are selected and partitioned (exact: the ranks are shifted by the count below)."""
+def _abs_max(w: np.ndarray) -> float:
+    """``max |w|`` of a non-empty flat array, without an ``|w|`` temporary."""
+    return max(float(np.max(w)), -float(np.min(w)))
+
+
+#: Threads of the storage layer's fit passes (range tails, prior histograms).
+_FIT_THREADS = default_threads()
+
+
+def _abs_percentiles(w: np.ndarray, percentiles: list[float]) -> list[float]:
+    """``np.percentile(|w|, percentiles)`` (float64, linear) for a 1-D ``w``; for large ``w``
+    only the values of ``|w|`` at or above a lower bound of the smallest asked-for order
+    statistic are selected (``analogmem.storage._codec.abs_tail`` for float32/float64) and
+    partitioned (exact: the ranks are shifted by the count below)."""
     if not percentiles:
         return []
-    n = a.size
+    n = w.size
     if n <= 1 << 16:
-        return [float(v) for v in np.percentile(a.astype(np.float64), percentiles)]
+        return [float(v) for v in np.percentile(np.abs(w).astype(np.float64), percentiles)]
     ranks = [p / 100.0 * (n - 1) for p in percentiles]
     r_lo = int(math.floor(min(ranks)))
-    sample = a[:: max(1, n // 65536)]
+    sample = np.abs(w[:: max(1, n // 65536)])
     q = max(0.0, min(ranks) / (n - 1) - 4.0 / math.sqrt(sample.size) - 1e-3)
     bound = float(np.quantile(sample, q)) if q > 0 else -math.inf
-    below = int(np.count_nonzero(a < bound)) if q > 0 else 0
-    if below > r_lo:  # the sample's bound was too high: select on everything
-        tail, below = a, 0
+    if w.dtype in (np.float32, np.float64) and w.flags.c_contiguous:
+        below, tail = _codec.abs_tail(w, bound, _FIT_THREADS)
     else:
-        tail = a[a >= bound] if q > 0 else a
-    tail = tail.astype(np.float64)
+        a = np.abs(w)
+        below = int(np.count_nonzero(a < bound)) if q > 0 else 0
+        tail = (a[a >= bound] if q > 0 else a).astype(np.float64)
+    if below > r_lo:  # the sample's bound was too high: select on everything
+        tail, below = np.abs(w).astype(np.float64), 0
     idx = sorted({int(math.floor(r)) - below for r in ranks} | {min(int(math.ceil(r)), n - 1) - below for r in ranks})
     part = np.partition(tail, idx)
     res = []
@@ -602,9 +615,10 @@ class MMSE(CellMap):
     def fit(self, w, channel=None):
         w = _float_flat(w)
         side = dict(self.inner.fit(w, channel))
-        wmax = float(np.abs(w).max()) if w.size else 1.0
+        wmax = _abs_max(w) if w.size else 1.0
         wmax = wmax if wmax > 0 else 1.0
-        counts, _ = np.histogram(w, bins=self.grid, range=(-wmax, wmax))
+        # np.histogram(w, bins=grid, range=(-wmax, wmax)) exactly, in one threaded pass
+        counts = _codec.histogram(w, np.linspace(-wmax, wmax, self.grid + 1, dtype=w.dtype), _FIT_THREADS)
         side.update(prior_range=wmax, prior_counts=counts.astype(np.float32))
         return side
 
