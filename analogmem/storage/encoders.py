@@ -60,6 +60,7 @@ import numpy as np
 from array_api_compat import array_namespace, device as array_device, is_numpy_array, to_device
 from scipy.special import log_ndtr
 
+from ..emulator.bench import default_threads
 from ..emulator.cells import DeviceModel
 from ..errors import DeviceCardError, SettingError, StorageError
 from . import _codec
@@ -290,14 +291,13 @@ def _ranges(w: Any, percentiles: tuple[float, ...]) -> list[float]:
     estimated from a sample, so only that tail is sorted. ``w``: numpy or another array-API
     array (the order statistics are selected on its device)."""
     if _is_np(w):
-        a = np.abs(np.asarray(w).reshape(-1))
+        w = np.asarray(w).reshape(-1)
     else:
-        xp = array_namespace(w)
-        a = xp.abs(xp.reshape(w, (-1,)))
-    if math.prod(a.shape) == 0:
+        w = array_namespace(w).reshape(w, (-1,))
+    if math.prod(w.shape) == 0:
         return [1.0] * len(percentiles)
-    amax = float(array_namespace(a).max(a))
-    out = _abs_percentiles(a, [p for p in percentiles if p < 100])
+    amax = _abs_max(w)
+    out = _abs_percentiles(w, [p for p in percentiles if p < 100])
     res = []
     for p in percentiles:
         v = amax if p >= 100 else out.pop(0)
@@ -307,31 +307,44 @@ def _ranges(w: Any, percentiles: tuple[float, ...]) -> list[float]:
     return res
 
 
-def _abs_percentiles(a: np.ndarray, percentiles: list[float]) -> list[float]:
-    """``np.percentile(a, percentiles)`` (float64, linear) for a 1-D ``a``; for large ``a``
-    only the values at or above a lower bound of the smallest asked-for order statistic
-    are selected and partitioned (exact: the ranks are shifted by the count below)."""
+def _abs_max(w: Any) -> float:
+    """``max |w|`` of a non-empty flat array (numpy or another array-API array), without an ``|w|`` temporary."""
+    xp = np if _is_np(w) else array_namespace(w)
+    return max(float(xp.max(w)), -float(xp.min(w)))
+
+
+#: Threads of the storage layer's fit passes (range tails, prior histograms).
+_FIT_THREADS = default_threads()
+
+
+def _abs_percentiles(w: np.ndarray, percentiles: list[float]) -> list[float]:
+    """``np.percentile(|w|, percentiles)`` (float64, linear) for a 1-D ``w``; for large ``w``
+    only the values of ``|w|`` at or above a lower bound of the smallest asked-for order
+    statistic are selected (``analogmem.storage._codec.abs_tail`` for float32/float64) and
+    partitioned (exact: the ranks are shifted by the count below)."""
     if not percentiles:
         return []
-    if not _is_np(a):  # another array library: the order statistics by sorting on its device
-        xp = array_namespace(a)
-        n = math.prod(a.shape)
+    if not _is_np(w):  # another array library: the order statistics by sorting |w| on its device
+        xp = array_namespace(w)
+        n = math.prod(w.shape)
         ranks = [p / 100.0 * (n - 1) for p in percentiles]
-        return _interpolate(xp.sort(xp.astype(a, xp.float64)), ranks, 0, n)
-    n = a.size
+        return _interpolate(xp.sort(xp.astype(xp.abs(w), xp.float64)), ranks, 0, n)
+    n = w.size
     if n <= 1 << 16:
-        return [float(v) for v in np.percentile(a.astype(np.float64), percentiles)]
+        return [float(v) for v in np.percentile(np.abs(w).astype(np.float64), percentiles)]
     ranks = [p / 100.0 * (n - 1) for p in percentiles]
     r_lo = int(math.floor(min(ranks)))
-    sample = a[:: max(1, n // 65536)]
+    sample = np.abs(w[:: max(1, n // 65536)])
     q = max(0.0, min(ranks) / (n - 1) - 4.0 / math.sqrt(sample.size) - 1e-3)
     bound = float(np.quantile(sample, q)) if q > 0 else -math.inf
-    below = int(np.count_nonzero(a < bound)) if q > 0 else 0
-    if below > r_lo:  # the sample's bound was too high: select on everything
-        tail, below = a, 0
+    if w.dtype in (np.float32, np.float64) and w.flags.c_contiguous:
+        below, tail = _codec.abs_tail(w, bound, _FIT_THREADS)
     else:
-        tail = a[a >= bound] if q > 0 else a
-    tail = tail.astype(np.float64)
+        a = np.abs(w)
+        below = int(np.count_nonzero(a < bound)) if q > 0 else 0
+        tail = (a[a >= bound] if q > 0 else a).astype(np.float64)
+    if below > r_lo:  # the sample's bound was too high: select on everything
+        tail, below = np.abs(w).astype(np.float64), 0
     idx = sorted({int(math.floor(r)) - below for r in ranks} | {min(int(math.ceil(r)), n - 1) - below for r in ranks})
     return _interpolate(np.partition(tail, idx), ranks, below, n)
 
@@ -702,9 +715,10 @@ class MMSE(CellMap):
         side = dict(self.inner.fit(w, channel))
         if not _is_np(w):  # another array library: the prior histogram on its device
             return {**side, **_prior_histogram(w, self.grid)}
-        wmax = float(np.abs(w).max()) if w.size else 1.0
+        wmax = _abs_max(w) if w.size else 1.0
         wmax = wmax if wmax > 0 else 1.0
-        counts, _ = np.histogram(w, bins=self.grid, range=(-wmax, wmax))
+        # np.histogram(w, bins=grid, range=(-wmax, wmax)) exactly, in one threaded pass
+        counts = _codec.histogram(w, np.linspace(-wmax, wmax, self.grid + 1, dtype=w.dtype), _FIT_THREADS)
         side.update(prior_range=wmax, prior_counts=counts.astype(np.float32))
         return side
 
@@ -926,7 +940,7 @@ def _prior_histogram(w: Any, grid: int) -> Side:
     at ``np.linspace`` edges in ``w``'s dtype, so the counts are numpy's exactly."""
     xp = array_namespace(w)
     n = math.prod(w.shape)
-    wmax = float(xp.max(xp.abs(w))) if n else 1.0
+    wmax = _abs_max(w) if n else 1.0
     wmax = wmax if wmax > 0 else 1.0
     edges = np.linspace(-wmax, wmax, grid + 1, dtype=np.float32 if w.dtype == xp.float32 else np.float64)
     ws = xp.sort(w)
