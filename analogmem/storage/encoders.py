@@ -375,7 +375,7 @@ def fit_sample(w: Any) -> Any:
 
 def _float_flat(a: Any) -> Any:
     """``a`` flat and contiguous as float32 or float64 (other floats and integers become
-    float64); another array library's array flat, in its floating dtype (integers: float64)."""
+    float64); another array library's array as :func:`_work` makes it (on its device)."""
     if not _is_np(a):
         return _work(a)
     a = np.asarray(a).reshape(-1)
@@ -427,7 +427,7 @@ class CellMap(Encoder):
             return {"scale": _range(w, float(self.clip_percentile))}
         if channel is None:
             return {"scale": _range(w, 99.9)}
-        # the candidate ranges on w's device; only the fit sample (<= FIT_SAMPLE weights) reaches the host
+        # the candidate ranges on w's device; only the fit sample (<= FIT_SAMPLE) reaches the host
         return {"scale": self.best_scale(_ranges(w, _AUTO_PERCENTILES), _host(fit_sample(w)), channel)}
 
     def best_scale(self, scales: list[float], sample: np.ndarray, channel: Channel) -> float:
