@@ -6,8 +6,9 @@
 * :mod:`.pulse_response` — a card's write-verify pulse-response model (per-window table, or
   shared over windows, start states, schemes and runs);
 * :mod:`.bench` — the :class:`Bench` protocol, :class:`EmulatedBench`,
-  :class:`WriteVerify`, :class:`ProgramReport`, :class:`ChunkedTargets`, and
-  :func:`make_bench`, the factory over the backends (``"kernels"``, ``"numpy"``, ``"torch"``);
+  :class:`WriteVerify`, :class:`ProgramReport`, :class:`ChunkedTargets`;
+* :mod:`.factory` — :func:`make_bench`, one factory over the backends (``"kernels"``,
+  ``"numpy"``, ``"torch"``);
 * :mod:`.card_params` — a card flattened into the numbers of the model's formulas (what the
   compiled kernels pack once per bench, ``_kernels.KernelParams``, and the torch backend reads);
 * :mod:`.chipstate` — where per-cell state lives: in memory (allocated on first use) or in
@@ -22,9 +23,9 @@
 Imports only the base modules (:mod:`analogmem.errors`, :mod:`analogmem._seeding`, …).
 """
 
-from .bench import (Bench, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info,
-                    make_bench)
+from .bench import Bench, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device, parse_card
+from .factory import make_bench
 from .torch_bench import TorchBench
 
 __all__ = ["Bench", "ChunkedTargets", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",

@@ -47,13 +47,13 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
            "run from another folder, or build it in place with `pip install -e .`" if _shadow else
            ": install the package with `pip install .` or `pip install -e .` (needs a C compiler)")) from exc
 
-__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "make_bench", "kernels_info",
+__all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "kernels_info",
            "default_threads", "check_addresses", "as_target_array"]
 
 _BACKENDS = ("cython", "numpy")
-#: what :func:`make_bench` takes: "kernels" (EmulatedBench, compiled; "cython" is the same), "numpy"
-#: (EmulatedBench over the numpy reference), "torch" (TorchBench)
-_FACTORY_BACKENDS = ("kernels", "cython", "numpy", "torch")
+#: The deprecated ``EmulatedBench(..., backend="torch")`` only: the class it returns, registered by
+#: :mod:`~analogmem.emulator.torch_bench` (:func:`~analogmem.emulator.factory.make_bench` is the factory).
+_DEPRECATED_BACKENDS: dict[str, Any] = {}
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -266,27 +266,6 @@ class Bench(Protocol):
         ...
 
 
-def make_bench(device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *, backend: str = "kernels",
-               **options: Any) -> "Bench":
-    """An emulated bench of ``n_cells`` cells of ``device`` on one backend:
-
-    * ``"kernels"`` (default; ``"cython"`` is the same): an :class:`EmulatedBench` over the
-      compiled kernels;
-    * ``"numpy"``: an :class:`EmulatedBench` over the numpy reference (slow, for checking);
-    * ``"torch"``: a :class:`~analogmem.emulator.torch_bench.TorchBench` (state as torch
-      tensors; options ``torch_device``, ``dtype``).
-
-    ``options`` are the chosen class's keywords (``n_threads``, ``dtype``, ``state_dir``, ...).
-    Raises :class:`~analogmem.errors.SettingError` for another backend."""
-    if backend == "torch":
-        from .torch_bench import TorchBench  # imports torch only when a TorchBench is made
-
-        return TorchBench(device, n_cells, seed, **options)
-    if backend not in _FACTORY_BACKENDS:
-        raise SettingError(f"backend must be one of {_FACTORY_BACKENDS}, got {backend!r}")
-    return EmulatedBench(device, n_cells, seed, backend="numpy" if backend == "numpy" else "cython", **options)
-
-
 def _contiguous_span(addresses: Any, n_cells: int) -> tuple[int, int] | None:
     """``(lo, hi)`` for ``addresses=range(lo, hi)`` (step 1, inside the bench), else None."""
     if not isinstance(addresses, range):
@@ -361,7 +340,8 @@ class EmulatedBench:
             distribution but not the same draws as the float32 kernels). ``"torch"`` is
             deprecated here: it still makes a
             :class:`~analogmem.emulator.torch_bench.TorchBench` (which is not an
-            EmulatedBench), with a DeprecationWarning; use :func:`make_bench` (``backend="torch"``).
+            EmulatedBench), with a DeprecationWarning; use
+            :func:`~analogmem.emulator.factory.make_bench` (``backend="torch"``).
         dtype: ``"float64"`` (default) or ``"float32"``: the per-cell state and what
             ``read`` returns. float32 halves the memory and the bytes every program and read
             moves, and computes single-shot programs of polynomial cards and all reads in
@@ -393,7 +373,7 @@ class EmulatedBench:
             warnings.warn("EmulatedBench(..., backend='torch') is deprecated: it returns a TorchBench, which is not "
                           "an EmulatedBench; use analogmem.emulator.make_bench(..., backend='torch')", DeprecationWarning,
                           stacklevel=2)
-            return make_bench(*args, backend="torch", **kwargs)
+            return _DEPRECATED_BACKENDS["torch"](*args, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,

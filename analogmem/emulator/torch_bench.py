@@ -34,7 +34,7 @@ import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
 from ..errors import BenchSizeError, SettingError, TargetRangeError
-from .bench import ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, check_read_at
+from .bench import _DEPRECATED_BACKENDS, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, check_read_at
 from .card_params import card_params, pulse_arrays
 from .pulse_response import PulseTable
 from .validation import as_target_array, check_addresses, check_read_time, check_targets
@@ -715,3 +715,4 @@ class TorchBench:
                 f"time_s={self._time_s:g})")
 
 
+_DEPRECATED_BACKENDS["torch"] = TorchBench  # EmulatedBench(..., backend="torch"), kept for old callers
