@@ -291,8 +291,8 @@ def program(KernelParams params, tuple key, const double[::1] g_target, object s
             Py_ssize_t first=0,
             int verify_max_pulses=0, double tol_abs=0.0, double tol_rel=0.0,
             int32_t[::1] pulses=None, int8_t[::1] success=None, int verify_card=0, bint general=False):
-    """Program cells: for every cell ``i`` of ``g_target`` (op-local position ``first + i``, draws
-    keyed by ``key``) write the state arrays ``state = (g_eff, g_prog, nu, z_relax, q_read)``
+    """Program cells of the card ``params``: for every cell ``i`` of ``g_target`` (op-local
+    position ``first + i``, draws keyed by ``key``) write the state arrays ``state = (g_eff, g_prog, nu, z_relax, q_read)``
     (None where the card has no such component): the effective target (stuck cells at their
     stuck value), the programmed conductance (S), the drift exponent, the relaxation latent
     and the read-noise factor Q_s. ``stuck`` is an int8 array (0/1/2) per cell or None.

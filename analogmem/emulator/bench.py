@@ -22,18 +22,10 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import reference
-from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
-from ._streams import op_key, stuck_states
-from .card_params import card_params, pulse_arrays
-from .cells import DeviceModel, load_device, parse_card
-from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, check_state_range
-from .pulse_response import MAX_WINDOWS, PulseTable
-from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
-                         check_seconds, check_targets, check_temperature_K)
 from ..errors import (AddressError, DeviceCardError, KernelUnavailableError, SettingError, SettingTypeError,
                       StorageError, TargetRangeError)
 
+# before the modules that import the kernels too (card_params, reference), so a missing build says why
 try:
     from . import _kernels
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
@@ -46,6 +38,16 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         + (": this is a source checkout, which shadows an installed analogmem when Python runs from its root; "
            "run from another folder, or build it in place with `pip install -e .`" if _shadow else
            ": install the package with `pip install .` or `pip install -e .` (needs a C compiler)")) from exc
+
+from . import reference
+from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
+from ._streams import op_key, stuck_states
+from .card_params import card_params, pulse_arrays
+from .cells import DeviceModel, load_device, parse_card
+from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, check_state_range
+from .pulse_response import MAX_WINDOWS, PulseTable
+from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
+                         check_seconds, check_targets, check_temperature_K)
 
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "kernels_info",
            "default_threads", "check_addresses", "as_target_array"]
