@@ -268,16 +268,25 @@ cdef am_state _state(tuple arrays, Py_ssize_t n, bint writable) except *:
     cdef am_state s
     cdef void* ptrs[5]
     cdef int i
-    kinds = {a.dtype for a in arrays if a is not None}
-    if len(kinds) != 1 or not kinds <= {np.dtype(np.float64), np.dtype(np.float32)}:
-        raise ValueError("state arrays must all be float64 or all float32")
-    s.f32 = kinds == {np.dtype(np.float32)}
+    cdef int kind = -1, t
     for i in range(5):
         a = arrays[i]
         ptrs[i] = NULL
         if a is None:
             continue
-        if not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous or a.shape[0] != n \
+        t = cnp.PyArray_TYPE(a) if isinstance(a, np.ndarray) else -2
+        if (t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or (kind != -1 and t != kind):
+            raise ValueError("state arrays must all be float64 or all float32")
+        kind = t
+    if kind == -1:
+        raise ValueError("state arrays must all be float64 or all float32")
+    s.f32 = kind == cnp.NPY_FLOAT
+    for i in range(5):
+        a = arrays[i]
+        ptrs[i] = NULL
+        if a is None:
+            continue
+        if a.ndim != 1 or not a.flags.c_contiguous or a.shape[0] != n \
                 or (writable and not a.flags.writeable):
             raise ValueError(f"state array {STATE_KEYS[i]} must be a contiguous writable array of {n} values")
         ptrs[i] = cnp.PyArray_DATA(a)
@@ -285,6 +294,32 @@ cdef am_state _state(tuple arrays, Py_ssize_t n, bint writable) except *:
         raise ValueError("state needs g_prog")
     s.g_eff, s.g_prog, s.nu, s.z_relax, s.q_read = ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4]
     return s
+
+
+cdef inline void _program_chunk(const am_params* p, const am_fparams* f, const am_verify* vf, am_key k,
+                                int64_t first, int64_t lo, int64_t hi, const double* gt, const int8_t* st,
+                                am_state s, int32_t* pl, int8_t* sc, bint fast) noexcept nogil:
+    """Program cells lo..hi-1 (one work chunk)."""
+    if fast and s.f32:
+        am_program_fast_f32(p, f, k, first, lo, hi, gt, st, s)
+    elif fast:
+        am_program_fast(p, k, first, lo, hi, gt, st, s)
+    else:
+        am_program_cells(p, vf, k, first, lo, hi, gt, st, s, pl, sc)
+
+
+cdef inline void _read_chunk(const am_params* p, const am_fparams* f, am_key k, int64_t first, int64_t lo, int64_t hi,
+                             am_state s, const double* ag, double age0, bint uniform, void* o, int out_f32,
+                             bint fast) noexcept nogil:
+    """Read cells lo..hi-1 (one work chunk)."""
+    if s.f32 and fast:
+        am_read_fast_f32(p, f, k, first, lo, hi, s, age0, <float*> o)
+    elif s.f32:
+        am_read_cells_f32(p, f, k, first, lo, hi, s, ag, uniform, <float*> o)
+    elif fast:
+        am_read_fast(p, k, first, lo, hi, s, age0, o, out_f32)
+    else:
+        am_read_cells(p, k, first, lo, hi, s, ag, uniform, o, out_f32)
 
 
 def program(KernelParams params, tuple key, const double[::1] g_target, object stuck, tuple state, int n_threads,
@@ -340,14 +375,14 @@ def program(KernelParams params, tuple key, const double[::1] g_target, object s
         sc = &success[0]
     cdef const double* gt = &g_target[0]
     cdef bint fast = not general and verify_max_pulses == 0 and not p.emp_on
+    if n_chunks == 1 or n_threads <= 1:  # no parallel region to open (its start costs more than a few cells)
+        with nogil:
+            for c in range(n_chunks):
+                _program_chunk(p, f, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc, fast)
+        return
     with nogil:
-        for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            if fast and s.f32:
-                am_program_fast_f32(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s)
-            elif fast:
-                am_program_fast(p, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s)
-            else:
-                am_program_cells(p, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc)
+        for c in prange(n_chunks, schedule="dynamic", num_threads=n_threads):
+            _program_chunk(p, f, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc, fast)
 
 
 def read(KernelParams params, tuple key, tuple state, const double[::1] age_s, object out, int n_threads,
@@ -380,16 +415,14 @@ def read(KernelParams params, tuple key, tuple state, const double[::1] age_s, o
     cdef const double* ag = &age_s[0]
     cdef double age0 = age_s[0]
     cdef bint fast = not general and uniform and not p.relax_table
+    if n_chunks == 1 or n_threads <= 1:
+        with nogil:
+            for c in range(n_chunks):
+                _read_chunk(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, age0, uniform, o, out_f32, fast)
+        return
     with nogil:
-        for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            if s.f32 and fast:
-                am_read_fast_f32(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), s, age0, <float*> o)
-            elif s.f32:
-                am_read_cells_f32(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, uniform, <float*> o)
-            elif fast:
-                am_read_fast(p, k, first, c * chunk, min(n, (c + 1) * chunk), s, age0, o, out_f32)
-            else:
-                am_read_cells(p, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, uniform, o, out_f32)
+        for c in prange(n_chunks, schedule="dynamic", num_threads=n_threads):
+            _read_chunk(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, age0, uniform, o, out_f32, fast)
 
 
 def stuck(KernelParams params, Py_ssize_t first, Py_ssize_t n, object addresses=None, int n_threads=1):
