@@ -13,7 +13,6 @@ when asked for with ``backend="numpy"``.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
