@@ -22,14 +22,9 @@ needs_data = pytest.mark.skipif(not STANFORD.exists(), reason="../shared/data no
 
 
 def stanford_tidy() -> pd.DataFrame:
-    import importlib.util
-    from pathlib import Path
+    from scripts.cards import convert_stanford_pcm
 
-    spec = importlib.util.spec_from_file_location(
-        "convert_stanford_pcm", Path(__file__).resolve().parents[1] / "calibration" / "convert_stanford_pcm.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.convert(STANFORD)
+    return convert_stanford_pcm.convert(STANFORD)
 
 
 @needs_data

@@ -532,7 +532,7 @@ def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
     if clash:
         raise CalibrationError(f"{len(clash)} pair(s) of overlapping verify windows within a run: " + "; ".join(clash)
                                + ". Each run must use one set of non-overlapping windows: give each window set its "
-                               "own run (an 'experiment' column; calibration/convert_radar.py splits such files)")
+                               "own run (an 'experiment' column; scripts/cards/convert_radar.py splits such files)")
     if not df.success.any():
         raise CalibrationError("no operation succeeded: the pulse-response model needs successes")
     lo, hi = window_columns_S(df)

@@ -26,8 +26,8 @@ hit, and :func:`at_least_probability` the chance that a perfect model reaches th
 80 %. The in-sample row (each run's own effect fitted, the fit to all runs) is the ceiling of
 the covariates themselves.
 
-    python calibration/loeo_write_verify.py /tmp/radar --json calibration/plots/write-verify-loeo.json \\
-        --plot calibration/plots/write-verify-loeo.png
+    python -m scripts.cards.loeo_write_verify /tmp/radar --json scripts/cards/plots/write-verify-loeo.json \\
+        --plot scripts/cards/plots/write-verify-loeo.png
 """
 
 from __future__ import annotations

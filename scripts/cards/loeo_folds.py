@@ -6,7 +6,7 @@ to all runs, as ``loeo_write_verify.py`` does) and write each fold's ``[write_ve
 table, so the run-variation analysis (``run_variation.py``) can predict a held-out run —
 with intervals, and after seeing its first cells — from a model that never saw it:
 
-    python calibration/loeo_folds.py /tmp/radar --json calibration/plots/write-verify-folds.json
+    python -m scripts.cards.loeo_folds /tmp/radar --json scripts/cards/plots/write-verify-folds.json
 
 (7 minutes for the 10 folds on 2 shared cores.)
 """
