@@ -187,19 +187,11 @@ def _parsers(parser, path=()):
 
 
 def full_parser():
-    """``analogmem``'s parser with the delegated commands in it too (they are imported only
-    when run: built here the way they build it)."""
-    import argparse
-    import importlib
+    """``analogmem``'s parser with every command's full parser in it (``main`` imports only the
+    command it runs)."""
+    from analogmem.cli import build_parser
 
-    from analogmem.cli import _DELEGATED, build_parser
-
-    root = build_parser()
-    for name, (module, _) in _DELEGATED.items():
-        parser = argparse.ArgumentParser(prog="analogmem")
-        importlib.import_module(module).add_subparser(parser.add_subparsers(dest="command"))
-        root._subparsers._group_actions[0].choices[name] = parser._subparsers._group_actions[0].choices[name]
-    return root
+    return build_parser(None)
 
 
 def test_every_command_has_a_plain_text_description():
