@@ -157,7 +157,7 @@ BAD_VALUES = [
     *[(["fl", c, "--clients", "0"], 2, r"FederatedError: n_clients must be an integer >= 1")
       for c in ("fedpm", "klms", "fedavg", "signsgd-klms", "compare")],
     (["dsgd", "--density", "2"], 2, r"DSGDError: density must be a fraction in \(0, 1\]"),
-    (["deltazip", "--sparsity", "1.5"], 2, r"DeltaZipError: sparsity must be in \[0, 1\)"),
+    (["deltazip", "--sparsity", "1.5"], 2, r"DeltaZipError: sparsity must be a fraction in \[0, 1\)"),
 ]
 
 
