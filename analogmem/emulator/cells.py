@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import DeviceCardError
 from .pulse_response import P_EFFECTS, SCHEME_TERMS, WEIGHT_EFFECTS, PulseResponse, PulseScheme, PulseTable
+from .toml_table import TomlTable as _Table
 
 __all__ = [
     "DeviceModel",
@@ -82,10 +83,9 @@ _SCHEMA_VERSION = 1
 #: faster, and a subnormal time makes ln(t/t0) reach 745.
 G_BOUNDS_S = (1e-15, 1e3)
 MIN_TIME_S = 1e-9
-#: The largest card read (bytes) and the most numbers in one list: a calibrated card is a
-#: few kB; a 100 MB one took 53 s to refuse.
+#: The largest card read (bytes) and the most numbers in one list (:mod:`.toml_table`): a
+#: calibrated card is a few kB; a 100 MB one took 53 s to refuse.
 MAX_CARD_BYTES = 4 << 20
-MAX_LIST_LENGTH = 100_000
 #: Write-input domains and their units: a target conductance (S), a write-pulse voltage
 #: (V), or a level index (dimensionless).
 INPUT_UNITS = {"conductance": "S", "voltage": "V", "level": ""}
@@ -519,74 +519,6 @@ class DeviceModel:
 
 
 # --------------------------------------------------------------------------- card parsing
-class _Table:
-    """Typed access to one TOML table, with errors that name card and field."""
-
-    def __init__(self, card: str, path: str, data: Any):
-        self.card, self.path = card, path
-        if not isinstance(data, dict):
-            self.fail(f"expected a table, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
-        self.used: set[str] = set()
-
-    def fail(self, msg: str, key: str | None = None) -> None:
-        if self.path:
-            where = f"[{self.path}]" + (f".{key}" if key else "")
-        else:  # the root: its keys are the card's tables
-            where = f"[{key}]" if key else "top level"
-        raise DeviceCardError(f"device card {self.card}: {where}: {msg}")
-
-    def get(self, key: str, default: Any = ..., ) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is ...:
-                self.fail("missing required field", key)
-            return default
-        return self.data[key]
-
-    def table(self, key: str) -> "_Table":
-        return _Table(self.card, f"{self.path}.{key}" if self.path else key, self.get(key))
-
-    def string(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
-        v = self.get(key, default)
-        if not isinstance(v, str):
-            self.fail(f"expected a string, got {v!r}", key)
-        if choices is not None and v not in choices:
-            self.fail(f"{v!r} is not one of {', '.join(repr(c) for c in choices)}", key)
-        return v
-
-    def number(self, key: str, default: Any = ..., lo: float = -math.inf, hi: float = math.inf,
-               lo_open: bool = False, allow_inf: bool = False) -> float:
-        v = self.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.fail(f"expected a number, got {v!r}", key)
-        v = float(v)
-        if math.isnan(v) or (math.isinf(v) and not allow_inf):
-            self.fail(f"must be finite, got {v}", key)
-        if v < lo or (lo_open and v == lo) or v > hi:
-            bound = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-            self.fail(f"{v:g} is outside {bound}", key)
-        return v
-
-    def numbers(self, key: str, min_len: int = 1) -> tuple[float, ...]:
-        v = self.get(key)
-        if not isinstance(v, list) or len(v) < min_len:
-            self.fail(f"expected a list of at least {min_len} number(s), got {str(v)[:200]}", key)
-        if len(v) > MAX_LIST_LENGTH:
-            self.fail(f"{len(v)} numbers, more than the {MAX_LIST_LENGTH} a card list may hold", key)
-        out = []
-        for i, e in enumerate(v):
-            if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e):
-                self.fail(f"element {i} must be a finite number, got {e!r}", key)
-            out.append(float(e))
-        return tuple(out)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            self.fail(f"unknown field(s) {', '.join(unknown)} (misspelt?)")
-
-
 def _clipped_log_linear(t: _Table, key: str) -> ClippedLogLinear:
     s = t.table(key)
     x_break = s.number("x_break", default=math.inf, lo=0.0, lo_open=True, allow_inf=True)
@@ -690,7 +622,7 @@ def _empirical_channel(prog: _Table) -> EmpiricalChannel:
                   f"{len(rows) if isinstance(rows, list) else type(rows).__name__}", "log_conductance_quantiles")
     table = []
     for k, row in enumerate(rows):
-        sub = _Table(prog.card, f"programming.log_conductance_quantiles[{k}]", {"q": row})
+        sub = _Table(prog.source, f"programming.log_conductance_quantiles[{k}]", {"q": row})
         q = sub.numbers("q")
         if len(q) != len(probs):
             prog.fail(f"row {k} has {len(q)} quantiles for {len(probs)} probabilities", "log_conductance_quantiles")
