@@ -168,7 +168,7 @@ def test_empirical_card_rejects_time_models_and_bad_tables(card_text):
 
 
 def test_calibrate_command_writes_card_plot_and_json(tmp_path):
-    """The card, the JSON, and the plot only where --plot asks for it (issue #16)."""
+    """The card, the JSON, and the plot only where --plot asks for it."""
     rng = np.random.default_rng(2)
     table = pd.DataFrame({"target_S": np.repeat([5e-6, 10e-6, 20e-6], 100),
                           "read_value_S": np.repeat([5e-6, 10e-6, 20e-6], 100) * np.exp(rng.normal(0, 0.05, 300))})

@@ -1,5 +1,5 @@
 """The noise floor of the leave-one-experiment-out check (``scripts/cards/loeo_write_verify.py``,
-issue #16): the probability that a (run, level) pair's TRUE mean lies within the tolerance of
+scripts/cards/README.md, "Leave one experiment out"): the probability that a (run, level) pair's TRUE mean lies within the tolerance of
 its empirical mean (cluster bootstrap over cells), and the Poisson-binomial tail that says how
 likely a perfect model reaches the issue's 80 %."""
 

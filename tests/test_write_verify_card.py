@@ -3,7 +3,7 @@
 On the shared RADAR data: the card's shared write-verify model, emulated run by run, against
 the data it was fitted to; the emulated post-bake spread per level within 15 % of the
 measured one; the shipped card is the optimum of the fit. The per-window
-(``geometric-mixture``) model of issue #8 still loads and runs. The shared model's own
+(``geometric-mixture``) model of the first RADAR card still loads and runs. The shared model's own
 tests (parameter recovery, unseen windows, card fields) are in ``test_pulse_response.py``,
 its out-of-sample check is ``scripts/cards/loeo_write_verify.py``."""
 
@@ -184,7 +184,7 @@ def test_card_verify_refuses_bad_use(radar, card_text):
 
 
 def test_geometric_mixture_cards_still_load_and_program_only_their_windows(tmp_path):
-    """A per-window card (issue #8) loads, programs its windows with its closed form, and
+    """A per-window card (the first RADAR card's model) loads, programs its windows with its closed form, and
     refuses a window it was not fitted on, saying which model would take it."""
     import pandas as pd
     import tomli_w

@@ -102,7 +102,7 @@ def _main(args: Any) -> int:
 
 
 def _print_intervals(rows: list[dict[str, Any]]) -> None:
-    """The fit report's prediction intervals of a new run, per card level (issue #28)."""
+    """The fit report's prediction intervals of a new run, per card level (scripts/cards/README.md, "Run-to-run variation")."""
     if not rows:
         return
     print(f"new run, first programs, {rows[0]['n_cells']} cells per level; run-to-run part: {rows[0]['run_variation']}"

@@ -1,4 +1,4 @@
-"""Fitting the shared pulse-response model of program-and-verify (issue #16).
+"""Fitting the shared pulse-response model of program-and-verify (scripts/cards/README.md, "rram-radar").
 
 One set of physical parameters for every verify window, start state, pulse scheme and run
 (:mod:`analogmem.emulator.pulse_response` states the model): the pulses a programming

@@ -1,4 +1,4 @@
-"""Run-to-run variation of write-verify as a predictive distribution (issue #28).
+"""Run-to-run variation of write-verify as a predictive distribution (scripts/cards/README.md, "Run-to-run variation").
 
 The shared pulse-response model (:mod:`analogmem.calibrate.pulse_response`) fits one run
 effect ``τ·r`` on logit p by the joint mode of (parameters, run effects); held out one run

@@ -1,5 +1,5 @@
 """SuRP: successive-refinement pruning (thesis ch.2; Isik, Weissman, No, *An
-Information-Theoretic Justification for Model Pruning*, AISTATS 2022; DESIGN §6).
+Information-Theoretic Justification for Model Pruning*, AISTATS 2022; docs/pruning.md).
 
 The weights of a trained network are close to Laplacian. For a Laplacian source the
 rate-distortion function under absolute error is R(D) = −ln(λD) nats (0 < D ≤ 1/λ), the

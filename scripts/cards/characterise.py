@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Characterise a bench and write the tidy calibration table (DESIGN §3).
+"""Characterise a bench and write the tidy calibration table (README, "Calibrating a card from your own cells").
 
 A thin wrapper over :func:`analogmem.instrument.characterise`; the same sweep as
 ``analogmem bench characterise``. The bench is either a VISA resource (a real bench, or

@@ -51,7 +51,7 @@ from analogmem.calibrate.write_verify import read_write_verify, spread_table, wr
 PREBAKE_AGE_S = 3600.0
 T_VERIFIED_S = 1.0
 #: Ages (s at T_ref) past the last bake where the card's spread rows come from the fitted
-#: bake law (issue #28), so the emulator extrapolates by the law, not by holding the last bake
+#: bake law (scripts/cards/README.md, "Retention past the tabulated ages"), so the emulator extrapolates by the law, not by holding the last bake
 LAW_TIMES_S = (1e13, 1e14, 1e15, 1e16)
 #: Bakes with the standard 3-bit windows the law is fitted to (scripts/cards/retention_law.py)
 LAW_BAKES = ("radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4")

@@ -1,4 +1,4 @@
-"""Which observable covariates could move the write-verify LOEO misses (issue #16)?
+"""Which observable covariates could move the write-verify LOEO misses (scripts/cards/README.md, "Leave one experiment out")?
 
 Model-free checks on the RADAR tidy write-verify table (``convert_radar.py``) of covariates the
 shared pulse-response model does not use, each known before a held-out run's outcomes:

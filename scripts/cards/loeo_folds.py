@@ -1,4 +1,4 @@
-"""Fit and keep the leave-one-experiment-out folds of the shared write-verify model (issue #28).
+"""Fit and keep the leave-one-experiment-out folds of the shared write-verify model (scripts/cards/README.md, "Run-to-run variation").
 
 For every run of the tidy write-verify table whose scheme another run shares, fit
 :func:`analogmem.calibrate.fit_pulse_response` on the other runs (warm-started from the fit

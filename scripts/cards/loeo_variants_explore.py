@@ -1,4 +1,4 @@
-"""Exploratory LOEO folds of write-verify model variants that were tried and NOT adopted (issue #16).
+"""Exploratory LOEO folds of write-verify model variants that were tried and NOT adopted (scripts/cards/README.md, "Leave one experiment out").
 
 Not the model: this script patches the shared pulse-response fit
 (:mod:`analogmem.calibrate.pulse_response`) to try, on chosen held-out runs, covariates the

@@ -1,4 +1,4 @@
-"""Run-to-run variation of the RADAR write-verify card, validated leaving one experiment out (issue #28).
+"""Run-to-run variation of the RADAR write-verify card, validated leaving one experiment out (scripts/cards/README.md, "Run-to-run variation").
 
 From the fold models of ``loeo_folds.py`` (each fitted without one run), for every
 held-out (run, level) pair: the residual ``e = ln(data / prediction)`` of its mean pulses
