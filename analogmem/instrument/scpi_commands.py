@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import SettingError
+
 __all__ = ["ScpiCommand", "COMMANDS", "KINDS", "VALUES", "normalise", "lookup", "command"]
 
 #: ``set``: a command (``header [parameter]``, no reply); ``query``: ``header?``, one reply.
@@ -89,9 +91,9 @@ class ScpiCommand:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or self.value not in VALUES:
-            raise ValueError(f"SCPI table row {self.header!r}: kind {self.kind!r} / value {self.value!r} unknown")
+            raise SettingError(f"SCPI table row {self.header!r}: kind {self.kind!r} / value {self.value!r} unknown")
         if (self.kind == "query") != self.header.endswith("?"):
-            raise ValueError(f"SCPI table row {self.header!r}: a query header ends with '?', a set header does not")
+            raise SettingError(f"SCPI table row {self.header!r}: a query header ends with '?', a set header does not")
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -156,7 +158,7 @@ _BY_NAME: dict[tuple[str, str], ScpiCommand] = {}
 for _c in COMMANDS:
     for _k in _c.keys:
         if _k in _BY_KEY:
-            raise ValueError(f"SCPI table: {_k!r} stands in two rows")
+            raise SettingError(f"SCPI table: {_k!r} stands in two rows")
         _BY_KEY[_k] = _c
     _BY_NAME[_c.name, _c.kind] = _c
 del _c, _k
