@@ -57,7 +57,10 @@ def test_the_emulator_knows_every_row(instrument, row):
         instrument.reset()
 
 
-@pytest.mark.parametrize("row", [c for c in COMMANDS if c.kind == "set" and c.value == "number"], ids=lambda c: c.header)
+NUMBER_SETTINGS = [c for c in COMMANDS if c.kind == "set" and c.value == "number"]
+
+
+@pytest.mark.parametrize("row", NUMBER_SETTINGS, ids=lambda c: c.header)
 def test_the_emulator_refuses_numbers_outside_the_rows_range(instrument, row):
     instrument.reset()
     for v in (row.lo, row.hi):
