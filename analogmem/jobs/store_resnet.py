@@ -53,6 +53,7 @@ import io
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -219,8 +220,8 @@ def _verify_spec(card: Any, run_effect: float | str | None) -> dict[str, Any] | 
         run_effect = "sample" if has_shared_write_verify(card) else None
     if run_effect is None:
         return None
-    if not (run_effect in ("sample", "mean") or (isinstance(run_effect, (int, float)) and not isinstance(run_effect, bool)
-                                                 and math.isfinite(run_effect))):
+    number = isinstance(run_effect, (int, float)) and not isinstance(run_effect, bool)
+    if not (run_effect in ("sample", "mean") or (number and math.isfinite(run_effect))):
         raise StoreJobError(f"run effect must be 'sample', 'mean', None or a finite number, got {run_effect!r}")
     if not has_shared_write_verify(card):
         raise StoreJobError(f"run effect {run_effect!r}: card {card.name!r} has no shared write-verify model "
@@ -252,8 +253,9 @@ def _write_verify_summary(card: Any, verify: dict[str, Any] | None, seeds: Seque
             tot = {f: sum(v["verify"][f] for v in res.values()) for f in ("cells", "pulses", "failed")}
             eff = (chip_run_effect(card, s, wins) if sampled else
                    {"fixed_run_sd_units": verify["run_effect"]} if not isinstance(verify["run_effect"], str) else None)
-            rows.append({"chip": i, "run_effect": eff, **tot, "mean_pulses_per_cell": tot["pulses"] / max(tot["cells"], 1),
-                         "failed_fraction": tot["failed"] / max(tot["cells"], 1)})
+            n = max(tot["cells"], 1)
+            rows.append({"chip": i, "run_effect": eff, **tot, "mean_pulses_per_cell": tot["pulses"] / n,
+                         "failed_fraction": tot["failed"] / n})
         return rows
 
     sampled = verify["run_effect"] == "sample"
@@ -338,14 +340,9 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     """
     import torch
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     from ..emulator.cells import load_device
-    from ..ml.datasets import load_dataset
-    from ..ml.models import accuracy, count_parameters, pretrained
-    from ..pruning.network import store_counts
-    from ..storage.allocate import AllocationCurves, fisher_diagonal
-    from ..storage.encoders import MMSE, Channel, DifferentialPair
+    from ..storage.encoders import Channel
 
     times_s = [float(t) for t in times_s]
     panel_times_s = [float(t) for t in panel_times_s]
@@ -366,83 +363,186 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     tty = progress and sys.stderr.isatty()  # bars of the training loops, which show them unless told not to
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    stages: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        stages[name] = time.perf_counter() - t_start - sum(stages.values())
+
     try:
         with threadpool_limits(limits=threads):
-            data = load_dataset(dataset, seed)
-            base, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint,
-                                    progress=tty)
-            arch = {"depth": depth, "in_channels": int(data.input_shape[0]), "num_classes": int(data.num_classes),
-                    "width": 16, "input_size": int(data.input_shape[1])}
-            x_test, y_test = (data.x_test[:n_test], data.y_test[:n_test]) if n_test else (data.x_test, data.y_test)
-            n_sel = min(int(n_selection), int(data.x_train.shape[0]))
-            x_sel, y_sel = data.x_train[-n_sel:], data.y_train[-n_sel:]
-            # ---- models: the dense one and the pruned variants, equal training
-            models, model_info, fishers = {}, {}, {}
-            for s in tqdm(sparsities if 0.0 in sparsities else [0.0, *sparsities], desc="models", disable=bar_off):
-                m, now = _retrained(base, data, s, finetune_epochs, seed, tty)
-                key = _model_key(s)
-                models[key] = m
-                model_info[key] = {"sparsity": s, "retrained_now": now,
-                                   "clean_test_accuracy": accuracy(m, x_test, y_test)}
-                fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
-            dense = models["dense"]
-            n_w = count_parameters(dense)
-            params = [n for n, _ in dense.named_parameters()]
-            sizes = [p.numel() for p in dense.parameters()]
-            clean = model_info["dense"]["clean_test_accuracy"]
-            states = {k: _state_numpy(m) for k, m in models.items()}
-            stages = {"data_and_models": time.perf_counter() - t_start}
-            # ---- candidate plans per budget (all designed for the design time)
-            joint_enc = MMSE(DifferentialPair("auto"))
-            curves = {}
-            for s in tqdm(sparsities, desc="allocation curves", disable=bar_off):
-                key = _model_key(s)
-                w = {n: p.detach().numpy().reshape(-1) for n, p in models[key].named_parameters()}
-                curves[key] = AllocationCurves(w, {n: fishers[key][n] for n in w}, joint_enc,
-                                               Channel(card, design_t), _JOINT_MAX_REPETITIONS)
-            keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(models[_model_key(s)]).items()}
-                     for s in sparsities if s > 0}
-            mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
-            sel_seed, chips_root = chip_seeds(seed, 2)  # the selection chip; the root of the N chips
-            ber = raw_bit_error_rates(device, design_t, sel_seed)
-            plans, candidates = candidate_plans(budgets, n_w, sizes, design_t, encoders, sparsities, curves,
-                                                joint_enc, keeps, mask_bits, params, ber, _model_key)
-            stages["allocation_and_candidates"] = time.perf_counter() - t_start - sum(stages.values())
-            # ---- selection chip: training images, its own seed, at the design time
-            refs_sel = {}
-            for ref in sorted({p["reference"] for p in plans.values() if p["reference"]}):
-                b, mk = ref[1:].split("/")
-                st = _quantised_reference(states[mk], params, int(b))
-                refs_sel[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_sel, y_sel)}
-            shared_sel = {"arch": arch, "models": states, "x": x_sel.numpy(), "y": y_sel.numpy(), "device": device,
-                          "threads": threads, "references": refs_sel, "fisher": fishers, "verify": verify,
+            ms = _models_stage(dataset, seed, depth, epochs, finetune_epochs, checkpoint, n_test, n_selection,
+                               sparsities, tty, bar_off)
+            lap("data_and_models")
+            plans, candidates, sel_seed, chips_root, ber = _candidates_stage(
+                card, device, ms, budgets, sparsities, encoders, design_t, seed, bar_off)
+            lap("allocation_and_candidates")
+            shared_sel = {"arch": ms.arch, "models": ms.states, "x": ms.x_sel.numpy(), "y": ms.y_sel.numpy(),
+                          "device": device, "threads": threads, "references": _references(ms, plans),
+                          "fisher": ms.fishers, "verify": verify,
                           "plans": {k: {**p, "times_s": [design_t]} for k, p in plans.items()}}
             chosen, selection_rows = select_plans(shared_sel, sel_seed, candidates, progress)
-            stages["selection"] = time.perf_counter() - t_start - sum(stages.values())
-            # ---- evaluation chips
-            eval_plans: dict[str, dict[str, Any]] = {}
-            for (approach, B), k in chosen.items():
-                ts = list(times_s)
-                if panel_budget is not None and B == int(panel_budget):
-                    ts = sorted(set(ts) | set(panel_times_s))
-                eval_plans[k] = {**plans[k], "times_s": ts}
-            refs_test = {}
-            for ref in sorted({p["reference"] for p in eval_plans.values() if p["reference"]}):
-                st = refs_sel[ref]["state"]
-                refs_test[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_test, y_test)}
-            shared = {"arch": arch, "models": states, "x": x_test.numpy(), "y": y_test.numpy(), "device": device,
-                      "threads": threads, "references": refs_test, "plans": eval_plans, "verify": verify}
+            lap("selection")
+            eval_plans = _evaluation_plans(plans, chosen, times_s, panel_budget, panel_times_s)
+            refs_test = _test_references(ms, eval_plans, shared_sel["references"])
+            shared = {"arch": ms.arch, "models": ms.states, "x": ms.x_test.numpy(), "y": ms.y_test.numpy(),
+                      "device": device, "threads": threads, "references": refs_test, "plans": eval_plans,
+                      "verify": verify}
     finally:
         torch.set_num_threads(torch_threads)
+    seeds, run, run_mean = _evaluation_chips(shared, chips_root, n_chips, compare_mean, use_ray, ray_address,
+                                             ray_cpus, progress)
+    approaches, headline, ratios, panel = _summaries(run, eval_plans, chosen, budgets, times_s, panel_budget,
+                                                     panel_times_s, ms.n_w, ms.clean, tolerance, seed)
+    return _results(device=device, card=card, ms=ms, depth=depth, epochs=epochs, finetune_epochs=finetune_epochs,
+                    tolerance=tolerance, design_t=design_t, budgets=budgets, times_s=times_s, headline=headline,
+                    ratios=ratios, panel=panel, approaches=approaches, verify=verify, seeds=seeds, run=run,
+                    run_mean=run_mean, chosen=chosen, eval_plans=eval_plans, refs_test=refs_test, sel_seed=sel_seed,
+                    selection_rows=selection_rows, ber=ber, n_chips=n_chips, seed=seed, threads=threads,
+                    t_start=t_start, stages=stages, refs_sel=shared_sel["references"])
+
+
+@dataclass
+class _ModelStage:
+    """What the models stage gives the others: the data, the images of selection and test,
+    the dense and pruned models (as modules and numpy state dicts) with their Fisher
+    diagonals, and the dense model's weights count, parameter names and sizes."""
+
+    data: Any
+    info: dict[str, Any]
+    arch: dict[str, Any]
+    x_test: Any
+    y_test: Any
+    n_sel: int
+    x_sel: Any
+    y_sel: Any
+    models: dict[str, Any]
+    model_info: dict[str, dict[str, Any]]
+    fishers: dict[str, Any]
+    states: dict[str, dict[str, np.ndarray]]
+    n_w: int
+    params: list[str]
+    sizes: list[int]
+    clean: float
+
+
+def _models_stage(dataset: str, seed: int, depth: int, epochs: int, finetune_epochs: int, checkpoint: str | None,
+                  n_test: int | None, n_selection: int, sparsities: Sequence[float], tty: bool,
+                  bar_off: bool | None) -> _ModelStage:
+    """The data, the cached dense ResNet and its retrained (pruned) variants, equal training."""
+    from tqdm.auto import tqdm
+
+    from ..ml.datasets import load_dataset
+    from ..ml.models import accuracy, count_parameters, pretrained
+    from ..storage.allocate import fisher_diagonal
+
+    data = load_dataset(dataset, seed)
+    base, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint, progress=tty)
+    arch = {"depth": depth, "in_channels": int(data.input_shape[0]), "num_classes": int(data.num_classes),
+            "width": 16, "input_size": int(data.input_shape[1])}
+    x_test, y_test = (data.x_test[:n_test], data.y_test[:n_test]) if n_test else (data.x_test, data.y_test)
+    n_sel = min(int(n_selection), int(data.x_train.shape[0]))
+    models, model_info, fishers = {}, {}, {}
+    for s in tqdm(sparsities if 0.0 in sparsities else [0.0, *sparsities], desc="models", disable=bar_off):
+        m, now = _retrained(base, data, s, finetune_epochs, seed, tty)
+        key = _model_key(s)
+        models[key] = m
+        model_info[key] = {"sparsity": s, "retrained_now": now, "clean_test_accuracy": accuracy(m, x_test, y_test)}
+        fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
+    dense = models["dense"]
+    return _ModelStage(data, info, arch, x_test, y_test, n_sel, data.x_train[-n_sel:], data.y_train[-n_sel:],
+                       models, model_info, fishers, {k: _state_numpy(m) for k, m in models.items()},
+                       count_parameters(dense), [n for n, _ in dense.named_parameters()],
+                       [p.numel() for p in dense.parameters()], model_info["dense"]["clean_test_accuracy"])
+
+
+def _candidates_stage(card: Any, device: str, ms: _ModelStage, budgets: Sequence[int], sparsities: Sequence[float],
+                      encoders: Sequence[str], design_t: float, seed: int, bar_off: bool | None
+                      ) -> tuple[dict[str, Any], Any, np.random.SeedSequence, np.random.SeedSequence, Any]:
+    """Candidate plans per budget, all designed for the design time: the joint approach's
+    allocation curves, the pruned models' keep-masks, the selection chip's raw bit error
+    rates. Returns ``(plans, candidates, selection seed, root of the N chips, ber)``."""
+    from tqdm.auto import tqdm
+
+    from ..pruning.network import store_counts
+    from ..storage.allocate import AllocationCurves
+    from ..storage.encoders import MMSE, Channel, DifferentialPair
+
+    joint_enc = MMSE(DifferentialPair("auto"))
+    curves = {}
+    for s in tqdm(sparsities, desc="allocation curves", disable=bar_off):
+        key = _model_key(s)
+        w = {n: p.detach().numpy().reshape(-1) for n, p in ms.models[key].named_parameters()}
+        curves[key] = AllocationCurves(w, {n: ms.fishers[key][n] for n in w}, joint_enc, Channel(card, design_t),
+                                       _JOINT_MAX_REPETITIONS)
+    keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(ms.models[_model_key(s)]).items()}
+             for s in sparsities if s > 0}
+    mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
+    sel_seed, chips_root = chip_seeds(seed, 2)  # the selection chip; the root of the N chips
+    ber = raw_bit_error_rates(device, design_t, sel_seed)
+    plans, candidates = candidate_plans(budgets, ms.n_w, ms.sizes, design_t, encoders, sparsities, curves, joint_enc,
+                                        keeps, mask_bits, ms.params, ber, _model_key)
+    return plans, candidates, sel_seed, chips_root, ber
+
+
+def _references(ms: _ModelStage, plans: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The error-free reads of the digital plans (k-bit quantised states) and their
+    accuracy on the selection images."""
+    from ..ml.models import accuracy
+
+    refs = {}
+    for ref in sorted({p["reference"] for p in plans.values() if p["reference"]}):
+        b, mk = ref[1:].split("/")
+        st = _quantised_reference(ms.states[mk], ms.params, int(b))
+        refs[ref] = {"state": st, "accuracy": accuracy(build_model(ms.arch, st), ms.x_sel, ms.y_sel)}
+    return refs
+
+
+def _evaluation_plans(plans: dict[str, dict[str, Any]], chosen: dict[tuple[str, int], str],
+                      times_s: Sequence[float], panel_budget: int | None,
+                      panel_times_s: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """The chosen plans with their read times (the panel budget's also the panel's)."""
+    eval_plans: dict[str, dict[str, Any]] = {}
+    for (approach, B), k in chosen.items():
+        ts = list(times_s)
+        if panel_budget is not None and B == int(panel_budget):
+            ts = sorted(set(ts) | set(panel_times_s))
+        eval_plans[k] = {**plans[k], "times_s": ts}
+    return eval_plans
+
+
+def _test_references(ms: _ModelStage, eval_plans: dict[str, dict[str, Any]],
+                     refs_sel: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The chosen digital plans' error-free reads and their accuracy on the test images."""
+    from ..ml.models import accuracy
+
+    refs_test = {}
+    for ref in sorted({p["reference"] for p in eval_plans.values() if p["reference"]}):
+        st = refs_sel[ref]["state"]
+        refs_test[ref] = {"state": st, "accuracy": accuracy(build_model(ms.arch, st), ms.x_test, ms.y_test)}
+    return refs_test
+
+
+def _evaluation_chips(shared: dict[str, Any], chips_root: np.random.SeedSequence, n_chips: int, compare_mean: bool,
+                      use_ray: bool, ray_address: str | None, ray_cpus: int | None, progress: bool) -> tuple[Any, ...]:
+    """The N evaluation chips and, with a sampled run effect, the same chips at its mean.
+    Returns ``(seeds, run, run at the mean or None)``."""
     seeds = chip_seeds(chips_root, n_chips)
     run = run_chips(chip_accuracies, shared, [(s, None) for s in seeds], use_ray=use_ray, ray_address=ray_address,
                     num_cpus=ray_cpus, progress=progress, desc="chips")
-    run_mean = None
+    verify, run_mean = shared.get("verify"), None
     if verify is not None and verify["run_effect"] == "sample" and compare_mean:
         run_mean = run_chips(chip_accuracies, {**shared, "verify": {**verify, "run_effect": "mean"}},
                              [(s, None) for s in seeds], use_ray=use_ray, ray_address=ray_address, num_cpus=ray_cpus,
                              progress=progress, desc="chips, run effect at its mean")
-    # ---- summaries
+    return seeds, run, run_mean
+
+
+def _summaries(run: Any, eval_plans: dict[str, dict[str, Any]], chosen: dict[tuple[str, int], str],
+               budgets: Sequence[int], times_s: Sequence[float], panel_budget: int | None,
+               panel_times_s: Sequence[float], n_w: int, clean: float, tolerance: float,
+               seed: int) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The headline (per approach and budget), digital / best analog per read time, and the
+    time panel. Returns ``(approaches, headline, ratios, panel)``."""
     def row_for(k: str, ts: Sequence[float]) -> dict[str, Any]:
         p = eval_plans[k]
         first = run.results[0][k]
@@ -487,9 +587,21 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     panel = None
     if panel_budget is not None:
         B = int(panel_budget)
-        panel = {"budget_cells_per_weight": B, "times_s": panel_times_s,
+        panel = {"budget_cells_per_weight": B, "times_s": list(panel_times_s),
                  "time_labels": [_label(t) for t in panel_times_s],
                  "rows": [{"approach": a, **row_for(chosen[(a, B)], panel_times_s)} for a in approaches]}
+    return approaches, headline, ratios, panel
+
+
+def _results(*, device: str, card: Any, ms: _ModelStage, depth: int, epochs: int, finetune_epochs: int,
+             tolerance: float, design_t: float, budgets: list[int], times_s: list[float], headline: dict[str, Any],
+             ratios: dict[str, Any], panel: dict[str, Any] | None, approaches: list[str],
+             verify: dict[str, Any] | None, seeds: list[np.random.SeedSequence], run: Any, run_mean: Any,
+             chosen: dict[tuple[str, int], str], eval_plans: dict[str, dict[str, Any]],
+             refs_sel: dict[str, Any], refs_test: dict[str, Any], sel_seed: np.random.SeedSequence,
+             selection_rows: list[dict[str, Any]], ber: dict[Any, float], n_chips: int, seed: int, threads: int,
+             t_start: float, stages: dict[str, float]) -> dict[str, Any]:
+    """The job's results dict (see :func:`run_store_job`) from its stages' outputs."""
     return {
         "description": "Thesis ch.3: test accuracy of a ResNet stored on emulated analog memory against analog cells "
                        "per weight, for naive analog storage, the best robust encoder, joint pruning + allocation "
@@ -509,23 +621,24 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                               "of the means of 20,000 resamples of the chips; within the chips' range, so within "
                               "[0, 1]; for few chips narrower than nominal: about 87 % coverage for 6 chips of "
                               "normal values, analogmem.chips.bootstrap_ci)"},
-        "device": device, "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(x_test.shape[0]),
-        "model": {"arch": f"resnet{depth}", "n_parameters": n_w, "pretrained": {**info, "epochs": epochs},
+        "device": device, "dataset": ms.data.name, "n_train": int(ms.data.x_train.shape[0]),
+        "n_test": int(ms.x_test.shape[0]),
+        "model": {"arch": f"resnet{depth}", "n_parameters": ms.n_w, "pretrained": {**ms.info, "epochs": epochs},
                   "retraining": {"epochs": finetune_epochs, "lr": _FINETUNE_LR, "optimizer": "Adam",
                                  "pruning": "global magnitude (analogmem.pruning), retrained with masks"},
-                  "variants": model_info},
-        "clean_test_accuracy": clean, "tolerance": tolerance, "design_time_s": design_t,
+                  "variants": ms.model_info},
+        "clean_test_accuracy": ms.clean, "tolerance": tolerance, "design_time_s": design_t,
         "error_free_digital_accuracy": {
             "selection": {r: v["accuracy"] for r, v in refs_sel.items()},
             "test": {r: v["accuracy"] for r, v in refs_test.items()},
             "keys": "q<k bits>/<model>: the model quantised to k bits, read without a single error"},
         "budgets_cells_per_weight": budgets,
-        "headline": {"times_s": times_s, "time_labels": [_label(t) for t in times_s], "approaches": headline,
-                     "fewest_cells_per_weight": ratios},
+        "headline": {"times_s": times_s, "time_labels": [_label(t) for t in times_s],
+                     "approaches": headline, "fewest_cells_per_weight": ratios},
         "time_panel": panel,
-        "write_verify": _write_verify_summary(card, verify, seeds, run, run_mean, chosen, approaches, budgets,
-                                              times_s, eval_plans),
-        "selection": {"images": f"the last {n_sel} training images", "read_time_s": design_t,
+        "write_verify": _write_verify_summary(card, verify, seeds, run, run_mean, chosen, approaches,
+                                              budgets, times_s, eval_plans),
+        "selection": {"images": f"the last {ms.n_sel} training images", "read_time_s": design_t,
                       "seed_spawn_key": list(sel_seed.spawn_key), "candidates": selection_rows,
                       "raw_bit_error_rates": [{"bits_per_cell": b, "detect": d, "ber": v} for (b, d), v in ber.items()],
                       "rule": "highest selection accuracy at the design time; ties: fewer cells. Digital: per "
