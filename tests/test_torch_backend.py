@@ -117,7 +117,7 @@ def _targets(dev, inputs):
 def test_reads_match_the_reference(card, tdev):
     """Programming noise (polynomial or empirical channel), drift, relaxation (polynomial
     and tabulated) and read noise: the torch reads at each x and t are distributed as the
-    numpy reference's (DESIGN §2)."""
+    numpy reference's (the published models, README "Device cards")."""
     dev = analogmem.load_device(card)
     inputs, times = CASES[card]
     g_t = _targets(dev, inputs)
