@@ -171,6 +171,44 @@ _ESC = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "
         "'": "'", "\n": "\n"}
 
 
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DECIMAL_ESCAPE = re.compile(r"\d{1,3}")
+
+
+def _quoted_string(src: str, i: int, line: int) -> tuple[str, int]:
+    """The string literal quoted by ``src[i]`` (``'`` or ``"``), escapes decoded, and the
+    index just past its closing quote. Raises :class:`LuaSyntaxError` for an unfinished
+    string or a bad escape."""
+    c, n = src[i], len(src)
+    j, buf = i + 1, []
+    while True:
+        if j >= n or src[j] == "\n":
+            raise LuaSyntaxError(f"unfinished string near '{src[i:min(j, i + 20)]}'", line)
+        ch = src[j]
+        if ch == c:
+            break
+        if ch == "\\":
+            if j + 1 >= n:
+                raise LuaSyntaxError("unfinished string", line)
+            e = src[j + 1]
+            if e.isdigit():
+                m = _DECIMAL_ESCAPE.match(src, j + 1)
+                code = int(m.group())
+                if code > 255:
+                    raise LuaSyntaxError("escape sequence too large", line)
+                buf.append(chr(code))
+                j = m.end()
+                continue
+            if e not in _ESC:
+                raise LuaSyntaxError(f"invalid escape sequence '\\{e}'", line)
+            buf.append(_ESC[e])
+            j += 2
+            continue
+        buf.append(ch)
+        j += 1
+    return "".join(buf), j + 1
+
+
 def tokenize(src: str) -> list[tuple[str, Any, int]]:
     """(kind, value, line) tokens; kinds: name, keyword, number, string, op, eof."""
     out: list[tuple[str, Any, int]] = []
@@ -200,41 +238,15 @@ def tokenize(src: str) -> list[tuple[str, Any, int]]:
             out.append(("keyword" if w in _KEYWORDS else "name", w, line))
             i = j
         elif c.isdigit() or (c == "." and i + 1 < n and src[i + 1].isdigit()):
-            m = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?").match(src, i)
+            m = _NUMBER.match(src, i)
             j = m.end()
             if j < n and (src[j].isalnum() or src[j] == "_" or src[j] == "."):
                 raise LuaSyntaxError(f"malformed number near '{src[i:j + 1]}'", line)
             out.append(("number", tonumber(m.group()), line))
             i = j
         elif c in "'\"":
-            j, buf = i + 1, []
-            while True:
-                if j >= n or src[j] == "\n":
-                    raise LuaSyntaxError(f"unfinished string near '{src[i:min(j, i + 20)]}'", line)
-                ch = src[j]
-                if ch == c:
-                    break
-                if ch == "\\":
-                    if j + 1 >= n:
-                        raise LuaSyntaxError("unfinished string", line)
-                    e = src[j + 1]
-                    if e.isdigit():
-                        m = re.compile(r"\d{1,3}").match(src, j + 1)
-                        code = int(m.group())
-                        if code > 255:
-                            raise LuaSyntaxError("escape sequence too large", line)
-                        buf.append(chr(code))
-                        j = m.end()
-                        continue
-                    if e not in _ESC:
-                        raise LuaSyntaxError(f"invalid escape sequence '\\{e}'", line)
-                    buf.append(_ESC[e])
-                    j += 2
-                    continue
-                buf.append(ch)
-                j += 1
-            out.append(("string", "".join(buf), line))
-            i = j + 1
+            text, i = _quoted_string(src, i, line)
+            out.append(("string", text, line))
         elif src.startswith("[[", i):
             j = src.find("]]", i + 2)
             if j < 0:
