@@ -42,6 +42,7 @@ from .errors import (
     InstrumentTimeoutError,
 )
 from .lab_bench import LabBench
+from .verify_policy import VerifyPolicy
 from .scpi_commands import command
 from .limits import BenchConfig
 
@@ -417,24 +418,35 @@ class InstrumentBench(LabBench):
                 self.apply_pulse(a, v, s.set_width_s, "set")
                 pulses[j] = 1
             else:
-                lo, hi = win_lo[j], win_hi[j]
-                for _ in range(policy.max_pulses):
-                    _, i_read = self.apply_pulse(a, v, s.set_width_s, "set", read_after=True)
-                    pulses[j] += 1
-                    g = float(s.conductance(i_read))
-                    reads[j] = g
-                    if lo <= g <= hi:
-                        success[j] = True
-                        break
-                    v = float(policy.next_voltage(v, g_t[j], g))
-                    if g > hi and pulses[j] < policy.max_pulses:
-                        self.apply_pulse(a, s.v_reset_V, s.reset_width_s, "reset")
-                        resets[j] += 1
-                last_v[j] = v
+                pulses[j], n_resets, success[j], reads[j], last_v[j] = self._verify_cell(
+                    a, v, float(g_t[j]), win_lo[j], win_hi[j], policy)
+                resets[j] += n_resets
             self.cell_program_time_s[a] = self.time_s
         if policy is not None:
             stuck = policy.stuck(success, reads, last_v, resets, win_lo, win_hi)
         return self._program_done(addr, addresses is None, pulses, success, stuck, resets, reads)
+
+    def _verify_cell(self, a: int, v: float, g_target_S: float, lo: float, hi: float,
+                     policy: VerifyPolicy) -> tuple[int, int, bool, float, float]:
+        """Program-and-verify cell ``a`` from SET amplitude ``v`` (V): pulse and read until
+        the read lies in ``[lo, hi]`` (S) or ``policy.max_pulses`` pulses were spent, with
+        a RESET after a read above the window. Returns the SET pulses, the RESETs, whether
+        it ended inside, the last read (S; NaN if none) and the last amplitude (V)."""
+        s = self.scheme
+        pulses = resets = 0
+        ok, g = False, float("nan")
+        for _ in range(policy.max_pulses):
+            _, i_read = self.apply_pulse(a, v, s.set_width_s, "set", read_after=True)
+            pulses += 1
+            g = float(s.conductance(i_read))
+            if lo <= g <= hi:
+                ok = True
+                break
+            v = float(policy.next_voltage(v, g_target_S, g))
+            if g > hi and pulses < policy.max_pulses:
+                self.apply_pulse(a, s.v_reset_V, s.reset_width_s, "reset")
+                resets += 1
+        return pulses, resets, ok, g, v
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S) = read current (A) / ``scheme.v_read_V`` (V).
