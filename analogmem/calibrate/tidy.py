@@ -1,4 +1,4 @@
-"""The tidy calibration table (DESIGN §3): one reader that every calibrator uses.
+"""The tidy calibration table (README, "Calibrating a card from your own cells"): one reader that every calibrator uses.
 
 A tidy table (CSV or Parquet; one row per read) has unit-suffixed columns:
 

@@ -1,7 +1,7 @@
 """Closed-loop characterisation of any :class:`~analogmem.emulator.bench.Bench`: program levels
 (optionally with write-verify), read them over time, and write the tidy calibration table.
 
-The table (CSV) has one row per read and the unit-suffixed columns of DESIGN §3, in this
+The table (CSV) has one row per read and the unit-suffixed columns of the README's tidy table ("Calibrating a card"), in this
 order: ``target_S, read_value_S, device, time_s, temperature_K, pulses, success, cell`` —
 ``temperature_K`` only when a temperature is given and ``success`` only with write-verify
 (a column is present only where every row has a value, so no reader sees empty cells).

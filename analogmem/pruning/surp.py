@@ -1,5 +1,5 @@
 """SuRP: successive-refinement pruning (thesis ch.2; Isik, Weissman, No, *An
-Information-Theoretic Justification for Model Pruning*, AISTATS 2022; DESIGN §6).
+Information-Theoretic Justification for Model Pruning*, AISTATS 2022; docs/pruning.md).
 
 The weights of a trained network are close to Laplacian. For a Laplacian source the
 rate-distortion function under absolute error is R(D) = −ln(λD) nats (0 < D ≤ 1/λ), the
@@ -52,6 +52,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from analogmem._checks import check_fraction
 from analogmem._io import progress as progress_bar
 from analogmem._seeding import SeedLike, as_seed_sequence
 
@@ -98,9 +99,7 @@ def scale_factor(n: int) -> float:
 def target_nonzero(n: int, sparsity: float) -> int:
     """Number of weights kept at ``sparsity`` (fraction of zeros, in [0, 1)) among ``n``:
     ``round((1 − sparsity)·n)``, at least 1."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not math.isfinite(sparsity) \
-            or not 0.0 <= float(sparsity) < 1.0:
-        raise PruningError(f"sparsity must be a fraction in [0, 1), got sparsity={sparsity!r}")
+    check_fraction(sparsity, "sparsity", zero=True, one=False, error=PruningError)
     keep = int(round((1.0 - float(sparsity)) * n))
     if keep < 1:
         raise PruningError(f"sparsity={sparsity!r} keeps no weight of n={n}; the largest allowed is "
