@@ -71,23 +71,46 @@ def test_the_emulator_refuses_numbers_outside_the_rows_range(instrument, row):
     instrument.reset()
 
 
-def test_sim_file_commands_are_table_rows_of_their_kind():
-    dev = _sim()["devices"]
-    for name, spec in dev.items():
+def disagreements(sim: dict) -> list[str]:
+    """Where a pyvisa-sim definition disagrees with the command table."""
+    out = []
+    for name, spec in sim["devices"].items():
         messages = [d["q"] for d in spec.get("dialogues", [])] + [e["q"] for e in spec["error"]["error_queue"]]
         for message in messages:
             for header in _headers(message):
                 row = lookup(header)
-                assert row is not None, f"{name}: {header!r} is not in the command table"
-                assert row.kind == ("query" if header.endswith("?") else "set")
-                assert not row.emulator_only
+                if row is None or row.emulator_only:
+                    out.append(f"{name}: {header!r} is not a command of the 2450 in the table")
+                elif row.kind != ("query" if header.endswith("?") else "set"):
+                    out.append(f"{name}: {header!r} is a {row.kind} in the table")
+        for prop, p in spec.get("properties", {}).items():
+            try:
+                setter, query = command(prop, "set"), command(prop, "query")
+            except KeyError:
+                out.append(f"{name}: property {prop!r} is no setting in the table")
+                continue
+            if p["getter"]["q"] != query.header or p["setter"]["q"] != f"{setter.header} {{}}":
+                out.append(f"{name}: {prop} commands {p['getter']['q']!r}/{p['setter']['q']!r} are not the table's")
+            if (p["specs"]["min"], p["specs"]["max"]) != (setter.lo, setter.hi) or setter.value != "number":
+                out.append(f"{name}: {prop} range {p['specs']['min']}..{p['specs']['max']} is not the table's "
+                           f"{setter.lo}..{setter.hi}")
+    return out
 
 
-def test_sim_file_properties_are_the_tables_settings():
-    props = _sim()["devices"]["keithley2450"]["properties"]
-    for name, p in props.items():
-        setter, query = command(name, "set"), command(name, "query")
-        assert p["getter"]["q"] == query.header
-        assert p["setter"]["q"] == f"{setter.header} {{}}"
-        assert (p["specs"]["min"], p["specs"]["max"]) == (setter.lo, setter.hi), name
-        assert p["specs"]["type"] == "float" and setter.value == "number"
+def test_the_sim_file_agrees_with_the_table():
+    assert disagreements(_sim()) == []
+
+
+@pytest.mark.parametrize("edit", ["range", "header", "unknown", "property"])
+def test_a_sim_file_that_drifts_from_the_table_is_caught(edit):
+    sim = _sim()
+    dev = sim["devices"]["keithley2450"]
+    if edit == "range":
+        dev["properties"]["compliance_current"]["specs"]["max"] = 2.0
+    elif edit == "header":
+        dev["properties"]["source_voltage"]["setter"]["q"] = ":SOUR:VOLT:AMPL:X {}"
+    elif edit == "unknown":
+        dev["dialogues"].append({"q": ":SOUR:VOLT:RANG?", "r": "20"})
+    else:
+        dev["properties"]["nplc"] = dev["properties"]["source_voltage"]
+    assert len(disagreements(sim)) == 1

@@ -42,6 +42,8 @@ from .errors import (
     InstrumentTimeoutError,
 )
 from .lab_bench import LabBench
+from .verify_policy import VerifyPolicy
+from .scpi_commands import command
 from .limits import BenchConfig
 
 __all__ = ["InstrumentBench", "open_adapter"]
@@ -49,6 +51,10 @@ __all__ = ["InstrumentBench", "open_adapter"]
 log = logging.getLogger(__name__)
 
 _MAX_DRAIN = 32
+# What the bench sends besides the driver's messages (rows of the SCPI command table).
+_IDN, _ERR, _ILIM, _GEOM, _CLOC = (command(n, "query").header for n in (
+    "identify", "next_error", "compliance_current", "emulator_geometry", "emulator_clock"))
+_CLS, _OPEN_ALL, _SET_CLOC = (command(n).header for n in ("clear_status", "open_all", "emulator_clock"))
 _VISALIBS: dict[str, Any] = {}
 
 
@@ -258,40 +264,40 @@ class InstrumentBench(LabBench):
         def idn(reply: str) -> dict[str, str]:
             return parse_idn(reply)
 
-        self.identity = self._smu.query("*IDN?", idn, retry_safe=True)
+        self.identity = self._smu.query(_IDN, idn, retry_safe=True)
         self.is_emulator = (self.identity["manufacturer"] == EMULATOR_MANUFACTURER
                             and self.identity["model"] == EMULATOR_MODEL)
         self.clock = ("instrument" if self.is_emulator else "host") if clock == "auto" else clock
         if self.clock == "instrument" and not self.is_emulator:
             raise InstrumentError(f"clock='instrument' needs the analogmem SCPI emulator; {self.identity['manufacturer']} "
                                   f"{self.identity['model']} has no emulated clock")
-        self._smu.write("*CLS")
+        self._smu.write(_CLS)
         self.smu.configure_voltage_source(self.limits.compliance_A)
-        (ilim,) = self._smu.query(":SOUR:VOLT:ILIM?;:SYST:ERR?", self._parser(1, ":SOUR:VOLT:ILIM?"),
+        (ilim,) = self._smu.query(f"{_ILIM};{_ERR}", self._parser(1, _ILIM),
                                   retry_safe=True)
         if not math.isclose(ilim, self.limits.compliance_A, rel_tol=1e-6):
             raise InstrumentReplyError(f"compliance read back as {ilim:g} A after setting {self.limits.compliance_A:g} A")
         if self._sw is not self._smu:
-            self._sw.query("*IDN?", idn, retry_safe=True)
-            self._sw.write("*CLS")
-        self._sw.write(":ROUT:OPEN:ALL")
+            self._sw.query(_IDN, idn, retry_safe=True)
+            self._sw.write(_CLS)
+        self._sw.write(_OPEN_ALL)
         if self.is_emulator:
             def geometry(reply: str) -> tuple[float, float]:
-                fields, code, m = _split_reply(reply, 1, ":EMUL:GEOM?")
+                fields, code, m = _split_reply(reply, 1, _GEOM)
                 if code != 0:
-                    raise self._drain(self._smu, (code, m), ":EMUL:GEOM?")
+                    raise self._drain(self._smu, (code, m), _GEOM)
                 parts = fields[0].split(",")
                 if len(parts) != 2:
-                    raise InstrumentReplyError(f":EMUL:GEOM? reply {reply!r} is not 'rows,cols'")
-                return _float(parts[0], ":EMUL:GEOM?", reply), _float(parts[1], ":EMUL:GEOM?", reply)
+                    raise InstrumentReplyError(f"{_GEOM} reply {reply!r} is not 'rows,cols'")
+                return _float(parts[0], _GEOM, reply), _float(parts[1], _GEOM, reply)
 
-            rows, cols = self._smu.query(":EMUL:GEOM?;:SYST:ERR?", geometry, retry_safe=True)
+            rows, cols = self._smu.query(f"{_GEOM};{_ERR}", geometry, retry_safe=True)
             if (int(rows), int(cols)) != (self.config.rows, self.config.cols):
                 raise InstrumentError(f"the bench config describes a {self.config.rows}x{self.config.cols} matrix but "
                                       f"the emulator at {self._smu.resource} has {int(rows)}x{int(cols)} cells; "
                                       "set [matrix] rows/cols (or --rows/--cols) to match")
         if self.clock == "instrument":
-            (t_inst,) = self._smu.query(":EMUL:CLOC?;:SYST:ERR?", self._parser(1, ":EMUL:CLOC?", check_range=False),
+            (t_inst,) = self._smu.query(f"{_CLOC};{_ERR}", self._parser(1, _CLOC, check_range=False),
                                         retry_safe=True)
             self._emulator_delta_s = t_inst - self.time_s
 
@@ -299,8 +305,8 @@ class InstrumentBench(LabBench):
         errors = [first]
         for _ in range(_MAX_DRAIN):
             try:
-                reply = link.instrument.ask(":SYST:ERR?")
-                _, code, msg = _split_reply(reply, 0, ":SYST:ERR?")
+                reply = link.instrument.ask(_ERR)
+                _, code, msg = _split_reply(reply, 0, _ERR)
             except Exception:  # noqa: BLE001 - best effort; the first error is what matters
                 link.resync()
                 break
@@ -331,7 +337,7 @@ class InstrumentBench(LabBench):
 
     # ------------------------------------------------------------------ clock
     def _set_emulator_clock(self, target_s: float) -> None:
-        msg = f":EMUL:CLOC {target_s:.9f};:EMUL:CLOC?;:SYST:ERR?"
+        msg = f"{_SET_CLOC} {target_s:.9f};{_CLOC};{_ERR}"
         self._smu.query(msg, self._parser(1, msg, check_range=False), retry_safe=True)
 
     # ------------------------------------------------------------------ primitives
@@ -412,24 +418,35 @@ class InstrumentBench(LabBench):
                 self.apply_pulse(a, v, s.set_width_s, "set")
                 pulses[j] = 1
             else:
-                lo, hi = win_lo[j], win_hi[j]
-                for _ in range(policy.max_pulses):
-                    _, i_read = self.apply_pulse(a, v, s.set_width_s, "set", read_after=True)
-                    pulses[j] += 1
-                    g = float(s.conductance(i_read))
-                    reads[j] = g
-                    if lo <= g <= hi:
-                        success[j] = True
-                        break
-                    v = float(policy.next_voltage(v, g_t[j], g))
-                    if g > hi and pulses[j] < policy.max_pulses:
-                        self.apply_pulse(a, s.v_reset_V, s.reset_width_s, "reset")
-                        resets[j] += 1
-                last_v[j] = v
+                pulses[j], n_resets, success[j], reads[j], last_v[j] = self._verify_cell(
+                    a, v, float(g_t[j]), win_lo[j], win_hi[j], policy)
+                resets[j] += n_resets
             self.cell_program_time_s[a] = self.time_s
         if policy is not None:
             stuck = policy.stuck(success, reads, last_v, resets, win_lo, win_hi)
         return self._program_done(addr, addresses is None, pulses, success, stuck, resets, reads)
+
+    def _verify_cell(self, a: int, v: float, g_target_S: float, lo: float, hi: float,
+                     policy: VerifyPolicy) -> tuple[int, int, bool, float, float]:
+        """Program-and-verify cell ``a`` from SET amplitude ``v`` (V): pulse and read until
+        the read lies in ``[lo, hi]`` (S) or ``policy.max_pulses`` pulses were spent, with
+        a RESET after a read above the window. Returns the SET pulses, the RESETs, whether
+        it ended inside, the last read (S; NaN if none) and the last amplitude (V)."""
+        s = self.scheme
+        pulses = resets = 0
+        ok, g = False, float("nan")
+        for _ in range(policy.max_pulses):
+            _, i_read = self.apply_pulse(a, v, s.set_width_s, "set", read_after=True)
+            pulses += 1
+            g = float(s.conductance(i_read))
+            if lo <= g <= hi:
+                ok = True
+                break
+            v = float(policy.next_voltage(v, g_target_S, g))
+            if g > hi and pulses < policy.max_pulses:
+                self.apply_pulse(a, s.v_reset_V, s.reset_width_s, "reset")
+                resets += 1
+        return pulses, resets, ok, g, v
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S) = read current (A) / ``scheme.v_read_V`` (V).

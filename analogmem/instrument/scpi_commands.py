@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import SettingError
 
-__all__ = ["ScpiCommand", "COMMANDS", "KINDS", "VALUES", "normalise", "lookup", "command"]
+__all__ = ["ScpiCommand", "COMMANDS", "KINDS", "VALUES", "LONG_NODES", "OPTIONAL_NODES", "normalise", "lookup", "command"]
 
 #: ``set``: a command (``header [parameter]``, no reply); ``query``: ``header?``, one reply.
 KINDS = ("set", "query")

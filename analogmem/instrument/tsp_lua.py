@@ -171,6 +171,44 @@ _ESC = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "
         "'": "'", "\n": "\n"}
 
 
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DECIMAL_ESCAPE = re.compile(r"\d{1,3}")
+
+
+def _quoted_string(src: str, i: int, line: int) -> tuple[str, int]:
+    """The string literal quoted by ``src[i]`` (``'`` or ``"``), escapes decoded, and the
+    index just past its closing quote. Raises :class:`LuaSyntaxError` for an unfinished
+    string or a bad escape."""
+    c, n = src[i], len(src)
+    j, buf = i + 1, []
+    while True:
+        if j >= n or src[j] == "\n":
+            raise LuaSyntaxError(f"unfinished string near '{src[i:min(j, i + 20)]}'", line)
+        ch = src[j]
+        if ch == c:
+            break
+        if ch == "\\":
+            if j + 1 >= n:
+                raise LuaSyntaxError("unfinished string", line)
+            e = src[j + 1]
+            if e.isdigit():
+                m = _DECIMAL_ESCAPE.match(src, j + 1)
+                code = int(m.group())
+                if code > 255:
+                    raise LuaSyntaxError("escape sequence too large", line)
+                buf.append(chr(code))
+                j = m.end()
+                continue
+            if e not in _ESC:
+                raise LuaSyntaxError(f"invalid escape sequence '\\{e}'", line)
+            buf.append(_ESC[e])
+            j += 2
+            continue
+        buf.append(ch)
+        j += 1
+    return "".join(buf), j + 1
+
+
 def tokenize(src: str) -> list[tuple[str, Any, int]]:
     """(kind, value, line) tokens; kinds: name, keyword, number, string, op, eof."""
     out: list[tuple[str, Any, int]] = []
@@ -200,41 +238,15 @@ def tokenize(src: str) -> list[tuple[str, Any, int]]:
             out.append(("keyword" if w in _KEYWORDS else "name", w, line))
             i = j
         elif c.isdigit() or (c == "." and i + 1 < n and src[i + 1].isdigit()):
-            m = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?").match(src, i)
+            m = _NUMBER.match(src, i)
             j = m.end()
             if j < n and (src[j].isalnum() or src[j] == "_" or src[j] == "."):
                 raise LuaSyntaxError(f"malformed number near '{src[i:j + 1]}'", line)
             out.append(("number", tonumber(m.group()), line))
             i = j
         elif c in "'\"":
-            j, buf = i + 1, []
-            while True:
-                if j >= n or src[j] == "\n":
-                    raise LuaSyntaxError(f"unfinished string near '{src[i:min(j, i + 20)]}'", line)
-                ch = src[j]
-                if ch == c:
-                    break
-                if ch == "\\":
-                    if j + 1 >= n:
-                        raise LuaSyntaxError("unfinished string", line)
-                    e = src[j + 1]
-                    if e.isdigit():
-                        m = re.compile(r"\d{1,3}").match(src, j + 1)
-                        code = int(m.group())
-                        if code > 255:
-                            raise LuaSyntaxError("escape sequence too large", line)
-                        buf.append(chr(code))
-                        j = m.end()
-                        continue
-                    if e not in _ESC:
-                        raise LuaSyntaxError(f"invalid escape sequence '\\{e}'", line)
-                    buf.append(_ESC[e])
-                    j += 2
-                    continue
-                buf.append(ch)
-                j += 1
-            out.append(("string", "".join(buf), line))
-            i = j + 1
+            text, i = _quoted_string(src, i, line)
+            out.append(("string", text, line))
         elif src.startswith("[[", i):
             j = src.find("]]", i + 2)
             if j < 0:
@@ -1082,13 +1094,33 @@ def _next(table: Any, key: Any = None) -> tuple[Any, Any] | None:
     return None
 
 
+def _installer(it: Interpreter, table: LuaTable | None = None) -> Callable[..., None]:
+    """``fn(name, f)``: set Python ``f`` as Lua function ``name`` (its last dotted part)
+    in ``table`` (default the globals)."""
+    target = table or it.globals
+
+    def fn(name: str, f: Callable[..., Any]) -> None:
+        target.set(name.rsplit(".", 1)[-1], PyFunction(name, f))
+    return fn
+
+
 def install_stdlib(it: Interpreter) -> None:
     """``type tostring tonumber next pairs ipairs pcall error unpack select`` and the
     ``math``, ``string``, ``table``, ``os`` functions scripts use."""
     g = it.globals
+    _install_base(it)
+    for name, install in (("math", _install_math), ("string", _install_string), ("table", _install_table),
+                          ("os", _install_os)):
+        lib = LuaTable()
+        g.set(name, lib)
+        install(it, lib)
+    g.set("_G", g)
 
-    def fn(name: str, f: Callable[..., Any], table: LuaTable | None = None) -> None:
-        (table or g).set(name.rsplit(".", 1)[-1], PyFunction(name, f))
+
+def _install_base(it: Interpreter) -> None:
+    """The base library: ``type tostring tonumber next pairs ipairs pcall error unpack select``."""
+    g = it.globals
+    fn = _installer(it)
 
     fn("type", lambda v=None: lua_type(v))
     fn("tostring", lambda v=None: lua_tostring(v))
@@ -1128,23 +1160,27 @@ def install_stdlib(it: Interpreter) -> None:
         return tuple(args[int(n) - 1:])
     fn("select", select)
 
-    m = LuaTable()
-    g.set("math", m)
+
+def _install_math(it: Interpreter, m: LuaTable) -> None:
+    """``math``: the elementary functions, ``min max pow mod fmod``, ``huge`` and ``pi``."""
+    fn = _installer(it, m)
     for name, f in (("abs", abs), ("floor", math.floor), ("ceil", math.ceil), ("sqrt", math.sqrt),
                     ("exp", math.exp), ("log", math.log), ("log10", math.log10), ("sin", math.sin),
                     ("cos", math.cos)):
-        fn(f"math.{name}", (lambda f: lambda x: float(f(_num(it, x))))(f), m)
-    fn("math.min", lambda *a: float(min(_num(it, x) for x in a)), m)
-    fn("math.max", lambda *a: float(max(_num(it, x) for x in a)), m)
-    fn("math.pow", lambda x, y: it.arith("^", x, y), m)
-    fn("math.mod", lambda x, y: math.fmod(_num(it, x), _num(it, y)), m)
-    fn("math.fmod", lambda x, y: math.fmod(_num(it, x), _num(it, y)), m)
+        fn(f"math.{name}", (lambda f: lambda x: float(f(_num(it, x))))(f))
+    fn("math.min", lambda *a: float(min(_num(it, x) for x in a)))
+    fn("math.max", lambda *a: float(max(_num(it, x) for x in a)))
+    fn("math.pow", lambda x, y: it.arith("^", x, y))
+    fn("math.mod", lambda x, y: math.fmod(_num(it, x), _num(it, y)))
+    fn("math.fmod", lambda x, y: math.fmod(_num(it, x), _num(it, y)))
     m.set("huge", math.inf)
     m.set("pi", math.pi)
 
-    s = LuaTable()
-    g.set("string", s)
-    fn("string.len", lambda x: float(len(lua_tostring(x))), s)
+
+def _install_string(it: Interpreter, s: LuaTable) -> None:
+    """``string``: ``len sub upper lower rep format``."""
+    fn = _installer(it, s)
+    fn("string.len", lambda x: float(len(lua_tostring(x))))
 
     def sub(x: Any, i: Any = 1, j: Any = -1) -> str:
         t = lua_tostring(x)
@@ -1152,10 +1188,10 @@ def install_stdlib(it: Interpreter) -> None:
         i = len(t) + i + 1 if i < 0 else max(i, 1)
         j = len(t) + j + 1 if j < 0 else min(j, len(t))
         return t[i - 1:j]
-    fn("string.sub", sub, s)
-    fn("string.upper", lambda x: lua_tostring(x).upper(), s)
-    fn("string.lower", lambda x: lua_tostring(x).lower(), s)
-    fn("string.rep", lambda x, n: lua_tostring(x) * min(int(n), 1_000_000), s)
+    fn("string.sub", sub)
+    fn("string.upper", lambda x: lua_tostring(x).upper())
+    fn("string.lower", lambda x: lua_tostring(x).lower())
+    fn("string.rep", lambda x, n: lua_tostring(x) * min(int(n), 1_000_000))
 
     def fmt(f: Any, *args: Any) -> str:
         spec = lua_tostring(f)
@@ -1164,10 +1200,13 @@ def install_stdlib(it: Interpreter) -> None:
             return spec % tuple(vals)
         except (TypeError, ValueError) as exc:
             raise LuaRuntimeError(f"bad argument to 'format' ({exc})") from None
-    fn("string.format", fmt, s)
+    fn("string.format", fmt)
 
-    t = LuaTable()
-    g.set("table", t)
+
+def _install_table(it: Interpreter, t: LuaTable) -> None:
+    """``table``: ``insert concat getn``."""
+    fn = _installer(it, t)
+
 
     def insert(tb: Any, a: Any, b: Any = None) -> None:
         if not isinstance(tb, LuaTable):
@@ -1179,7 +1218,7 @@ def install_stdlib(it: Interpreter) -> None:
             for i in range(n, pos - 1, -1):
                 tb.set(float(i + 1), tb.get(float(i)))
             tb.set(float(pos), b)
-    fn("table.insert", insert, t)
+    fn("table.insert", insert)
 
     def concat(tb: Any, sep: Any = "", i: Any = 1, j: Any = None) -> str:
         if not isinstance(tb, LuaTable):
@@ -1192,11 +1231,12 @@ def install_stdlib(it: Interpreter) -> None:
                 raise LuaRuntimeError(f"invalid value (at index {k}) in table for 'concat'")
             parts.append(lua_tostring(v))
         return lua_tostring(sep).join(parts)
-    fn("table.concat", concat, t)
-    fn("table.getn", lambda tb: float(tb.length()) if isinstance(tb, LuaTable) else 0.0, t)
+    fn("table.concat", concat)
+    fn("table.getn", lambda tb: float(tb.length()) if isinstance(tb, LuaTable) else 0.0)
 
-    o = LuaTable()
-    g.set("os", o)
-    fn("os.time", lambda *a: float(int(time.time())), o)
-    fn("os.clock", lambda: float(time.process_time()), o)
-    g.set("_G", g)
+
+def _install_os(it: Interpreter, o: LuaTable) -> None:
+    """``os``: ``time clock``."""
+    fn = _installer(it, o)
+    fn("os.time", lambda *a: float(int(time.time())))
+    fn("os.clock", lambda: float(time.process_time()))

@@ -354,6 +354,9 @@ class _TspInstrument:
 
     # ------------------------------------------------------------------ globals
     def _build(self) -> None:
+        """The TSP globals: the Lua standard library, the instrument functions and
+        the ``smua``/``smub``, ``errorqueue``, ``format``, ``localnode``, ``channel``,
+        ``timer`` and ``analogmem`` tables."""
         it = self.interp
         install_stdlib(it)
         g = it.globals
@@ -368,13 +371,21 @@ class _TspInstrument:
         for smu in self.smus:
             g.set(smu.name, smu.table)
         g.set("PulseVMeasureI", PyFunction("PulseVMeasureI", self._pulse_v_measure_i))
+        for name, make in (("errorqueue", self._errorqueue_table), ("format", self._format_table),
+                           ("localnode", self._localnode_table), ("channel", self._channel_table),
+                           ("timer", self._timer_table), ("analogmem", self._emulator_table)):
+            g.set(name, make())
 
+    def _errorqueue_table(self) -> HostTable:
+        """``errorqueue``: ``count``, ``next()``, ``clear()``."""
         eq = HostTable("errorqueue")
         eq.prop("count", lambda: float(len(self.errors)))
         eq.func("next", self._next_error)
         eq.func("clear", self.errors.clear)
-        g.set("errorqueue", eq)
+        return eq
 
+    def _format_table(self) -> HostTable:
+        """``format``: ``asciiprecision`` (1–16 digits)."""
         fmt = HostTable("format")
         self.ascii_precision = 6.0
 
@@ -384,8 +395,10 @@ class _TspInstrument:
                 raise TspSettingError("format.asciiprecision must be in [1, 16]")
             self.ascii_precision = float(int(x))
         fmt.prop("asciiprecision", lambda: self.ascii_precision, set_precision)
-        g.set("format", fmt)
+        return fmt
 
+    def _localnode_table(self) -> HostTable:
+        """``localnode``: identity (model, serial, revision) and the settings scripts set."""
         node = HostTable("localnode")
         for k, v in (("model", self.model), ("serialno", f"{self.device.name}"), ("revision", __version__),
                      ("description", f"analogmem TSP emulator of a Keithley {self.model}"),
@@ -394,29 +407,35 @@ class _TspInstrument:
         for k in ("prompts", "prompts4882", "showerrors", "linefreq"):
             box = [0.0 if k != "linefreq" else 50.0]
             node.prop(k, (lambda b: lambda: b[0])(box), (lambda b: lambda v: b.__setitem__(0, tonumber(v) or 0.0))(box))
-        g.set("localnode", node)
+        return node
 
+    def _channel_table(self) -> HostTable:
+        """``channel``: ``close``, ``open``, ``getclose``, ``reset`` of the crosspoint matrix."""
         ch = HostTable("channel")
         ch.func("close", self._close)
         ch.func("open", self._open)
         ch.func("getclose", self._getclose)
         ch.func("reset", lambda *a: self._open("allslots"))
-        g.set("channel", ch)
+        return ch
 
+    def _timer_table(self) -> HostTable:
+        """``timer``: ``reset()`` and ``measure.t()`` on the emulated clock (s)."""
         timer = HostTable("timer")
         meas = HostTable("timer.measure")
         timer.hash["measure"] = meas
         self._t_timer = 0.0
         timer.func("reset", lambda: setattr(self, "_t_timer", self.cells.clock_s()))
         meas.func("t", lambda: self.cells.clock_s() - self._t_timer)
-        g.set("timer", timer)
+        return timer
 
+    def _emulator_table(self) -> HostTable:
+        """``analogmem``: the emulator's own clock, ``setclock``, geometry and card name."""
         emu = HostTable("analogmem")
         emu.func("clock", self.cells.clock_s)
         emu.func("setclock", self._setclock)
         emu.hash["rows"], emu.hash["cols"] = float(self.rows), float(self.cols)
         emu.hash["card"] = self.device.name
-        g.set("analogmem", emu)
+        return emu
 
     # ------------------------------------------------------------------ functions
     def _print(self, *args: Any) -> None:

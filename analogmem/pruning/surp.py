@@ -384,67 +384,83 @@ def successive_refinement(u: np.ndarray, *, seed: SeedLike = None, alpha: float 
     lam_rule = _check_rule(lam_rule)
     u, positive = _check_refinement(u, alpha, decay, decay_every, target_nonzero, max_steps, target_mean_residual)
     n = int(u.size)
-    s = scale_factor(n)
+    st = _Refinement(u, scale_factor(n), float(alpha), positive, lam_rule)
     stream = _IndexStream(as_seed_sequence(seed), n)
-    cand = _Candidates(u)
-    res = u.copy()
-    recon = np.zeros(n)
-    u_sum = float(u.sum())
-    sent = 0.0  # Σ θ_t so far; Σ residual = u_sum − sent exactly (every picked residual stays > 0)
-    nnz = 0
-    steps: list[_Step] = []
-    a = float(alpha)
-    resets = 0
-    lam = _lam_inv(a, s, u_sum, sent, positive)
-    epochs = [_Epoch(lam, a, 0)]
-    cand.activate(s * lam)
     bar = progress_bar(total=target_nonzero if target_nonzero is not None else max_steps, enabled=progress, desc="SuRP",
                        unit="nz" if target_nonzero is not None else "step", mininterval=0.5)
     empty_resets = 0
     while True:
-        stop_reason = _target_reached(len(steps), nnz, (u_sum - sent) / n, max_steps, target_nonzero,
+        stop_reason = _target_reached(len(st.steps), st.nnz, (st.u_sum - st.sent) / n, max_steps, target_nonzero,
                                       target_mean_residual)
         if stop_reason is not None:
             break
-        if cand.count == 0:  # reset: a new epoch with a fresh λ⁻¹ (and α decayed every decay_every resets)
+        if st.cand.count == 0:  # reset: a new epoch with a fresh λ⁻¹ (and α decayed every decay_every resets)
             empty_resets += 1
             if empty_resets > 100_000:
                 raise PruningError(f"{empty_resets} resets in a row found no index above the threshold "
-                                   f"(alpha={a!r}, decay={decay!r}); use decay < 1")
-            resets += 1
-            if resets % decay_every == 0:
-                a *= decay
-            if not u_sum - sent > 0:
+                                   f"(alpha={st.alpha!r}, decay={decay!r}); use decay < 1")
+            st.resets += 1
+            if st.resets % decay_every == 0:
+                st.alpha *= decay
+            if not st.u_sum - st.sent > 0:
                 stop_reason = "exhausted"
                 break
-            lam = _lam_inv(a, s, u_sum, sent, positive)
-            epochs.append(_Epoch(lam, a, resets))
-            cand.activate(s * lam)
+            st.new_epoch()
             continue
-        theta = s * lam
-        k, m = stream.first_hit(cand.mask)
-        r_before = float(res[m])
-        is_new = bool(recon[m] == 0.0)
-        steps.append(_Step(m, k, theta, cand.count, r_before, is_new, len(epochs) - 1))
-        epochs[-1].steps += 1
         empty_resets = 0
-        recon[m] += theta
-        res[m] = r_before - theta
-        sent += theta
-        if is_new:
-            nnz += 1
-        if is_new or target_nonzero is None:
+        if st.step(*stream.first_hit(st.cand.mask)) or target_nonzero is None:
             bar.update(1)
-        lam = _next_lam(lam_rule, lam, n, s, a, u_sum, sent, positive)
-        if not res[m] > s * lam:
-            cand.drop(m, float(res[m]))
-        cand.activate(s * lam)
     bar.close()
     return RefinementRun(
-        n=n, scale=s, alpha0=float(alpha), decay=float(decay), decay_every=int(decay_every), u_sum=u_sum,
-        positive=positive, **_step_arrays(steps), **_epoch_arrays(epochs), reconstruction=recon, residual=res,
-        n_resets=resets, alpha_final=a, stop_reason=stop_reason, lam_rule=lam_rule,
+        n=n, scale=st.s, alpha0=float(alpha), decay=float(decay), decay_every=int(decay_every), u_sum=st.u_sum,
+        positive=positive, **_step_arrays(st.steps), **_epoch_arrays(st.epochs), reconstruction=st.recon,
+        residual=st.res, n_resets=st.resets, alpha_final=st.alpha, stop_reason=stop_reason, lam_rule=lam_rule,
     )
+
+
+class _Refinement:
+    """The state of one run of successive refinement: residuals ``res`` and reconstruction
+    ``recon`` (units of ``u``), Σθ sent so far, the candidate set, λ⁻¹ and α, the steps and
+    epochs so far."""
+
+    def __init__(self, u: np.ndarray, s: float, alpha: float, positive: int, lam_rule: str):
+        self.n, self.s, self.alpha, self.positive, self.lam_rule = int(u.size), s, alpha, positive, lam_rule
+        self.cand = _Candidates(u)
+        self.res = u.copy()
+        self.recon = np.zeros(self.n)
+        self.u_sum = float(u.sum())
+        self.sent = 0.0  # Σ θ_t so far; Σ residual = u_sum − sent exactly (every picked residual stays > 0)
+        self.nnz = 0
+        self.resets = 0
+        self.steps: list[_Step] = []
+        self.epochs: list[_Epoch] = []
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        """Start an epoch: λ⁻¹ from the mean residual at the current α; activate its candidates."""
+        self.lam = _lam_inv(self.alpha, self.s, self.u_sum, self.sent, self.positive)
+        self.epochs.append(_Epoch(self.lam, self.alpha, self.resets))
+        self.cand.activate(self.s * self.lam)
+
+    def step(self, k: int, m: int) -> bool:
+        """Step at index ``m`` (position ``k`` in the stream): add θ = s·λ⁻¹ to ``recon[m]``,
+        shrink λ⁻¹ by the rule, update the candidates. Returns whether ``m`` was new."""
+        s, res, cand = self.s, self.res, self.cand
+        theta = s * self.lam
+        r_before = float(res[m])
+        is_new = bool(self.recon[m] == 0.0)
+        self.steps.append(_Step(m, k, theta, cand.count, r_before, is_new, len(self.epochs) - 1))
+        self.epochs[-1].steps += 1
+        self.recon[m] += theta
+        res[m] = r_before - theta
+        self.sent += theta
+        if is_new:
+            self.nnz += 1
+        self.lam = _next_lam(self.lam_rule, self.lam, self.n, s, self.alpha, self.u_sum, self.sent, self.positive)
+        if not res[m] > s * self.lam:
+            cand.drop(m, float(res[m]))
+        cand.activate(s * self.lam)
+        return is_new
 
 
 def _step_arrays(steps: list[_Step]) -> dict[str, np.ndarray]:
