@@ -14,20 +14,35 @@
 Imports the base modules and the emulator layer (cards), nothing above.
 """
 
-from .channel import ChannelCalibrator
-from .parametric import PolynomialCalibrator
-from .pulse_response import PulseResponseFit, fit_pulse_response
-from .retention import ArrheniusFit, fit_arrhenius
-from .tidy import OPTIONAL_COLUMNS, READ_COLUMNS, TARGET_COLUMNS, load_table, read_tidy
-from .write_verify import (
-    GeometricMixture,
-    WriteVerifyFit,
-    fit_geometric_mixture,
-    fit_write_verify,
-    overlapping_windows,
-    read_write_verify,
-    spread_table,
-)
+from importlib import import_module
+from typing import Any
+
+#: Where each public name lives. The submodules load on first use (PEP 562), so importing one
+#: light module (the instrument layer reads only .tidy's column lists) does not load scipy.stats
+#: and every fitter with it.
+_HOME = {
+    "ChannelCalibrator": "channel", "PolynomialCalibrator": "parametric",
+    "PulseResponseFit": "pulse_response", "fit_pulse_response": "pulse_response",
+    "ArrheniusFit": "retention", "fit_arrhenius": "retention",
+    "OPTIONAL_COLUMNS": "tidy", "READ_COLUMNS": "tidy", "TARGET_COLUMNS": "tidy", "load_table": "tidy",
+    "read_tidy": "tidy",
+    "GeometricMixture": "write_verify", "WriteVerifyFit": "write_verify", "fit_geometric_mixture": "write_verify",
+    "fit_write_verify": "write_verify", "overlapping_windows": "write_verify", "read_write_verify": "write_verify",
+    "spread_table": "write_verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(import_module(f".{_HOME[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = ["ChannelCalibrator", "PolynomialCalibrator", "ArrheniusFit", "fit_arrhenius", "load_table", "read_tidy",
            "TARGET_COLUMNS", "READ_COLUMNS", "OPTIONAL_COLUMNS", "GeometricMixture", "WriteVerifyFit",
