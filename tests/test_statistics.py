@@ -1,4 +1,4 @@
-"""Statistical conformance of the emulated cells with the published models (DESIGN §2).
+"""Statistical conformance of the emulated cells with the published models (Nandakumar et al., ICECS 2019; Wan et al., Nature 2022).
 
 Each check draws >= 1e5 cells at one relative conductance x = g_T/g_max through the
 compiled kernels (EmulatedBench) and compares sample moments with the formulas, written
@@ -180,7 +180,7 @@ def test_stream_normals_are_standard_normal(kind):
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_latent_normals_are_independent_of_the_written_value(device, latent, verify, backend):
     """A cell's drift exponent and relaxation latent are drawn independently of its written
-    conductance (DESIGN §2: the noise terms are independent). A uniform that shares a word
+    conductance (the published models' noise terms are independent). A uniform that shares a word
     with a later Box–Muller pair breaks this without changing any marginal (the Box–Muller
     radius then depends on the write; rram-radar's verified value did, before the kernels
     gave every uniform a pair of its own — empirical cards have no drift or relaxation, so
