@@ -143,7 +143,10 @@ def test_wheel_metadata_license_and_stripped_extensions(installed):
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
         assert not any(n.endswith("keithley2450.yaml") for n in names)  # a test fixture, not shipped
         sos = [n for n in names if n.endswith(".so")]
-        assert len(sos) == 2 and sorted(n for n in names if n.startswith("analogmem/devices/") and
+        # the kernels, their test hooks (analogmem.emulator._testing: the shipped tests use them) and the codec
+        assert sorted(n.rsplit("/", 1)[-1].split(".")[0] for n in sos) == ["_codec", "_kernels", "_testing"]
+        assert any(n == "analogmem/emulator/_kernels.pyi" for n in names)  # the extensions' type stubs
+        assert sorted(n for n in names if n.startswith("analogmem/devices/") and
                                         n.endswith(".toml")) == sorted(f"analogmem/devices/{p.name}"
                                                                        for p in (ROOT / "devices").glob("*.toml"))
         readelf = shutil.which("readelf")
