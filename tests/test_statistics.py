@@ -154,10 +154,10 @@ def test_stream_normals_are_standard_normal(kind):
     test (α = 1e-3) rejects any distribution whose CDF is ≥ 0.0025 from Φ anywhere with
     probability > 0.99; the tail counts detect a 15 % error in P(|z| > 4) (6.3e-5) at 5
     standard errors."""
-    from analogmem.emulator import _kernels
+    from analogmem.emulator import _testing
 
-    z = _kernels.draws((2024, 7, 1), 1_000_000, 2, "normal" + kind)
-    r = _kernels.draws((2024, 7, 2), 1_000_000, 1, "read_normal" + kind)[:, 0]
+    z = _testing.draws((2024, 7, 1), 1_000_000, 2, "normal" + kind)
+    r = _testing.draws((2024, 7, 2), 1_000_000, 1, "read_normal" + kind)[:, 0]
     for sample, what in ((z[:, 0], "even draws"), (z[:, 1], "odd draws"), (r, "read stream")):
         assert_mean(sample, 0.0, 1.0, f"{what} mean")
         assert_std(sample, 1.0, f"{what} sd")

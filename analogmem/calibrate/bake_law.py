@@ -152,6 +152,19 @@ class BakeLaw:
         """The law's median spread (S) of ``level`` at age ``age_s``."""
         return float(std_pre_S * (age_s / prebake_age_s) ** self.spread.exponent[level])
 
+    def mean_at(self, level: int, age_s: float, prebake_age_s: float, mean_pre_S: float) -> float:
+        """The law's median mean (S) of ``level`` at age ``age_s`` (``mean_pre_S`` before the
+        bake's read; held at it before ``prebake_age_s``)."""
+        return float(mean_pre_S * (max(age_s, prebake_age_s) / prebake_age_s) ** self.mean.exponent[level])
+
+    def mean_shift_rows_uS(self, times_s: Sequence[float], prebake_age_s: float, levels: Sequence[int],
+                           mean_pre_S: Sequence[float], g_scale: float = 1.0) -> list[list[float]]:
+        """A card's ``[relaxation] mean_uS`` rows: per time, per level (in the card's knot
+        order) the law's mean shift ``mean_at − mean_pre`` in µS, divided by ``g_scale``
+        (g_max/g_ref: rows are in µS at the card's g_ref)."""
+        return [[(self.mean_at(int(lv), float(t), prebake_age_s, float(m)) - float(m)) * 1e6 / g_scale
+                 for lv, m in zip(levels, mean_pre_S)] for t in times_s]
+
     def summary(self) -> dict[str, Any]:
         return {"experiments": self.experiments,
                 "spread_exponent": {str(k): v for k, v in self.spread.exponent.items()},

@@ -249,7 +249,9 @@ class Relaxation:
     (``coefficients_uS`` holds the c_k per time). ``model = "table-log-time"``: σ_tot (µS at
     ``g_ref_S``) tabulated at ``x_knots`` (x = g/g_max), linear in x between knots and held
     outside them (``coefficients_uS`` holds the σ values per time) — for measured spreads
-    that no low-order polynomial follows."""
+    that no low-order polynomial follows; its optional ``mean_uS`` rows (same layout) shift
+    the mean read from the programmed value (a fitted mean drift through bakes, in
+    Arrhenius-equivalent time)."""
 
     model: str
     g_ref_S: float = 1.0
@@ -559,6 +561,24 @@ def _drift_table(dr: _Table, g_min: float, g_max: float) -> Drift:
             dr.fail(f"expected {len(knots)} non-negative numbers (one per knot), got {list(values)}", key)
     return Drift("table", t0_s=dr.number("t0_s", lo=MIN_TIME_S), x_knots=tuple(k / g_max for k in knots),
                  mu_table=mu, sigma_table=sigma)
+
+
+def _relaxation_mean_rows(rl: _Table, label: str, n_times: int, n_knots: int) -> tuple[tuple[float, ...], ...]:
+    """``[relaxation] mean_uS`` of a ``table-log-time`` card (optional): the mean shift of
+    the read from the programmed value, one row per time of ``times_s`` and one value per x
+    knot (µS at ``g_ref_S``, either sign), interpolated like ``sigma_uS``; () when absent."""
+    if "mean_uS" not in rl.data:
+        return ()
+    rows = rl.get("mean_uS")
+    if not isinstance(rows, list) or len(rows) != n_times:
+        rl.fail(f"expected one mean list per entry of times_s ({n_times}), got {rows!r}", "mean_uS")
+    out = []
+    for i, row in enumerate(rows):
+        values = _Table(label, f"relaxation.mean_uS[{i}]", {"m": row}).numbers("m")
+        if len(values) != n_knots:
+            rl.fail(f"row {i} must have {n_knots} values (one per x knot), got {list(values)}", "mean_uS")
+        out.append(values)
+    return tuple(out)
 
 
 def _log_linear_relaxation(rl: _Table) -> Relaxation:
@@ -955,10 +975,11 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
             else:
                 _check_nonnegative(rl, f"coefficients_uS[{i}]", rows[-1], g_min / g_max,
                                    1e-6 * g_max / rl.number("g_ref_S", lo=G_BOUNDS_S[0], hi=G_BOUNDS_S[1]))
+        mean_rows = _relaxation_mean_rows(rl, label, len(times), len(knots)) if tabulated else ()
         relaxation = Relaxation(model, g_ref_S=rl.number("g_ref_S", lo=G_BOUNDS_S[0], hi=G_BOUNDS_S[1]),
                                 times_s=times, coefficients_uS=tuple(rows),
                                 extrapolation=rl.string("extrapolation", default="hold", choices=("hold",)),
-                                x_knots=knots)
+                                x_knots=knots, mean_uS=mean_rows)
     rl.done()
 
     if isinstance(programming, EmpiricalChannel):

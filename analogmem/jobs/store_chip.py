@@ -18,7 +18,9 @@ read the test accuracy back at the planned times.
   gives the same numbers wherever it runs);
 * ``screen`` (optional): instead of evaluating, return each read's Fisher-weighted squared
   error ``Σ_i h_i (ŵ_i − w_ref,i)²`` against the plan's reference (``fisher``: model name →
-  parameter name → ``h``).
+  parameter name → ``h``);
+* ``verify`` (optional): ``{"run_effect", "windows"}``, program every cell with write-verify
+  into those windows, the chip one campaign (:mod:`analogmem.jobs.store_verify`).
 
 Each plan is programmed on its own cells of the chip: seed
 ``SeedSequence(chip.entropy, spawn_key=chip.spawn_key + (crc32(plan key),))``, so a plan's
@@ -89,13 +91,18 @@ def chip_accuracies(shared: dict[str, Any], seed: np.random.SeedSequence,
     Returns plan key → ``{"accuracy": [fraction per time of the plan], "weighted_error"
     (screening only), "analog_cells",
     "side_info_bits", "allocation_map_bits", "exact_reads"}`` (``exact_reads``: reads that
-    decoded to exactly the reference weights)."""
+    decoded to exactly the reference weights), with ``verify`` also ``"verify"``: the cells,
+    pulses and failed cells of the plan's program calls."""
+    import warnings
+
     import torch
     from threadpoolctl import threadpool_limits
 
+    from ..emulator.pulse_response import WindowSupportWarning
     from ..ml.models import accuracy
     from ..storage.encoders import encoder_from_spec
     from ..storage.stores import EmulatedStore, store_model
+    from .store_verify import chip_verify
 
     threads = int(shared.get("threads", 1))
     before = torch.get_num_threads()
@@ -103,15 +110,17 @@ def chip_accuracies(shared: dict[str, Any], seed: np.random.SeedSequence,
     x, y = torch.from_numpy(shared["x"]), torch.from_numpy(shared["y"])
     models: dict[str, Any] = {}
     out: dict[str, dict[str, Any]] = {}
+    verify = chip_verify(shared.get("verify"), seed)
     try:
-        with threadpool_limits(limits=threads):
+        with threadpool_limits(limits=threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", WindowSupportWarning)  # the job reports its windows' support once
             for key in (list(shared["plans"]) if keys is None else keys):
                 plan = shared["plans"][key]
                 if plan["model"] not in models:
                     models[plan["model"]] = build_model(shared["arch"], shared["models"][plan["model"]])
                 model = models[plan["model"]]
                 store = EmulatedStore(shared["device"], max(int(plan["n_cells"]), 1), seed=plan_seed(seed, key),
-                                      n_threads=threads)
+                                      n_threads=threads, verify=verify)
                 enc = encoder_from_spec(plan["encoder"])
                 if plan.get("sparse"):
                     read = _store_sparse(shared["models"][plan["model"]], plan["counts"], store, enc)
@@ -139,6 +148,8 @@ def chip_accuracies(shared: dict[str, Any], seed: np.random.SeedSequence,
                             "side_info_bits": int(u["side_info_bits"]),
                             "allocation_map_bits": int(plan.get("mask_bits", u["allocation_map_bits"])),
                             "exact_reads": exact}
+                if verify is not None:
+                    out[key]["verify"] = dict(store.verify_totals)
     finally:
         torch.set_num_threads(before)
     return out

@@ -24,6 +24,14 @@ weight) and, at one budget, from 1 s to 10 years (the second panel); every numbe
 mean over chips with a Student-t 95 % interval. Chips run serially or as Ray tasks
 (:func:`analogmem.chips.run_chips`; identical numbers either way).
 
+On a card with a shared write-verify model (``rram-radar``) every cell is programmed with
+write-verify and every chip is one programming campaign with its own run-to-run effect
+drawn from its seed (``run_effect="sample"``, :mod:`analogmem.jobs.store_verify`), so chips
+differ as measured runs do; the same chips are then programmed again at the population mean
+(``"mean"``: same cell draws, no run effect), and ``write_verify`` in the results says per
+chip the effect drawn, the pulses and failed cells, and how much of the accuracy spread
+across chips the run effect causes.
+
 All models get the same training: the cached dense ResNet (2 epochs), then one epoch of
 retraining — with pruning masks for the pruned variants, without for the dense model that
 ``naive``, ``robust``, ``digital`` and ``joint`` at sparsity 0 store. Clean accuracy is that
@@ -33,6 +41,7 @@ Command line (``analogmem store``; ``analogmem demo`` is the same job with the d
 
     analogmem store [--device CARD] [--budgets 1,2,4,8] [--chips N] [--ray | --no-ray]
                     [--ray-address ADDR] [--ray-cpus N] [--full] [--json PATH] [--plot PATH]
+                    [--run-effect sample|mean|none|VALUE]
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import io
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,6 +65,7 @@ from ..errors import AnalogMemError, DeviceCardError
 from ..chips import chip_seeds, mean_ci, ray_available, run_chips
 from .store_chip import build_model, chip_accuracies
 from .store_plans import candidate_plans, raw_bit_error_rates, select_plans
+from .store_verify import chip_run_effect, has_shared_write_verify, verify_windows
 
 __all__ = ["run_store_job", "run_demo_job", "add_subparser", "preferred_rram_card", "format_table", "plot", "card_table",
            "DEFAULT_DEVICE", "DEFAULT_TIMES_S", "HEADLINE_TIMES_S", "DEFAULT_BUDGETS", "FULL_BUDGETS",
@@ -203,6 +214,89 @@ def _check(budgets, times_s, panel_times_s, n_chips, sparsities, encoders, panel
         raise StoreJobError(f"the panel budget must be a whole number of cells per weight >= 1, got {panel_budget}")
 
 
+def _verify_spec(card: Any, run_effect: float | str | None) -> dict[str, Any] | None:
+    """The chips' write-verify (``{"run_effect", "windows"}``) or None (single-shot writes)."""
+    if run_effect == "auto":
+        run_effect = "sample" if has_shared_write_verify(card) else None
+    if run_effect is None:
+        return None
+    number = isinstance(run_effect, (int, float)) and not isinstance(run_effect, bool)
+    if not (run_effect in ("sample", "mean") or (number and math.isfinite(run_effect))):
+        raise StoreJobError(f"run effect must be 'sample', 'mean', None or a finite number, got {run_effect!r}")
+    if not has_shared_write_verify(card):
+        raise StoreJobError(f"run effect {run_effect!r}: card {card.name!r} has no shared write-verify model "
+                            "(it programs single-shot: run_effect=None)")
+    return {"run_effect": run_effect if isinstance(run_effect, str) else float(run_effect),
+            "windows": [list(w) for w in verify_windows(card)]}
+
+
+def _sd(v: Sequence[float]) -> float | None:
+    return float(np.std(v, ddof=1)) if len(v) > 1 else None
+
+
+def _write_verify_summary(card: Any, verify: dict[str, Any] | None, seeds: Sequence[np.random.SeedSequence],
+                          run: Any, run_mean: Any, chosen: dict[tuple[str, int], str], approaches: Sequence[str],
+                          budgets: Sequence[int], times_s: Sequence[float],
+                          eval_plans: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Per chip the run effect drawn, pulses and failed cells; per (approach, budget, time)
+    the SD of accuracy over chips with the run effect and at its mean, and the mean
+    |paired difference| (same chips, same cell draws)."""
+    if verify is None:
+        return None
+    wins = [tuple(w) for w in verify["windows"]]
+    lo, hi = [a for a, _ in wins], [b for _, b in wins]
+    outside = card.write_verify.support_issues(lo, hi)
+
+    def chips(r: Any, sampled: bool) -> list[dict[str, Any]]:
+        rows = []
+        for i, (s, res) in enumerate(zip(seeds, r.results)):
+            tot = {f: sum(v["verify"][f] for v in res.values()) for f in ("cells", "pulses", "failed")}
+            eff = (chip_run_effect(card, s, wins) if sampled else
+                   {"fixed_run_sd_units": verify["run_effect"]} if not isinstance(verify["run_effect"], str) else None)
+            n = max(tot["cells"], 1)
+            rows.append({"chip": i, "run_effect": eff, **tot, "mean_pulses_per_cell": tot["pulses"] / n,
+                         "failed_fraction": tot["failed"] / n})
+        return rows
+
+    sampled = verify["run_effect"] == "sample"
+    per_chip = chips(run, sampled)
+    out: dict[str, Any] = {
+        "run_effect": verify["run_effect"], "n_windows": len(wins),
+        "windows": "[0, a] open below, a geometric grid of the median relative width of the card's two-sided levels "
+                   "from a to b, [b, inf] open above (analogmem.jobs.store_verify.verify_windows)",
+        "window_edges_S": {"a": wins[0][1], "b": wins[-1][0]},
+        "windows_outside_fit_support": len(outside), "support_example": outside[:1],
+        "card_run_sd_between_logit": card.write_verify.run_sd_between,
+        "card_run_sd_within_logit": card.write_verify.run_sd_within,
+        "per_chip": per_chip,
+        "mean_pulses_per_cell_sd_over_chips": _sd([c["mean_pulses_per_cell"] for c in per_chip]),
+        "failed_fraction_sd_over_chips": _sd([c["failed_fraction"] for c in per_chip]),
+    }
+    if run_mean is None:
+        return out
+    at_mean = chips(run_mean, False)
+    out["per_chip_at_mean"] = at_mean
+    out["mean_pulses_per_cell_sd_over_chips_at_mean"] = _sd([c["mean_pulses_per_cell"] for c in at_mean])
+    out["failed_fraction_sd_over_chips_at_mean"] = _sd([c["failed_fraction"] for c in at_mean])
+    b = [c["run_effect"]["between_logit"] for c in per_chip]
+    dp = [c["mean_pulses_per_cell"] / m["mean_pulses_per_cell"] - 1 for c, m in zip(per_chip, at_mean)]
+    out["pulses_vs_between_effect_correlation"] = float(np.corrcoef(b, dp)[0, 1]) if len(b) > 2 else None
+    rows = []
+    for a in approaches:
+        for B in budgets:
+            k = chosen[(a, B)]
+            for t in times_s:
+                j = eval_plans[k]["times_s"].index(t)
+                acc = [r[k]["accuracy"][j] for r in run.results]
+                acc0 = [r[k]["accuracy"][j] for r in run_mean.results]
+                rows.append({"approach": a, "budget_cells_per_weight": B, "time": _label(t),
+                             "accuracy_sd_over_chips": _sd(acc), "accuracy_sd_over_chips_at_mean": _sd(acc0),
+                             "mean_abs_paired_difference": float(np.mean(np.abs(np.subtract(acc, acc0)))),
+                             "max_abs_paired_difference": float(np.max(np.abs(np.subtract(acc, acc0))))})
+    out["accuracy_spread"] = rows
+    return out
+
+
 def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BUDGETS,
                   times_s: Sequence[float] = HEADLINE_TIMES_S, panel_budget: int | None = 4,
                   panel_times_s: Sequence[float] = DEFAULT_TIMES_S, n_chips: int = DEMO_CHIPS, use_ray: bool = False,
@@ -210,8 +304,8 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                   depth: int = 20, epochs: int = 2, finetune_epochs: int = 1, seed: int = 0,
                   checkpoint: str | None = None, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
                   encoders: Sequence[str] = ROBUST_ENCODERS, n_selection: int = 500, n_test: int | None = None,
-                  tolerance: float = TOLERANCE, threads_per_chip: int = 1,
-                  progress: bool = True) -> dict[str, Any]:
+                  tolerance: float = TOLERANCE, threads_per_chip: int = 1, run_effect: float | str | None = "auto",
+                  compare_mean: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run the main job and return its results (pure computation; files are the CLI's).
 
     Args:
@@ -230,23 +324,25 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
         tolerance: accuracy loss (fraction) that still counts as "within" clean.
         threads_per_chip: torch/BLAS/kernel threads of each chip task (fixed: same numbers
             serially and on Ray).
+        run_effect: write-verify of every cell, each chip one campaign: ``"sample"`` (a run
+            effect per chip from its seed), ``"mean"`` (the population mean), a number (in
+            SDs ``run_sd`` of the card's run effect, every chip), or None (single-shot
+            writes); ``"auto"``: ``"sample"`` on a card with a shared write-verify model,
+            else None.
+        compare_mean: with ``"sample"``, program the same chips again at ``"mean"``.
 
     Returns a dict with self-describing keys (see ``docs/storage.md``): ``headline`` (per
     approach and budget: the chosen configuration, its cells per weight, accuracy per chip
     and mean with 95 % interval at each time; the fewest cells per weight within
     ``tolerance`` of clean at each time; digital/analog ratio), ``time_panel``,
-    ``selection``, ``chips`` (runner, wall times), the models and the data.
+    ``selection``, ``chips`` (runner, wall times), ``write_verify`` (None without verify),
+    the models and the data.
     """
     import torch
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     from ..emulator.cells import load_device
-    from ..ml.datasets import load_dataset
-    from ..ml.models import accuracy, count_parameters, pretrained
-    from ..pruning.network import store_counts
-    from ..storage.allocate import AllocationCurves, fisher_diagonal
-    from ..storage.encoders import MMSE, Channel, DifferentialPair
+    from ..storage.encoders import Channel
 
     times_s = [float(t) for t in times_s]
     panel_times_s = [float(t) for t in panel_times_s]
@@ -261,83 +357,192 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     card = load_device(device)
     design_t = times_s[-1]
     Channel(card, design_t)  # a card the encoders cannot model is refused here, before any training
+    verify = _verify_spec(card, run_effect)
     threads = int(threads_per_chip)
     bar_off = None if progress else True
     tty = progress and sys.stderr.isatty()  # bars of the training loops, which show them unless told not to
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    stages: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        stages[name] = time.perf_counter() - t_start - sum(stages.values())
+
     try:
         with threadpool_limits(limits=threads):
-            data = load_dataset(dataset, seed)
-            base, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint,
-                                    progress=tty)
-            arch = {"depth": depth, "in_channels": int(data.input_shape[0]), "num_classes": int(data.num_classes),
-                    "width": 16, "input_size": int(data.input_shape[1])}
-            x_test, y_test = (data.x_test[:n_test], data.y_test[:n_test]) if n_test else (data.x_test, data.y_test)
-            n_sel = min(int(n_selection), int(data.x_train.shape[0]))
-            x_sel, y_sel = data.x_train[-n_sel:], data.y_train[-n_sel:]
-            # ---- models: the dense one and the pruned variants, equal training
-            models, model_info, fishers = {}, {}, {}
-            for s in tqdm(sparsities if 0.0 in sparsities else [0.0, *sparsities], desc="models", disable=bar_off):
-                m, now = _retrained(base, data, s, finetune_epochs, seed, tty)
-                key = _model_key(s)
-                models[key] = m
-                model_info[key] = {"sparsity": s, "retrained_now": now,
-                                   "clean_test_accuracy": accuracy(m, x_test, y_test)}
-                fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
-            dense = models["dense"]
-            n_w = count_parameters(dense)
-            params = [n for n, _ in dense.named_parameters()]
-            sizes = [p.numel() for p in dense.parameters()]
-            clean = model_info["dense"]["clean_test_accuracy"]
-            states = {k: _state_numpy(m) for k, m in models.items()}
-            stages = {"data_and_models": time.perf_counter() - t_start}
-            # ---- candidate plans per budget (all designed for the design time)
-            joint_enc = MMSE(DifferentialPair("auto"))
-            curves = {}
-            for s in tqdm(sparsities, desc="allocation curves", disable=bar_off):
-                key = _model_key(s)
-                w = {n: p.detach().numpy().reshape(-1) for n, p in models[key].named_parameters()}
-                curves[key] = AllocationCurves(w, {n: fishers[key][n] for n in w}, joint_enc,
-                                               Channel(card, design_t), _JOINT_MAX_REPETITIONS)
-            keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(models[_model_key(s)]).items()}
-                     for s in sparsities if s > 0}
-            mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
-            sel_seed, chips_root = chip_seeds(seed, 2)  # the selection chip; the root of the N chips
-            ber = raw_bit_error_rates(device, design_t, sel_seed)
-            plans, candidates = candidate_plans(budgets, n_w, sizes, design_t, encoders, sparsities, curves,
-                                                joint_enc, keeps, mask_bits, params, ber, _model_key)
-            stages["allocation_and_candidates"] = time.perf_counter() - t_start - sum(stages.values())
-            # ---- selection chip: training images, its own seed, at the design time
-            refs_sel = {}
-            for ref in sorted({p["reference"] for p in plans.values() if p["reference"]}):
-                b, mk = ref[1:].split("/")
-                st = _quantised_reference(states[mk], params, int(b))
-                refs_sel[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_sel, y_sel)}
-            shared_sel = {"arch": arch, "models": states, "x": x_sel.numpy(), "y": y_sel.numpy(), "device": device,
-                          "threads": threads, "references": refs_sel, "fisher": fishers,
+            ms = _models_stage(dataset, seed, depth, epochs, finetune_epochs, checkpoint, n_test, n_selection,
+                               sparsities, tty, bar_off)
+            lap("data_and_models")
+            plans, candidates, sel_seed, chips_root, ber = _candidates_stage(
+                card, device, ms, budgets, sparsities, encoders, design_t, seed, bar_off)
+            lap("allocation_and_candidates")
+            shared_sel = {"arch": ms.arch, "models": ms.states, "x": ms.x_sel.numpy(), "y": ms.y_sel.numpy(),
+                          "device": device, "threads": threads, "references": _references(ms, plans),
+                          "fisher": ms.fishers, "verify": verify,
                           "plans": {k: {**p, "times_s": [design_t]} for k, p in plans.items()}}
             chosen, selection_rows = select_plans(shared_sel, sel_seed, candidates, progress)
-            stages["selection"] = time.perf_counter() - t_start - sum(stages.values())
-            # ---- evaluation chips
-            eval_plans: dict[str, dict[str, Any]] = {}
-            for (approach, B), k in chosen.items():
-                ts = list(times_s)
-                if panel_budget is not None and B == int(panel_budget):
-                    ts = sorted(set(ts) | set(panel_times_s))
-                eval_plans[k] = {**plans[k], "times_s": ts}
-            refs_test = {}
-            for ref in sorted({p["reference"] for p in eval_plans.values() if p["reference"]}):
-                st = refs_sel[ref]["state"]
-                refs_test[ref] = {"state": st, "accuracy": accuracy(build_model(arch, st), x_test, y_test)}
-            shared = {"arch": arch, "models": states, "x": x_test.numpy(), "y": y_test.numpy(), "device": device,
-                      "threads": threads, "references": refs_test, "plans": eval_plans}
+            lap("selection")
+            eval_plans = _evaluation_plans(plans, chosen, times_s, panel_budget, panel_times_s)
+            refs_test = _test_references(ms, eval_plans, shared_sel["references"])
+            shared = {"arch": ms.arch, "models": ms.states, "x": ms.x_test.numpy(), "y": ms.y_test.numpy(),
+                      "device": device, "threads": threads, "references": refs_test, "plans": eval_plans,
+                      "verify": verify}
     finally:
         torch.set_num_threads(torch_threads)
+    seeds, run, run_mean = _evaluation_chips(shared, chips_root, n_chips, compare_mean, use_ray, ray_address,
+                                             ray_cpus, progress)
+    approaches, headline, ratios, panel = _summaries(run, eval_plans, chosen, budgets, times_s, panel_budget,
+                                                     panel_times_s, ms.n_w, ms.clean, tolerance, seed)
+    return _results(device=device, card=card, ms=ms, depth=depth, epochs=epochs, finetune_epochs=finetune_epochs,
+                    tolerance=tolerance, design_t=design_t, budgets=budgets, times_s=times_s, headline=headline,
+                    ratios=ratios, panel=panel, approaches=approaches, verify=verify, seeds=seeds, run=run,
+                    run_mean=run_mean, chosen=chosen, eval_plans=eval_plans, refs_test=refs_test, sel_seed=sel_seed,
+                    selection_rows=selection_rows, ber=ber, n_chips=n_chips, seed=seed, threads=threads,
+                    t_start=t_start, stages=stages, refs_sel=shared_sel["references"])
+
+
+@dataclass
+class _ModelStage:
+    """What the models stage gives the others: the data, the images of selection and test,
+    the dense and pruned models (as modules and numpy state dicts) with their Fisher
+    diagonals, and the dense model's weights count, parameter names and sizes."""
+
+    data: Any
+    info: dict[str, Any]
+    arch: dict[str, Any]
+    x_test: Any
+    y_test: Any
+    n_sel: int
+    x_sel: Any
+    y_sel: Any
+    models: dict[str, Any]
+    model_info: dict[str, dict[str, Any]]
+    fishers: dict[str, Any]
+    states: dict[str, dict[str, np.ndarray]]
+    n_w: int
+    params: list[str]
+    sizes: list[int]
+    clean: float
+
+
+def _models_stage(dataset: str, seed: int, depth: int, epochs: int, finetune_epochs: int, checkpoint: str | None,
+                  n_test: int | None, n_selection: int, sparsities: Sequence[float], tty: bool,
+                  bar_off: bool | None) -> _ModelStage:
+    """The data, the cached dense ResNet and its retrained (pruned) variants, equal training."""
+    from tqdm.auto import tqdm
+
+    from ..ml.datasets import load_dataset
+    from ..ml.models import accuracy, count_parameters, pretrained
+    from ..storage.allocate import fisher_diagonal
+
+    data = load_dataset(dataset, seed)
+    base, info = pretrained(data, depth=depth, epochs=epochs, seed=seed, checkpoint=checkpoint, progress=tty)
+    arch = {"depth": depth, "in_channels": int(data.input_shape[0]), "num_classes": int(data.num_classes),
+            "width": 16, "input_size": int(data.input_shape[1])}
+    x_test, y_test = (data.x_test[:n_test], data.y_test[:n_test]) if n_test else (data.x_test, data.y_test)
+    n_sel = min(int(n_selection), int(data.x_train.shape[0]))
+    models, model_info, fishers = {}, {}, {}
+    for s in tqdm(sparsities if 0.0 in sparsities else [0.0, *sparsities], desc="models", disable=bar_off):
+        m, now = _retrained(base, data, s, finetune_epochs, seed, tty)
+        key = _model_key(s)
+        models[key] = m
+        model_info[key] = {"sparsity": s, "retrained_now": now, "clean_test_accuracy": accuracy(m, x_test, y_test)}
+        fishers[key] = fisher_diagonal(m, _calibration_batches(data, seed=seed))
+    dense = models["dense"]
+    return _ModelStage(data, info, arch, x_test, y_test, n_sel, data.x_train[-n_sel:], data.y_train[-n_sel:],
+                       models, model_info, fishers, {k: _state_numpy(m) for k, m in models.items()},
+                       count_parameters(dense), [n for n, _ in dense.named_parameters()],
+                       [p.numel() for p in dense.parameters()], model_info["dense"]["clean_test_accuracy"])
+
+
+def _candidates_stage(card: Any, device: str, ms: _ModelStage, budgets: Sequence[int], sparsities: Sequence[float],
+                      encoders: Sequence[str], design_t: float, seed: int, bar_off: bool | None
+                      ) -> tuple[dict[str, Any], Any, np.random.SeedSequence, np.random.SeedSequence, Any]:
+    """Candidate plans per budget, all designed for the design time: the joint approach's
+    allocation curves, the pruned models' keep-masks, the selection chip's raw bit error
+    rates. Returns ``(plans, candidates, selection seed, root of the N chips, ber)``."""
+    from tqdm.auto import tqdm
+
+    from ..pruning.network import store_counts
+    from ..storage.allocate import AllocationCurves
+    from ..storage.encoders import MMSE, Channel, DifferentialPair
+
+    joint_enc = MMSE(DifferentialPair("auto"))
+    curves = {}
+    for s in tqdm(sparsities, desc="allocation curves", disable=bar_off):
+        key = _model_key(s)
+        w = {n: p.detach().numpy().reshape(-1) for n, p in ms.models[key].named_parameters()}
+        curves[key] = AllocationCurves(w, {n: ms.fishers[key][n] for n in w}, joint_enc, Channel(card, design_t),
+                                       _JOINT_MAX_REPETITIONS)
+    keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(ms.models[_model_key(s)]).items()}
+             for s in sparsities if s > 0}
+    mask_bits = {mk: int(math.ceil(sum(_entropy_bits(c) for c in kp.values()))) for mk, kp in keeps.items()}
+    sel_seed, chips_root = chip_seeds(seed, 2)  # the selection chip; the root of the N chips
+    ber = raw_bit_error_rates(device, design_t, sel_seed)
+    plans, candidates = candidate_plans(budgets, ms.n_w, ms.sizes, design_t, encoders, sparsities, curves, joint_enc,
+                                        keeps, mask_bits, ms.params, ber, _model_key)
+    return plans, candidates, sel_seed, chips_root, ber
+
+
+def _references(ms: _ModelStage, plans: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The error-free reads of the digital plans (k-bit quantised states) and their
+    accuracy on the selection images."""
+    from ..ml.models import accuracy
+
+    refs = {}
+    for ref in sorted({p["reference"] for p in plans.values() if p["reference"]}):
+        b, mk = ref[1:].split("/")
+        st = _quantised_reference(ms.states[mk], ms.params, int(b))
+        refs[ref] = {"state": st, "accuracy": accuracy(build_model(ms.arch, st), ms.x_sel, ms.y_sel)}
+    return refs
+
+
+def _evaluation_plans(plans: dict[str, dict[str, Any]], chosen: dict[tuple[str, int], str],
+                      times_s: Sequence[float], panel_budget: int | None,
+                      panel_times_s: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """The chosen plans with their read times (the panel budget's also the panel's)."""
+    eval_plans: dict[str, dict[str, Any]] = {}
+    for (approach, B), k in chosen.items():
+        ts = list(times_s)
+        if panel_budget is not None and B == int(panel_budget):
+            ts = sorted(set(ts) | set(panel_times_s))
+        eval_plans[k] = {**plans[k], "times_s": ts}
+    return eval_plans
+
+
+def _test_references(ms: _ModelStage, eval_plans: dict[str, dict[str, Any]],
+                     refs_sel: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The chosen digital plans' error-free reads and their accuracy on the test images."""
+    from ..ml.models import accuracy
+
+    refs_test = {}
+    for ref in sorted({p["reference"] for p in eval_plans.values() if p["reference"]}):
+        st = refs_sel[ref]["state"]
+        refs_test[ref] = {"state": st, "accuracy": accuracy(build_model(ms.arch, st), ms.x_test, ms.y_test)}
+    return refs_test
+
+
+def _evaluation_chips(shared: dict[str, Any], chips_root: np.random.SeedSequence, n_chips: int, compare_mean: bool,
+                      use_ray: bool, ray_address: str | None, ray_cpus: int | None, progress: bool) -> tuple[Any, ...]:
+    """The N evaluation chips and, with a sampled run effect, the same chips at its mean.
+    Returns ``(seeds, run, run at the mean or None)``."""
     seeds = chip_seeds(chips_root, n_chips)
     run = run_chips(chip_accuracies, shared, [(s, None) for s in seeds], use_ray=use_ray, ray_address=ray_address,
                     num_cpus=ray_cpus, progress=progress, desc="chips")
-    # ---- summaries
+    verify, run_mean = shared.get("verify"), None
+    if verify is not None and verify["run_effect"] == "sample" and compare_mean:
+        run_mean = run_chips(chip_accuracies, {**shared, "verify": {**verify, "run_effect": "mean"}},
+                             [(s, None) for s in seeds], use_ray=use_ray, ray_address=ray_address, num_cpus=ray_cpus,
+                             progress=progress, desc="chips, run effect at its mean")
+    return seeds, run, run_mean
+
+
+def _summaries(run: Any, eval_plans: dict[str, dict[str, Any]], chosen: dict[tuple[str, int], str],
+               budgets: Sequence[int], times_s: Sequence[float], panel_budget: int | None,
+               panel_times_s: Sequence[float], n_w: int, clean: float, tolerance: float,
+               seed: int) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The headline (per approach and budget), digital / best analog per read time, and the
+    time panel. Returns ``(approaches, headline, ratios, panel)``."""
     def row_for(k: str, ts: Sequence[float]) -> dict[str, Any]:
         p = eval_plans[k]
         first = run.results[0][k]
@@ -382,9 +587,21 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     panel = None
     if panel_budget is not None:
         B = int(panel_budget)
-        panel = {"budget_cells_per_weight": B, "times_s": panel_times_s,
+        panel = {"budget_cells_per_weight": B, "times_s": list(panel_times_s),
                  "time_labels": [_label(t) for t in panel_times_s],
                  "rows": [{"approach": a, **row_for(chosen[(a, B)], panel_times_s)} for a in approaches]}
+    return approaches, headline, ratios, panel
+
+
+def _results(*, device: str, card: Any, ms: _ModelStage, depth: int, epochs: int, finetune_epochs: int,
+             tolerance: float, design_t: float, budgets: list[int], times_s: list[float], headline: dict[str, Any],
+             ratios: dict[str, Any], panel: dict[str, Any] | None, approaches: list[str],
+             verify: dict[str, Any] | None, seeds: list[np.random.SeedSequence], run: Any, run_mean: Any,
+             chosen: dict[tuple[str, int], str], eval_plans: dict[str, dict[str, Any]],
+             refs_sel: dict[str, Any], refs_test: dict[str, Any], sel_seed: np.random.SeedSequence,
+             selection_rows: list[dict[str, Any]], ber: dict[Any, float], n_chips: int, seed: int, threads: int,
+             t_start: float, stages: dict[str, float]) -> dict[str, Any]:
+    """The job's results dict (see :func:`run_store_job`) from its stages' outputs."""
     return {
         "description": "Thesis ch.3: test accuracy of a ResNet stored on emulated analog memory against analog cells "
                        "per weight, for naive analog storage, the best robust encoder, joint pruning + allocation "
@@ -404,21 +621,24 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                               "of the means of 20,000 resamples of the chips; within the chips' range, so within "
                               "[0, 1]; for few chips narrower than nominal: about 87 % coverage for 6 chips of "
                               "normal values, analogmem.chips.bootstrap_ci)"},
-        "device": device, "dataset": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(x_test.shape[0]),
-        "model": {"arch": f"resnet{depth}", "n_parameters": n_w, "pretrained": {**info, "epochs": epochs},
+        "device": device, "dataset": ms.data.name, "n_train": int(ms.data.x_train.shape[0]),
+        "n_test": int(ms.x_test.shape[0]),
+        "model": {"arch": f"resnet{depth}", "n_parameters": ms.n_w, "pretrained": {**ms.info, "epochs": epochs},
                   "retraining": {"epochs": finetune_epochs, "lr": _FINETUNE_LR, "optimizer": "Adam",
                                  "pruning": "global magnitude (analogmem.pruning), retrained with masks"},
-                  "variants": model_info},
-        "clean_test_accuracy": clean, "tolerance": tolerance, "design_time_s": design_t,
+                  "variants": ms.model_info},
+        "clean_test_accuracy": ms.clean, "tolerance": tolerance, "design_time_s": design_t,
         "error_free_digital_accuracy": {
             "selection": {r: v["accuracy"] for r, v in refs_sel.items()},
             "test": {r: v["accuracy"] for r, v in refs_test.items()},
             "keys": "q<k bits>/<model>: the model quantised to k bits, read without a single error"},
         "budgets_cells_per_weight": budgets,
-        "headline": {"times_s": times_s, "time_labels": [_label(t) for t in times_s], "approaches": headline,
-                     "fewest_cells_per_weight": ratios},
+        "headline": {"times_s": times_s, "time_labels": [_label(t) for t in times_s],
+                     "approaches": headline, "fewest_cells_per_weight": ratios},
         "time_panel": panel,
-        "selection": {"images": f"the last {n_sel} training images", "read_time_s": design_t,
+        "write_verify": _write_verify_summary(card, verify, seeds, run, run_mean, chosen, approaches,
+                                              budgets, times_s, eval_plans),
+        "selection": {"images": f"the last {ms.n_sel} training images", "read_time_s": design_t,
                       "seed_spawn_key": list(sel_seed.spawn_key), "candidates": selection_rows,
                       "raw_bit_error_rates": [{"bits_per_cell": b, "detect": d, "ber": v} for (b, d), v in ber.items()],
                       "rule": "highest selection accuracy at the design time; ties: fewer cells. Digital: per "
@@ -428,7 +648,9 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
                               "accuracy first, skipped once the best found reaches it (analogmem.jobs.store_plans)"},
         "chips": {"n": int(n_chips), "seed": seed, "spawn_keys": [list(s.spawn_key) for s in seeds],
                   "threads_per_chip": threads, **run.describe()},
-        "seed": seed, "wall_s": time.perf_counter() - t_start, "stage_wall_s": {**stages, "chips": run.wall_s},
+        "seed": seed, "wall_s": time.perf_counter() - t_start, "stage_wall_s": {**stages, "chips": run.wall_s,
+                                                                     **({"chips_run_effect_at_mean": run_mean.wall_s}
+                                                                        if run_mean else {})},
         "kept_digital": "batch-norm running_mean, running_var, num_batches_tracked; encoder side information; "
                         "allocation maps (side_bits_per_weight)",
     }
@@ -473,6 +695,7 @@ def format_table(res: dict[str, Any]) -> str:
                      f"{fmt(r['cells_plus_side_bits']['digital_over_best_analog'])} (cells + side bits); "
                      f"digital-pruned / best analog: "
                      f"{fmt(r['digital_pruned_cells_plus_side_bits']['digital_over_best_analog'])} (cells + side bits)")
+    lines += _write_verify_lines(res.get("write_verify"))
     p = res.get("time_panel")
     if p:
         lines.append(f"\naccuracy against time at {p['budget_cells_per_weight']} cells per weight:")
@@ -482,6 +705,32 @@ def format_table(res: dict[str, Any]) -> str:
             lines.append(f"{r['approach']:<{wa}}{r['cells_per_weight']:>8.2f}" + "".join(f"{_pm(b):>21}"
                                                                                         for b in r["by_time"]))
     return "\n".join(lines)
+
+
+def _write_verify_lines(wv: dict[str, Any] | None) -> list[str]:
+    """The write-verify section of :func:`format_table` (empty without verify)."""
+    if not wv:
+        return []
+    lines = [f"\nwrite-verify into {wv['n_windows']} windows ({wv['windows_outside_fit_support']} outside the card "
+             f"fit's support), run effect {wv['run_effect']!r}; per chip: run effect (between-run shift of logit p), "
+             "pulses per cell, failed cells" + (" | at the mean run effect" if "per_chip_at_mean" in wv else "")]
+    at_mean = wv.get("per_chip_at_mean") or [None] * len(wv["per_chip"])
+    for c, m in zip(wv["per_chip"], at_mean):
+        e = c["run_effect"]
+        eff = f"{e['between_logit']:+.3f}" if e and "between_logit" in e else "—"
+        line = f"  chip {c['chip']}: {eff:>7}  {c['mean_pulses_per_cell']:8.1f}  {100 * c['failed_fraction']:6.2f} %"
+        if m:
+            line += f"  | {m['mean_pulses_per_cell']:8.1f}  {100 * m['failed_fraction']:6.2f} %"
+        lines.append(line)
+    if "accuracy_spread" in wv:
+        rows = wv["accuracy_spread"]
+        fmt = lambda v: "—" if v is None else f"{100 * v:.2f}"  # noqa: E731
+        lines.append("  accuracy SD over chips (points), with the run effect | at its mean; mean |paired difference|:")
+        for r in rows:
+            lines.append(f"    {r['approach']:<15}{r['budget_cells_per_weight']:>3} c/w {r['time']:>9}: "
+                         f"{fmt(r['accuracy_sd_over_chips']):>6} | {fmt(r['accuracy_sd_over_chips_at_mean']):>6}; "
+                         f"{fmt(r['mean_abs_paired_difference'])}")
+    return lines
 
 
 def card_table(results: Sequence[dict[str, Any]], time_label: str = "1 day") -> str:
@@ -599,6 +848,18 @@ def _floats(text: str | None, default: Sequence[float]) -> list[float]:
         raise StoreJobError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _run_effect_arg(text: str) -> float | str | None:
+    """``--run-effect``: auto, sample, mean, none or a number (SDs of the card's run effect)."""
+    if text in ("auto", "sample", "mean"):
+        return text
+    if text == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise StoreJobError(f"--run-effect must be auto, sample, mean, none or a number, got {text!r}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.table:
         import json
@@ -627,7 +888,7 @@ def _run(args: argparse.Namespace) -> int:
                         epochs=args.epochs, seed=args.seed, checkpoint=args.checkpoint,
                         encoders=[e.strip() for e in args.encoders.split(",")] if args.encoders else ROBUST_ENCODERS,
                         sparsities=_floats(args.sparsities, DEFAULT_SPARSITIES), n_selection=args.n_selection,
-                        n_test=args.n_test, progress=not args.quiet)
+                        n_test=args.n_test, run_effect=_run_effect_arg(args.run_effect), progress=not args.quiet)
     print(format_table(res))
     c = res["chips"]
     print(f"\nchips: {c['n']} on {c['runner']}" + (f" ({c['num_cpus']} CPUs, Ray start-up {c['ray_start_s']:.1f} s)"
@@ -690,6 +951,11 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     p.add_argument("--json", default="results/store/store.json", help="write results here (JSON)")
     p.add_argument("--plot", default="results/store/store.png", help="write the figure here (PNG)")
     p.add_argument("--sweep", action="store_true", help="only the cells-per-weight sweep (no accuracy-vs-time panel)")
+    p.add_argument("--run-effect", default="auto",
+                   help="write-verify of every cell, each chip one campaign: sample (a run-to-run effect per chip), "
+                        "mean (the population mean), none (single-shot writes) or a number (SDs of the card's run "
+                        "effect); auto (default): sample, and the same chips again at the mean, on a card with a "
+                        "shared write-verify model (rram-radar), else none")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--table", nargs="+", metavar="JSON", default=None,
                    help="only print the per-card markdown table of these results files (one run per card) and exit")

@@ -269,10 +269,13 @@ class BenchStore:
             which already includes the mean drift). None (the default): only when the card
             has a mean drift — on a card without one, the mean of reads clipped at 0 S is
             biased upwards and "compensating" it would shrink every weight.
+        verify: program every cell with these program-and-verify settings (a
+            :class:`~analogmem.emulator.bench.WriteVerify`); None: single-shot writes.
+            :attr:`verify_totals` sums the pulses and failed cells of every program call.
     """
 
     def __init__(self, bench: Bench, device: DeviceModel | str | None = None, *,
-                 compensate_drift: bool | None = None):
+                 compensate_drift: bool | None = None, verify: Any = None):
         if not isinstance(bench, Bench):
             raise SettingTypeError(f"bench must implement the Bench protocol, got {type(bench).__name__}")
         if device is None:
@@ -285,6 +288,9 @@ class BenchStore:
         self._entries: dict[str, Entry] = {}
         self._digital: dict[str, np.ndarray] = {}
         self._next = 0
+        self.verify = verify
+        #: with ``verify``: cells programmed, pulses spent and cells that failed to verify
+        self.verify_totals = {"cells": 0, "pulses": 0, "failed": 0}
 
     # ---------------------------------------------------------------- writing
     @property
@@ -331,8 +337,8 @@ class BenchStore:
             gmean = mean_target_S(encoder, w, side, channel, self._threads) \
                 if self.compensate_drift and not encoder.uses_channel else 0.0
             if n_new:
-                self.bench.program(chunked_targets([(n_new, encoder, w, side)], channel, self._threads),
-                                   addresses=range(self._next, self._next + n_new))
+                self._program(chunked_targets([(n_new, encoder, w, side)], channel, self._threads),
+                              range(self._next, self._next + n_new))
             self._entries[name] = Entry(name, shape, dtype, "analog", encoder.spec(), side,
                                         [(1, self._next, n_new, gmean)], None)
             self._next += n_new
@@ -388,8 +394,18 @@ class BenchStore:
 
     def _program_cells(self, targets: list[np.ndarray], start: int, stop: int) -> None:
         """Program the concatenated ``targets`` onto cells ``[start, stop)``."""
-        self.bench.program(targets[0] if len(targets) == 1 else np.concatenate(targets),
-                           addresses=self._cell_span(start, stop))
+        self._program(targets[0] if len(targets) == 1 else np.concatenate(targets), self._cell_span(start, stop))
+
+    def _program(self, targets: Any, addresses: Any) -> None:
+        """``bench.program`` with the store's ``verify``, its pulses and failures counted."""
+        if self.verify is None:
+            self.bench.program(targets, addresses=addresses)
+            return
+        rep = self.bench.program(targets, addresses=addresses, verify=self.verify)
+        t = self.verify_totals
+        t["cells"] += int(rep.n_cells)
+        t["pulses"] += int(np.sum(rep.pulses, dtype=np.int64))
+        t["failed"] += int(rep.n_cells - np.count_nonzero(rep.success))
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, in digital memory (counted in bits by :meth:`usage`)."""
@@ -504,12 +520,12 @@ class EmulatedStore(BenchStore):
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
                  n_threads: int | None = None, compensate_drift: bool | None = None, dtype: Any = "float64",
-                 state_dir: Any = None, direct_io: bool | None = None):
+                 state_dir: Any = None, direct_io: bool | None = None, verify: Any = None):
         self.seed_sequence = as_seed_sequence(seed)
         self.initial_seed_state = seed_state(self.seed_sequence)
         bench = EmulatedBench(device, n_cells, seed=self.seed_sequence, n_threads=n_threads, dtype=dtype,
                               state_dir=state_dir, direct_io=direct_io)
-        super().__init__(bench, bench.device, compensate_drift=compensate_drift)
+        super().__init__(bench, bench.device, compensate_drift=compensate_drift, verify=verify)
 
 
 def as_stored_dtype(w: np.ndarray, dtype: str) -> Any:
