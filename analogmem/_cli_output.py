@@ -28,7 +28,7 @@ from typing import Any, Callable
 from .errors import AnalogMemError, InstrumentError
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_REFUSED", "EXIT_INTERRUPTED", "exit_status", "refuse", "interrupted",
-           "write_outputs", "run_standalone"]
+           "missing_extra", "write_outputs", "run_standalone"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -54,6 +54,28 @@ def interrupted(command: str, what: str = "") -> int:
     """Print that ``command`` was interrupted (and ``what`` that leaves behind); return 130."""
     print(f"{command}: interrupted (Ctrl-C){'; ' + what if what else ''}", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+#: Top-level modules of the optional dependencies → the extra that installs them.
+_EXTRAS: dict[str, str] = {
+    "torch": "ml", "sklearn": "ml", "mlxtend": "ml", "threadpoolctl": "ml",
+    "pyvisa": "instrument", "pyvisa_py": "instrument", "pymeasure": "instrument",
+    "transformers": "llm", "constriction": "llm",
+    "flwr": "fl", "ray": "fl",
+}
+
+
+def missing_extra(argv: list[str], exc: ModuleNotFoundError) -> int:
+    """Print the one line naming the extra that provides the module ``exc`` names and return
+    2 (a missing optional dependency is a refused input); a module that no extra provides is
+    a bug and re-raised."""
+    top = (exc.name or "").split(".")[0]
+    if top not in _EXTRAS:
+        raise exc
+    extra = "fl" if argv and argv[0] == "fl" else _EXTRAS[top]
+    print(f"analogmem {argv[0] if argv else ''}: error: {type(exc).__name__}: needs the optional dependency "
+          f"{top!r}, installed by the {extra!r} extra: pip install 'analogmem[{extra}]'", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 def write_outputs(args: argparse.Namespace, payload: dict, plot: Callable[[Path], Any] | None = None) -> None:
@@ -85,3 +107,5 @@ def run_standalone(add_subparser: Callable[[Any], Any], argv: list[str] | None =
         return refuse(command, exc)
     except KeyboardInterrupt:
         return interrupted(command)
+    except ModuleNotFoundError as exc:
+        return missing_extra(argv, exc)

@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from ._cli_output import EXIT_REFUSED, interrupted, refuse
+from ._cli_output import EXIT_REFUSED, interrupted, missing_extra, refuse
 from ._version import __version__
 from .errors import AnalogMemError
 
@@ -52,27 +52,6 @@ def _info(args: argparse.Namespace) -> int:
     info = {"version": __version__, "kernels": kernels_info(), "devices": bundled_devices()}
     print(json.dumps(info, indent=2))
     return 0
-
-
-#: Top-level modules of the optional dependencies → the extra that installs them.
-_EXTRAS: dict[str, str] = {
-    "torch": "ml", "sklearn": "ml", "mlxtend": "ml", "threadpoolctl": "ml",
-    "pyvisa": "instrument", "pyvisa_py": "instrument", "pymeasure": "instrument",
-    "transformers": "llm", "constriction": "llm",
-    "flwr": "fl", "ray": "fl",
-}
-
-
-def _missing_extra(argv: list[str], exc: ModuleNotFoundError) -> int:
-    """One line naming the extra that provides the module ``exc`` names (exit status 2);
-    a module that no extra provides is a bug and re-raised."""
-    top = (exc.name or "").split(".")[0]
-    if top not in _EXTRAS:
-        raise exc
-    extra = "fl" if argv and argv[0] == "fl" else _EXTRAS[top]
-    print(f"analogmem {argv[0] if argv else ''}: error: needs the optional dependency {top!r}, "
-          f"installed by the {extra!r} extra: pip install 'analogmem[{extra}]'", file=sys.stderr)
-    return 2
 
 
 def _add_demo(subparsers: Any) -> None:
@@ -146,6 +125,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 _FILES_READ = ("data", "targets_csv", "checkpoint", "table", "bench_config")
 _MAYBE_READ = ("device",)
 _WRITTEN = ("out", "json", "plot", "port_file")
+#: Commands whose ``--out`` is a folder they write into (made if missing), not a file.
+_OUT_FOLDER = ("cells", "deltazip")
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -156,8 +137,9 @@ def _check_paths(args: argparse.Namespace) -> None:
                 if getattr(args, n, None) is not None}
 
     outputs, folders = opts(_WRITTEN), {}
-    if args.command == "cells":  # --out is the folder of demo.json and demo.png
+    if args.command in _OUT_FOLDER and "--out" in outputs:
         folders = {"--out": outputs.pop("--out")}
+    if args.command == "cells":  # --out is the folder of demo.json and demo.png
         outputs.setdefault("--json", f"{args.out}/demo.json")
         outputs.setdefault("--plot", f"{args.out}/demo.png")
     check_paths(inputs=opts(_MAYBE_READ), files=opts(_FILES_READ), outputs=outputs, folders=folders)
@@ -187,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return interrupted(command)
     except ModuleNotFoundError as exc:
-        return _missing_extra(argv, exc)
+        return missing_extra(argv, exc)
 
 
 if __name__ == "__main__":

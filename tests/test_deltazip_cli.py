@@ -85,3 +85,13 @@ def test_command_reports_bad_settings(capsys):
     assert "DeltaZipError: sparsity must be a fraction in [0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["deltazip", "--methods", "zip"])
+
+
+def test_out_is_a_folder_the_path_check_accepts(tmp_path, capsys):
+    """``--out DIR`` (the packed deltas) names a folder: an existing one passes the path check
+    that ``analogmem`` runs before any command, so the refusal here is the bad sparsity's."""
+    from analogmem.cli import main
+
+    assert main(["deltazip", "--out", str(tmp_path), "--sparsity", "1.5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("analogmem deltazip: error: DeltaZipError: sparsity") and "PathError" not in err, err

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from analogmem._checks import check_int
 from analogmem._io import progress as progress_bar, save_figure
 
 from ._validation import DeltaZipError, check_bits, check_positive_int, check_sparsity
@@ -140,10 +141,8 @@ def check_settings(*, sparsity: Any, bits: Any, n_calibration: Any, seed: Any, e
     check_sparsity(sparsity)
     check_bits(bits)
     check_positive_int(n_calibration, "n_calibration")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DeltaZipError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(ecc_t, bool) or not isinstance(ecc_t, (int, np.integer)) or ecc_t < 0:
-        raise DeltaZipError(f"ecc_t must be a non-negative integer, got {ecc_t!r}")
+    check_int(seed, "seed", 0, error=DeltaZipError)
+    check_int(ecc_t, "ecc_t", 0, error=DeltaZipError)
 
 
 def run_deltazip(preset: str = "small", *, family: str | None = None,

@@ -811,7 +811,8 @@ def _shared_pulse_response(t: _Table, lo: tuple[float, ...], hi: tuple[float, ..
 
 
 def _support(t: _Table) -> dict[str, Any]:
-    """``[write_verify.support]`` (issue #28): the covariate ranges the fit saw."""
+    """``[write_verify.support]``: the covariate ranges the fit saw (scripts/cards/README.md,
+    "Run-to-run variation")."""
     out: dict[str, Any] = {}
     for kind in ("two_sided", "open_above", "open_below"):
         if kind in t.data:
@@ -830,8 +831,9 @@ def _support(t: _Table) -> dict[str, Any]:
 
 
 def _run_variation(t: _Table) -> tuple[float, float, tuple[tuple[float, float], ...], dict[str, Any]]:
-    """``[write_verify.run_variation]`` (issue #28): σ_b, σ_w of a new run's shift of logit p
-    and their bootstrap replicates (the other fields are the estimate's record)."""
+    """``[write_verify.run_variation]`` (scripts/cards/README.md, "Run-to-run variation"): σ_b,
+    σ_w of a new run's shift of logit p and their bootstrap replicates (the other fields are
+    the estimate's record)."""
     sb = t.number("sd_between", lo=0.0)
     sw = t.number("sd_within", lo=0.0)
     rb = t.numbers("replicates_between", min_len=0) if "replicates_between" in t.data else ()

@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._checks import check_positive
+from .._checks import check_int, check_positive
 from ..emulator.toml_table import TomlTable
 from ..errors import SafetyLimitError, SettingError
 
@@ -285,9 +285,7 @@ class BenchConfig:
                                f"got {self.model!r}")
         object.__setattr__(self, "model", self.model.strip().upper())
         for name in ("rows", "cols"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise SettingError(f"BenchConfig.{name} must be a positive integer, got {v!r}")
+            check_int(getattr(self, name), f"BenchConfig.{name}", 1, error=SettingError)
 
     @property
     def n_cells(self) -> int:

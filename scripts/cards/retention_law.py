@@ -1,4 +1,5 @@
-"""Leave one bake out: the spread/mean laws of retention through bakes (issue #28).
+"""Leave one bake out: the spread/mean laws of retention through bakes (scripts/cards/README.md,
+"Retention past the tabulated ages").
 
 For each RADAR bake experiment with the standard 3-bit windows (expts 1–4: 30 min at 80,
 100, 100 and 120 °C), fit :func:`analogmem.calibrate.bake_law.fit_bake_law` on the OTHER
