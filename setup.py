@@ -1,5 +1,7 @@
-"""Build the Cython kernels in ext/ into analogmem.emulator._kernels (the cells) and
-analogmem.storage._codec (the storage layer's encode/decode loops).
+"""Build the Cython kernels in ext/ into analogmem.emulator._kernels (the cells),
+analogmem.emulator._testing (the kernels' test hooks) and analogmem.storage._codec (the
+storage layer's encode/decode loops). ext/am_kernels.pxd declares the C interface of
+ext/am_kernels.h for Cython, analogmem/emulator/_kernels.pxd the kernels' parameter object.
 
 OpenMP is used when the compiler supports it (checked by compiling a tiny program);
 otherwise the kernels are built single-threaded and ``analogmem.emulator._kernels.OPENMP`` is
@@ -19,9 +21,6 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
-
-NUMPY_RANDOM_LIB = os.path.join(os.path.dirname(np.__file__), "random", "lib")
-
 
 def _compiler_has_openmp(compiler) -> bool:
     if os.environ.get("ANALOGMEM_NO_OPENMP"):
@@ -59,10 +58,17 @@ extensions = [
     Extension(
         "analogmem.emulator._kernels",
         ["ext/_kernels.pyx"],
-        depends=["ext/am_kernels.h"],
+        depends=["ext/am_kernels.h", "ext/am_kernels.pxd", "analogmem/emulator/_kernels.pxd"],
         include_dirs=[np.get_include(), "ext"],
-        library_dirs=[NUMPY_RANDOM_LIB],
-        libraries=["npyrandom", "m"],
+        libraries=["m"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+    Extension(
+        "analogmem.emulator._testing",
+        ["ext/_testing.pyx"],
+        depends=["ext/am_kernels.h", "ext/am_kernels.pxd"],
+        include_dirs=[np.get_include(), "ext"],
+        libraries=["m"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     Extension(
@@ -78,6 +84,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
+        include_path=["ext", "."],  # ext/am_kernels.pxd; analogmem/emulator/_kernels.pxd
         compiler_directives={
             "language_level": "3",
             "boundscheck": False,

@@ -1,7 +1,7 @@
 """Where the measured data sets live: one variable, ``ANALOGMEM_DATA``.
 
 analogmem ships device cards fitted to public measurements, not the measurements
-themselves. To recalibrate a card (``analogmem calibrate``, ``calibration/*.py``,
+themselves. To recalibrate a card (``analogmem calibrate``, ``scripts/cards/*.py``,
 ``notebooks/calibrate_pcm.ipynb``), put the data sets in one folder, one sub-folder each, and
 point ``ANALOGMEM_DATA`` at it::
 

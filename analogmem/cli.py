@@ -1,8 +1,12 @@
 """The ``analogmem`` command line.
 
-Each feature module contributes its subcommand through an ``add_subparser(subparsers)``
-function; this module only assembles them. ``analogmem demo`` runs the main job (store a
-ResNet on emulated RRAM) with embedded defaults; ``analogmem cells`` shows the cell physics.
+Every command is one row of :data:`COMMANDS`: its name, the ``module:function`` that adds its
+parser to an argparse sub-parser collection (its options, description and ``func``), and the
+one-line summary ``analogmem -h`` lists. Only the module of the command being run is imported,
+so ``analogmem -h`` and the light commands never import torch, Flower or PyVISA.
+``analogmem demo`` runs the main job (store a ResNet on emulated RRAM) with embedded defaults;
+``analogmem cells`` shows the cell physics. Exit statuses and the one-line refusal are
+:mod:`analogmem._cli_output`'s, the same for every command.
 """
 
 from __future__ import annotations
@@ -11,21 +15,18 @@ import argparse
 import importlib
 import json
 import sys
+from typing import Any
 
+from ._cli_output import EXIT_REFUSED, interrupted, refuse
 from ._version import __version__
-from .calibrate import cli as calibrate_cli
-from .emulator.bench import kernels_info
-from .emulator.cells import bundled_devices, load_device
 from .errors import AnalogMemError
-from .jobs import cells_demo, store_resnet
-from .instrument.cli import add_subparser as add_bench_subparser
-from .privacy.cli import add_subparser as add_privacy_subparser
-from .pruning.cli import add_subparser as add_prune_subparser
 
-__all__ = ["main", "build_parser"]
+__all__ = ["COMMANDS", "main", "build_parser"]
 
 
 def _devices(args: argparse.Namespace) -> int:
+    from .emulator.cells import bundled_devices, load_device
+
     rows = []
     for name in bundled_devices():
         d = load_device(name)
@@ -45,18 +46,12 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from .emulator.bench import kernels_info
+    from .emulator.cells import bundled_devices
+
     info = {"version": __version__, "kernels": kernels_info(), "devices": bundled_devices()}
     print(json.dumps(info, indent=2))
     return 0
-
-
-#: Commands whose modules pull in heavy libraries (torch, Flower, transformers): listed in
-#: ``analogmem -h`` but imported only when run; ``module.main(argv)`` parses their command line.
-_DELEGATED: dict[str, tuple[str, str]] = {
-    "fl": ("analogmem.federated.cli", "federated learning on Flower: FedPM, KLMS, FedAvg (thesis ch.6-7)"),
-    "dsgd": ("analogmem.dsgd.cli", "rTop-k / top-k / random-k sparsified SGD as DDP comm hooks (thesis ch.5)"),
-    "deltazip": ("analogmem.deltazip.cli", "GPT-Zip: compress a finetuned LM's delta to its base (thesis ch.4)"),
-}
 
 
 #: Top-level modules of the optional dependencies → the extra that installs them.
@@ -80,27 +75,68 @@ def _missing_extra(argv: list[str], exc: ModuleNotFoundError) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_demo(subparsers: Any) -> None:
+    from .jobs import store_resnet
+
+    store_resnet.add_subparser(subparsers, "demo")
+
+
+def _add_devices(subparsers: Any) -> None:
+    p = subparsers.add_parser("devices", description="List the bundled device cards: range, drift, read noise, "
+                                                     "relaxation, source.")
+    p.add_argument("--json", default=None, help="write the list as JSON here")
+    p.set_defaults(func=_devices)
+
+
+def _add_info(subparsers: Any) -> None:
+    p = subparsers.add_parser("info", description="Print the version, the compiled kernels' build (SIMD, OpenMP) "
+                                                  "and the bundled cards as JSON.")
+    p.set_defaults(func=_info)
+
+
+#: Every command: name → (``module:function`` adding its parser, summary listed by ``analogmem -h``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("analogmem.cli:_add_demo", "the main job: accuracy against cells per weight for naive, robust and "
+                                        "joint analog storage and digital + ECC, and against time"),
+    "store": ("analogmem.jobs.store_resnet:add_subparser",
+              "the ch.3 job: a ResNet on emulated analog memory, accuracy against cells per weight, analog coding "
+              "vs digital + ECC, over N chips (Ray by default)"),
+    "cells": ("analogmem.jobs.cells_demo:add_subparser",
+              "emulate multi-level cells and a weight tensor on PCM and RRAM over time"),
+    "calibrate": ("analogmem.calibrate.cli:add_subparser", "fit a device card from a tidy table of measured reads"),
+    "bench": ("analogmem.instrument.cli:add_subparser", "drive a bench through PyVISA (or its SCPI emulator)"),
+    "privacy": ("analogmem.privacy.cli:add_subparser",
+                "private mean estimation (RRSC) and noisy-data compression (thesis ch.8-9)"),
+    "prune": ("analogmem.pruning.cli:add_subparser",
+              "rate-distortion pruning: SuRP vs R(D) and vs magnitude pruning (thesis ch.2)"),
+    "fl": ("analogmem.federated.cli:add_subparser",
+           "communication-efficient federated learning on Flower: FedPM, KLMS, FedAvg (thesis ch.6-7)"),
+    "dsgd": ("analogmem.dsgd.cli:add_subparser",
+             "rTop-k / top-k / random-k sparsified SGD as DDP comm hooks (thesis ch.5)"),
+    "deltazip": ("analogmem.deltazip.cli:add_subparser",
+                 "GPT-Zip: compress a finetuned LM's delta to its base (OBS prune + 2-bit quantise; thesis ch.4)"),
+    "devices": ("analogmem.cli:_add_devices", "list the bundled device cards"),
+    "info": ("analogmem.cli:_add_info", "version, compiled kernels, bundled cards"),
+}
+
+
+def add_command(subparsers: Any, name: str) -> None:
+    """Import the module of command ``name`` and add its full parser to ``subparsers``."""
+    module, _, function = COMMANDS[name][0].partition(":")
+    getattr(importlib.import_module(module), function)(subparsers)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``analogmem`` parser: every command listed with its summary, and ``command`` (None:
+    every command; ``""``: none) with its full parser, which imports its module."""
     parser = argparse.ArgumentParser(prog="analogmem", description="Analog memory (PCM/RRAM) emulator for ML.")
     parser.add_argument("--version", action="version", version=f"analogmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    store_resnet.add_subparser(sub, "demo")
-    store_resnet.add_subparser(sub, "store")
-    cells_demo.add_subparser(sub)
-    calibrate_cli.add_subparser(sub)
-    add_bench_subparser(sub)
-    add_privacy_subparser(sub)
-    add_prune_subparser(sub)
-    for name, (_, help_text) in _DELEGATED.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    p = sub.add_parser("devices", help="list the bundled device cards",
-                       description="List the bundled device cards: range, drift, read noise, relaxation, source.")
-    p.add_argument("--json", default=None, help="write the list as JSON here")
-    p.set_defaults(func=_devices)
-    p = sub.add_parser("info", help="version, compiled kernels, bundled cards",
-                       description="Print the version, the compiled kernels' build (SIMD, OpenMP) and the bundled "
-                                   "cards as JSON.")
-    p.set_defaults(func=_info)
+    for name, (_, summary) in COMMANDS.items():
+        if command is None or name == command:
+            add_command(sub, name)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -128,17 +164,17 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``analogmem ARGV``. A bad setting or input (any :class:`AnalogMemError`) is printed
-    as one line naming it, with exit status 2, instead of a traceback."""
+    """Run ``analogmem ARGV``. A refused setting or input (an :class:`AnalogMemError`) is one
+    line naming it and its class, with the exit status of :mod:`analogmem._cli_output`
+    (2 for refused input, 1 for a failed instrument run), instead of a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = f"analogmem {argv[0]}" if argv else "analogmem"
     try:
-        if argv and argv[0] in _DELEGATED:
-            return int(importlib.import_module(_DELEGATED[argv[0]][0]).main(argv) or 0)
-        parser = build_parser()
+        parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
-            return 2
+            return EXIT_REFUSED
         seed = getattr(args, "seed", None)
         if isinstance(seed, int) and seed < 0:
             from .errors import SettingError
@@ -147,11 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         _check_paths(args)
         return int(args.func(args) or 0)
     except AnalogMemError as exc:
-        print(f"analogmem {argv[0] if argv else ''}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return refuse(command, exc)
     except KeyboardInterrupt:
-        print(f"analogmem {argv[0] if argv else ''}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted(command)
     except ModuleNotFoundError as exc:
         return _missing_extra(argv, exc)
 

@@ -17,9 +17,38 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
-from libc.math cimport exp, fabs, fmin, fmax
+from libc.math cimport exp, fabs
 
 cnp.import_array()
+
+
+# min/max of finite doubles: am_kernels.h's am_min/am_max, which compile to minsd/maxsd (libm's
+# NaN-aware fmin/fmax are calls; a comparison written in Cython becomes a branch, mispredicted
+# on data such as a weight's sign)
+cdef extern from "am_codec.h" nogil:
+    double am_min(double a, double b)
+    double am_max(double a, double b)
+    double am_keep(double x, cnp.int64_t keep)
+    void am_table_ff(cnp.int64_t n, int c, const float* g, double g_min, double inv_span, double y0, double inv_h,
+                     double thr, cnp.int64_t N, const double* t, float* out)
+    void am_table_fd(cnp.int64_t n, int c, const float* g, double g_min, double inv_span, double y0, double inv_h,
+                     double thr, cnp.int64_t N, const double* t, double* out)
+    void am_table_df(cnp.int64_t n, int c, const double* g, double g_min, double inv_span, double y0, double inv_h,
+                     double thr, cnp.int64_t N, const double* t, float* out)
+    void am_table_dd(cnp.int64_t n, int c, const double* g, double g_min, double inv_span, double y0, double inv_h,
+                     double thr, cnp.int64_t N, const double* t, double* out)
+
+
+cdef inline double _min(double a, double b) noexcept nogil:
+    return am_min(a, b)
+
+
+cdef inline double _max(double a, double b) noexcept nogil:
+    return am_max(a, b)
+
+
+cdef inline double _clip(double v, double lo, double hi) noexcept nogil:
+    return _min(_max(v, lo), hi)
 
 ctypedef fused real_w:
     float
@@ -43,16 +72,14 @@ def encode_map(int kind, const real_w[::1] w, double scale, int r, double g_min_
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
         v = <double>w[i]
         if kind == 0:
-            x0 = (fmin(fmax(v, -scale), scale) / scale + 1.0) / 2.0
-            x0 = fmin(fmax(x0, 0.0), 1.0)
+            # in [0, 1] exactly (|clip(v)| <= scale), as the numpy encoders' clip to [0, 1] leaves it
+            x0 = (_clip(v, -scale, scale) / scale + 1.0) / 2.0
             for k in range(r):
                 out[i * width + k] = g_min_S + x0 * span_S
         else:
-            m = fmin(fabs(v) / scale, 1.0)
-            x0 = m if v > 0 else 0.0
-            x1 = m if v < 0 else 0.0
-            x0 = fmin(fmax(x0, 0.0), 1.0)
-            x1 = fmin(fmax(x1, 0.0), 1.0)
+            m = _min(fabs(v) / scale, 1.0)
+            x0 = am_keep(m, v > 0)  # m or +0, without a branch on the sign
+            x1 = am_keep(m, v < 0)
             for k in range(r):
                 out[i * width + 2 * k] = g_min_S + x0 * span_S
                 out[i * width + 2 * k + 1] = g_min_S + x1 * span_S
@@ -98,6 +125,83 @@ def read_sum(const real_g[::1] g, int n_threads=1):
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
         s += <double>g[i]
     return s
+
+
+cdef Py_ssize_t _n_blocks(Py_ssize_t n) noexcept nogil:
+    """Blocks of at least 65,536 values, at most 256 of them (per-block partial results)."""
+    cdef Py_ssize_t nb = (n + 65535) // 65536
+    return 1 if nb < 1 else (256 if nb > 256 else nb)
+
+
+def histogram(const real_w[::1] w, const real_w[::1] edges, int n_threads=1):
+    """``np.histogram(w, bins=edges)[0]`` (int64, shape (len(edges) − 1,)) for uniform ``edges``
+    made as numpy makes them (``np.linspace(first, last, bins + 1, dtype=w.dtype)``): a value
+    counts in bin ``i`` when ``edges[i] ≤ v < edges[i + 1]`` (the last bin also holds
+    ``edges[-1]``); values outside ``[edges[0], edges[-1]]`` are not counted. One pass over
+    ``n_threads`` threads; the bin is estimated from the edges' spacing and then corrected
+    against the edges themselves, so the counts are numpy's exactly."""
+    cdef Py_ssize_t n = w.shape[0], K = edges.shape[0] - 1, nb = _n_blocks(n), size, b, i, a, z, j
+    cdef double first, last, scale, v
+    if K < 1:
+        raise ValueError("histogram needs at least two edges")
+    first, last = <double>edges[0], <double>edges[K]
+    if not last > first:
+        raise ValueError("histogram edges must increase")
+    scale = K / (last - first)
+    # four sub-histograms per block (value i into sub-histogram i % 4): a run of values in one
+    # bin does not wait on its own increments
+    cdef cnp.int64_t[:, ::1] part = np.zeros((4 * nb, K), dtype=np.int64)
+    size = (n + nb - 1) // nb
+    for b in prange(nb, nogil=True, num_threads=max(1, n_threads), schedule="static"):
+        a = b * size
+        z = a + size if a + size < n else n
+        for i in range(a, z):
+            v = <double>w[i]
+            if not (v >= first and v <= last):
+                continue
+            j = <Py_ssize_t>((v - first) * scale)
+            if j > K - 1:
+                j = K - 1
+            if j < 0:
+                j = 0
+            while j > 0 and v < <double>edges[j]:
+                j = j - 1
+            while j < K - 1 and v >= <double>edges[j + 1]:
+                j = j + 1
+            part[4 * b + (i & 3), j] += 1
+    return np.asarray(part).sum(axis=0)
+
+
+def abs_tail(const real_w[::1] w, double bound, int n_threads=1):
+    """``(count of |w| < bound, the values |w| ≥ bound as float64)``: the tail of ``|w|`` that
+    an exact order statistic above ``bound`` is selected from, in two passes over
+    ``n_threads`` threads without a full-size temporary (the tail keeps ``w``'s order)."""
+    cdef Py_ssize_t n = w.shape[0], nb = _n_blocks(n), size, b, i, a, z, c, o
+    cdef double v
+    cdef cnp.int64_t[::1] cnt = np.zeros(nb, dtype=np.int64)
+    size = (n + nb - 1) // nb
+    for b in prange(nb, nogil=True, num_threads=max(1, n_threads), schedule="static"):
+        a = b * size
+        z = a + size if a + size < n else n
+        c = 0
+        for i in range(a, z):
+            if fabs(<double>w[i]) >= bound:
+                c = c + 1
+        cnt[b] = c
+    offsets = np.concatenate([[0], np.cumsum(cnt)]).astype(np.int64)
+    cdef cnp.int64_t[::1] off = offsets
+    tail_arr = np.empty(int(offsets[-1]))
+    cdef double[::1] tail = tail_arr
+    for b in prange(nb, nogil=True, num_threads=max(1, n_threads), schedule="static"):
+        a = b * size
+        z = a + size if a + size < n else n
+        o = off[b]
+        for i in range(a, z):
+            v = fabs(<double>w[i])
+            if v >= bound:
+                tail[o] = v
+                o = o + 1
+    return n - int(offsets[-1]), tail_arr
 
 
 cdef extern from "am_codec.h" nogil:
@@ -155,21 +259,6 @@ def mmse_posterior(const real_g[::1] g, double g_min_S, double span_S, const cnp
 
 
 
-cdef inline Py_ssize_t _cell_of(double v, double y0, double h, Py_ssize_t N) noexcept nogil:
-    """The grid cell (0..N-2) of ``v`` on nodes ``y0 + j·h`` (j = 0..N-1), clamped to the grid."""
-    cdef double u = (v - y0) / h
-    if u <= 0.0:
-        return 0
-    if u >= <double>(N - 2):
-        return N - 2
-    return <Py_ssize_t>u
-
-
-cdef inline double _frac_in(double v, double y0, double h, Py_ssize_t i) noexcept nogil:
-    """The fraction of ``v`` in grid cell ``i`` (clamped to [0, 1]: past the grid, its edge)."""
-    return fmin(fmax((v - y0) / h - <double>i, 0.0), 1.0)
-
-
 def mmse_table(const real_g[::1] g, double g_min_S, double span_S, double lo, double y0, double h,
                const double[:, ::1] table, const double[::1] cen_first, const double[::1] cen_second,
                double cen_both, real_w[::1] out, int n_threads=1):
@@ -182,30 +271,39 @@ def mmse_table(const real_g[::1] g, double g_min_S, double span_S, double lo, do
     at its other read; both censored: ``cen_both``. With c = 1 a censored read is ``cen_both``."""
     cdef Py_ssize_t N = table.shape[1], n = out.shape[0], q, i1, i2
     cdef int c = 1 if table.shape[0] == 1 else 2
-    cdef double y1, y2, f1, f2, thr = lo + 1e-12
+    cdef double y1, y2, u1, u2, f1, f2, thr = lo + 1e-12
+    cdef Py_ssize_t cen
+    # reciprocals once: the loop multiplies (a division per read and grid coordinate cost
+    # more than the interpolation itself)
+    cdef double inv_span = 1.0 / span_S, inv_h = 1.0 / h
     if g.shape[0] != n * c or N < 2 or (c == 2 and (table.shape[0] != N or cen_first.shape[0] != N
                                                     or cen_second.shape[0] != N)):
         raise ValueError("inconsistent shapes")
-    for q in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
-        # every variable is assigned here (private to its thread): no pointers into them
-        y1 = (<double>g[q * c] - g_min_S) / span_S
-        i1 = _cell_of(y1, y0, h, N)
-        f1 = _frac_in(y1, y0, h, i1)
-        if c == 1:
-            if y1 <= thr:
-                out[q] = <real_w>cen_both
-            else:
-                out[q] = <real_w>(table[0, i1] * (1.0 - f1) + table[0, i1 + 1] * f1)
+    # The censored tables become an extra node N of each read (padded to N + 2 so that the
+    # neighbour a weight of 0 multiplies exists): a censored read takes node N with fraction
+    # 0, so every weight runs the same bilinear formula, without branches on censoring (reads
+    # at the clip are common and unpredictable: half the cells of a differential pair sit there)
+    padded = np.zeros((int(N) + 2, int(N) + 2) if c == 2 else (1, int(N) + 2))
+    if c == 2:
+        padded[:N, :N] = table
+        padded[N, :N] = cen_first  # first read censored: interpolated at the second
+        padded[:N, N] = cen_second  # second read censored: interpolated at the first
+        padded[N, N] = cen_both
+    else:
+        padded[0, :N] = table[0]
+        padded[0, N] = cen_both
+    cdef double[:, ::1] t = padded
+    cdef Py_ssize_t nb = (n + 16383) // 16384, b, lo_q, m
+    if n == 0:
+        return
+    for b in prange(nb, nogil=True, num_threads=max(1, n_threads), schedule="static"):
+        lo_q = b * 16384
+        m = 16384 if lo_q + 16384 <= n else n - lo_q
+        if real_g is float and real_w is float:
+            am_table_ff(m, c, &g[lo_q * c], g_min_S, inv_span, y0, inv_h, thr, N, &t[0, 0], &out[lo_q])
+        elif real_g is float and real_w is double:
+            am_table_fd(m, c, &g[lo_q * c], g_min_S, inv_span, y0, inv_h, thr, N, &t[0, 0], &out[lo_q])
+        elif real_g is double and real_w is float:
+            am_table_df(m, c, &g[lo_q * c], g_min_S, inv_span, y0, inv_h, thr, N, &t[0, 0], &out[lo_q])
         else:
-            y2 = (<double>g[q * c + 1] - g_min_S) / span_S
-            i2 = _cell_of(y2, y0, h, N)
-            f2 = _frac_in(y2, y0, h, i2)
-            if y1 <= thr and y2 <= thr:
-                out[q] = <real_w>cen_both
-            elif y1 <= thr:
-                out[q] = <real_w>(cen_first[i2] * (1.0 - f2) + cen_first[i2 + 1] * f2)
-            elif y2 <= thr:
-                out[q] = <real_w>(cen_second[i1] * (1.0 - f1) + cen_second[i1 + 1] * f1)
-            else:
-                out[q] = <real_w>((table[i1, i2] * (1.0 - f2) + table[i1, i2 + 1] * f2) * (1.0 - f1)
-                                  + (table[i1 + 1, i2] * (1.0 - f2) + table[i1 + 1, i2 + 1] * f2) * f1)
+            am_table_dd(m, c, &g[lo_q * c], g_min_S, inv_span, y0, inv_h, thr, N, &t[0, 0], &out[lo_q])

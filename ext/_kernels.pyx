@@ -3,9 +3,13 @@
 
 The cell model itself is C in ``ext/am_kernels.h`` (random stream, elementary functions,
 program and read per cell and in vectorised blocks); this module is its thin face:
-it packs a device card's parameters into the C struct, checks the arrays it is handed,
-and runs chunks of cells in parallel with OpenMP (when the build has it). Validation of
-user input happens in Python before these are called.
+:class:`KernelParams` packs a device card's parameters (an
+:class:`~analogmem.emulator.card_params.CardParams`) into the C struct once per bench; the
+entry points take that object, check the arrays they are handed, and run chunks of cells in
+parallel with OpenMP (when the build has it). Validation of user input happens in Python
+before these are called. The C interface is declared for Cython in ``ext/am_kernels.pxd``,
+:class:`KernelParams` in ``ext/_kernels.pxd``; test hooks (the raw stream, the elementary
+functions, a thread probe) live in ``analogmem.emulator._testing``.
 
 Random numbers are counter-based (Philox4x32-10, normals by Box-Muller): draw ``d`` of
 the cell at op-local position ``i`` depends only on the operation's key, ``i`` and ``d`` —
@@ -22,110 +26,16 @@ components the card lacks are None and never touched.
 """
 
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange
 from libc.math cimport sqrt
 cimport numpy as cnp
 import numpy as np
 
-cnp.import_array()
+from am_kernels cimport *
 
-cdef extern from "am_kernels.h" nogil:
-    enum:
-        AM_MAXC
-        AM_MAXT
-        AM_MAXK
-        AM_MAXN
-        AM_MAXH
-    ctypedef struct am_key:
-        uint32_t k0
-        uint32_t k1
-        uint32_t c3
-    ctypedef struct am_params:
-        double g_min, g_max, inv_g_max, clip_lo, clip_hi, x_floor
-        double prog_scale
-        double prog_c[AM_MAXC]
-        int drift_on
-        double t0, mu_slope, mu_icpt, mu_min, mu_max, sg_slope, sg_icpt, sg_min, sg_max
-        double mu_lxb, sg_lxb
-        double mu_hc[AM_MAXH]
-        double sg_hc[AM_MAXH]
-        int nu_table, nu_n, nu_simple
-        double nu_x[AM_MAXN]
-        double nu_mu[AM_MAXN]
-        double nu_sg[AM_MAXN]
-        int read_on, q_form, read_log10
-        double q_coef, q_exp, q_max, t_read, t0_read
-        double q_slope, q_icpt, q_lo, q_hi, q_lxb, ln_uS, inv_ln10, rn_floor
-        double q_hc[AM_MAXH]
-        int relax_on, relax_table, n_relax_t, n_relax_c
-        double relax_scale
-        double relax_lnt[AM_MAXT]
-        double relax_c[AM_MAXT * AM_MAXC]
-        double relax_x[AM_MAXC]
-        int relax_add, relax_mean_on
-        double relax_m[AM_MAXT * AM_MAXC]
-        int emp_on, emp_n_levels, emp_n_probs
-        const double* emp_levels
-        const double* emp_probs
-        const double* emp_q
-        int pr_on, pr_n_levels, pr_n_probs
-        const double* pr_lo
-        const double* pr_hi
-        const double* pr_cumw
-        const double* pr_inv_log1mp
-        const double* pr_off
-        const double* pr_probs
-        const double* pr_q
-        int faults_on
-        double p_stuck_lo, p_stuck_lohi
-        am_key fault_key
-        double q_stuck[3]
-    ctypedef struct am_verify:
-        int max_pulses
-        int card
-        double tol_abs, tol_rel, read_factor
-    ctypedef struct am_fparams:
-        pass
-    ctypedef struct am_state:
-        void* g_eff
-        void* g_prog
-        void* nu
-        void* z_relax
-        void* q_read
-        int f32
-    double am_log(double x)
-    double am_exp(double x)
-    double am_lnx(const am_params* p, double x)
-    double am_q(const am_params* p, double x, double lx)
-    double am_uniform(uint64_t bits)
-    double am_normal_draw(am_key key, uint64_t cell, uint32_t d)
-    double am_read_normal(am_key key, uint64_t pos)
-    void am_sincos2pi(double u, double* s, double* c)
-    uint64_t am_draw(am_key key, uint64_t cell, uint32_t d)
-    void am_philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
-                   uint64_t* lo_word, uint64_t* hi_word)
-    void am_program_cells(const am_params* p, const am_verify* vf, am_key key, int64_t first, int64_t lo, int64_t hi,
-                          const double* g_target, const int8_t* stuck, am_state s, int32_t* pulses, int8_t* success)
-    void am_program_fast(const am_params* p, am_key key, int64_t first, int64_t lo, int64_t hi, const double* g_target,
-                         const int8_t* stuck, am_state s)
-    void am_read_cells(const am_params* p, am_key key, int64_t first, int64_t lo, int64_t hi, am_state s, const double* age,
-                       int uniform, void* out, int out_f32)
-    void am_read_fast(const am_params* p, am_key key, int64_t first, int64_t lo, int64_t hi, am_state s, double age,
-                      void* out, int out_f32)
-    void am_stuck_cells(const am_params* p, int64_t first, const int64_t* addresses, int64_t n, int8_t* out)
-    void am_fparams_of(const am_params* p, am_fparams* f)
-    void am_program_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
-                             int64_t hi, const double* g_target, const int8_t* stuck, am_state s)
-    void am_read_cells_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
-                           int64_t hi, am_state s, const double* age, int uniform, float* out)
-    void am_read_fast_f32(const am_params* p, const am_fparams* f, am_key key, int64_t first, int64_t lo,
-                          int64_t hi, am_state s, double age, float* out)
-    float am_normal_draw_f(am_key key, uint64_t cell, uint32_t d)
-    float am_read_normal_f(am_key key, uint64_t pos)
-    float am_logf(float x)
-    float am_expf(float x)
-    void am_sincos2pif(float u, float* s, float* c)
+from analogmem.emulator.chipstate import STATE_KEYS
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -151,9 +61,6 @@ MAX_DRIFT_KNOTS = AM_MAXN
 #: Cells per unit of parallel work (a scheduling choice: results do not depend on it).
 WORK_CHUNK = 1 << 15
 
-STATE_KEYS = ("g_eff", "g_prog", "nu", "z_relax", "q_read")
-
-
 cdef const double* _f64_ptr(object a, Py_ssize_t n, str what) except? NULL:
     if not isinstance(a, np.ndarray) or a.dtype != np.float64 or a.ndim != 1 or not a.flags.c_contiguous \
             or (n >= 0 and a.shape[0] != n):
@@ -171,56 +78,54 @@ cdef int _fill(double* dst, object values, int size, str what) except -1:
     return 0
 
 
-cdef am_params _pack(dict d) except *:
-    """Copy the flat parameter dict made by analogmem.emulator.bench.kernel_params into the C struct."""
-    cdef am_params p
+cdef int _pack(am_params* p, object d, object fault_key) except -1:
+    """Copy the card ``d`` (a CardParams) and the bench's fault key into the C struct."""
     cdef int i, j
-    cdef uint64_t fk
-    p.g_min = d["g_min"]
-    p.g_max = d["g_max"]
+    p.g_min = d.g_min
+    p.g_max = d.g_max
     p.inv_g_max = 1.0 / p.g_max
-    p.clip_lo = d["clip_lo"]
-    p.clip_hi = d["clip_hi"]
-    p.x_floor = d["x_floor"]
-    prog = d["prog_c"]
+    p.clip_lo = d.clip_lo
+    p.clip_hi = d.clip_hi
+    p.x_floor = d.x_floor
+    prog = d.prog_c
     if len(prog) < 1 or len(prog) > AM_MAXC:
         raise ValueError(f"programming polynomial must have 1..{AM_MAXC} coefficients")
     for i in range(AM_MAXC):
         p.prog_c[i] = prog[i] if i < len(prog) else 0.0
-    p.prog_scale = d["prog_scale"]
-    p.drift_on = d["drift_on"]
-    p.t0 = d["t0"]
-    p.mu_slope, p.mu_icpt, p.mu_min, p.mu_max = d["mu"]
-    p.sg_slope, p.sg_icpt, p.sg_min, p.sg_max = d["sigma_nu"]
-    p.mu_lxb, p.sg_lxb = d["mu_lxb"], d["sg_lxb"]
-    _fill(p.mu_hc, d["mu_hc"], AM_MAXH, "drift mu upper branch")
-    _fill(p.sg_hc, d["sg_hc"], AM_MAXH, "drift sigma upper branch")
-    p.nu_table = d["nu_table"]
+    p.prog_scale = d.prog_scale
+    p.drift_on = d.drift_on
+    p.t0 = d.t0
+    p.mu_slope, p.mu_icpt, p.mu_min, p.mu_max = d.mu
+    p.sg_slope, p.sg_icpt, p.sg_min, p.sg_max = d.sigma_nu
+    p.mu_lxb, p.sg_lxb = d.mu_lxb, d.sg_lxb
+    _fill(p.mu_hc, d.mu_hc, AM_MAXH, "drift mu upper branch")
+    _fill(p.sg_hc, d.sg_hc, AM_MAXH, "drift sigma upper branch")
+    p.nu_table = d.nu_table
     p.nu_simple = not p.nu_table and p.mu_lxb == float("inf") and p.sg_lxb == float("inf")
-    knots = d["nu_x"]
+    knots = d.nu_x
     p.nu_n = len(knots)
     if p.nu_table and not 2 <= p.nu_n <= AM_MAXN:
         raise ValueError(f"a drift table needs 2..{AM_MAXN} knots")
     _fill(p.nu_x, knots, AM_MAXN, "drift table knots")
-    _fill(p.nu_mu, d["nu_mu"], AM_MAXN, "drift table mu")
-    _fill(p.nu_sg, d["nu_sg"], AM_MAXN, "drift table sigma")
-    p.read_on = d["read_on"]
-    p.q_form = d["q_form"]
-    p.read_log10 = d["read_log10"]
-    p.q_slope, p.q_icpt, p.q_lo, p.q_hi, p.q_lxb = d["q_piece"]
-    _fill(p.q_hc, d["q_hc"], AM_MAXH, "read-noise upper branch")
+    _fill(p.nu_mu, d.nu_mu, AM_MAXN, "drift table mu")
+    _fill(p.nu_sg, d.nu_sg, AM_MAXN, "drift table sigma")
+    p.read_on = d.read_on
+    p.q_form = d.q_form
+    p.read_log10 = d.read_log10
+    p.q_slope, p.q_icpt, p.q_lo, p.q_hi, p.q_lxb = d.q_piece
+    _fill(p.q_hc, d.q_hc, AM_MAXH, "read-noise upper branch")
     p.ln_uS = am_log(1e-6)
     p.inv_ln10 = 1.0 / am_log(10.0)
-    p.rn_floor = d["x_floor"] * d["g_max"]
-    p.q_coef = d["q_coef"]
-    p.q_exp = d["q_exp"]
-    p.q_max = d["q_max"]
-    p.t_read = d["t_read"]
-    p.t0_read = d["t0_read"]
-    p.relax_on = d["relax_on"]
-    p.relax_scale = d["relax_scale"]
-    times = d["relax_t"]
-    table = d["relax_c"]
+    p.rn_floor = d.x_floor * d.g_max
+    p.q_coef = d.q_coef
+    p.q_exp = d.q_exp
+    p.q_max = d.q_max
+    p.t_read = d.t_read
+    p.t0_read = d.t0_read
+    p.relax_on = d.relax_on
+    p.relax_scale = d.relax_scale
+    times = d.relax_t
+    table = d.relax_c
     p.n_relax_t = len(times)
     p.n_relax_c = len(table[0]) if p.n_relax_t else 0
     if p.n_relax_t > AM_MAXT or p.n_relax_c > AM_MAXC:
@@ -233,9 +138,9 @@ cdef am_params _pack(dict d) except *:
             raise ValueError("relaxation coefficient rows must have equal length")
         for j in range(p.n_relax_c):
             p.relax_c[i * AM_MAXC + j] = table[i][j]
-    p.relax_table = d.get("relax_table", 0)
-    p.relax_add = d.get("relax_add", 0)
-    mean_rows = d.get("relax_m", [])
+    p.relax_table = d.relax_table
+    p.relax_add = d.relax_add
+    mean_rows = d.relax_m
     p.relax_mean_on = len(mean_rows) > 0
     for i in range(AM_MAXT * AM_MAXC):
         p.relax_m[i] = 0.0
@@ -247,18 +152,19 @@ cdef am_params _pack(dict d) except *:
                 raise ValueError("relaxation mean rows must have one value per x knot")
             for j in range(p.n_relax_c):
                 p.relax_m[i * AM_MAXC + j] = mean_rows[i][j]
-    knots = d.get("relax_x", [])
+    knots = d.relax_x
     if p.relax_table:
         if len(knots) != p.n_relax_c or p.n_relax_c < 2:
             raise ValueError("relaxation table needs one x knot per sigma column (at least 2)")
         for j in range(p.n_relax_c):
             p.relax_x[j] = knots[j]
-    # Empirical channel: pointers into float64 arrays that the caller's dict keeps alive.
-    p.emp_on = d["emp_on"]
+    # Empirical channel: pointers into float64 arrays that the CardParams (held by the
+    # KernelParams) keeps alive.
+    p.emp_on = d.emp_on
     p.emp_n_levels = p.emp_n_probs = 0
     p.emp_levels = p.emp_probs = p.emp_q = NULL
     if p.emp_on:
-        levels, probs, q = d["emp_levels"], d["emp_probs"], d["emp_q"]
+        levels, probs, q = d.emp_levels, d.emp_probs, d.emp_q
         if q.ndim != 2 or q.shape[0] != levels.shape[0] or q.shape[1] != probs.shape[0] or probs.shape[0] < 2:
             raise ValueError("empirical channel table has the wrong shape")
         p.emp_n_levels, p.emp_n_probs = levels.shape[0], probs.shape[0]
@@ -267,40 +173,94 @@ cdef am_params _pack(dict d) except *:
         p.emp_q = _f64_ptr(q.reshape(-1), q.size, "emp_q") if q.flags.c_contiguous else NULL
         if p.emp_q == NULL:
             raise ValueError("emp_q must be C-contiguous")
-    p.pr_on = d.get("pr_on", 0)
+    p.pr_on = 0  # a write-verify call's table: KernelParams.with_pulse_table
     p.pr_n_levels = p.pr_n_probs = 0
     p.pr_lo = p.pr_hi = p.pr_cumw = p.pr_inv_log1mp = p.pr_off = p.pr_probs = p.pr_q = NULL
-    if p.pr_on:
-        lo, hi, off, pprobs = d["pr_lo"], d["pr_hi"], d["pr_off"], d["pr_probs"]
-        cumw, inv, pq = d["pr_cumw"], d["pr_inv_log1mp"], d["pr_q"]
+    # stuck-at faults: a pure function of the bench's fault key (none without one)
+    p.faults_on = fault_key is not None and d.faults_on
+    p.p_stuck_lo = d.p_stuck_lo if p.faults_on else 0.0
+    p.p_stuck_lohi = p.p_stuck_lo + (d.p_stuck_hi if p.faults_on else 0.0)
+    fk0, fk1, fk2 = fault_key if p.faults_on else (0, 0, 0)
+    p.fault_key.k0, p.fault_key.k1, p.fault_key.c3 = fk0, fk1, fk2
+    p.q_stuck[0] = 0.0
+    p.q_stuck[1] = am_q(p, p.g_min * p.inv_g_max, am_lnx(p, p.g_min * p.inv_g_max)) if p.read_on else 0.0
+    p.q_stuck[2] = am_q(p, p.g_max * p.inv_g_max, am_lnx(p, p.g_max * p.inv_g_max)) if p.read_on else 0.0
+    return 0
+
+
+cdef class KernelParams:
+    """A device card packed for the kernels, once (numpy.random's pattern: the C struct
+    lives in the object): ``KernelParams(card, fault_key=None)`` with ``card`` an
+    :class:`~analogmem.emulator.card_params.CardParams` and ``fault_key`` the bench's three
+    words keying its stuck-at faults (None: no faults, whatever the card says). Immutable;
+    :meth:`with_pulse_table` gives the copy a write-verify call with the card's windows uses."""
+
+    def __init__(self, object card, object fault_key=None):
+        cdef int i
+        if fault_key is not None:
+            fault_key = tuple(int(w) for w in fault_key)
+            if len(fault_key) != 3:
+                raise ValueError("a fault key is three words")
+        _pack(&self.p, card, fault_key)
+        am_fparams_of(&self.p, &self.f)
+        keys = tuple(card.state_keys)
+        for i in range(5):
+            self.need[i] = STATE_KEYS[i] in keys
+        if not self.need[1]:
+            raise ValueError("every card needs g_prog")
+        self.card = card
+        self.fault_key = fault_key if self.p.faults_on else None
+        self.pulse_table = None
+
+    def with_pulse_table(self, object table):
+        """A copy carrying the pulse-response ``table`` (a
+        :class:`~analogmem.emulator.card_params.PulseArrays`) for ``program(verify_card=1)``."""
+        cdef KernelParams out = KernelParams.__new__(KernelParams)
+        out.p = self.p
+        out.f = self.f
+        out.need = self.need
+        out.card, out.fault_key, out.pulse_table = self.card, self.fault_key, table
+        lo, hi, off, pprobs = table.lo, table.hi, table.offset, table.probs
+        cumw, inv, pq = table.cumw, table.inv_log1mp, table.q
         nl = lo.shape[0]
         if (nl < 1 or hi.shape[0] != nl or off.shape[0] != nl or cumw.shape != (nl, AM_MAXK)
                 or inv.shape != (nl, AM_MAXK) or pq.shape != (nl, pprobs.shape[0]) or pprobs.shape[0] < 2
                 or not (cumw.flags.c_contiguous and inv.flags.c_contiguous and pq.flags.c_contiguous)):
             raise ValueError("pulse-response table has the wrong shape")
-        p.pr_n_levels, p.pr_n_probs = nl, pprobs.shape[0]
-        p.pr_lo, p.pr_hi = _f64_ptr(lo, nl, "pr_lo"), _f64_ptr(hi, nl, "pr_hi")
-        p.pr_off, p.pr_probs = _f64_ptr(off, nl, "pr_off"), _f64_ptr(pprobs, -1, "pr_probs")
-        p.pr_cumw = _f64_ptr(cumw.reshape(-1), cumw.size, "pr_cumw")
-        p.pr_inv_log1mp = _f64_ptr(inv.reshape(-1), inv.size, "pr_inv_log1mp")
-        p.pr_q = _f64_ptr(pq.reshape(-1), pq.size, "pr_q")
-    p.faults_on = d.get("faults_on", 0)
-    p.p_stuck_lo = d.get("p_stuck_lo", 0.0)
-    p.p_stuck_lohi = p.p_stuck_lo + d.get("p_stuck_hi", 0.0)
-    fk0, fk1, fk2 = d.get("fault_key", (0, 0, 0))
-    p.fault_key.k0, p.fault_key.k1, p.fault_key.c3 = fk0, fk1, fk2
-    p.q_stuck[0] = 0.0
-    p.q_stuck[1] = am_q(&p, p.g_min * p.inv_g_max, am_lnx(&p, p.g_min * p.inv_g_max)) if p.read_on else 0.0
-    p.q_stuck[2] = am_q(&p, p.g_max * p.inv_g_max, am_lnx(&p, p.g_max * p.inv_g_max)) if p.read_on else 0.0
-    return p
+        out.p.pr_on = 1
+        out.p.pr_n_levels, out.p.pr_n_probs = nl, pprobs.shape[0]
+        out.p.pr_lo, out.p.pr_hi = _f64_ptr(lo, nl, "pr_lo"), _f64_ptr(hi, nl, "pr_hi")
+        out.p.pr_off, out.p.pr_probs = _f64_ptr(off, nl, "pr_off"), _f64_ptr(pprobs, -1, "pr_probs")
+        out.p.pr_cumw = _f64_ptr(cumw.reshape(-1), cumw.size, "pr_cumw")
+        out.p.pr_inv_log1mp = _f64_ptr(inv.reshape(-1), inv.size, "pr_inv_log1mp")
+        out.p.pr_q = _f64_ptr(pq.reshape(-1), pq.size, "pr_q")
+        return out
+
+    @property
+    def faults_on(self):
+        """Whether any cell can be stuck (the card has fault probabilities and a fault key was given)."""
+        return bool(self.p.faults_on)
+
+    cdef int check_state(self, tuple arrays) except -1:
+        cdef int i
+        if len(arrays) != 5:
+            raise ValueError(f"state is five arrays {STATE_KEYS} (None where absent)")
+        for i in range(5):
+            if (arrays[i] is not None) != self.need[i]:
+                raise ValueError(f"state array {STATE_KEYS[i]} is {'missing' if self.need[i] else 'not used by this card'}")
+        return 0
+
+    def __reduce__(self):
+        return (KernelParams, (self.card, self.fault_key)) if self.pulse_table is None else \
+            (_with_table, (self.card, self.fault_key, self.pulse_table))
+
+    def __repr__(self):
+        return (f"KernelParams(state_keys={tuple(self.card.state_keys)!r}, faults_on={self.faults_on}, "
+                f"pulse_table={self.pulse_table is not None})")
 
 
-cdef am_key _key(tuple key) except *:
-    cdef am_key k
-    if len(key) != 3:
-        raise ValueError("an operation key is three 32-bit words")
-    k.k0, k.k1, k.c3 = key
-    return k
+def _with_table(card, fault_key, table):
+    return KernelParams(card, fault_key).with_pulse_table(table)
 
 
 cdef am_state _state(tuple arrays, Py_ssize_t n, bint writable) except *:
@@ -308,18 +268,25 @@ cdef am_state _state(tuple arrays, Py_ssize_t n, bint writable) except *:
     cdef am_state s
     cdef void* ptrs[5]
     cdef int i
-    if len(arrays) != 5:
-        raise ValueError(f"state is five arrays {STATE_KEYS} (None where absent)")
-    kinds = {a.dtype for a in arrays if a is not None}
-    if len(kinds) != 1 or not kinds <= {np.dtype(np.float64), np.dtype(np.float32)}:
-        raise ValueError("state arrays must all be float64 or all float32")
-    s.f32 = kinds == {np.dtype(np.float32)}
+    cdef int kind = -1, t
     for i in range(5):
         a = arrays[i]
         ptrs[i] = NULL
         if a is None:
             continue
-        if not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous or a.shape[0] != n \
+        t = cnp.PyArray_TYPE(a) if isinstance(a, np.ndarray) else -2
+        if (t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT) or (kind != -1 and t != kind):
+            raise ValueError("state arrays must all be float64 or all float32")
+        kind = t
+    if kind == -1:
+        raise ValueError("state arrays must all be float64 or all float32")
+    s.f32 = kind == cnp.NPY_FLOAT
+    for i in range(5):
+        a = arrays[i]
+        ptrs[i] = NULL
+        if a is None:
+            continue
+        if a.ndim != 1 or not a.flags.c_contiguous or a.shape[0] != n \
                 or (writable and not a.flags.writeable):
             raise ValueError(f"state array {STATE_KEYS[i]} must be a contiguous writable array of {n} values")
         ptrs[i] = cnp.PyArray_DATA(a)
@@ -329,20 +296,38 @@ cdef am_state _state(tuple arrays, Py_ssize_t n, bint writable) except *:
     return s
 
 
-def check_state(dict params, tuple arrays):
-    """Raise ValueError unless ``arrays`` holds exactly the state arrays the card needs."""
-    need = (params["relax_on"], True, params["drift_on"], params["relax_on"], params["read_on"])
-    for name, a, want in zip(STATE_KEYS, arrays, need):
-        if (a is not None) != bool(want):
-            raise ValueError(f"state array {name} is {'missing' if want else 'not used by this card'}")
+cdef inline void _program_chunk(const am_params* p, const am_fparams* f, const am_verify* vf, am_key k,
+                                int64_t first, int64_t lo, int64_t hi, const double* gt, const int8_t* st,
+                                am_state s, int32_t* pl, int8_t* sc, bint fast) noexcept nogil:
+    """Program cells lo..hi-1 (one work chunk)."""
+    if fast and s.f32:
+        am_program_fast_f32(p, f, k, first, lo, hi, gt, st, s)
+    elif fast:
+        am_program_fast(p, k, first, lo, hi, gt, st, s)
+    else:
+        am_program_cells(p, vf, k, first, lo, hi, gt, st, s, pl, sc)
 
 
-def program(dict params, tuple key, const double[::1] g_target, object stuck, tuple state, int n_threads,
+cdef inline void _read_chunk(const am_params* p, const am_fparams* f, am_key k, int64_t first, int64_t lo, int64_t hi,
+                             am_state s, const double* ag, double age0, bint uniform, void* o, int out_f32,
+                             bint fast) noexcept nogil:
+    """Read cells lo..hi-1 (one work chunk)."""
+    if s.f32 and fast:
+        am_read_fast_f32(p, f, k, first, lo, hi, s, age0, <float*> o)
+    elif s.f32:
+        am_read_cells_f32(p, f, k, first, lo, hi, s, ag, uniform, <float*> o)
+    elif fast:
+        am_read_fast(p, k, first, lo, hi, s, age0, o, out_f32)
+    else:
+        am_read_cells(p, k, first, lo, hi, s, ag, uniform, o, out_f32)
+
+
+def program(KernelParams params, tuple key, const double[::1] g_target, object stuck, tuple state, int n_threads,
             Py_ssize_t first=0,
             int verify_max_pulses=0, double tol_abs=0.0, double tol_rel=0.0,
             int32_t[::1] pulses=None, int8_t[::1] success=None, int verify_card=0, bint general=False):
-    """Program cells: for every cell ``i`` of ``g_target`` (op-local position ``first + i``, draws
-    keyed by ``key``) write the state arrays ``state = (g_eff, g_prog, nu, z_relax, q_read)``
+    """Program cells of the card ``params``: for every cell ``i`` of ``g_target`` (op-local
+    position ``first + i``, draws keyed by ``key``) write the state arrays ``state = (g_eff, g_prog, nu, z_relax, q_read)``
     (None where the card has no such component): the effective target (stuck cells at their
     stuck value), the programmed conductance (S), the drift exponent, the relaxation latent
     and the read-noise factor Q_s. ``stuck`` is an int8 array (0/1/2) per cell or None.
@@ -354,8 +339,9 @@ def program(dict params, tuple key, const double[::1] g_target, object stuck, tu
     ``verify_card`` the card's pulse-response model and windows replace that loop (every
     target must lie in one of the card's windows). ``general`` forces the one-cell-at-a-time
     path (for tests: it must equal the vectorised one bit for bit)."""
-    cdef am_params p = _pack(params)
-    cdef am_key k = _key(key)
+    cdef const am_params* p = &params.p
+    cdef const am_fparams* f = &params.f
+    cdef am_key k = op_key(key)
     cdef am_verify vf
     cdef Py_ssize_t n = g_target.shape[0]
     cdef Py_ssize_t chunk = WORK_CHUNK
@@ -363,7 +349,7 @@ def program(dict params, tuple key, const double[::1] g_target, object stuck, tu
     cdef Py_ssize_t c
     cdef const int8_t* st = NULL
     cdef int8_t[::1] stuck_mv
-    check_state(params, state)
+    params.check_state(state)
     cdef am_state s = _state(state, n, True)
     if stuck is not None:
         stuck_mv = stuck
@@ -389,26 +375,25 @@ def program(dict params, tuple key, const double[::1] g_target, object stuck, tu
         sc = &success[0]
     cdef const double* gt = &g_target[0]
     cdef bint fast = not general and verify_max_pulses == 0 and not p.emp_on
-    cdef am_fparams f
-    am_fparams_of(&p, &f)
+    if n_chunks == 1 or n_threads <= 1:  # no parallel region to open (its start costs more than a few cells)
+        with nogil:
+            for c in range(n_chunks):
+                _program_chunk(p, f, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc, fast)
+        return
     with nogil:
-        for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            if fast and s.f32:
-                am_program_fast_f32(&p, &f, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s)
-            elif fast:
-                am_program_fast(&p, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s)
-            else:
-                am_program_cells(&p, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc)
+        for c in prange(n_chunks, schedule="dynamic", num_threads=n_threads):
+            _program_chunk(p, f, &vf, k, first, c * chunk, min(n, (c + 1) * chunk), gt, st, s, pl, sc, fast)
 
 
-def read(dict params, tuple key, tuple state, const double[::1] age_s, object out, int n_threads,
+def read(KernelParams params, tuple key, tuple state, const double[::1] age_s, object out, int n_threads,
          Py_ssize_t first=0, bint general=False):
     """Read cells: ``out`` (S; float64 or float32) from the programmed ``state`` (as for
     :func:`program`), ``age_s`` seconds after each cell was programmed (one value for all
     cells, or one per cell); draws keyed by ``key`` and each cell's op-local position
     ``first + i``."""
-    cdef am_params p = _pack(params)
-    cdef am_key k = _key(key)
+    cdef const am_params* p = &params.p
+    cdef const am_fparams* f = &params.f
+    cdef am_key k = op_key(key)
     if not isinstance(out, np.ndarray) or out.ndim != 1 or not out.flags.c_contiguous \
             or out.dtype not in (np.float64, np.float32) or not out.flags.writeable:
         raise ValueError("out must be a contiguous writable float64 or float32 array")
@@ -417,7 +402,7 @@ def read(dict params, tuple key, tuple state, const double[::1] age_s, object ou
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
     cdef Py_ssize_t c
     cdef bint uniform = age_s.shape[0] == 1
-    check_state(params, state)
+    params.check_state(state)
     cdef am_state s = _state(state, n, False)
     cdef int out_f32 = out.dtype == np.float32
     cdef void* o = cnp.PyArray_DATA(out)
@@ -430,25 +415,21 @@ def read(dict params, tuple key, tuple state, const double[::1] age_s, object ou
     cdef const double* ag = &age_s[0]
     cdef double age0 = age_s[0]
     cdef bint fast = not general and uniform and not p.relax_table
-    cdef am_fparams f
-    am_fparams_of(&p, &f)
+    if n_chunks == 1 or n_threads <= 1:
+        with nogil:
+            for c in range(n_chunks):
+                _read_chunk(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, age0, uniform, o, out_f32, fast)
+        return
     with nogil:
-        for c in prange(n_chunks, schedule="dynamic", num_threads=max(n_threads, 1)):
-            if s.f32 and fast:
-                am_read_fast_f32(&p, &f, k, first, c * chunk, min(n, (c + 1) * chunk), s, age0, <float*> o)
-            elif s.f32:
-                am_read_cells_f32(&p, &f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, uniform, <float*> o)
-            elif fast:
-                am_read_fast(&p, k, first, c * chunk, min(n, (c + 1) * chunk), s, age0, o, out_f32)
-            else:
-                am_read_cells(&p, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, uniform, o, out_f32)
+        for c in prange(n_chunks, schedule="dynamic", num_threads=n_threads):
+            _read_chunk(p, f, k, first, c * chunk, min(n, (c + 1) * chunk), s, ag, age0, uniform, o, out_f32, fast)
 
 
-def stuck(dict params, Py_ssize_t first, Py_ssize_t n, object addresses=None, int n_threads=1):
+def stuck(KernelParams params, Py_ssize_t first, Py_ssize_t n, object addresses=None, int n_threads=1):
     """Stuck-at states (int8: 0 healthy, 1 at g_min, 2 at g_max) of the cells at
     ``addresses`` (int64 array) or, without, of cells ``first .. first + n - 1``: a pure
     function of the card's fault probabilities, the bench's fault key and the address."""
-    cdef am_params p = _pack(params)
+    cdef const am_params* p = &params.p
     cdef const int64_t* ad = NULL
     cdef int64_t[::1] a_mv
     if addresses is not None:
@@ -466,109 +447,10 @@ def stuck(dict params, Py_ssize_t first, Py_ssize_t n, object addresses=None, in
     with nogil:
         for c in prange(n_chunks, schedule="static", num_threads=max(n_threads, 1)):
             lo = c * chunk
-            am_stuck_cells(&p, first + lo, (ad + lo) if ad != NULL else NULL, min(n, lo + chunk) - lo, &o[lo])
-    return out
-
-
-def philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1):
-    """One Philox4x32-10 block (for known-answer tests)."""
-    cdef uint64_t a, b
-    am_philox(c0, c1, c2, c3, k0, k1, &a, &b)
-    return (int(a & 0xFFFFFFFF), int(a >> 32), int(b & 0xFFFFFFFF), int(b >> 32))
-
-
-def draws(tuple key, Py_ssize_t n_cells, int n_draws, str kind="bits"):
-    """``(n_cells, n_draws)`` draws of cells 0.. of an operation: raw 64-bit words
-    (``kind="bits"``), uniforms, normals, or (``"read_normal"``, one column) the read-noise
-    normals of cells 0.. of a read; ``"normal_f32"`` (at most two columns) and
-    ``"read_normal_f32"`` the same for float32 benches (for tests of the stream and its
-    transforms)."""
-    cdef am_key k = _key(key)
-    cdef Py_ssize_t i
-    cdef int d
-    modes = {"bits": 0, "uniform": 1, "normal": 2, "read_normal": 3, "normal_f32": 4, "read_normal_f32": 5}
-    if kind not in modes:
-        raise ValueError(f"kind must be one of {sorted(modes)}")
-    if kind == "normal_f32" and n_draws > 2:
-        raise ValueError("float32 programs draw at most two normals per cell from a shared block")
-    out = np.empty((n_cells, n_draws), dtype=np.uint64 if kind == "bits" else np.float64)
-    cdef uint64_t[:, ::1] ob
-    cdef double[:, ::1] of
-    cdef uint64_t w
-    if kind == "bits":
-        ob = out
-    else:
-        of = out
-    cdef int mode = modes[kind]
-    with nogil:
-        for i in range(n_cells):
-            for d in range(n_draws):
-                w = am_draw(k, <uint64_t> i, <uint32_t> d)
-                if mode == 0:
-                    ob[i, d] = w
-                elif mode == 1:
-                    of[i, d] = am_uniform(w)
-                elif mode == 2:
-                    of[i, d] = am_normal_draw(k, <uint64_t> i, <uint32_t> d)
-                elif mode == 3:
-                    of[i, d] = am_read_normal(k, <uint64_t> i)
-                elif mode == 4:
-                    of[i, d] = am_normal_draw_f(k, <uint64_t> i, <uint32_t> d)
-                else:
-                    of[i, d] = am_read_normal_f(k, <uint64_t> i)
-    return out
-
-
-def elementary(str name, const double[::1] x):
-    """The kernels' own ``log``, ``exp``, ``sin2pi`` (sin 2 pi x) or ``cos2pi`` of each
-    ``x``, or their float32 versions ``logf``, ``expf``, ``sin2pif``, ``cos2pif`` (of x
-    rounded to float32; for tests)."""
-    cdef Py_ssize_t i, n = x.shape[0]
-    out = np.empty(n)
-    cdef double[::1] o = out
-    cdef double sv, cv
-    cdef float sf, cf
-    cdef int which = {"log": 0, "exp": 1, "sin2pi": 2, "cos2pi": 3, "logf": 4, "expf": 5, "sin2pif": 6,
-                      "cos2pif": 7}[name]
-    with nogil:
-        for i in range(n):
-            if which == 0:
-                o[i] = am_log(x[i])
-            elif which == 1:
-                o[i] = am_exp(x[i])
-            elif which <= 3:
-                am_sincos2pi(x[i], &sv, &cv)
-                o[i] = sv if which == 2 else cv
-            elif which == 4:
-                o[i] = am_logf(<float> x[i])
-            elif which == 5:
-                o[i] = am_expf(<float> x[i])
-            else:
-                am_sincos2pif(<float> x[i], &sf, &cf)
-                o[i] = sf if which == 6 else cf
+            am_stuck_cells(p, first + lo, (ad + lo) if ad != NULL else NULL, min(n, lo + chunk) - lo, &o[lo])
     return out
 
 
 def max_threads():
     """Threads OpenMP would use by default (1 without OpenMP)."""
     return am_max_threads()
-
-
-def threads_used(int n_threads, Py_ssize_t n_items=4096):
-    """How many distinct threads actually ran a parallel loop of ``n_items`` iterations
-    with ``num_threads=n_threads`` (a probe for tests: 1 means the loop ran serially)."""
-    cdef int* seen = <int*> malloc(n_items * sizeof(int))
-    cdef Py_ssize_t i
-    cdef double acc
-    cdef int j
-    if seen == NULL:
-        raise MemoryError()
-    with nogil:
-        for i in prange(n_items, schedule="static", chunksize=1, num_threads=max(n_threads, 1)):
-            acc = 0.0
-            for j in range(2000):
-                acc = acc + sqrt(<double>(i + j))
-            seen[i] = threadid() + (0 if acc >= 0 else 1)
-    ids = set(seen[i] for i in range(n_items))
-    free(seen)
-    return len(ids)

@@ -13,6 +13,17 @@
 
 #include "am_kernels.h"
 
+/* x where keep is 1, +0.0 where keep is 0 (x >= 0 or any finite x), by a bit mask: a multiply
+ * by (double)keep is turned back into a branch by the compiler, mispredicted at random on data
+ * such as a weight's sign */
+static inline double am_keep(double x, int64_t keep) {
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    u &= (uint64_t)0 - (uint64_t)keep;
+    memcpy(&x, &u, 8);
+    return x;
+}
+
 #define AM_CODEC_MAXG 8    /* coefficient groups (distinct cells of one copy), at most */
 #define AM_CODEC_MAXK 512  /* candidates, at most */
 
@@ -88,5 +99,47 @@ AM_CLONES static void am_mmse_rows(int64_t n, int C, int G, int K, const double*
         out[i] = num / den;
     }
 }
+
+/* Posterior means of n weights by interpolation on a padded table of them (see
+ * analogmem.storage._codec.mmse_table): c = 1 or 2 reads per weight (S, g[q*c + j]) to grid
+ * coordinates u = ((g - g_min)/span - y0)/h; node N of each read is its censored table (a read
+ * at or below thr, relative units, takes node N with fraction 0). t: (c == 2 ? N+2 : 1) rows of
+ * N + 2. Written without data-dependent branches (integer clamps, selects by multiplication):
+ * censored reads are half the cells of a differential pair, and a branch on them is
+ * mispredicted at random. */
+#define AM_TABLE_LOOP(NAME, GT, WT)                                                                       \
+static void NAME(int64_t n, int c, const GT* restrict g, double g_min, double inv_span, double y0,       \
+                 double inv_h, double thr, int64_t N, const double* restrict t, WT* restrict out) {       \
+    const int64_t W = N + 2, top = N - 2;                                                                 \
+    for (int64_t q = 0; q < n; q++) {                                                                     \
+        double y1 = ((double)g[q * c] - g_min) * inv_span, u1 = (y1 - y0) * inv_h;                        \
+        int64_t i1 = (int64_t)u1, cen1 = y1 <= thr;                                                       \
+        i1 = i1 < 0 ? 0 : i1;                                                                             \
+        i1 = i1 > top ? top : i1;                                                                         \
+        double f1 = u1 - (double)i1;                                                           \
+        f1 = am_keep(f1, (f1 > 0.0) & (cen1 == 0));                                               \
+        f1 = f1 > 1.0 ? 1.0 : f1;                              \
+        i1 += cen1 * (N - i1);                                                                            \
+        if (c == 1) {                                                                                     \
+            out[q] = (WT)(t[i1] * (1.0 - f1) + t[i1 + 1] * f1);                                           \
+            continue;                                                                                     \
+        }                                                                                                 \
+        double y2 = ((double)g[q * c + 1] - g_min) * inv_span, u2 = (y2 - y0) * inv_h;                    \
+        int64_t i2 = (int64_t)u2, cen2 = y2 <= thr;                                                       \
+        i2 = i2 < 0 ? 0 : i2;                                                                             \
+        i2 = i2 > top ? top : i2;                                                                         \
+        double f2 = u2 - (double)i2;                                                           \
+        f2 = am_keep(f2, (f2 > 0.0) & (cen2 == 0));                                               \
+        f2 = f2 > 1.0 ? 1.0 : f2;                              \
+        i2 += cen2 * (N - i2);                                                                            \
+        const double* r0 = t + i1 * W + i2;                                                               \
+        const double* r1 = r0 + W;                                                                        \
+        out[q] = (WT)((r0[0] * (1.0 - f2) + r0[1] * f2) * (1.0 - f1) + (r1[0] * (1.0 - f2) + r1[1] * f2) * f1); \
+    }                                                                                                     \
+}
+AM_TABLE_LOOP(am_table_ff, float, float)
+AM_TABLE_LOOP(am_table_fd, float, double)
+AM_TABLE_LOOP(am_table_df, double, float)
+AM_TABLE_LOOP(am_table_dd, double, double)
 
 #endif

@@ -50,6 +50,9 @@ typedef struct {
     uint32_t k0, k1, c3;
 } am_key;
 
+/* A card's parameters, packed once per bench by _kernels.KernelParams (ext/_kernels.pyx) from a
+   CardParams (analogmem/emulator/card_params.py). Cython sees this struct through its one
+   declaration in ext/am_kernels.pxd: a field added here that Cython code sets goes there too. */
 typedef struct {
     double g_min, g_max, inv_g_max, clip_lo, clip_hi, x_floor;
     /* programming noise: scale * sum_k prog_c[k] x^k (S); zero-padded to AM_MAXC */

@@ -98,7 +98,7 @@ def _arrhenius_times_rtol(card: dict[str, Any]) -> float:
     return 1e-3 * r["activation_energy_stderr_eV"] / BOLTZMANN_eV_per_K * (1 / r["reference_temperature_K"] - 1 / hottest)
 
 
-#: The rram-radar card (calibration/fit_radar_card.py): which fields come from which fit.
+#: The rram-radar card (scripts/cards/fit_radar_card.py): which fields come from which fit.
 RRAM_RADAR = {
     "retention.activation_energy_eV": FieldTolerance(
         "least-squares Arrhenius fit (scipy least_squares, xtol 1e-8): 1/1000 of its own standard error",

@@ -1,4 +1,4 @@
-"""Joint pruning + cell allocation (analogmem.storage.allocate; thesis ch.3, DESIGN §5)."""
+"""Joint pruning + cell allocation (analogmem.storage.allocate; thesis ch.3; Isik et al., ACM TECS 2023)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spread growth through bakes as a law in Arrhenius-equivalent age (issue #28).
+"""Spread growth through bakes as a law in Arrhenius-equivalent age (scripts/cards/README.md, "Retention past the tabulated ages").
 
 ``analogmem.calibrate.bake_law``: σ_post = σ_pre (t/t_pre)^c_L per level, with a
 bake-to-bake and a level-to-level component; the shipped rram-radar card's rows past its

@@ -22,14 +22,9 @@ needs_data = pytest.mark.skipif(not STANFORD.exists(), reason="../shared/data no
 
 
 def stanford_tidy() -> pd.DataFrame:
-    import importlib.util
-    from pathlib import Path
+    from scripts.cards import convert_stanford_pcm
 
-    spec = importlib.util.spec_from_file_location(
-        "convert_stanford_pcm", Path(__file__).resolve().parents[1] / "calibration" / "convert_stanford_pcm.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.convert(STANFORD)
+    return convert_stanford_pcm.convert(STANFORD)
 
 
 @needs_data
@@ -173,7 +168,7 @@ def test_empirical_card_rejects_time_models_and_bad_tables(card_text):
 
 
 def test_calibrate_command_writes_card_plot_and_json(tmp_path):
-    """The card, the JSON, and the plot only where --plot asks for it (issue #16)."""
+    """The card, the JSON, and the plot only where --plot asks for it."""
     rng = np.random.default_rng(2)
     table = pd.DataFrame({"target_S": np.repeat([5e-6, 10e-6, 20e-6], 100),
                           "read_value_S": np.repeat([5e-6, 10e-6, 20e-6], 100) * np.exp(rng.normal(0, 0.05, 300))})

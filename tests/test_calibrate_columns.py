@@ -5,7 +5,6 @@ columns for one role)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -102,15 +101,14 @@ def test_cli_flags_and_their_errors(tmp_path, capsys):
 @pytest.mark.skipif(not STANFORD.exists(), reason="../shared/data not present")
 def test_stanford_table_calibrates_directly_and_gives_the_converter_routes_card(tmp_path):
     """The issue's command on the shared Stanford table, and the converter route of
-    calibration/README.md, give the same card: every table bit-identical (same reads in the
+    scripts/cards/README.md, give the same card: every table bit-identical (same reads in the
     same order through the same fit), only the recorded column mapping differs."""
     direct, via, tidy = tmp_path / "X.toml", tmp_path / "Y.toml", tmp_path / "tidy.csv"
     assert main(["calibrate", str(STANFORD), "--target-column", "write_voltage_V", "--read-column",
                  "read_resistance_ohm", "--out", str(direct)]) == 0
-    spec = importlib.util.spec_from_file_location("convert_stanford_pcm", ROOT / "calibration" / "convert_stanford_pcm.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.main([str(STANFORD), str(tidy)]) == 0
+    from scripts.cards import convert_stanford_pcm
+
+    assert convert_stanford_pcm.main([str(STANFORD), str(tidy)]) == 0
     assert main(["calibrate", str(tidy), "--out", str(via)]) == 0
     a, b = (tomllib.loads(p.read_text()) for p in (direct, via))
     ma, mb = a["fit_report"].pop("column_mapping"), b["fit_report"].pop("column_mapping")

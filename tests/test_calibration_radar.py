@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,9 @@ needs_data = pytest.mark.skipif(not RADAR.exists(), reason="../shared/data not p
 
 
 def converter():
-    spec = importlib.util.spec_from_file_location(
-        "convert_radar", Path(__file__).resolve().parents[1] / "calibration" / "convert_radar.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from scripts.cards import convert_radar
+
+    return convert_radar
 
 
 @needs_data

@@ -11,7 +11,7 @@ import analogmem
 from analogmem import DeviceCardError, load_device
 from analogmem.emulator.cells import parse_card
 
-# DESIGN §2, Wan et al. 2022 (aihwkit ReRamWan2022NoiseModel): σ(x) polynomials in µS at
+# Wan et al., Nature 2022 (aihwkit ReRamWan2022NoiseModel): σ(x) polynomials in µS at
 # g_max = 40 µS, coefficients low -> high order.
 WAN = {
     1.0: [0.348, 16.030, -43.853, 45.393, -16.815],
@@ -43,7 +43,7 @@ def test_load_by_path_equals_load_by_name(tmp_path, card_text):
 
 
 def test_pcm_card_matches_design_formulas():
-    """DESIGN §2 published PCM model, coefficient by coefficient and its sanity values."""
+    """The published PCM model (Nandakumar et al., ICECS 2019), coefficient by coefficient and its sanity values."""
     dev = load_device("pcm-nandakumar2019")
     g_max = 25e-6
     assert dev.g_max_S == g_max and dev.drift.t0_s == 20.0 and dev.read_noise.t_read_s == 250e-9
@@ -53,7 +53,7 @@ def test_pcm_card_matches_design_formulas():
     np.testing.assert_allclose(dev.drift_mu(g), np.clip(-0.0155 * np.log(x) + 0.0244, 0.049, 0.1), rtol=1e-12)
     np.testing.assert_allclose(dev.drift_sigma(g), np.clip(-0.0125 * np.log(x) - 0.0059, 0.008, 0.045), rtol=1e-12)
     np.testing.assert_allclose(dev.read_noise_q(g), np.minimum(0.0088 / x**0.65, 0.2), rtol=1e-12)
-    # Sanity values stated in DESIGN §2.
+    # Sanity values of the published model (Nandakumar et al., ICECS 2019).
     assert dev.sigma_program_S(0.5 * g_max) * 1e6 == pytest.approx(0.953, abs=5e-4)
     for t, factor in ((3600.0, 0.775), (86400.0, 0.664), (365 * 86400.0, 0.497)):
         assert dev.drift_factor(0.049, t) == pytest.approx(factor, abs=5e-4)

@@ -43,3 +43,30 @@ def test_devices_and_info(tmp_path, capsys):
 def test_console_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "analogmem", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("analogmem ")
+
+
+def test_every_command_is_one_row_of_commands_and_help_imports_none_of_them():
+    """``analogmem -h`` lists every command of ``cli.COMMANDS`` with its summary and imports no
+    command module (so none of torch, Flower, PyVISA); running one imports only its own."""
+    code = """
+import sys
+from analogmem.cli import COMMANDS, main
+try:
+    main(["-h"])
+except SystemExit:
+    pass
+heavy = [m for m in ("torch", "flwr", "pyvisa", "transformers", "analogmem.jobs.store_resnet",
+                     "analogmem.federated.cli", "analogmem.instrument.cli") if m in sys.modules]
+print("HEAVY", heavy)
+assert main(["devices"]) == 0
+print("AFTER", [m for m in ("analogmem.privacy.cli", "analogmem.pruning.cli") if m in sys.modules])
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    from analogmem.cli import COMMANDS
+
+    for name, (target, summary) in COMMANDS.items():
+        assert f"    {name}" in res.stdout and summary.split()[0] in res.stdout, name
+        module, _, function = target.partition(":")
+        assert function, f"{name}: {target!r} is not module:function"
+    assert "HEAVY []" in res.stdout and "AFTER []" in res.stdout, res.stdout[-400:]

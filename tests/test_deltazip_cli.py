@@ -82,6 +82,6 @@ def test_command_reports_bad_settings(capsys):
     args = parse(["deltazip", "--preset", "tiny", "--sparsity", "1.5", "--methods", "magnitude-rtn",
                   "--store-card", "none", "--no-progress"])
     assert args.func(args) == 2
-    assert "sparsity must be in [0, 1)" in capsys.readouterr().err
+    assert "DeltaZipError: sparsity must be a fraction in [0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["deltazip", "--methods", "zip"])

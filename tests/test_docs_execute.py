@@ -16,7 +16,7 @@ A block that reads ``$ANALOGMEM_DATA`` runs with it pointed at the measured data
 they are on this machine (``tests/stats_helpers.SHARED_DATA``), and is skipped otherwise.
 
 Python blocks run in a fresh interpreter, shell blocks with ``bash -e -o pipefail``; both in
-a temporary folder where ``benchmarks/``, ``calibration/``, ``devices/``, ``notebooks/`` and
+a temporary folder where ``benchmarks/``, ``scripts/``, ``devices/``, ``notebooks/`` and
 ``tests/`` of the checkout are linked and ``docs/results/`` is empty, so a command that
 regenerates a result of the docs writes there, never into the checkout. The interpreter's
 ``bin`` folder (``analogmem``) comes first on ``PATH``.
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PYTHON = {"python", "py", "python3"}
 SHELL = {"bash", "sh", "shell", "console"}
-LINKED = ("benchmarks", "calibration", "devices", "notebooks", "tests")
+LINKED = ("benchmarks", "scripts", "devices", "notebooks", "tests")
 _MARK = re.compile(r"<!--\s*(docs-test|readme-test):\s*(.*?)\s*-->", re.S)
 
 

@@ -1,11 +1,10 @@
-"""The results tables in README.md and docs/*.md are what docs/tables.py renders from the JSON in
+"""The results tables in README.md and docs/*.md are what scripts/docs_tables.py renders from the JSON in
 docs/results/ (issue 19): a number edited by hand, or a table left behind after its JSON was
 regenerated, fails here. Regenerating the JSON itself is on demand (the command is printed under
 each table); this test only reads files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,19 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _tables():
-    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "docs" / "tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tables = _tables()
+from scripts import docs_tables as tables
 
 
 def test_every_generated_block_equals_what_its_json_renders_to():
     problems = tables.check()
-    assert not problems, "docs out of date; run `python docs/tables.py --write`:\n" + "\n".join(problems)
+    assert not problems, "docs out of date; run `python -m scripts.docs_tables --write`:\n" + "\n".join(problems)
 
 
 def test_a_number_edited_by_hand_in_a_doc_table_fails_the_check(tmp_path):

@@ -72,6 +72,7 @@ def test_bad_settings_raise_before_anything_is_spawned(field, value, match):
         DSGDConfig(**{field: value}).validate()
 
 
-def test_cli_rejects_a_bad_density_without_training():
-    with pytest.raises(DSGDError, match="density"):
-        main(["dsgd", "--density", "0", "--no-progress"])
+def test_cli_rejects_a_bad_density_without_training(capsys):
+    assert main(["dsgd", "--density", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("analogmem dsgd: error: DSGDError: ") and "density" in err, err

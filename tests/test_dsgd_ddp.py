@@ -9,7 +9,7 @@ actually handed to the collective. The checks:
 - exactly k = round(density·n) distinct indices per bucket per step are sent;
 - the ledger's bits equal numel·element_size·8 of the tensors the spy saw, and split into
   32-bit indices + 32-bit values;
-- error feedback (DESIGN §6, m ← p − sent with p = g + m): sent + new memory == g + old memory
+- error feedback (docs/dsgd.md, m ← p − sent with p = g + m): sent + new memory == g + old memory
   exactly, per bucket, and — across the bucket rebuild, per parameter — Σ sent + final memory
   == Σ g;
 - DDP's reduced gradient is exactly the average over ranks of the densified (index, value) pairs;

@@ -1,6 +1,6 @@
 """Sparsifiers, error feedback and the wire format of analogmem.dsgd (thesis ch.5, no processes).
 
-rTop-k (Barnes, Inan, Isik, Özgür, JSAIT 2020), as DESIGN §6 states it: p = g + m; T = the r
+rTop-k (Barnes, Inan, Isik, Özgür, JSAIT 2020), as docs/dsgd.md states it: p = g + m; T = the r
 indices of largest |p|; S = a uniformly random k-subset of T; send (S, p[S]); m ← p − sent.
 """
 

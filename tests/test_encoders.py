@@ -1,4 +1,4 @@
-"""Encoders/decoders of analogmem.storage.encoders (thesis ch.3, DESIGN §5)."""
+"""Encoders/decoders of analogmem.storage.encoders (thesis ch.3; Isik et al., ACM TECS 2023)."""
 
 from __future__ import annotations
 

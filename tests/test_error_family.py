@@ -250,3 +250,31 @@ def test_the_formerly_bare_raises_are_now_in_the_family(tmp_path):
     assert not card.relaxation.enabled  # a PCM card: drift, no relaxation model
     with pytest.raises(DeviceCardError, match="has no relaxation model"):
         card.sigma_total_relaxation_S(np.array([1e-6]), 1.0)
+
+
+def test_a_refusal_is_one_line_naming_its_class_with_the_documented_status(capsys, tmp_path):
+    """``analogmem._cli_output``: every command refuses in one line ``COMMAND: error: Class:
+    message`` (notes on the same line) and exits 2 for a refused input, 1 for an instrument
+    that failed; ``write_outputs`` writes only what was asked for."""
+    import argparse
+
+    from analogmem._cli_output import EXIT_FAILED, EXIT_REFUSED, exit_status, refuse, write_outputs
+    from analogmem.errors import InstrumentError, PathError, SettingError
+    from analogmem.instrument.errors import InstrumentConnectionError
+
+    err = SettingError("--rows must be an integer >= 1, got 0")
+    err.add_note("nothing was sent")
+    assert refuse("analogmem bench read", err) == EXIT_REFUSED == 2
+    assert capsys.readouterr().err == ("analogmem bench read: error: SettingError: --rows must be an integer >= 1, "
+                                       "got 0 (nothing was sent)\n")
+    assert refuse("analogmem bench read", InstrumentConnectionError("no answer")) == EXIT_FAILED == 1
+    assert capsys.readouterr().err == "analogmem bench read: error: InstrumentConnectionError: no answer\n"
+    assert exit_status(InstrumentError("x")) == 1 and exit_status(PathError("x")) == 2
+
+    args = argparse.Namespace(json=tmp_path / "r.json", plot=None, seed=3)
+    write_outputs(args, {"rows": [1]}, plot=lambda path: (_ for _ in ()).throw(AssertionError("no --plot")))
+    import json
+
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["rows"] == [1] and doc["provenance"]["seed"] == 3
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'r.json'}\n"

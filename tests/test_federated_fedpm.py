@@ -60,7 +60,7 @@ def test_forward_masks_are_bernoulli_theta_and_gradient_is_straight_through():
         assert abs(float(draws[:, j].mean()) - t) <= 5 * math.sqrt(t * (1 - t) / 4000)
     coeff = torch.tensor([2.0, -1.0, 3.0])
     (BernoulliStraightThrough.apply(theta, g) * coeff).sum().backward()
-    # DESIGN §6: straight-through θ·grad, i.e. ∂L/∂θ = θ·∂L/∂m
+    # FedPM (Isik et al., ICLR 2023): straight-through θ·grad, i.e. ∂L/∂θ = θ·∂L/∂m
     torch.testing.assert_close(theta.grad, theta.detach() * coeff)
 
 

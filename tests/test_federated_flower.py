@@ -191,7 +191,7 @@ def test_cli_rejects_bad_settings_before_starting_ray():
     parser = argparse.ArgumentParser(prog="analogmem")
     add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["fl", "fedpm", "--fraction", "1.5", "--no-progress"])
-    with pytest.raises(FederatedError, match="fraction must be a number in \\(0, 1\\]"):
+    with pytest.raises(FederatedError, match="fraction must be a fraction in \\(0, 1\\]"):
         args.func(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["fl"])

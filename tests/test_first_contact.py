@@ -137,7 +137,7 @@ def test_level_targets_of_a_write_verify_card_program_into_their_levels():
     assert np.all(targets >= np.array(pr.window_lo_S)) and np.all(targets <= np.minimum(pr.window_hi_S, card.g_max_S))
     bench = analogmem.EmulatedBench(card, 64 * pr.n_levels, seed=3)
     report = bench.program(np.repeat(targets, 64), verify=analogmem.WriteVerify.card())
-    # the card's data verify >= 90 % of cells of every level within its budget (calibration/README)
+    # the card's data verify >= 90 % of cells of every level within its budget (scripts/cards/README)
     assert np.mean(report.success) > 0.9
     with pytest.raises(DeviceCardError, match="no \\[write_verify\\]"):
         analogmem.load_device("pcm-nandakumar2019").level_targets_S
@@ -159,13 +159,13 @@ def test_data_path_names_the_variable(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["-m", "analogmem", "calibrate", "/pcm-stanford/partial_reset_pcm.csv", "--out", "c.toml"],
-    [str(ROOT / "calibration" / "convert_stanford_pcm.py"), "/pcm-stanford/partial_reset_pcm.csv", "t.csv"],
-    [str(ROOT / "calibration" / "convert_radar.py"), "/rram-radar", "out"],
+    ["-m", "scripts.cards.convert_stanford_pcm", "/pcm-stanford/partial_reset_pcm.csv", "t.csv"],
+    ["-m", "scripts.cards.convert_radar", "/rram-radar", "out"],
 ])
 def test_a_documented_data_command_without_the_data_is_one_line_naming_the_variable(argv, tmp_path):
     """The docs' commands read ``"$ANALOGMEM_DATA/..."``; unset, the shell makes that
     ``/pcm-stanford/...``, and the command says what to set instead of a traceback."""
-    env = {k: v for k, v in os.environ.items() if k != DATA_ENV}
+    env = {k: v for k, v in os.environ.items() if k != DATA_ENV} | {"PYTHONPATH": str(ROOT)}  # for scripts.cards
     r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
@@ -187,19 +187,11 @@ def _parsers(parser, path=()):
 
 
 def full_parser():
-    """``analogmem``'s parser with the delegated commands in it too (they are imported only
-    when run: built here the way they build it)."""
-    import argparse
-    import importlib
+    """``analogmem``'s parser with every command's full parser in it (``main`` imports only the
+    command it runs)."""
+    from analogmem.cli import build_parser
 
-    from analogmem.cli import _DELEGATED, build_parser
-
-    root = build_parser()
-    for name, (module, _) in _DELEGATED.items():
-        parser = argparse.ArgumentParser(prog="analogmem")
-        importlib.import_module(module).add_subparser(parser.add_subparsers(dest="command"))
-        root._subparsers._group_actions[0].choices[name] = parser._subparsers._group_actions[0].choices[name]
-    return root
+    return build_parser(None)
 
 
 def test_every_command_has_a_plain_text_description():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analogmem import PathError
+from analogmem import AnalogMemError, PathError
 from analogmem._io import check_paths
 from analogmem.cli import main
 
@@ -108,11 +108,11 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser = cli.build_parser("devices")
+    monkeypatch.setattr(cli, "build_parser", lambda command=None: parser)
     parser._subparsers._group_actions[0].choices["devices"].set_defaults(func=interrupted)
     assert main(["devices"]) == 130
-    assert capsys.readouterr().err == "analogmem devices: interrupted\n"
+    assert capsys.readouterr().err == "analogmem devices: interrupted (Ctrl-C)\n"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -132,21 +132,24 @@ def test_nonsense_sizes_and_seeds_are_refused_at_once(work, capsys, argv, messag
 
 # ---------------------------------------------------------------- every command, bad input
 #: One bad value per command and sub-command, each accepted by argparse and refused by the
-#: command's own checks before any work, with the message expected on the one line.
-#: ``bench`` commands exit with status 1 (documented in ``instrument/cli._guarded``), the
-#: rest with 2 (``analogmem.cli.main``).
+#: command's own checks before any work, with the message expected on the one line. Every
+#: refused input exits with status 2, bench commands too (``analogmem._cli_output``: 1 is
+#: for a run that started and failed, such as an instrument that stopped answering).
 BAD_VALUES = [
     (["demo", "--chips", "0"], 2, r"StoreJobError: --chips must be >= 1"),
     (["store", "--budgets", "0"], 2, r"StoreJobError: budgets must be whole numbers"),
     (["cells", "--levels", "1", "--cells", "100"], 2, r"SettingError: --levels \(levels\) must be an integer >= 2"),
     (["calibrate", "missing.csv", "--out", "z.toml"], 2, r"PathError: data 'missing.csv' does not exist"),
     (["devices", "--json", "/proc/nope/d.json"], 2, r"PathError: --json '/proc/nope/d.json' cannot be written"),
-    (["bench", "read", "--resource", "X", "--out", "r.csv", "--rows", "0"], 1, r"--rows must be an integer >= 1"),
-    (["bench", "program", "--resource", "X", "--out", "p.csv", "--rows", "0", "--levels", "4"], 1,
-     r"--rows must be an integer >= 1"),
-    (["bench", "characterise", "--resource", "X", "--out", "c.csv", "--rows", "0"], 1, r"--rows must be an integer"),
-    (["bench", "plan", "--device", "rram-wan2022", "--out", "plan.csv", "--rows", "0"], 1, r"--rows must be an integer"),
-    (["bench", "serve", "--rows", "0"], 1, r"--rows must be an integer >= 1"),
+    (["bench", "read", "--resource", "X", "--out", "r.csv", "--rows", "0"], 2,
+     r"SettingError: --rows must be an integer >= 1"),
+    (["bench", "program", "--resource", "X", "--out", "p.csv", "--rows", "0", "--levels", "4"], 2,
+     r"SettingError: --rows must be an integer >= 1"),
+    (["bench", "characterise", "--resource", "X", "--out", "c.csv", "--rows", "0"], 2,
+     r"SettingError: --rows must be an integer"),
+    (["bench", "plan", "--device", "rram-wan2022", "--out", "plan.csv", "--rows", "0"], 2,
+     r"SettingError: --rows must be an integer"),
+    (["bench", "serve", "--rows", "0"], 2, r"SettingError: --rows must be an integer >= 1"),
     (["privacy", "rrsc", "--d", "0"], 2, r"PrivacyParameterError: d must be an integer >= 2"),
     (["privacy", "noisy-compress", "--repeats", "0"], 2, r"PrivacyParameterError: repeats must be >= 1"),
     (["prune", "laplacian", "--n", "4"], 2, r"PruningError: ns must hold sizes >= 16"),
@@ -154,8 +157,18 @@ BAD_VALUES = [
     *[(["fl", c, "--clients", "0"], 2, r"FederatedError: n_clients must be an integer >= 1")
       for c in ("fedpm", "klms", "fedavg", "signsgd-klms", "compare")],
     (["dsgd", "--density", "2"], 2, r"DSGDError: density must be a fraction in \(0, 1\]"),
-    (["deltazip", "--sparsity", "1.5"], 2, r"sparsity must be in \[0, 1\)"),
+    (["deltazip", "--sparsity", "1.5"], 2, r"DeltaZipError: sparsity must be a fraction in \[0, 1\)"),
 ]
+
+
+def _error_names() -> set[str]:
+    """Class names of every AnalogMemError subclass imported so far."""
+    names, todo = set(), [AnalogMemError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
 
 
 def _leaf_commands() -> set[tuple[str, ...]]:
@@ -186,6 +199,9 @@ def test_every_command_refuses_a_bad_value_in_one_line(work, capsys, argv, statu
     cmd = " ".join(argv[:2]) if argv[0] == "bench" else argv[0]
     assert err.count("\n") == 1 and err.startswith(f"analogmem {cmd}: error: ") and "Traceback" not in err, err
     assert __import__("re").search(message, err), err
+    # the line names the refusal's class, one of analogmem's errors
+    named = err.removeprefix(f"analogmem {cmd}: error: ").split(":")[0]
+    assert named in _error_names(), err
     assert time.perf_counter() - t0 < 5.0 and tree(work) == before
 
 

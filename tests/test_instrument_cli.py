@@ -60,20 +60,24 @@ def test_program_read_characterise(server, tmp_path, capsys):
     c = json.loads((tmp_path / "c.json").read_text())
     assert c["complete"] is True and c["rows"] == 120
     assert len(read_table(tmp_path / "c.csv")["cell"]) == 120
-    # never overwrites: a clean error, exit status 1
+    # never overwrites: a clean error naming its class, exit status 2 (a refused input)
     assert run("characterise", *common, "--device", CARD, "--levels", "3", "--cells-per-level", "20",
-               "--out", str(tmp_path / "c.csv")) == 1
-    assert "never overwrites" in capsys.readouterr().err
+               "--out", str(tmp_path / "c.csv")) == 2
+    err = capsys.readouterr().err
+    assert "never overwrites" in err and "PathExistsError" in err
 
 
-def test_errors_are_one_line_and_status_1(server, tmp_path, capsys):
+def test_a_failed_instrument_run_is_one_line_and_status_1(server, tmp_path, capsys):
+    """The instrument, not the input, failed (analogmem._cli_output: status 1), named by class."""
     # geometry mismatch (bench default 32x32 against a 16x16 emulator)
     assert run("read", "--resource", server.resource, "--out", str(tmp_path / "r.csv")) == 1
-    assert "16x16" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "16x16" in err and err.count("\n") == 1 and err.startswith("analogmem bench read: error: Instrument"), err
     # nothing listening
     assert run("read", "--resource", "TCPIP0::127.0.0.1::1::SOCKET", "--timeout-s", "0.3", "--retries", "0",
                "--out", str(tmp_path / "r.csv")) == 1
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("analogmem bench read: error: InstrumentConnectionError: "), err
 
 
 def test_serve_subprocess_stops_by_itself(tmp_path):

@@ -214,3 +214,28 @@ def test_bench_config_toml(tmp_path):
     p.write_text("[limits]\nmax_set_volts = 1.8\n")
     with pytest.raises(ValueError, match="max_set_volts"):
         load_bench_config(p)
+
+
+@pytest.mark.parametrize("body, where, what", [
+    ('[limits]\nmax_set_V = "high"\n', "[limits].max_set_V", "expected a number, got 'high'"),
+    ("[limits]\nmax_set_V = nan\n", "[limits].max_set_V", "must be finite"),
+    ("[limits]\nallowed_cells = 5\n", "[limits].allowed_cells", "expected a list of [start, stop) address ranges"),
+    ("[limits]\nallowed_cells = [[0, 1.5]]\n", "[limits].allowed_cells", "element 0 must be a [start, stop) pair"),
+    ("[matrix]\nrows = 2.5\n", "[matrix].rows", "expected an integer, got 2.5"),
+    ("[matrix]\ncols = 0\n", "[matrix].cols", "0 is below the minimum 1"),
+    ("[scheme]\nreset_first = 1\n", "[scheme].reset_first", "expected true or false"),
+    ("[instrument]\nmodel = 2450\n", "[instrument].model", "expected a string"),
+    ("[limits]\nmax_set_volts = 1.8\n", "[limits]", "unknown field(s) max_set_volts"),
+    ("[limitz]\n", "top level", "unknown field(s) limitz"),
+    ("limits = 3\n", "[limits]", "expected a table, got int"),
+])
+def test_a_bad_bench_file_is_refused_naming_its_field(tmp_path, body, where, what):
+    """Bench files are read the way device cards are (emulator.toml_table): the error is a
+    SettingError (an AnalogMemError) naming the file, the table and the field."""
+    from analogmem.errors import SettingError
+
+    p = tmp_path / "bench.toml"
+    p.write_text(body)
+    with pytest.raises(SettingError) as exc:
+        load_bench_config(p)
+    assert str(exc.value).startswith(f"bench config {p}: {where}: ") and what in str(exc.value), exc.value

@@ -210,8 +210,8 @@ def _run(*argv: str) -> int:
     (["serve", "--bench-config", "/dev/zero"], "not a regular file"),
     (["read", "--resource", "TCPIP0::127.0.0.1::1::SOCKET", "--timeout-s", "nan", "--out", "x.csv"], "--timeout-s"),
 ])
-def test_cli_refusals_are_one_line_exit_1(argv, needle, capsys, tmp_path):
-    assert _run(*argv) == 1
+def test_cli_refusals_are_one_line_exit_2(argv, needle, capsys, tmp_path):
+    assert _run(*argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0], err
 
@@ -219,26 +219,26 @@ def test_cli_refusals_are_one_line_exit_1(argv, needle, capsys, tmp_path):
 def test_cli_bad_toml_and_cells_out_of_range(server, tmp_path, capsys):
     bad = tmp_path / "bench.toml"
     bad.write_text("[matrix\nrows = 4\n")
-    assert _run("serve", "--bench-config", str(bad)) == 1
+    assert _run("serve", "--bench-config", str(bad)) == 2
     assert "TOML" in capsys.readouterr().err
     bad.write_text("[matrix]\nrows = 'four'\n")
-    assert _run("serve", "--bench-config", str(bad)) == 1
-    assert "rows" in capsys.readouterr().err
+    assert _run("serve", "--bench-config", str(bad)) == 2
+    assert "[matrix].rows: expected an integer, got 'four'" in capsys.readouterr().err
     common = ["--resource", server.resource, "--rows", "4", "--cols", "4", "--no-progress"]
     for cells in ("0-10000000", "5-3"):
-        assert _run("read", *common, "--cells", cells, "--out", str(tmp_path / "r.csv")) == 1
+        assert _run("read", *common, "--cells", cells, "--out", str(tmp_path / "r.csv")) == 2
         assert "--cells" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
 
 
-def test_cli_ctrl_c_is_one_line_exit_1(monkeypatch, capsys, tmp_path):
+def test_cli_ctrl_c_is_one_line_exit_130(monkeypatch, capsys, tmp_path):
     import analogmem.instrument.cli as cli
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_open_bench", interrupted)
-    assert _run("read", "--resource", "TCPIP0::127.0.0.1::1::SOCKET", "--out", str(tmp_path / "r.csv")) == 1
+    assert _run("read", "--resource", "TCPIP0::127.0.0.1::1::SOCKET", "--out", str(tmp_path / "r.csv")) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted" in err[0]
 

@@ -10,8 +10,8 @@ import pytest
 
 import analogmem
 from analogmem import EmulatedBench
-from analogmem.emulator import _kernels, _streams
-from analogmem.emulator.bench import _kernel_params
+from analogmem.emulator import _kernels, _streams, _testing
+from analogmem.emulator._testing import kernel_params as _kernel_params
 from analogmem.emulator.chipstate import STATE_KEYS, state_keys
 
 DEVICES = ["pcm-nandakumar2019", "rram-wan2022", "pcm-stanford", "rram-radar", "pcm-hermes2023", "pcm-hermes2023-1dev",
@@ -49,14 +49,14 @@ def test_installed_package_runs_compiled_kernels():
 
 def test_kernels_are_multithreaded():
     assert _kernels.OPENMP, "kernels were built without OpenMP on a compiler that has it"
-    assert _kernels.threads_used(1) == 1
-    assert _kernels.threads_used(2) == 2
+    assert _testing.threads_used(1) == 1
+    assert _testing.threads_used(2) == 2
 
 
 # ---------------------------------------------------------------- the random stream
 @pytest.mark.parametrize("counter, key, expected", PHILOX_KAT)
 def test_philox_matches_random123_known_answers(counter, key, expected):
-    assert _kernels.philox4x32(*counter, *key) == expected  # the C kernels
+    assert _testing.philox4x32(*counter, *key) == expected  # the C kernels
     words = _streams.philox4x32(*(np.array([c], dtype=np.uint64) for c in counter), *key)  # the numpy twin
     assert tuple(int(w[0]) for w in words) == expected
 
@@ -67,12 +67,12 @@ def test_stream_twins_agree():
     stream pairs cells 2j, 2j+1 on one Box–Muller pair."""
     key = (0x12345678, 0x9ABCDEF0, 0x0F1E2D3C)
     n, d = 5001, 5
-    bits = _kernels.draws(key, n, d, "bits")
+    bits = _testing.draws(key, n, d, "bits")
     for j in range(d):
         np.testing.assert_array_equal(bits[:, j], _streams.draw_bits(key, np.arange(n), j))
-    np.testing.assert_array_equal(_kernels.draws(key, n, d, "uniform"), _streams.uniform(bits))
-    np.testing.assert_allclose(_kernels.draws(key, n, d, "normal"), _streams.normals(key, n, d), rtol=0, atol=4e-15)
-    np.testing.assert_allclose(_kernels.draws(key, n, 1, "read_normal")[:, 0], _streams.read_normals(key, n),
+    np.testing.assert_array_equal(_testing.draws(key, n, d, "uniform"), _streams.uniform(bits))
+    np.testing.assert_allclose(_testing.draws(key, n, d, "normal"), _streams.normals(key, n, d), rtol=0, atol=4e-15)
+    np.testing.assert_allclose(_testing.draws(key, n, 1, "read_normal")[:, 0], _streams.read_normals(key, n),
                                rtol=0, atol=4e-15)
     pairs = _streams.box_muller(_streams.draw_bits(key, np.arange(100), 0), _streams.draw_bits(key, np.arange(100), 1))
     r = _streams.read_normals(key, 200)
@@ -86,25 +86,25 @@ def test_elementary_functions_are_accurate_to_an_ulp():
     rng = np.random.default_rng(0)
     x = np.concatenate([np.exp(rng.uniform(-700, 700, 200_000)), rng.uniform(0.5, 2.0, 200_000),
                         rng.uniform(1e-12, 2e-12, 1000), [2.0**-52, 1.0, 2.0, 1e300]])
-    got, ref = _kernels.elementary("log", x), np.log(x)
+    got, ref = _testing.elementary("log", x), np.log(x)
     assert np.max(np.abs(got - ref) / np.spacing(np.maximum(np.abs(ref), 1e-300))) <= 1.0
     y = np.concatenate([rng.uniform(-708, 709, 200_000), rng.uniform(-1, 1, 200_000), [0.0, -0.0, 1e-300]])
-    got, ref = _kernels.elementary("exp", y), np.exp(y)
+    got, ref = _testing.elementary("exp", y), np.exp(y)
     assert np.max(np.abs(got - ref) / np.spacing(ref)) <= 1.0
     u = rng.uniform(0, 1, 200_000)
     for name, fn in (("sin2pi", np.sin), ("cos2pi", np.cos)):
-        np.testing.assert_allclose(_kernels.elementary(name, u), fn(2 * np.pi * u), rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(_kernels.elementary("sin2pi", np.array([0.25, 0.5, 0.75])), [1.0, 0.0, -1.0])
+        np.testing.assert_allclose(_testing.elementary(name, u), fn(2 * np.pi * u), rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(_testing.elementary("sin2pi", np.array([0.25, 0.5, 0.75])), [1.0, 0.0, -1.0])
     # float32 versions (float32 benches): within 1.5 float32 ulp of the exact value of the float32 argument
     xf = x[(x > 1e-37) & (x < 1e37)].astype(np.float32).astype(np.float64)
-    got, ref = _kernels.elementary("logf", xf), np.log(xf)
+    got, ref = _testing.elementary("logf", xf), np.log(xf)
     assert np.max(np.abs(got - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)) <= 1.0
     yf = y[(y > -87) & (y < 88)].astype(np.float32).astype(np.float64)
-    got, ref = _kernels.elementary("expf", yf), np.exp(yf)
+    got, ref = _testing.elementary("expf", yf), np.exp(yf)
     assert np.max(np.abs(got - ref) / np.spacing(ref.astype(np.float32)).astype(np.float64)) <= 1.5
     uf = u.astype(np.float32).astype(np.float64)
     for name, fn in (("sin2pif", np.sin), ("cos2pif", np.cos)):
-        np.testing.assert_allclose(_kernels.elementary(name, uf), fn(2 * np.pi * uf), rtol=0, atol=2e-7)
+        np.testing.assert_allclose(_testing.elementary(name, uf), fn(2 * np.pi * uf), rtol=0, atol=2e-7)
 
 
 # ---------------------------------------------------------------- kernels vs oracle
@@ -135,8 +135,7 @@ def test_kernels_equal_numpy_reference(device):
 
 def _general_vs_fast(device: str, dtype: str) -> None:
     dev = analogmem.load_device(device)
-    params = _kernel_params(dev)
-    params.update(faults_on=0, p_stuck_lo=0.0, p_stuck_hi=0.0, fault_key=(0, 0, 0))
+    params = _kernel_params(dev)  # no fault key: no stuck-at faults
     n = 70_001
     rng = np.random.default_rng(11)
     g = rng.uniform(*dev.input_range, n)

@@ -1,11 +1,10 @@
-"""The noise floor of the leave-one-experiment-out check (``calibration/loeo_write_verify.py``,
-issue #16): the probability that a (run, level) pair's TRUE mean lies within the tolerance of
+"""The noise floor of the leave-one-experiment-out check (``scripts/cards/loeo_write_verify.py``,
+scripts/cards/README.md, "Leave one experiment out"): the probability that a (run, level) pair's TRUE mean lies within the tolerance of
 its empirical mean (cluster bootstrap over cells), and the Poisson-binomial tail that says how
 likely a perfect model reaches the issue's 80 %."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def loeo():
-    spec = importlib.util.spec_from_file_location("loeo_write_verify", ROOT / "calibration" / "loeo_write_verify.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from scripts.cards import loeo_write_verify
+
+    return loeo_write_verify
 
 
 @pytest.mark.parametrize("z", [stats.norm.ppf(0.75), stats.norm.ppf(0.975)])
@@ -71,10 +69,8 @@ def test_program_history_counts_earlier_runs_in_the_assumed_order():
     its programs in all earlier runs (writetest1 before writetest2, whatever the row order)."""
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("loeo_covariate_checks",
-                                                  ROOT / "calibration" / "loeo_covariate_checks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from scripts.cards import loeo_covariate_checks as mod
+
     df = pd.DataFrame({"experiment": ["writetest2", "writetest1", "writetest1", "writetest2", "writetest1"],
                        "cell": [7, 7, 8, 7, 7]})
     out = mod.with_history(df)

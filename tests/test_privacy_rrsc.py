@@ -64,7 +64,7 @@ def test_top_k_sums_match_monte_carlo():
 
 
 def test_closed_form_reproduces_paper_figure():
-    # DESIGN §6 / paper figure, d = 500, n = 5000: (C² − 1)/n within 5 % on average over the
+    # The RRSC paper's figure (NeurIPS 2023; docs/privacy.md), d = 500, n = 5000: (C² − 1)/n within 5 % on average over the
     # 16 plotted points (ε = 6, b = 1…8 and b = ε = 1…8), and within 6 % at every point.
     rel = [rrsc_mse(500, 6, b, 5000) / v - 1 for b, v in PAPER_RRSC_EPS6.items()]
     rel += [rrsc_mse(500, b, b, 5000) / v - 1 for b, v in PAPER_RRSC_B_EQ_EPS.items()]

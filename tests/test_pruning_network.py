@@ -1,5 +1,5 @@
 """SuRP and magnitude pruning of a torch model, iterative pruning with masked retraining,
-and a pruned model on an emulated store (thesis ch.2; DESIGN §6; storage counts = 0 ⇒ no cells)."""
+and a pruned model on an emulated store (thesis ch.2; docs/pruning.md; storage counts = 0 ⇒ no cells)."""
 
 from __future__ import annotations
 

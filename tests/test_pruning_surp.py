@@ -1,4 +1,4 @@
-"""SuRP, the algorithm and its bits (thesis ch.2; Isik, Weissman, No, AISTATS 2022; DESIGN §6).
+"""SuRP, the algorithm and its bits (thesis ch.2; Isik, Weissman, No, AISTATS 2022; docs/pruning.md).
 
 Each test names the step of the algorithm it checks: layer normalisation and signs,
 the threshold schedule θ = s·λ⁻¹ with s = ln(n/ln n) and λ⁻¹ = (α/s)·mean residual, the
@@ -35,7 +35,7 @@ from analogmem.pruning.surp import _FIRST_CHUNK, _IndexStream
 
 # --------------------------------------------------------------------------- direct transcription
 def transcription(u, seed, alpha, steps):
-    """SuRP written out literally from DESIGN §6 (O(n) per step, means recomputed from the
+    """SuRP written out literally from docs/pruning.md ("The algorithm") (O(n) per step, means recomputed from the
     residual vector), with the shared stream drawn in the documented chunks 1024, 2048, …"""
     n = u.size
     s = math.log(n / math.log(n))

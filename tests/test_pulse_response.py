@@ -1,4 +1,4 @@
-"""The shared pulse-response model of write-verify (issue #16): card, emulation, fit.
+"""The shared pulse-response model of write-verify (scripts/cards/README.md, "rram-radar"): card, emulation, fit.
 
 The model (``analogmem.emulator.pulse_response``): per programming operation, pulses needed
 ``X ~ Σ_k π_k Geometric₀(p_k)`` with ``logit p_k = α_k + Σ β_j x_j + s_scheme + τ r`` and

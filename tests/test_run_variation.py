@@ -1,4 +1,4 @@
-"""Run-to-run variation of write-verify as a predictive distribution (issue #28).
+"""Run-to-run variation of write-verify as a predictive distribution (scripts/cards/README.md, "Run-to-run variation").
 
 A new run's shift of logit p is ``b + w_L`` (between-run ``b ~ N(0, σ_b²)``, within-run,
 level-to-level ``w_L ~ N(0, σ_w²)``); an emulated bench is one campaign and samples them
@@ -194,7 +194,7 @@ def test_pair_model_moments_follow_the_card(card, models):
     assert isinstance(models[0], PairModel)
 
 
-# ----------------------------------------------------------------- one-file cards (issue #28, step 2)
+# ----------------------------------------------------------------- one-file cards
 ONE_FILE_WINDOWS = [(1e-4, 1.03e-4), (1.5e-4, 1.56e-4), (2e-4, math.inf)]
 
 

@@ -1,4 +1,4 @@
-"""Statistical conformance of the emulated cells with the published models (DESIGN §2).
+"""Statistical conformance of the emulated cells with the published models (Nandakumar et al., ICECS 2019; Wan et al., Nature 2022).
 
 Each check draws >= 1e5 cells at one relative conductance x = g_T/g_max through the
 compiled kernels (EmulatedBench) and compares sample moments with the formulas, written
@@ -154,10 +154,10 @@ def test_stream_normals_are_standard_normal(kind):
     test (α = 1e-3) rejects any distribution whose CDF is ≥ 0.0025 from Φ anywhere with
     probability > 0.99; the tail counts detect a 15 % error in P(|z| > 4) (6.3e-5) at 5
     standard errors."""
-    from analogmem.emulator import _kernels
+    from analogmem.emulator import _testing
 
-    z = _kernels.draws((2024, 7, 1), 1_000_000, 2, "normal" + kind)
-    r = _kernels.draws((2024, 7, 2), 1_000_000, 1, "read_normal" + kind)[:, 0]
+    z = _testing.draws((2024, 7, 1), 1_000_000, 2, "normal" + kind)
+    r = _testing.draws((2024, 7, 2), 1_000_000, 1, "read_normal" + kind)[:, 0]
     for sample, what in ((z[:, 0], "even draws"), (z[:, 1], "odd draws"), (r, "read stream")):
         assert_mean(sample, 0.0, 1.0, f"{what} mean")
         assert_std(sample, 1.0, f"{what} sd")
@@ -180,7 +180,7 @@ def test_stream_normals_are_standard_normal(kind):
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_latent_normals_are_independent_of_the_written_value(device, latent, verify, backend):
     """A cell's drift exponent and relaxation latent are drawn independently of its written
-    conductance (DESIGN §2: the noise terms are independent). A uniform that shares a word
+    conductance (the published models' noise terms are independent). A uniform that shares a word
     with a later Box–Muller pair breaks this without changing any marginal (the Box–Muller
     radius then depends on the write; rram-radar's verified value did, before the kernels
     gave every uniform a pair of its own — empirical cards have no drift or relaxation, so

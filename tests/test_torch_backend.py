@@ -44,7 +44,8 @@ from analogmem.emulator.cells import parse_card  # noqa: E402
 from analogmem.emulator.torch_bench import TorchBench  # noqa: E402
 from analogmem.storage import EmulatedStore, TorchStore, load_model, make_encoder, store_model  # noqa: E402
 from analogmem.storage import encoders as E  # noqa: E402
-from analogmem.storage.torch_store import on_device, torch_decode, torch_encode, torch_fit  # noqa: E402
+from analogmem.storage import torch_store  # noqa: E402
+from analogmem.storage.torch_store import on_device  # noqa: E402
 
 YEAR = 365 * 86400.0
 Z = 5.0
@@ -116,7 +117,7 @@ def _targets(dev, inputs):
 def test_reads_match_the_reference(card, tdev):
     """Programming noise (polynomial or empirical channel), drift, relaxation (polynomial
     and tabulated) and read noise: the torch reads at each x and t are distributed as the
-    numpy reference's (DESIGN §2)."""
+    numpy reference's (the published models, README "Device cards")."""
     dev = analogmem.load_device(card)
     inputs, times = CASES[card]
     g_t = _targets(dev, inputs)
@@ -431,24 +432,108 @@ def test_backend_wiring_and_constructor_errors():
 DEVICE_ENCODERS = ["naive", "adaptive", "differential", "sign-magnitude", "sliced", "differential-mmse", "linear-mmse"]
 
 
-@pytest.mark.parametrize("name", DEVICE_ENCODERS)
-def test_torch_encoders_equal_the_numpy_encoders(name):
-    """The torch twins of the cell maps compute what the numpy encoders compute: side
-    information, targets and decoded weights (float64, to rounding)."""
-    w = np.random.default_rng(2).laplace(0, 0.05, 20_001)
-    enc = make_encoder(name, 4)
+#: every cell map, alone, repeated, and MMSE-decoded (name, cells per weight)
+CELL_MAPS = [(n, c) for n in DEVICE_ENCODERS for c in (2, 4)] + [("sign-magnitude", 6), ("sliced", 6)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,cpw", CELL_MAPS)
+def test_torch_encoders_equal_the_numpy_encoders(name, cpw, dtype, tdev):
+    """The encoders' one implementation gives on a torch tensor (on its device, in its dtype)
+    what it gives on the numpy array of the same values: side information (range fit,
+    MMSE's prior histogram) exactly, targets and decoded weights to the dtype's rounding."""
+    tdt = getattr(torch, dtype)
+    w_t = torch.as_tensor(np.random.default_rng(2).laplace(0, 0.05, 70_001)).to(tdt)  # > 65,536: the tail fit
+    w = w_t.numpy()
+    enc = make_encoder(name, cpw)
     assert on_device(enc)
     ch = E.Channel(analogmem.load_device("pcm-nandakumar2019"), 86400.0)
-    side_np, side_t = enc.fit(w, ch), torch_fit(enc, torch.as_tensor(w), ch)
+    w_t = w_t.to(tdev)
+    side_np, side_t = enc.fit(w, ch), enc.fit(w_t, ch)
     assert side_t.keys() == side_np.keys()
     for k in side_np:
-        np.testing.assert_allclose(side_t[k], side_np[k], rtol=1e-12, err_msg=k)
-    x_np, x_t = enc.encode(w, side_np), torch_encode(enc, torch.as_tensor(w), side_np)
-    np.testing.assert_allclose(np_(x_t), x_np, rtol=1e-12, atol=1e-15)
-    y = np.clip(x_np + np.random.default_rng(3).normal(0, 0.03, x_np.size), 0, None)
-    np.testing.assert_allclose(np_(torch_decode(enc, torch.as_tensor(y), side_np, w.size, ch)),
-                               enc.decode(y, side_np, w.size, ch), rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(side_t[k], side_np[k], err_msg=k)
+    x_np, x_t = enc.encode(w, side_np), enc.encode(w_t, side_np)
+    assert torch.is_tensor(x_t) and x_t.dtype == tdt and x_t.device.type == torch.device(tdev).type
+    # float32: the targets' rounding (Sliced's remainder carries the digits' rounding, times the base)
+    tol = dict(rtol=1e-12, atol=1e-15) if dtype == "float64" else dict(rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np_(x_t), x_np, **tol)
+    g_t = enc.encode_S(w_t, side_np, ch)
+    assert torch.is_tensor(g_t)
+    np.testing.assert_allclose(np_(g_t), enc.encode_S(w, side_np, ch), rtol=tol["rtol"], atol=tol["atol"] * ch.span_S)
+    y_t = torch.as_tensor(np.clip(x_np + np.random.default_rng(3).normal(0, 0.03, x_np.size), 0, None)).to(tdt)
+    y = y_t.numpy().astype(np.float64)
+    dec_t = enc.decode(y_t.to(tdev), side_np, w.size, ch)
+    assert torch.is_tensor(dec_t) and dec_t.device.type == torch.device(tdev).type
+    tol = dict(rtol=1e-9, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np_(dec_t), enc.decode(y, side_np, w.size, ch), **tol)
+    # from reads in siemens (the stores' path), with a drift gain (MMSE ignores it: its channel holds the drift)
+    got = enc.decode_S(ch.to_S(y_t.to(tdev)), side_np, w.size, ch, 1.01, np.float32)
+    assert torch.is_tensor(got) and got.dtype == torch.float32
+    np.testing.assert_allclose(np_(got), enc.decode_S(ch.to_S(y), side_np, w.size, ch, 1.01, np.float32, table=None),
+                               rtol=1e-5, atol=1e-6)
+    # the naive decoder's gain and the finiteness check and drift scale, on the tensor
+    if not isinstance(enc, E.MMSE):
+        wd = torch.as_tensor(w[:100], dtype=torch.float64, device=tdev)
+        np.testing.assert_array_equal(np_(enc._gain(wd, 0.3)), enc._gain(w[:100].astype(np.float64), 0.3))
+    assert E.global_drift_scale(g_t.double(), 2e-5) == pytest.approx(
+        E.global_drift_scale(enc.encode_S(w, side_np, ch), 2e-5), rel=1e-12 if dtype == "float64" else 1e-6)
     assert not on_device(E.DigitalECC())
+
+
+def test_torch_encoders_edge_cases_equal_numpy(tdev):
+    """The range fit's edge cases (all-zero, one weight, a zero percentile) and the check of
+    non-finite weights give on tensors what they give on numpy arrays."""
+    ch = E.Channel(analogmem.load_device("rram-wan2022"), 3600.0)
+    cases = [np.zeros(10), np.array([0.25]), np.r_[np.zeros(990), np.linspace(-1, 1, 10)],
+             np.random.default_rng(4).normal(0, 1, 200_000)]
+    for w in cases:
+        for enc in (E.LinearMap(100.0), E.LinearMap(99.0), E.LinearMap("auto"), E.MMSE(E.DifferentialPair(99.9), 16)):
+            got, want = enc.fit(torch.as_tensor(w, device=tdev), ch), enc.fit(w, ch)
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k], err_msg=f"{enc} {k} n={w.size}")
+    bad = np.array([[1.0, 2.0], [np.inf, np.nan]])
+    with pytest.raises(analogmem.StorageError) as want:
+        E.check_finite("t", bad)
+    with pytest.raises(analogmem.StorageError) as got:
+        E.check_finite("t", torch.as_tensor(bad, device=tdev))
+    assert str(got.value) == str(want.value)
+    E.check_finite("ints", torch.arange(4, device=tdev))
+
+
+def test_torch_store_runs_the_encoders_own_methods(monkeypatch):
+    """torch_store has no cell-map math of its own: a TorchStore put/get and the torch
+    backend of program_model call the encoders' methods with torch tensors."""
+    assert not any(hasattr(torch_store, n) for n in ("torch_encode", "torch_decode", "torch_fit", "_cells",
+                                                      "_naive_decode", "_mmse_decode", "_percentile_abs"))
+    seen: list[tuple[str, str]] = []
+
+    def spy(cls, meth):
+        real = getattr(cls, meth)
+
+        def wrapped(self, a, *args, **kw):
+            seen.append((f"{cls.__name__}.{meth}", type(a).__module__.split(".")[0]))
+            return real(self, a, *args, **kw)
+        monkeypatch.setattr(cls, meth, wrapped)
+
+    for cls, meth in [(E.DifferentialPair, "_encode"), (E.DifferentialPair, "_decode"), (E.LinearMap, "_encode"),
+                      (E.LinearMap, "_decode"), (E.MMSE, "fit"), (E.MMSE, "decode"), (E.CellMap, "fit")]:
+        spy(cls, meth)
+    w = torch.randn(40, 50, dtype=torch.float64) * 0.05
+    ts = TorchStore("pcm-nandakumar2019", 10 * w.numel(), seed=0)
+    ts.put("d", w, make_encoder("differential", 2))
+    ts.put("m", w, make_encoder("differential-mmse", 2))
+    ts.put("n", w, make_encoder("naive", 2))
+    out = ts.get_all(86400.0)
+    assert all(torch.is_tensor(v) for v in out.values())
+    on_tensors = {m for m, lib in seen if lib == "torch"}
+    assert {"DifferentialPair._encode", "DifferentialPair._decode", "LinearMap._encode", "LinearMap._decode",
+            "MMSE.fit", "MMSE.decode", "CellMap.fit"} <= on_tensors, sorted(set(seen))
+    seen.clear()
+    m = torch.nn.Linear(30, 20).double()
+    am = analogmem.program_model(m, "pcm-nandakumar2019", seed=1, backend="torch", encoder="differential")
+    dict(am.tensors_at(3600.0))
+    assert ("DifferentialPair._decode", "torch") in seen, sorted(set(seen))
 
 
 @pytest.mark.parametrize("name", ["naive", "adaptive", "differential", "differential-mmse", "sliced"])

@@ -55,7 +55,7 @@ def test_plan_refuses_before_writing(tmp_path):
         make_plan([1.0], device=CARD)
     with pytest.raises(SettingError):
         make_plan(np.full(2000, 1e-5), device=CARD)  # more than 32x32 cells
-    assert _run("plan", "--device", CARD, "--cells", "0-5000", "--out", str(tmp_path / "p.csv")) == 1
+    assert _run("plan", "--device", CARD, "--cells", "0-5000", "--out", str(tmp_path / "p.csv")) == 2
     assert not (tmp_path / "p.csv").exists()
 
 

@@ -3,13 +3,13 @@
 On the shared RADAR data: the card's shared write-verify model, emulated run by run, against
 the data it was fitted to; the emulated post-bake spread per level within 15 % of the
 measured one; the shipped card is the optimum of the fit. The per-window
-(``geometric-mixture``) model of issue #8 still loads and runs. The shared model's own
+(``geometric-mixture``) model of the first RADAR card still loads and runs. The shared model's own
 tests (parameter recovery, unseen windows, card fields) are in ``test_pulse_response.py``,
-its out-of-sample check is ``calibration/loeo_write_verify.py``."""
+its out-of-sample check is ``scripts/cards/loeo_write_verify.py``."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,13 @@ needs_data = pytest.mark.skipif(not RADAR.exists(), reason="../shared/data not p
 ROOT = Path(__file__).resolve().parents[1]
 #: Share of (run, level) pairs of writetest3, writetest4 and ISPP 0.1 V whose emulated mean
 #: pulses the card puts within 20 % of the data (16 of 20 with the shipped card and seed 0;
-#: a shared model does not reproduce every window of every run — calibration/README.md has
+#: a shared model does not reproduce every window of every run — scripts/cards/README.md has
 #: the full table).
 IN_SAMPLE_WITHIN_20 = 0.75
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "calibration" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"scripts.cards.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +184,7 @@ def test_card_verify_refuses_bad_use(radar, card_text):
 
 
 def test_geometric_mixture_cards_still_load_and_program_only_their_windows(tmp_path):
-    """A per-window card (issue #8) loads, programs its windows with its closed form, and
+    """A per-window card (the first RADAR card's model) loads, programs its windows with its closed form, and
     refuses a window it was not fitted on, saying which model would take it."""
     import pandas as pd
     import tomli_w
@@ -221,7 +218,7 @@ def test_radar_card_reproduces_write_verify_traces(tables, radar):
     scheme and fitted effect, through EmulatedBench), against the traces it was fitted to:
     success within 2 points at every (run, level); mean pulses within 20 % at most pairs
     (IN_SAMPLE_WITHIN_20 of them; a shared model does not reproduce every window of every
-    run — see calibration/README.md for the table)."""
+    run — see scripts/cards/README.md for the table)."""
     fit = _script("fit_radar_card")
     wv = read_write_verify(tables / "radar-write-verify.csv", min_cells_per_level=1)
     effects = radar.fit_report["write_verify"]["run_effects"]
@@ -258,7 +255,7 @@ def test_radar_card_reproduces_post_bake_spread(tables, radar):
 
 @needs_data
 def test_shipped_card_is_what_the_fit_gives(tables, card_text):
-    """devices/rram-radar.toml is what calibration/fit_radar_card.py gives: its write-verify
+    """devices/rram-radar.toml is what scripts/cards/fit_radar_card.py gives: its write-verify
     parameters are the optimum of the fit on the converted traces — the Newton step from
     them to the optimum is below 0.05 standard errors (in the metric of the fit's
     covariance; a parameter moved by 0.3 standard errors gives about 0.3; the shared model

@@ -1,4 +1,4 @@
-"""Calibration (layer 2): device cards fitted from measured cells (DESIGN §3).
+"""Calibration (layer 2): device cards fitted from measured cells (README, "Calibrating a card from your own cells").
 
 * :mod:`.tidy` — the tidy table: :func:`load_table`, :func:`read_tidy` (one reader for all
   calibrators);

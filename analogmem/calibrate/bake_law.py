@@ -1,4 +1,4 @@
-"""Spread growth and mean shift through bakes as a law in Arrhenius-equivalent time (issue #28).
+"""Spread growth and mean shift through bakes as a law in Arrhenius-equivalent time (scripts/cards/README.md, "Retention past the tabulated ages").
 
 A device card tabulates the read spread per level at a few ages; past the last one it holds
 it. Measured bakes say the spread keeps growing: here each level's spread and mean after a

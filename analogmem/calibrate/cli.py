@@ -102,7 +102,7 @@ def _main(args: Any) -> int:
 
 
 def _print_intervals(rows: list[dict[str, Any]]) -> None:
-    """The fit report's prediction intervals of a new run, per card level (issue #28)."""
+    """The fit report's prediction intervals of a new run, per card level (scripts/cards/README.md, "Run-to-run variation")."""
     if not rows:
         return
     print(f"new run, first programs, {rows[0]['n_cells']} cells per level; run-to-run part: {rows[0]['run_variation']}"
@@ -130,8 +130,7 @@ def _print_mapping(cal: Any) -> None:
 
 def add_subparser(subparsers: Any) -> None:
     """Add ``analogmem calibrate`` to the command line."""
-    p = subparsers.add_parser("calibrate", help="fit a device card from a tidy table of measured reads",
-                              description=help_text(__doc__) + "\n" + help_text(channel.__doc__),
+    p = subparsers.add_parser("calibrate", description=help_text(__doc__) + "\n" + help_text(channel.__doc__),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="tidy CSV or Parquet table (one row per read), or a programming plan executed by "
                                 "a tester (analogmem bench plan) with its result columns filled")

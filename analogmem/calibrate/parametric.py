@@ -1,4 +1,4 @@
-"""Parametric calibration: σ(g, t) polynomials from conductance reads (DESIGN §2–3).
+"""Parametric calibration: σ(g, t) polynomials from conductance reads (README, "Device cards" and "Calibrating a card from your own cells").
 
 For measurements with conductance targets (``target_S``) — the form of the published
 cards (``rram-wan2022``, ``pcm-nandakumar2019``) — :class:`PolynomialCalibrator` fits

@@ -1,4 +1,4 @@
-"""Fitting the shared pulse-response model of program-and-verify (issue #16).
+"""Fitting the shared pulse-response model of program-and-verify (scripts/cards/README.md, "rram-radar").
 
 One set of physical parameters for every verify window, start state, pulse scheme and run
 (:mod:`analogmem.emulator.pulse_response` states the model): the pulses a programming
@@ -532,7 +532,7 @@ def fit_pulse_response(data: Any, classes: int = 3, n_quantiles: int = 41,
     if clash:
         raise CalibrationError(f"{len(clash)} pair(s) of overlapping verify windows within a run: " + "; ".join(clash)
                                + ". Each run must use one set of non-overlapping windows: give each window set its "
-                               "own run (an 'experiment' column; calibration/convert_radar.py splits such files)")
+                               "own run (an 'experiment' column; scripts/cards/convert_radar.py splits such files)")
     if not df.success.any():
         raise CalibrationError("no operation succeeded: the pulse-response model needs successes")
     lo, hi = window_columns_S(df)

@@ -1,8 +1,8 @@
-"""Run-to-run variation of write-verify as a predictive distribution (issue #28).
+"""Run-to-run variation of write-verify as a predictive distribution (scripts/cards/README.md, "Run-to-run variation").
 
 The shared pulse-response model (:mod:`analogmem.calibrate.pulse_response`) fits one run
 effect ``τ·r`` on logit p by the joint mode of (parameters, run effects); held out one run
-at a time its errors are far larger than τ implies (calibration/README.md). This module
+at a time its errors are far larger than τ implies (scripts/cards/README.md). This module
 describes what a NEW run will do: its effect on the per-pulse hit probability's logit is
 
     ``u_{run, level} = b_run + w_{run, level}``,  ``b ~ N(0, σ_b²)``,  ``w ~ N(0, σ_w²)``,
@@ -445,7 +445,7 @@ def card_variation(response: PulseResponse) -> tuple[RunVariation | None, str]:
     """The run variation a card's predictions use, and where it comes from: the card's
     ``[write_verify.run_variation]`` (held-out estimate, with its bootstrap replicates); else
     the fit's joint-mode ``run_sd`` as the between-run SD (which held-out runs show to be
-    too small: calibration/README.md); else none (a one-run fit: only the cells' sampling)."""
+    too small: scripts/cards/README.md); else none (a one-run fit: only the cells' sampling)."""
     if response.run_sd_between > 0 or response.run_sd_within > 0:
         reps = np.array(response.run_sd_replicates, dtype=np.float64).reshape(-1, 2)
         return (RunVariation(response.run_sd_between, response.run_sd_within, (math.nan, math.nan), reps,
@@ -526,7 +526,7 @@ def adapt_to_run(response: PulseResponse, seen: Any, windows: Any = None, prior_
     variation, _ = card_variation(response)
     if variation is None or response.run_sd_between <= 0:
         raise CalibrationError("few-cell calibration needs the card's [write_verify.run_variation] (between- and "
-                               "within-run SDs from held-out runs: calibration/run_variation.py)")
+                               "within-run SDs from held-out runs: scripts/cards/run_variation.py)")
     df = read_write_verify(seen, min_cells_per_level=1)
     lo_c, hi_c = window_columns_S(df)
     wins = (list(zip(response.window_lo_S, response.window_hi_S)) if windows is None

@@ -1,4 +1,4 @@
-"""The tidy calibration table (DESIGN §3): one reader that every calibrator uses.
+"""The tidy calibration table (README, "Calibrating a card from your own cells"): one reader that every calibrator uses.
 
 A tidy table (CSV or Parquet; one row per read) has unit-suffixed columns:
 
@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CalibrationError
 
 __all__ = ["load_table", "read_tidy", "log_conductance", "screen_outliers", "ColumnMap", "TARGET_COLUMNS",
-           "READ_COLUMNS", "OPTIONAL_COLUMNS", "TARGET_UNITS", "READ_UNITS", "PLAUSIBLE_CONDUCTANCE_S",
+           "READ_COLUMNS", "OPTIONAL_COLUMNS", "TIDY_COLUMNS", "TARGET_UNITS", "READ_UNITS", "PLAUSIBLE_CONDUCTANCE_S",
            "OUTLIER_IQR_MULTIPLE", "BIMODAL_GAP_LN", "MAX_TABLE_BYTES"]
 
 #: Target column → card input domain.
@@ -34,6 +34,9 @@ TARGET_COLUMNS = {"target_S": "conductance", "target_V": "voltage", "target_leve
 #: Read columns and how each becomes a conductance in S.
 READ_COLUMNS = ("read_value_S", "read_value_ohm")
 OPTIONAL_COLUMNS = ("device", "time_s", "temperature_K", "pulses", "success", "cell")
+#: The columns, in order, of a tidy table analogmem writes (one row per read; e.g.
+#: :func:`analogmem.instrument.characterise`): a conductance target and read, then the optional ones.
+TIDY_COLUMNS = ("target_S", "read_value_S", *OPTIONAL_COLUMNS)
 
 
 #: The largest table file read (bytes): a measured table of 10⁷ reads is a few hundred MB.

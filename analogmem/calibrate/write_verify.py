@@ -1,6 +1,6 @@
 """Calibrating program-and-verify and bake spread from measured write-verify traces.
 
-Two fits, both generic over the tidy tables of ``calibration/`` (nothing here knows a
+Two fits, both generic over the tidy tables of ``scripts/cards/`` (nothing here knows a
 particular lab's grids):
 
 * :func:`fit_write_verify` — per verify window (level), the *pulse-response model* of a

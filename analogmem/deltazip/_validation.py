@@ -1,4 +1,5 @@
-"""Input checks shared by the delta-compression code.
+"""The delta-compression package's error and its input checks (the scalar ones are
+:mod:`analogmem._checks`' with :class:`DeltaZipError`).
 
 Every check raises :class:`DeltaZipError` (an :class:`~analogmem.errors.AnalogMemError` and a
 :class:`ValueError`) with a message that names the offending layer, tensor or value and what is
@@ -7,8 +8,6 @@ allowed.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 from analogmem import _checks
@@ -25,21 +24,14 @@ class DeltaZipError(AnalogMemError, ValueError):
 
 def check_sparsity(sparsity: Any) -> float:
     """Return ``sparsity`` (fraction of weights set to zero) as a float in [0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not math.isfinite(sparsity):
-        raise DeltaZipError(f"sparsity must be a real number in [0, 1), got {sparsity!r}")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise DeltaZipError(f"sparsity must be in [0, 1) (fraction of weights pruned), got sparsity={sparsity!r}")
-    return float(sparsity)
+    return _checks.check_fraction(sparsity, "sparsity", zero=True, one=False, error=DeltaZipError)
 
 
 def check_bits(bits: Any, *, allow_none: bool = False) -> int | None:
     """Return ``bits`` (bits per kept weight) as an int in 1–8 (or None if ``allow_none``)."""
     if bits is None and allow_none:
         return None
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= int(bits) <= 8:
-        what = "an integer in 1..8 or None (no quantisation)" if allow_none else "an integer in 1..8"
-        raise DeltaZipError(f"bits must be {what}, got bits={bits!r}")
-    return int(bits)
+    return _checks.check_int(bits, "bits", 1, 8, error=DeltaZipError)
 
 
 def check_positive_int(value: Any, name: str) -> int:

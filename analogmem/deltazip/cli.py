@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analogmem._io import write_json
+from analogmem._cli_output import refuse, run_standalone, write_outputs
 from analogmem.errors import AnalogMemError
 
 from .compress import METHODS
@@ -31,8 +31,7 @@ __all__ = ["add_subparser", "main", "run_deltazip_command"]
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Add the ``deltazip`` command to an ``argparse`` sub-parser collection; returns its parser."""
     p = subparsers.add_parser(
-        "deltazip", help="GPT-Zip: compress a finetuned LM's delta (OBS prune + 2-bit quantise; thesis ch.4)",
-        description="Compress the delta between a finetuned causal LM and its base with GPT-Zip (Hessian-aware "
+        "deltazip", description="Compress the delta between a finetuned causal LM and its base with GPT-Zip (Hessian-aware "
                     "joint pruning + quantisation), BitDelta and magnitude-prune + round-to-nearest; report sizes "
                     "and held-out loss, and read the GPT-Zip delta back from an emulated analog store.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small",
@@ -101,14 +100,15 @@ def torch_ids(ids) -> "object":
 
 
 def run_deltazip_command(args: argparse.Namespace) -> int:
-    """Run ``analogmem deltazip``; returns 0, or 2 after printing a :class:`DeltaZipError`."""
+    """Run ``analogmem deltazip``; returns 0, or (:func:`~analogmem._cli_output.refuse`) 2 after
+    printing a refused setting or model directory in one line: an :class:`AnalogMemError`, or the
+    ``ValueError`` transformers raises for a directory it cannot load."""
     try:
         check_settings(sparsity=args.sparsity, bits=args.bits, n_calibration=args.calibration, seed=args.seed,
                        ecc_t=args.ecc_t)
         return _run(args)
     except (AnalogMemError, ValueError) as exc:
-        print(f"analogmem deltazip: error: {exc}", file=sys.stderr)
-        return 2
+        return refuse("analogmem deltazip", exc)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -148,21 +148,13 @@ def _run(args: argparse.Namespace) -> int:
         print(format_store_table(result["store_rows"]))
     print(f"elapsed: {result['elapsed_s']:.1f} s")
     payload = {"command": "analogmem deltazip", "settings": settings, "units": UNITS, **result}
-    if args.json:
-        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot_deltazip(result, args.plot)
-        print(f"wrote {args.plot}")
+    write_outputs(args, payload, lambda path: plot_deltazip(result, path))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m analogmem.deltazip.cli deltazip ...``."""
-    parser = argparse.ArgumentParser(prog="analogmem")
-    add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_standalone(add_subparser, argv)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -309,89 +310,173 @@ def compress_model_delta(base: Any, finetuned: Any, calibration: Any = None, *, 
     """
     import torch
 
-    if method not in METHODS:
-        raise DeltaZipError(f"method must be one of {METHODS}, got {method!r}")
-    sparsity = check_sparsity(sparsity)
-    bits = check_bits(bits)
-    blocksize = check_positive_int(blocksize, "blocksize")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if grid not in GRID_KINDS:
-        raise DeltaZipError(f"grid must be one of {GRID_KINDS}, got {grid!r}")
-    if grid_fit not in GRID_FITS:
-        raise DeltaZipError(f"grid_fit must be one of {GRID_FITS}, got {grid_fit!r}")
+    settings = _Settings.checked(method, sparsity, bits, grid, grid_fit, blocksize, percdamp, batch_size)
     check_model_pair(base, finetuned)
     device = torch.device(device) if device is not None else next(finetuned.parameters()).device
     layers_ft = compressible_layers(finetuned)
-    pb = _named_params(base)
-    transposed = {n: _is_conv1d(m) for n, m in layers_ft.items()}
-    records: dict[str, Any] = {}
-    stats: dict[str, dict[str, Any]] = {}
+    compress = _LayerCompressor(settings, device, _named_params(base),
+                                {n: _is_conv1d(m) for n, m in layers_ft.items()})
+    dense = _dense_records(base, finetuned, set(layers_ft))
+    if method != "gptzip":
+        records = _compress_each_layer(layers_ft, compress, progress)
+    else:
+        vocab = getattr(getattr(finetuned, "config", None), "vocab_size", None)
+        batches = _calibration_batches(calibration, vocab, settings.batch_size)
+        records = _compress_sequentially(finetuned, batches, dense, compress, progress)
+    meta = {
+        "method": method,
+        "settings": settings.meta(int(torch.as_tensor(calibration).numel()) if method == "gptzip" else 0),
+        "base_sha256": model_fingerprint(base),
+        "architecture": type(finetuned).__name__,
+        "n_parameters": int(sum(p.numel() for p in finetuned.parameters())),
+    }
+    return CompressedDelta(_file_order(finetuned, layers_ft, records, dense), meta, {"layers": compress.stats})
 
-    def compress_one(name: str, w_ft: Any, hessian: Any = None) -> Any:
-        delta = _as_linear(w_ft, transposed[name]).to(device) - _as_linear(pb[name], transposed[name]).to(device)
-        if method == "bitdelta":
-            res = bitdelta_layer(delta, name=name)
-        elif method == "rtn":
-            res = rtn_layer(delta, bits=bits, grid=grid, name=name)
-        elif method == "magnitude-rtn":
-            res = magnitude_rtn_layer(delta, sparsity=sparsity, bits=bits, grid=grid, blocksize=blocksize, name=name)
-        else:
-            res = gptzip_layer(delta, hessian, sparsity=sparsity, bits=bits, grid=grid,
-                               grid_fit=grid_fit, blocksize=blocksize, percdamp=percdamp, name=name)
-        rec = to_record(name, res, transposed[name])
+
+@dataclass(frozen=True)
+class _Settings:
+    """The compression settings of one run (see :func:`compress_model_delta`)."""
+
+    method: str
+    sparsity: float
+    bits: int
+    grid: str
+    grid_fit: str
+    blocksize: int
+    percdamp: float
+    batch_size: int
+
+    @classmethod
+    def checked(cls, method: Any, sparsity: Any, bits: Any, grid: Any, grid_fit: Any, blocksize: Any,
+                percdamp: Any, batch_size: Any) -> "_Settings":
+        """The settings, each checked (:class:`DeltaZipError` naming the value)."""
+        if method not in METHODS:
+            raise DeltaZipError(f"method must be one of {METHODS}, got {method!r}")
+        sparsity = check_sparsity(sparsity)
+        bits = check_bits(bits)
+        blocksize = check_positive_int(blocksize, "blocksize")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if grid not in GRID_KINDS:
+            raise DeltaZipError(f"grid must be one of {GRID_KINDS}, got {grid!r}")
+        if grid_fit not in GRID_FITS:
+            raise DeltaZipError(f"grid_fit must be one of {GRID_FITS}, got {grid_fit!r}")
+        return cls(method, sparsity, bits, grid, grid_fit, blocksize, percdamp, batch_size)
+
+    def compress(self, delta: Any, hessian: Any, name: str) -> Any:
+        """One layer's delta ``(out, in)`` compressed by :attr:`method` (``hessian`` for GPT-Zip)."""
+        if self.method == "bitdelta":
+            return bitdelta_layer(delta, name=name)
+        if self.method == "rtn":
+            return rtn_layer(delta, bits=self.bits, grid=self.grid, name=name)
+        if self.method == "magnitude-rtn":
+            return magnitude_rtn_layer(delta, sparsity=self.sparsity, bits=self.bits, grid=self.grid,
+                                       blocksize=self.blocksize, name=name)
+        return gptzip_layer(delta, hessian, sparsity=self.sparsity, bits=self.bits, grid=self.grid,
+                            grid_fit=self.grid_fit, blocksize=self.blocksize, percdamp=self.percdamp, name=name)
+
+    def meta(self, calibration_tokens: int) -> dict[str, Any]:
+        """The ``settings`` entry of the file's metadata (what the method used)."""
+        return {"sparsity": self.sparsity if self.method in ("gptzip", "magnitude-rtn") else 0.0,
+                "bits": 1 if self.method == "bitdelta" else self.bits, "grid": self.grid, "grid_fit": self.grid_fit,
+                "blocksize": self.blocksize,
+                "percdamp": self.percdamp,
+                "calibration_tokens": calibration_tokens}
+
+
+class _LayerCompressor:
+    """Compresses one layer's ``finetuned − base`` delta into a record and keeps its
+    statistics (``stats[name]``: shape, stored weights, relative error, OBS loss)."""
+
+    def __init__(self, settings: _Settings, device: Any, base_params: dict[str, Any], transposed: dict[str, bool]):
+        self.settings, self.device, self.base_params, self.transposed = settings, device, base_params, transposed
+        self.stats: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, name: str, w_ft: Any, hessian: Any = None) -> Any:
+        import torch
+
+        t, device = self.transposed[name], self.device
+        delta = _as_linear(w_ft, t).to(device) - _as_linear(self.base_params[name], t).to(device)
+        res = self.settings.compress(delta, hessian, name)
+        rec = to_record(name, res, t)
         v = torch.from_numpy(rec.values()).to(device=device, dtype=delta.dtype)
         stored = int(rec.mask.sum()) if rec.kind == "sparse" else int(np.prod(rec.shape))
         rel = float((delta - v).norm() / delta.norm().clamp_min(1e-30))
-        stats[name] = {"shape": list(rec.shape), "stored": stored, "relative_error": rel,
-                       "obs_loss": float(getattr(res, "obs_loss", float("nan")))}
+        self.stats[name] = {"shape": list(rec.shape), "stored": stored, "relative_error": rel,
+                            "obs_loss": float(getattr(res, "obs_loss", float("nan")))}
         return rec
 
-    dense = _dense_records(base, finetuned, set(layers_ft))
-    if method != "gptzip":
-        with torch.no_grad():
-            for name in progress_bar(list(layers_ft), enabled=progress, desc=method, unit="layer"):
-                records[name] = compress_one(name, layers_ft[name].weight)
-    else:
-        vocab = getattr(getattr(finetuned, "config", None), "vocab_size", None)
-        batches = _calibration_batches(calibration, vocab, batch_size)
-        model = copy.deepcopy(finetuned).to(device).eval()
-        with torch.no_grad():  # the other tensors as the file will have them (base + float16 delta)
-            for n, p in model.named_parameters():
-                if n in dense:
-                    p.data = _updated_weight(pb[n], dense[n], device)
-        prefix, blocks = decoder_blocks(model)
-        layers = compressible_layers(model)
-        inputs = _capture_block_inputs(model, blocks[0], batches, device)
-        bar = progress_bar(total=len(layers), enabled=progress, desc="gptzip", unit="layer")
-        with torch.no_grad():
-            for i, block in enumerate(blocks):
-                mine = {n: m for n, m in layers.items() if n.startswith(f"{prefix}.{i}." if prefix else f"{i}.")}
-                for group in _layer_groups(block, mine, inputs[0]):
-                    first = mine[group[0]]
-                    cols = first.weight.shape[0] if transposed[group[0]] else first.weight.shape[1]
-                    acc = HessianAccumulator(cols, device=device)
 
-                    def collect(_m, inp, acc=acc):
-                        acc.add(inp[0])
-                        raise _Stop
+def _compress_each_layer(layers_ft: dict[str, Any], compress: _LayerCompressor, progress: bool) -> dict[str, Any]:
+    """Every compressible layer compressed on its own (the methods without calibration)."""
+    import torch
 
-                    handle = first.register_forward_pre_hook(collect)
-                    try:
-                        for args, kwargs in inputs:
-                            try:
-                                _run_block(block, args, kwargs)
-                            except _Stop:
-                                pass
-                    finally:
-                        handle.remove()
-                    for name in group:  # one Hessian for the layers that read the same input
-                        rec = compress_one(name, mine[name].weight, acc.H)
-                        mine[name].weight.data = _updated_weight(pb[name], rec, device)
-                        records[name] = rec
-                        bar.update(1)
-                inputs = [_with_hidden(a, k, _run_block(block, a, k)) for a, k in inputs]
-        bar.close()
-        del model
+    records = {}
+    with torch.no_grad():
+        for name in progress_bar(list(layers_ft), enabled=progress, desc=compress.settings.method, unit="layer"):
+            records[name] = compress(name, layers_ft[name].weight)
+    return records
+
+
+def _compress_sequentially(finetuned: Any, batches: list[Any], dense: dict[str, Any], compress: _LayerCompressor,
+                           progress: bool) -> dict[str, Any]:
+    """GPT-Zip's sequential pass (see the module docstring) on a copy of ``finetuned``
+    whose other tensors are as the file will have them (base + float16 delta): block by
+    block, each group of layers reading one input gets one Hessian from the outputs of the
+    layers already compressed, and the block's outputs feed the next block."""
+    import torch
+
+    device, pb = compress.device, compress.base_params
+    model = copy.deepcopy(finetuned).to(device).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in dense:
+                p.data = _updated_weight(pb[n], dense[n], device)
+    prefix, blocks = decoder_blocks(model)
+    layers = compressible_layers(model)
+    inputs = _capture_block_inputs(model, blocks[0], batches, device)
+    records = {}
+    bar = progress_bar(total=len(layers), enabled=progress, desc="gptzip", unit="layer")
+    with torch.no_grad():
+        for i, block in enumerate(blocks):
+            mine = {n: m for n, m in layers.items() if n.startswith(f"{prefix}.{i}." if prefix else f"{i}.")}
+            for group in _layer_groups(block, mine, inputs[0]):
+                hessian = _group_hessian(block, mine[group[0]], compress.transposed[group[0]], inputs, device)
+                for name in group:  # one Hessian for the layers that read the same input
+                    rec = compress(name, mine[name].weight, hessian)
+                    mine[name].weight.data = _updated_weight(pb[name], rec, device)
+                    records[name] = rec
+                    bar.update(1)
+            inputs = [_with_hidden(a, k, _run_block(block, a, k)) for a, k in inputs]
+    bar.close()
+    del model
+    return records
+
+
+def _group_hessian(block: Any, first: Any, transposed: bool, inputs: list[tuple[tuple, dict]], device: Any) -> Any:
+    """``H = 2XXᵀ/N`` of the inputs ``X`` that layer ``first`` of ``block`` sees over the
+    block's ``inputs`` (each pass stops at that layer)."""
+    cols = first.weight.shape[0] if transposed else first.weight.shape[1]
+    acc = HessianAccumulator(cols, device=device)
+
+    def collect(_m, inp):
+        acc.add(inp[0])
+        raise _Stop
+
+    handle = first.register_forward_pre_hook(collect)
+    try:
+        for args, kwargs in inputs:
+            try:
+                _run_block(block, args, kwargs)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return acc.H
+
+
+def _file_order(finetuned: Any, layers_ft: dict[str, Any], records: dict[str, Any],
+                dense: dict[str, Any]) -> dict[str, Any]:
+    """The records in the order of ``finetuned``'s parameters: compressed layers and dense deltas."""
     ordered = {n: records[n] for n in layers_ft if n in records}
     all_records = {}
     for n, _ in finetuned.named_parameters():
@@ -399,18 +484,7 @@ def compress_model_delta(base: Any, finetuned: Any, calibration: Any = None, *, 
             all_records[n] = ordered[n]
         elif n in dense:
             all_records[n] = dense[n]
-    meta = {
-        "method": method,
-        "settings": {"sparsity": sparsity if method in ("gptzip", "magnitude-rtn") else 0.0,
-                     "bits": 1 if method == "bitdelta" else bits, "grid": grid, "grid_fit": grid_fit,
-                     "blocksize": blocksize,
-                     "percdamp": percdamp,
-                     "calibration_tokens": int(torch.as_tensor(calibration).numel()) if method == "gptzip" else 0},
-        "base_sha256": model_fingerprint(base),
-        "architecture": type(finetuned).__name__,
-        "n_parameters": int(sum(p.numel() for p in finetuned.parameters())),
-    }
-    return CompressedDelta(all_records, meta, {"layers": stats})
+    return all_records
 
 
 def apply_delta(base: Any, delta: CompressedDelta, *, check_base: bool = True, device: Any = None) -> Any:

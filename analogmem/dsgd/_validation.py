@@ -1,12 +1,11 @@
-"""Input checks shared by the sparsified-DSGD modules.
+"""The sparsified-DSGD package's errors and its input checks (the scalar ones are
+:mod:`analogmem._checks`' with :class:`DSGDError`).
 
 Every check raises :class:`DSGDError` (an :class:`~analogmem.errors.AnalogMemError` and a
 :class:`ValueError`) with a message that names the offending value and what is allowed.
 """
 
 from __future__ import annotations
-
-import numbers
 
 from analogmem import _checks
 from analogmem.errors import AnalogMemError
@@ -50,9 +49,7 @@ def check_positive(value, name: str) -> float:
 
 def check_density(density) -> float:
     """Return ``density`` (fraction of a bucket's coordinates sent, k/n) as a float in (0, 1]."""
-    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0.0 < density <= 1.0:
-        raise DSGDError(f"density must be a fraction in (0, 1], got density={density!r}")
-    return float(density)
+    return _checks.check_fraction(density, "density", error=DSGDError)
 
 
 def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:

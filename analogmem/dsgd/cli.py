@@ -15,7 +15,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from analogmem._io import write_json
+from analogmem._cli_output import EXIT_FAILED, EXIT_OK, run_standalone, write_outputs
 
 from ._validation import METHODS
 from .launch import BACKENDS
@@ -34,8 +34,7 @@ _DEFAULTS = {f.name: f.default for f in fields(DSGDConfig)}
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Add the ``dsgd`` command to an ``argparse`` sub-parser collection; return its parser."""
     p = subparsers.add_parser(
-        "dsgd", help="rTop-k sparsified distributed SGD on torch.distributed DDP (thesis ch.5)",
-        description="Train a small CNN on MNIST-5k on several local processes with DDP, exchanging gradients "
+        "dsgd", description="Train a small CNN on MNIST-5k on several local processes with DDP, exchanging gradients "
                     "uncompressed or sparsified (top-k, random-k, rTop-k, all with error feedback, equal k) "
                     "through communication hooks; report accuracy and bits sent per rank.",
     )
@@ -111,21 +110,13 @@ def run_dsgd_command(args: argparse.Namespace) -> int:
         "runs": result["runs"],
         "elapsed_s": elapsed,
     }
-    if args.json:
-        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot_dsgd(result, args.plot)
-        print(f"wrote {args.plot}")
-    return 0 if all(r["replicas_identical"] for r in result["runs"]) else 1
+    write_outputs(args, payload, lambda path: plot_dsgd(result, path))
+    return EXIT_OK if all(r["replicas_identical"] for r in result["runs"]) else EXIT_FAILED
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m analogmem.dsgd.cli dsgd ...``."""
-    parser = argparse.ArgumentParser(prog="analogmem")
-    add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_standalone(add_subparser, argv)
 
 
 if __name__ == "__main__":

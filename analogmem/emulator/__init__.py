@@ -7,10 +7,14 @@
   shared over windows, start states, schemes and runs);
 * :mod:`.bench` — the :class:`Bench` protocol, :class:`EmulatedBench`,
   :class:`WriteVerify`, :class:`ProgramReport`, :class:`ChunkedTargets`;
+* :mod:`.factory` — :func:`make_bench`, one factory over the backends (``"kernels"``,
+  ``"numpy"``, ``"torch"``);
+* :mod:`.card_params` — a card flattened into the numbers of the model's formulas (what the
+  compiled kernels pack once per bench, ``_kernels.KernelParams``, and the torch backend reads);
 * :mod:`.chipstate` — where per-cell state lives: in memory (allocated on first use) or in
   files (``EmulatedBench(..., state_dir=...)``, chips larger than memory);
 * :mod:`.torch_bench` — :class:`TorchBench`, the same model on torch tensors (CPU or CUDA),
-  registered as ``EmulatedBench(..., backend="torch")``; torch is imported only when one is made;
+  made by ``make_bench(..., backend="torch")``; torch is imported only when one is made;
 * :mod:`.reference` — the same model in plain numpy, drawing the same numbers (the oracle
   the kernels are tested against);
 * :mod:`._streams` — the counter-based random stream (Philox4x32-10, Box–Muller normals),
@@ -21,7 +25,9 @@ Imports only the base modules (:mod:`analogmem.errors`, :mod:`analogmem._seeding
 
 from .bench import Bench, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, default_threads, kernels_info
 from .cells import DeviceModel, bundled_devices, load_device, parse_card
+from .factory import make_bench
 from .torch_bench import TorchBench
 
 __all__ = ["Bench", "ChunkedTargets", "EmulatedBench", "ProgramReport", "WriteVerify", "default_threads", "kernels_info",
+           "make_bench",
            "DeviceModel", "bundled_devices", "load_device", "parse_card", "TorchBench"]

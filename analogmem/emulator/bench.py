@@ -13,25 +13,18 @@ when asked for with ``backend="numpy"``.
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import reference
-from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
-from ._streams import inv_log1m, op_key, stuck_states
-from .cells import X_FLOOR, DeviceModel, load_device, parse_card
-from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, check_state_range, state_keys
-from .pulse_response import MAX_WINDOWS, PulseTable
-from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
-                         check_seconds, check_targets, check_temperature_K)
 from ..errors import (AddressError, DeviceCardError, KernelUnavailableError, SettingError, SettingTypeError,
                       StorageError, TargetRangeError)
 
+# before the modules that import the kernels too (card_params, reference), so a missing build says why
 try:
     from . import _kernels
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
@@ -45,13 +38,23 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
            "run from another folder, or build it in place with `pip install -e .`" if _shadow else
            ": install the package with `pip install .` or `pip install -e .` (needs a C compiler)")) from exc
 
+from . import reference
+from .._seeding import SeedLike, as_seed_sequence, seed_from_state, seed_state
+from ._streams import op_key, stuck_states
+from .card_params import card_params, pulse_arrays
+from .cells import DeviceModel, load_device, parse_card
+from .chipstate import STATE_KEYS, FileArrays, RamArrays, bytes_per_cell, check_state_range
+from .pulse_response import MAX_WINDOWS, PulseTable
+from .validation import (as_target_array, check_addresses, check_clock, check_n_cells, check_read_time,
+                         check_seconds, check_targets, check_temperature_K)
+
 __all__ = ["Bench", "EmulatedBench", "ProgramReport", "WriteVerify", "ChunkedTargets", "kernels_info",
            "default_threads", "check_addresses", "as_target_array"]
 
-_BACKENDS = ("cython", "numpy", "torch")
-#: Backends implemented by other classes, by name (``analogmem.emulator.torch_bench`` registers
-#: ``"torch"``): ``EmulatedBench(..., backend=name, **kw)`` returns ``BACKEND_CLASSES[name](..., **kw)``.
-BACKEND_CLASSES: dict[str, Any] = {}
+_BACKENDS = ("cython", "numpy")
+#: The deprecated ``EmulatedBench(..., backend="torch")`` only: the class it returns, registered by
+#: :mod:`~analogmem.emulator.torch_bench` (:func:`~analogmem.emulator.factory.make_bench` is the factory).
+_DEPRECATED_BACKENDS: dict[str, Any] = {}
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -264,78 +267,6 @@ class Bench(Protocol):
         ...
 
 
-def _kernel_params(device: DeviceModel) -> dict[str, Any]:
-    """Flatten a device card into the kernels' parameter dict (checked against the
-    kernels' fixed table sizes)."""
-    r, pr, dr, rn, rl = device.range, device.programming, device.drift, device.read_noise, device.relaxation
-    if not device.empirical and len(pr.coefficients_uS) > _kernels.MAX_COEFFICIENTS:
-        raise DeviceCardError(f"device card {device.card_path}: [programming].coefficients_uS: at most "
-                              f"{_kernels.MAX_COEFFICIENTS} coefficients are supported")
-    if rl.enabled and (len(rl.times_s) > _kernels.MAX_RELAXATION_TIMES
-                       or len(rl.coefficients_uS[0]) > _kernels.MAX_COEFFICIENTS):
-        raise DeviceCardError(f"device card {device.card_path}: [relaxation]: at most "
-                              f"{_kernels.MAX_RELAXATION_TIMES} times and {_kernels.MAX_COEFFICIENTS} "
-                              "coefficients are supported")
-    emp = device.programming if device.empirical else None
-    if dr.tabulated and len(dr.x_knots) > _kernels.MAX_DRIFT_KNOTS:
-        raise DeviceCardError(f"device card {device.card_path}: [drift].g_knots_S: at most "
-                              f"{_kernels.MAX_DRIFT_KNOTS} knots are supported")
-    mu = dr.mu if dr.enabled and not dr.tabulated else None
-    sg = dr.sigma if dr.enabled and not dr.tabulated else None
-    q = rn.q if rn.model == "pcm-1/f-piecewise" else None
-
-    def upper(law: Any) -> tuple[float, list[float]]:  # ln x_break (inf: one branch) and the cubic
-        if law is None or not law.above:
-            return math.inf, [0.0] * 4
-        return math.log(law.x_break), list(law.above) + [0.0] * (4 - len(law.above))
-
-    (mu_lxb, mu_hc), (sg_lxb, sg_hc), (q_lxb, q_hc) = upper(mu), upper(sg), upper(q)
-    return {
-        "g_min": r.g_min_S, "g_max": r.g_max_S, "clip_lo": r.clip_min_S, "clip_hi": r.clip_max_S,
-        "x_floor": X_FLOOR,
-        "prog_c": [0.0] if emp else list(pr.coefficients_uS),
-        "prog_scale": 0.0 if emp else 1e-6 * r.g_max_S / pr.g_ref_S,
-        "emp_on": int(emp is not None),
-        "emp_levels": np.ascontiguousarray(emp.inputs if emp else [0.0], dtype=np.float64),
-        "emp_probs": np.ascontiguousarray(emp.probabilities if emp else [0.0, 1.0], dtype=np.float64),
-        "emp_q": np.ascontiguousarray(emp.log_g_quantiles if emp else [[0.0, 0.0]], dtype=np.float64),
-        "drift_on": int(dr.enabled), "t0": dr.t0_s,
-        "mu": (mu.slope, mu.intercept, mu.min, mu.max) if mu else (0.0, 0.0, 0.0, 0.0),
-        "sigma_nu": (sg.slope, sg.intercept, sg.min, sg.max) if sg else (0.0, 0.0, 0.0, 0.0),
-        "mu_lxb": mu_lxb, "mu_hc": mu_hc, "sg_lxb": sg_lxb, "sg_hc": sg_hc,
-        "nu_table": int(dr.tabulated), "nu_x": list(dr.x_knots), "nu_mu": list(dr.mu_table),
-        "nu_sg": list(dr.sigma_table),
-        "read_on": int(rn.enabled), "q_coef": 1e-6 * rn.k_uS if rn.model == "log10-1/f" else rn.q_coefficient,
-        "q_exp": rn.q_exponent, "q_max": rn.q_max,
-        "q_form": {"pcm-1/f-piecewise": 1, "log10-1/f": 2}.get(rn.model, 0),
-        "read_log10": int(rn.model == "log10-1/f"),
-        "q_piece": (q.slope, q.intercept, q.min, q.max, q_lxb) if q else (0.0, 0.0, 0.0, 0.0, math.inf),
-        "q_hc": q_hc,
-        "t_read": rn.t_read_s, "t0_read": dr.t0_s if dr.enabled else 0.0,
-        "relax_on": int(rl.enabled), "relax_scale": 1e-6 * r.g_max_S / rl.g_ref_S if rl.enabled else 0.0,
-        "relax_t": list(rl.times_s), "relax_c": [list(c) for c in rl.coefficients_uS],
-        "relax_table": int(rl.enabled and rl.tabulated), "relax_x": list(rl.x_knots),
-        "relax_add": int(rl.additive), "relax_m": [list(m) for m in rl.mean_uS],
-        "pr_on": 0,  # a write-verify program call adds its pulse-response table (_pulse_table_params)
-    }
-
-
-def _pulse_table_params(table: PulseTable) -> dict[str, Any]:
-    """The kernels' arrays for a pulse-response table (of a ``WriteVerify.card`` call)."""
-    k_max = _kernels.MAX_PULSE_COMPONENTS
-    n = table.n_levels
-    cumw, p_hit = np.ones((n, k_max)), np.ones((n, k_max))
-    for j in range(n):
-        k = len(table.weights[j])
-        cumw[j, :k] = np.cumsum(table.weights[j])
-        cumw[j, k - 1:] = 2.0  # past the last component: never stop below it
-        p_hit[j, :k] = table.p_hit[j]
-    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    return {"pr_on": 1, "pr_lo": f64(table.window_lo_S), "pr_hi": f64(table.window_hi_S), "pr_cumw": cumw,
-            "pr_inv_log1mp": inv_log1m(p_hit), "pr_off": f64(table.offset_pulses),
-            "pr_probs": f64(table.probabilities), "pr_q": f64(table.log_g_quantiles)}
-
-
 def _contiguous_span(addresses: Any, n_cells: int) -> tuple[int, int] | None:
     """``(lo, hi)`` for ``addresses=range(lo, hi)`` (step 1, inside the bench), else None."""
     if not isinstance(addresses, range):
@@ -407,10 +338,11 @@ class EmulatedBench:
         backend: ``"cython"`` (compiled kernels, the default) or ``"numpy"`` (the plain
             reference implementation, slow, for checking: the same results to 1e-12 for
             float64 state; for float32 state the float64 model rounded, the same
-            distribution but not the same draws as the float32 kernels); ``"torch"`` makes a
-            :class:`~analogmem.emulator.torch_bench.TorchBench` instead (keywords
-            ``torch_device``, ``dtype``): state as torch tensors, tested against the reference
-            by distribution.
+            distribution but not the same draws as the float32 kernels). ``"torch"`` is
+            deprecated here: it still makes a
+            :class:`~analogmem.emulator.torch_bench.TorchBench` (which is not an
+            EmulatedBench), with a DeprecationWarning; use
+            :func:`~analogmem.emulator.factory.make_bench` (``backend="torch"``).
         dtype: ``"float64"`` (default) or ``"float32"``: the per-cell state and what
             ``read`` returns. float32 halves the memory and the bytes every program and read
             moves, and computes single-shot programs of polynomial cards and all reads in
@@ -438,8 +370,11 @@ class EmulatedBench:
     """
 
     def __new__(cls, *args: Any, backend: str = "cython", **kwargs: Any):
-        if backend in BACKEND_CLASSES:  # another class (its __init__ takes the arguments; ours is not run)
-            return BACKEND_CLASSES[backend](*args, **kwargs)
+        if backend == "torch":  # another class (its __init__ takes the arguments; ours is not run)
+            warnings.warn("EmulatedBench(..., backend='torch') is deprecated: it returns a TorchBench, which is not "
+                          "an EmulatedBench; use analogmem.emulator.make_bench(..., backend='torch')", DeprecationWarning,
+                          stacklevel=2)
+            return _DEPRECATED_BACKENDS["torch"](*args, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
@@ -450,7 +385,7 @@ class EmulatedBench:
         self._seed = as_seed_sequence(seed)
         # the first child of the seed keys the stuck-at faults (drawn per address on demand)
         self._fault_key = op_key(self._seed.spawn(1)[0])
-        self._params.update(self._fault_params())
+        self._params = _kernels.KernelParams(self._card, self._fault_key)
         self.durable = bool(durable)
         if state_dir is None:
             self._cells: RamArrays | FileArrays = RamArrays(self.n_cells)
@@ -478,8 +413,8 @@ class EmulatedBench:
         self.backend = backend
         self.dtype = dt
         self.n_threads = int(n_threads) if n_threads is not None else default_threads()
-        self._params = _kernel_params(self.device)
-        self._keys = state_keys(self.device)
+        self._card = card_params(self.device)  # checks the card against the kernels' table sizes
+        self._keys = self._card.state_keys
         self._time_s = 0.0
         self._last_program_s = 0.0
         # programming time: one scalar while every cell shares it, else the array "t_prog_s"
@@ -488,11 +423,6 @@ class EmulatedBench:
         #: why the cells are unusable (a program or restore that failed part-way), else None
         self._broken: str | None = None
         self.read_only = False
-
-    def _fault_params(self) -> dict[str, Any]:
-        f = self.device.faults
-        return {"faults_on": int(f.p_stuck_low > 0 or f.p_stuck_high > 0), "p_stuck_lo": f.p_stuck_low,
-                "p_stuck_hi": f.p_stuck_high, "fault_key": self._fault_key}
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, n_threads: int | None = None, backend: str = "cython",
@@ -562,7 +492,7 @@ class EmulatedBench:
             if cells.dtype(name) != want:
                 raise StorageError(f"{where}: {name}.bin is {cells.dtype(name)} but the bench's dtype is "
                                    f"{self.dtype} (header dtype and arrays disagree)")
-        self._params.update(self._fault_params())
+        self._params = _kernels.KernelParams(self._card, self._fault_key)
         self.durable = bool(durable)
         self.read_only = bool(read_only)
         self._cells = cells
@@ -655,7 +585,7 @@ class EmulatedBench:
         """Stuck states of cells lo..hi-1; None when every cell is healthy."""
         if self._cells.has("stuck"):
             return self._cells.load(("stuck",), lo, hi)["stuck"].copy()
-        if not self._params["faults_on"]:
+        if not self._card.faults_on:
             return None
         if self.backend == "numpy":
             f = self.device.faults
@@ -665,7 +595,7 @@ class EmulatedBench:
     def _stuck_at(self, addr: np.ndarray) -> np.ndarray | None:
         if self._cells.has("stuck"):
             return self._cells.gather(("stuck",), addr)["stuck"]
-        if not self._params["faults_on"]:
+        if not self._card.faults_on:
             return None
         if self.backend == "numpy":
             f = self.device.faults
@@ -1189,7 +1119,7 @@ class EmulatedBench:
                      "tol_rel": verify.tolerance_rel, "pulses": pulses, "success": success,
                      "verify_card": int(table is not None)}
             if table is not None:
-                params = {**params, **_pulse_table_params(table)}
+                params = params.with_pulse_table(pulse_arrays(table))
         _kernels.program(params, key, g_t, stuck, tuple(out.get(k) for k in STATE_KEYS), self.n_threads,
                          first=first, **extra)
 

@@ -5,8 +5,10 @@ written with a target. It is pure data plus the closed-form statistics of the mo
 (vectorised numpy); the per-cell sampling runs in the compiled kernels of
 :mod:`analogmem.emulator.bench` (and, as a test oracle, in :mod:`analogmem.emulator.reference`).
 
-The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and
-``x = g_T / g_max_S`` (DESIGN §2):
+The model, for a target conductance ``g_T`` in ``[g_min_S, g_max_S]`` and its fraction of
+the maximum ``x = g_T / g_max_S`` (the variable of the published models: Nandakumar et al.,
+ICECS 2019; Wan et al., Nature 2022; not the storage layer's relative level
+``(g − g_min)/(g_max − g_min)``):
 
 1. programming noise: ``g_P = clip(g_T + σ_P(x)·z₁)``;
 2. drift: ``g(t) = g_P · ((t + t0)/t0)^(−ν)``, ``ν = |μ_ν(x) + σ_ν(x)·z₂|`` drawn once per cell;
@@ -50,6 +52,7 @@ import numpy as np
 
 from ..errors import DeviceCardError
 from .pulse_response import P_EFFECTS, SCHEME_TERMS, WEIGHT_EFFECTS, PulseResponse, PulseScheme, PulseTable
+from .toml_table import TomlTable as _Table
 
 __all__ = [
     "DeviceModel",
@@ -71,7 +74,7 @@ __all__ = [
     "X_FLOOR",
 ]
 
-#: Smallest relative conductance used inside ln x and x^e (numerical guard for g_T = 0;
+#: Smallest fraction of g_max (x = g/g_max) used inside ln x and x^e (numerical guard for g_T = 0;
 #: every published form clips long before this).
 X_FLOOR = 1e-12
 
@@ -82,10 +85,9 @@ _SCHEMA_VERSION = 1
 #: faster, and a subnormal time makes ln(t/t0) reach 745.
 G_BOUNDS_S = (1e-15, 1e3)
 MIN_TIME_S = 1e-9
-#: The largest card read (bytes) and the most numbers in one list: a calibrated card is a
-#: few kB; a 100 MB one took 53 s to refuse.
+#: The largest card read (bytes) and the most numbers in one list (:mod:`.toml_table`): a
+#: calibrated card is a few kB; a 100 MB one took 53 s to refuse.
 MAX_CARD_BYTES = 4 << 20
-MAX_LIST_LENGTH = 100_000
 #: Write-input domains and their units: a target conductance (S), a write-pulse voltage
 #: (V), or a level index (dimensionless).
 INPUT_UNITS = {"conductance": "S", "voltage": "V", "level": ""}
@@ -193,7 +195,7 @@ class ClippedLogLinear:
 class Drift:
     """Power-law drift ``((t + t0)/t0)^(−ν)``, ``ν ~ |N(μ(x), σ(x))|``; model ``"none"``
     means ν = 0. ``"log-clip"``: μ, σ are :class:`ClippedLogLinear` laws of ln x;
-    ``"table"``: μ, σ given at relative conductances ``x_knots`` (the card's ``g_knots_S``
+    ``"table"``: μ, σ given at fractions of g_max ``x_knots`` (the card's ``g_knots_S``
     / g_max), linear in x between knots (a measured ν(g), as aihwkit's
     CustomDriftPCMLikeNoiseModel takes it)."""
 
@@ -267,7 +269,7 @@ class Relaxation:
         return self.model in ("table-log-time", "log-linear-time")
 
     def sigma_rows(self, x: np.ndarray) -> list[np.ndarray]:
-        """σ_tot (µS at ``g_ref_S``) at relative conductances ``x``, one array per published time."""
+        """σ_tot (µS at ``g_ref_S``) at fractions of g_max ``x``, one array per published time."""
         if self.tabulated:
             return [np.interp(x, self.x_knots, row) for row in self.coefficients_uS]
         return [_poly(c, x) for c in self.coefficients_uS]
@@ -394,12 +396,12 @@ class DeviceModel:
             return self.programming.inputs[0], self.programming.inputs[-1]
         return self.range.g_min_S, self.range.g_max_S
 
-    def relative(self, g_T_S: np.ndarray) -> np.ndarray:
-        """``x = g_T / g_max`` (dimensionless)."""
+    def fraction_of_g_max(self, g_T_S: np.ndarray) -> np.ndarray:
+        """``x = g_T / g_max`` (dimensionless), the published models' variable."""
         return np.asarray(g_T_S, dtype=np.float64) / self.range.g_max_S
 
     def _ln_x(self, g_T_S: np.ndarray) -> np.ndarray:
-        return np.log(np.maximum(self.relative(g_T_S), X_FLOOR))
+        return np.log(np.maximum(self.fraction_of_g_max(g_T_S), X_FLOOR))
 
     # ---- 1. programming noise
     def sigma_program_S(self, g_T_S: np.ndarray) -> np.ndarray:
@@ -408,7 +410,7 @@ class DeviceModel:
         if isinstance(self.programming, EmpiricalChannel):
             raise DeviceCardError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
         scale = _UNIT_uS * self.range.g_max_S / self.programming.g_ref_S
-        return scale * _poly(self.programming.coefficients_uS, self.relative(g_T_S))
+        return scale * _poly(self.programming.coefficients_uS, self.fraction_of_g_max(g_T_S))
 
     # ---- 2. drift
     def drift_mu(self, g_T_S: np.ndarray) -> np.ndarray:
@@ -416,7 +418,7 @@ class DeviceModel:
         if not self.drift.enabled:
             return np.zeros(np.shape(g_T_S))
         if self.drift.tabulated:
-            return np.interp(self.relative(g_T_S), self.drift.x_knots, self.drift.mu_table)
+            return np.interp(self.fraction_of_g_max(g_T_S), self.drift.x_knots, self.drift.mu_table)
         return self.drift.mu(self._ln_x(g_T_S))
 
     def drift_sigma(self, g_T_S: np.ndarray) -> np.ndarray:
@@ -424,7 +426,7 @@ class DeviceModel:
         if not self.drift.enabled:
             return np.zeros(np.shape(g_T_S))
         if self.drift.tabulated:
-            return np.interp(self.relative(g_T_S), self.drift.x_knots, self.drift.sigma_table)
+            return np.interp(self.fraction_of_g_max(g_T_S), self.drift.x_knots, self.drift.sigma_table)
         return self.drift.sigma(self._ln_x(g_T_S))
 
     def drift_factor(self, nu: np.ndarray, t_s: np.ndarray | float) -> np.ndarray:
@@ -441,7 +443,7 @@ class DeviceModel:
         rel = self.relaxation
         if not rel.enabled:
             raise DeviceCardError(f"device {self.name!r} has no relaxation model")
-        x = self.relative(g_T_S)
+        x = self.fraction_of_g_max(g_T_S)
         a, w = rel.segment(np.broadcast_to(np.asarray(t_s, dtype=np.float64), np.shape(x)))
         table = rel.sigma_rows(x)
         sig = np.choose(a, table) if len(table) > 1 else table[0]
@@ -456,7 +458,7 @@ class DeviceModel:
         shape = np.broadcast(np.asarray(g_T_S), np.asarray(t_s)).shape
         if not rel.enabled or not rel.mean_uS:
             return np.zeros(shape)
-        x = np.broadcast_to(self.relative(g_T_S), shape)
+        x = np.broadcast_to(self.fraction_of_g_max(g_T_S), shape)
         a, w = rel.segment(np.broadcast_to(np.asarray(t_s, dtype=np.float64), shape))
         rows = [np.interp(x, rel.x_knots, row) for row in rel.mean_uS]
         m = np.choose(a, rows) if len(rows) > 1 else rows[0]
@@ -521,74 +523,6 @@ class DeviceModel:
 
 
 # --------------------------------------------------------------------------- card parsing
-class _Table:
-    """Typed access to one TOML table, with errors that name card and field."""
-
-    def __init__(self, card: str, path: str, data: Any):
-        self.card, self.path = card, path
-        if not isinstance(data, dict):
-            self.fail(f"expected a table, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
-        self.used: set[str] = set()
-
-    def fail(self, msg: str, key: str | None = None) -> None:
-        if self.path:
-            where = f"[{self.path}]" + (f".{key}" if key else "")
-        else:  # the root: its keys are the card's tables
-            where = f"[{key}]" if key else "top level"
-        raise DeviceCardError(f"device card {self.card}: {where}: {msg}")
-
-    def get(self, key: str, default: Any = ..., ) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is ...:
-                self.fail("missing required field", key)
-            return default
-        return self.data[key]
-
-    def table(self, key: str) -> "_Table":
-        return _Table(self.card, f"{self.path}.{key}" if self.path else key, self.get(key))
-
-    def string(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
-        v = self.get(key, default)
-        if not isinstance(v, str):
-            self.fail(f"expected a string, got {v!r}", key)
-        if choices is not None and v not in choices:
-            self.fail(f"{v!r} is not one of {', '.join(repr(c) for c in choices)}", key)
-        return v
-
-    def number(self, key: str, default: Any = ..., lo: float = -math.inf, hi: float = math.inf,
-               lo_open: bool = False, allow_inf: bool = False) -> float:
-        v = self.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.fail(f"expected a number, got {v!r}", key)
-        v = float(v)
-        if math.isnan(v) or (math.isinf(v) and not allow_inf):
-            self.fail(f"must be finite, got {v}", key)
-        if v < lo or (lo_open and v == lo) or v > hi:
-            bound = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-            self.fail(f"{v:g} is outside {bound}", key)
-        return v
-
-    def numbers(self, key: str, min_len: int = 1) -> tuple[float, ...]:
-        v = self.get(key)
-        if not isinstance(v, list) or len(v) < min_len:
-            self.fail(f"expected a list of at least {min_len} number(s), got {str(v)[:200]}", key)
-        if len(v) > MAX_LIST_LENGTH:
-            self.fail(f"{len(v)} numbers, more than the {MAX_LIST_LENGTH} a card list may hold", key)
-        out = []
-        for i, e in enumerate(v):
-            if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e):
-                self.fail(f"element {i} must be a finite number, got {e!r}", key)
-            out.append(float(e))
-        return tuple(out)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            self.fail(f"unknown field(s) {', '.join(unknown)} (misspelt?)")
-
-
 def _clipped_log_linear(t: _Table, key: str) -> ClippedLogLinear:
     s = t.table(key)
     x_break = s.number("x_break", default=math.inf, lo=0.0, lo_open=True, allow_inf=True)
@@ -598,7 +532,7 @@ def _clipped_log_linear(t: _Table, key: str) -> ClippedLogLinear:
         if len(above) > 4:
             s.fail(f"at most 4 coefficients (a cubic) are supported, got {len(above)}", "above")
         if math.isinf(x_break):
-            s.fail("an upper branch needs x_break (the relative conductance it starts at)", "above")
+            s.fail("an upper branch needs x_break (the fraction of g_max it starts at)", "above")
         if min(_poly(above, np.linspace(min(x_break, 1.0), 1.0, 1001))) < 0:
             s.fail(f"the upper branch is negative somewhere in [{x_break:g}, 1]", "above")
     elif not math.isinf(x_break):
@@ -710,7 +644,7 @@ def _empirical_channel(prog: _Table) -> EmpiricalChannel:
                   f"{len(rows) if isinstance(rows, list) else type(rows).__name__}", "log_conductance_quantiles")
     table = []
     for k, row in enumerate(rows):
-        sub = _Table(prog.card, f"programming.log_conductance_quantiles[{k}]", {"q": row})
+        sub = _Table(prog.source, f"programming.log_conductance_quantiles[{k}]", {"q": row})
         q = sub.numbers("q")
         if len(q) != len(probs):
             prog.fail(f"row {k} has {len(q)} quantiles for {len(probs)} probabilities", "log_conductance_quantiles")

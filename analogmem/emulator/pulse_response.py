@@ -7,9 +7,9 @@ on {0, 1, …} (``P(X = x) = p(1 − p)^x``; 0 when the first verify read alread
 the window), ends verified when ``T ≤ max_pulses`` — its conductance then drawn from the
 window's quantile function of ln(g/S) — and otherwise fails after ``max_pulses`` pulses.
 
-* ``model = "geometric-mixture"`` (issue #8): the table itself, one fitted row per window;
+* ``model = "geometric-mixture"`` (the first RADAR card, scripts/cards/README.md): the table itself, one fitted row per window;
   only those windows can be programmed.
-* ``model = "shared-geometric-mixture"`` (issue #16): one set of physical parameters shared
+* ``model = "shared-geometric-mixture"`` (scripts/cards/README.md, "rram-radar"): one set of physical parameters shared
   by every window. For a window ``[lo, hi]`` (S), the start state and the pulse scheme,
 
   ``logit p_k = α_k + Σ_j β_j·x_j + s_scheme(window side) + τ·r``  and
@@ -57,7 +57,7 @@ SUPPORT_MARGIN_LN_WIDTH = math.log(1.5)
 
 class WindowSupportWarning(UserWarning):
     """A verify window (or start state) outside what the card's fit saw: the shared model
-    extrapolates there, and its prediction is not backed by data (issue #28)."""
+    extrapolates there, and its prediction is not backed by data (scripts/cards/README.md, "Run-to-run variation")."""
 
 
 def pulse_covariates(lo_S: Any, hi_S: Any, prior_programs: Any, step_V: Any, g_ref_S: float) -> dict[str, np.ndarray]:

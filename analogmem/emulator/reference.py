@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ._streams import draw_bits, geometric, inv_log1m, normal_draws, read_normals, uniform
+from ._streams import draw_bits, geometric, normal_draws, read_normals, uniform
+from .card_params import pulse_arrays
 from .cells import DeviceModel
 from .chipstate import state_keys
 
@@ -105,22 +106,16 @@ def _verify(device: DeviceModel, g_t: np.ndarray, stuck: np.ndarray, q: np.ndarr
         # class (uniform, index 0), pulses needed (geometric, 2), then the verified value
         # (uniform, 4) or, on failure, a single-shot write from position 4
         pr = verify.pulse_table(device, g_t) if table is None else table
-        budget = pr.max_pulses
+        arr = pulse_arrays(pr)  # the kernels' arrays of the table
+        budget = arr.max_pulses
         level = pr.level_of(g_t)
-        k_max = max(len(w) for w in pr.weights)
-        cumw = np.full((pr.n_levels, k_max), 2.0)
-        p_hit = np.ones((pr.n_levels, k_max))
-        for j in range(pr.n_levels):
-            k = len(pr.weights[j])
-            cumw[j, :k - 1] = np.cumsum(pr.weights[j])[:k - 1]
-            p_hit[j, :k] = pr.p_hit[j]
         u = uniform(draw_bits(key, cells, 0))  # uniforms at 0, 2, 4: a Box-Muller pair each
-        comp = np.sum(u[:, None] >= cumw[level], axis=1)
-        inv = inv_log1m(p_hit[level, comp])
-        need = np.asarray(pr.offset_pulses)[level] + geometric(draw_bits(key, cells, 2), inv) - 1
+        comp = np.sum(u[:, None] >= arr.cumw[level], axis=1)
+        inv = arr.inv_log1mp[level, comp]
+        need = arr.offset[level].astype(np.int64) + geometric(draw_bits(key, cells, 2), inv) - 1
         ok = need <= budget
         u3 = uniform(draw_bits(key, cells, 4))
-        lq = np.array([np.interp(u3[i], pr.probabilities, pr.log_g_quantiles[level[i]]) for i in range(n)])
+        lq = np.array([np.interp(u3[i], arr.probs, arr.q[level[i]]) for i in range(n)])
         verified = np.clip(np.exp(lq), r.clip_min_S, r.clip_max_S)
         failed, d_failed = _write(device, g_t, key, cells, 4)
         v = np.where(ok, verified, failed)

@@ -1,4 +1,4 @@
-"""Run-to-run variation of write-verify, sampled per programming campaign (issue #28).
+"""Run-to-run variation of write-verify, sampled per programming campaign (scripts/cards/README.md, "Run-to-run variation").
 
 A shared pulse-response card (:mod:`.pulse_response`) may carry a predictive run variation
 (``[write_verify.run_variation]``): a new run's shift of the per-pulse hit probability's

@@ -1,4 +1,4 @@
-"""The cell model on torch tensors: :class:`TorchBench` (``EmulatedBench(..., backend="torch")``).
+"""The cell model on torch tensors: :class:`TorchBench` (``make_bench(..., backend="torch")``).
 
 The same device model as :mod:`analogmem.emulator.reference` (DESIGN §2) — programming
 noise (polynomial, or the empirical quantile-function channel in the card's input domain),
@@ -34,8 +34,8 @@ import numpy as np
 
 from .._seeding import SeedLike, as_seed_sequence
 from ..errors import BenchSizeError, SettingError, TargetRangeError
-from .bench import (BACKEND_CLASSES, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, _kernel_params,
-                    _pulse_table_params, check_read_at)
+from .bench import _DEPRECATED_BACKENDS, ChunkedTargets, EmulatedBench, ProgramReport, WriteVerify, check_read_at
+from .card_params import card_params, pulse_arrays
 from .pulse_response import PulseTable
 from .validation import as_target_array, check_addresses, check_read_time, check_targets
 from .cells import X_FLOOR, DeviceModel, load_device
@@ -69,38 +69,34 @@ class _Card:
     def __init__(self, device: DeviceModel, torch_device: Any, dtype: Any):
         import torch
 
-        self.p = p = _kernel_params(device)  # the card flattened, as the compiled kernels take it
+        self.p = p = card_params(device)  # the card flattened, as the compiled kernels take it
         self.device = device
 
         def t(a: Any, dt: Any = dtype) -> Any:
             return torch.as_tensor(np.asarray(a, dtype=np.float64), device=torch_device).to(dt)
 
-        self.emp = bool(p["emp_on"])
+        self.emp = bool(p.emp_on)
         if self.emp:
-            self.emp_levels, self.emp_probs, self.emp_q = t(p["emp_levels"]), t(p["emp_probs"]), t(p["emp_q"])
-        self.relax = bool(p["relax_on"])
+            self.emp_levels, self.emp_probs, self.emp_q = t(p.emp_levels), t(p.emp_probs), t(p.emp_q)
+        self.relax = bool(p.relax_on)
         if self.relax:
-            self.relax_lnt = [math.log(v) for v in p["relax_t"]]
-            self.relax_x = t(p["relax_x"]) if p["relax_table"] else None
+            self.relax_lnt = [math.log(v) for v in p.relax_t]
+            self.relax_x = t(p.relax_x) if p.relax_table else None
             # tabulated rows as tensors; polynomial rows as coefficient lists
-            self.relax_rows = [t(row) if self.relax_x is not None else list(row) for row in p["relax_c"]]
-            self.relax_mean_rows = [t(row) for row in p["relax_m"]]
-        if p["nu_table"]:
-            self.nu_x, self.nu_mu, self.nu_sg = t(p["nu_x"]), t(p["nu_mu"]), t(p["nu_sg"])
+            self.relax_rows = [t(row) if self.relax_x is not None else list(row) for row in p.relax_c]
+            self.relax_mean_rows = [t(row) for row in p.relax_m]
+        if p.nu_table:
+            self.nu_x, self.nu_mu, self.nu_sg = t(p.nu_x), t(p.nu_mu), t(p.nu_sg)
         self._t = t
 
     def pulse_tensors(self, table: PulseTable) -> "_PulseTensors":
         """A ``WriteVerify.card`` call's pulse-response table as tensors (the kernels' arrays)."""
         import torch
 
-        p = _pulse_table_params(table)
+        a = pulse_arrays(table)
         t = self._t
-        # the kernels take 1/ln(1 - p) per component (0 where p = 1); p back from it
-        inv = np.asarray(p["pr_inv_log1mp"], dtype=np.float64)
-        p_hit = -np.expm1(np.divide(1.0, inv, out=np.full_like(inv, -np.inf), where=inv != 0))
-        return _PulseTensors(t(p["pr_lo"], torch.float64), t(p["pr_hi"], torch.float64),
-                             t(p["pr_cumw"], torch.float64), t(p_hit, torch.float64), t(p["pr_off"], torch.float64),
-                             t(p["pr_probs"]), t(p["pr_q"]), table.max_pulses)
+        return _PulseTensors(t(a.lo, torch.float64), t(a.hi, torch.float64), t(a.cumw, torch.float64),
+                             t(a.p_hit, torch.float64), t(a.offset, torch.float64), t(a.probs), t(a.q), a.max_pulses)
 
     # ---- formulas (x: relative conductance g/g_max)
     @staticmethod
@@ -117,7 +113,7 @@ class _Card:
 
     def sigma_program(self, x: Any) -> Any:
         """σ_P (S) of a polynomial write channel."""
-        return self.poly(self.p["prog_c"], x, self.p["prog_scale"])
+        return self.poly(self.p.prog_c, x, self.p.prog_scale)
 
     def piecewise(self, log_x: Any, x: Any, lin: tuple[float, ...], lxb: float, cubic: list[float]) -> Any:
         """clip(slope ln x + intercept, min, max) below the break (ln x < ``lxb``), the
@@ -131,25 +127,25 @@ class _Card:
     def drift_mu_sigma(self, log_x: Any, x: Any) -> tuple[Any, Any]:
         """μ_ν and σ_ν of the drift exponent's normal at relative conductances ``x``."""
         p = self.p
-        if p["nu_table"]:
+        if p.nu_table:
             return self.lerp_table(self.nu_x, self.nu_mu, x), self.lerp_table(self.nu_x, self.nu_sg, x)
-        return (self.piecewise(log_x, x, p["mu"], p["mu_lxb"], p["mu_hc"]),
-                self.piecewise(log_x, x, p["sigma_nu"], p["sg_lxb"], p["sg_hc"]))
+        return (self.piecewise(log_x, x, p.mu, p.mu_lxb, p.mu_hc),
+                self.piecewise(log_x, x, p.sigma_nu, p.sg_lxb, p.sg_hc))
 
     def q_read(self, x_eff: Any) -> Any:
         """The per-cell read-noise factor: Q_s(x) = min(q_coefficient / x^q_exponent, q_max),
         the piecewise Q_s(x), or the constant K (S per decade) of a log10 read noise."""
         p = self.p
-        if p["q_form"] == 2:
-            return x_eff.new_full(x_eff.shape, p["q_coef"])
-        if p["q_form"] == 1:
-            return self.piecewise(self.log_x(x_eff), x_eff, p["q_piece"], p["q_piece"][4], p["q_hc"])
-        return self.log_x(x_eff).mul_(-p["q_exp"]).exp_().mul_(p["q_coef"]).clamp_(max=p["q_max"])
+        if p.q_form == 2:
+            return x_eff.new_full(x_eff.shape, p.q_coef)
+        if p.q_form == 1:
+            return self.piecewise(self.log_x(x_eff), x_eff, p.q_piece, p.q_piece[4], p.q_hc)
+        return self.log_x(x_eff).mul_(-p.q_exp).exp_().mul_(p.q_coef).clamp_(max=p.q_max)
 
     def read_scale(self, g: Any) -> Any:
         """|g| (S), or log10(|g| / 1 µS) for a log10 read noise: what multiplies q·F·z."""
-        if self.p["read_log10"]:
-            floor = self.p["x_floor"] * self.p["g_max"]
+        if self.p.read_log10:
+            floor = self.p.x_floor * self.p.g_max
             return g.abs().clamp(min=floor).log().sub_(math.log(1e-6)).mul_(1.0 / math.log(10.0))
         return g.abs()
 
@@ -157,12 +153,12 @@ class _Card:
         """sqrt(max(ln((t + t0 + t_read)/(2 t_read)), 0)) (float or tensor)."""
         p = self.p
         if isinstance(age, float):
-            return math.sqrt(max(math.log((age + p["t0_read"] + p["t_read"]) / (2.0 * p["t_read"])), 0.0))
-        return ((age + p["t0_read"] + p["t_read"]) / (2.0 * p["t_read"])).log().clamp(min=0.0).sqrt()
+            return math.sqrt(max(math.log((age + p.t0_read + p.t_read) / (2.0 * p.t_read)), 0.0))
+        return ((age + p.t0_read + p.t_read) / (2.0 * p.t_read)).log().clamp(min=0.0).sqrt()
 
     def drift_log(self, age: Any) -> Any:
         """ln((t + t0)/t0) (float or tensor)."""
-        t0 = self.p["t0"]
+        t0 = self.p.t0
         return math.log((age + t0) / t0) if isinstance(age, float) else ((age + t0) / t0).log()
 
     @staticmethod
@@ -185,7 +181,7 @@ class _Card:
         if not self.relax_mean_rows:
             return None
         rows = [self.lerp_table(self.relax_x, r, x) for r in self.relax_mean_rows]
-        return self._in_log_time(rows, age).mul_(self.p["relax_scale"])
+        return self._in_log_time(rows, age).mul_(self.p.relax_scale)
 
     def _in_log_time(self, rows: list[Any], age: Any) -> Any:
         """Per-time tensors ``rows`` interpolated linearly in ln t at ``age``, held outside."""
@@ -227,8 +223,8 @@ class _Card:
                 w = ((lt - lnt[a]) / (lnt[a + 1] - lnt[a])).clamp(0.0, 1.0)
                 seg = rows[a] + w * (rows[a + 1] - rows[a])
                 tot = seg if a == 0 else seg.where(lt >= lnt[a], tot)
-        st = self.p["relax_scale"] * tot
-        if self.p["relax_add"]:
+        st = self.p.relax_scale * tot
+        if self.p.relax_add:
             return st
         sp = self.sigma_program(x)
         return (st * st - sp * sp).clamp(min=0.0).sqrt()
@@ -719,4 +715,4 @@ class TorchBench:
                 f"time_s={self._time_s:g})")
 
 
-BACKEND_CLASSES["torch"] = TorchBench
+_DEPRECATED_BACKENDS["torch"] = TorchBench  # EmulatedBench(..., backend="torch"), kept for old callers

@@ -1,11 +1,11 @@
-"""Input checks shared by the federated-learning modules.
+"""The federated-learning package's error and its input checks (the scalar ones are
+:mod:`analogmem._checks`' with :class:`FederatedError`; probability arrays are its own).
 
 Every check raises :class:`FederatedError` (an :class:`~analogmem.errors.AnalogMemError` and a
 :class:`ValueError`) with a message that names the offending value and what is allowed.
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analogmem._io import write_json
+from analogmem._cli_output import run_standalone, write_outputs
 
 from ._validation import FederatedError
 from .flower_app import METHODS, FederatedConfig, run_federated
@@ -131,8 +131,7 @@ def _common(p: argparse.ArgumentParser, klms: bool, compare: bool = False) -> No
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Add the ``fl`` command (subcommands ``fedpm``, ``klms``, ``fedavg``, ``signsgd-klms``,
     ``compare``) to an ``argparse`` sub-parser collection; returns the ``fl`` parser."""
-    fl = subparsers.add_parser("fl", help="communication-efficient federated learning on Flower (thesis ch.6-7)",
-                               description="FedPM, KLMS and baselines on Flower's simulation engine.")
+    fl = subparsers.add_parser("fl", description="FedPM, KLMS and baselines on Flower's simulation engine.")
     sub = fl.add_subparsers(dest="fl_command", metavar="{" + ",".join(METHODS) + ",compare}", required=True)
     for method in METHODS:
         p = sub.add_parser(method, help=_HELP[method], description=_HELP[method])
@@ -183,22 +182,13 @@ def run_command(args: argparse.Namespace) -> int:
         results.append(res)
     print(format_summary_table(results))
     command = "analogmem fl " + (args.fl_command if args.fl_command != "compare" else "compare " + " ".join(args.methods))
-    if args.json:
-        write_json(args.json, result_payload(results, command), seed=getattr(args, "seed", None),
-                   settings=vars(args))
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot_results(results, args.plot)
-        print(f"wrote {args.plot}")
+    write_outputs(args, result_payload(results, command), lambda path: plot_results(results, path))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m analogmem.federated.cli fl {fedpm,klms,fedavg,signsgd-klms,compare} ...``."""
-    parser = argparse.ArgumentParser(prog="analogmem")
-    add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_standalone(add_subparser, argv)
 
 
 if __name__ == "__main__":

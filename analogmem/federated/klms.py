@@ -1,7 +1,7 @@
 """KLMS: importance-sampling side-information coding of stochastic updates (thesis ch.7).
 
 Isik, Pase, Gündüz, Koyejo, Weissman, Zorzi, *Adaptive Compression in Federated Learning via
-Side Information*, AISTATS 2024 (DESIGN §6). The client holds a posterior ``q`` over its update,
+Side Information*, AISTATS 2024; docs/federated.md. The client holds a posterior ``q`` over its update,
 the server a prior ``p`` (side information: the global model both know). Here both are products
 of Bernoulli distributions, ``q_i = P(x_i = 1)`` and ``p_i``, which covers FedPM masks (``q`` = the
 client's θ, ``p`` = the global θ) and stochastic sign quantisers (:mod:`.signsgd`).

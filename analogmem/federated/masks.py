@@ -1,7 +1,7 @@
 """Sparse random networks: frozen random weights, learned Bernoulli masks (FedPM, thesis ch.6).
 
 Isik, Pase, Gündüz, Weissman, Zorzi, *Sparse Random Networks for Communication-Efficient
-Federated Learning*, ICLR 2023 (DESIGN §6):
+Federated Learning*, ICLR 2023; docs/federated.md:
 
 * every weight and bias is frozen at a random sign times the constant
   ``c = e·sqrt(1/fan_in)`` (the authors' ``ME_init``; ``fan_in`` = input features of the layer),

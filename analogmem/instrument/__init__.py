@@ -1,5 +1,5 @@
 """Hardware in the loop: drive a real bench through PyVISA, with the emulator behind the
-same API (DESIGN §4).
+same API (docs/instrument.md).
 
 * :class:`InstrumentBench` — the :class:`~analogmem.emulator.bench.Bench` protocol on a
   source-measure unit (Keithley 2450, pymeasure's driver) and a switch matrix;

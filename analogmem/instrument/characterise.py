@@ -1,7 +1,7 @@
 """Closed-loop characterisation of any :class:`~analogmem.emulator.bench.Bench`: program levels
 (optionally with write-verify), read them over time, and write the tidy calibration table.
 
-The table (CSV) has one row per read and the unit-suffixed columns of DESIGN §3, in this
+The table (CSV) has one row per read and the unit-suffixed columns of the README's tidy table ("Calibrating a card"), in this
 order: ``target_S, read_value_S, device, time_s, temperature_K, pulses, success, cell`` —
 ``temperature_K`` only when a temperature is given and ``success`` only with write-verify
 (a column is present only where every row has a value, so no reader sees empty cells).
@@ -30,21 +30,21 @@ import csv
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_generator
+from ..calibrate.tidy import TIDY_COLUMNS
 from ..emulator.bench import Bench, ProgramReport, WriteVerify
 from ..errors import PathExistsError, SettingError
 
 __all__ = ["characterise", "CharacterisationResult", "TIDY_COLUMNS", "read_table", "summarise_table",
            "plot_table", "bench_range"]
-
-TIDY_COLUMNS = ("target_S", "read_value_S", "device", "time_s", "temperature_K", "pulses", "success", "cell")
 
 
 @dataclass
@@ -181,98 +181,157 @@ def characterise(bench: Bench, out_csv: str | os.PathLike, *, levels_S: Sequence
         a :class:`CharacterisationResult`.
     """
     t_wall = time.perf_counter()
-    times = tuple(float(t) for t in read_times_s)
-    if not times or any(not math.isfinite(t) or t < 0 for t in times) or list(times) != sorted(times):
-        raise SettingError(f"read_times_s must be a non-empty ascending list of seconds >= 0, got {read_times_s!r}")
-    for name, v in (("cells_per_level", cells_per_level), ("reads_per_time", reads_per_time),
-                     ("chunk_cells", chunk_cells), ("n_levels", n_levels)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise SettingError(f"{name} must be a positive integer, got {v!r}")
-    if levels_S is None:
-        g_min, g_max = bench_range(bench)
-        levels = g_min + (g_max - g_min) * np.linspace(0.1, 0.9, int(n_levels))
-    else:
-        levels = np.asarray(levels_S, dtype=np.float64)
-        if levels.ndim != 1 or levels.size == 0 or not np.all(np.isfinite(levels)):
-            raise SettingError(f"levels_S must be a non-empty 1-D list of finite conductances (S), got {levels_S!r}")
-    candidates = _candidate_cells(bench)
-    n_total = levels.size * int(cells_per_level)
-    if n_total > candidates.size:
-        raise SettingError(f"{levels.size} levels x {cells_per_level} cells = {n_total} cells, but the bench has only "
-                         f"{candidates.size} cells it may use")
-    rng = as_generator(seed)
-    addresses = np.sort(rng.permutation(candidates)[:n_total]).astype(np.intp)
-    level_of = np.repeat(np.arange(levels.size), int(cells_per_level))[rng.permutation(n_total)]
+    times = _check_sweep(read_times_s, cells_per_level=cells_per_level, reads_per_time=reads_per_time,
+                         chunk_cells=chunk_cells, n_levels=n_levels)
+    levels = _sweep_levels(bench, levels_S, n_levels)
+    addresses, level_of = _draw_cells(bench, levels.size, int(cells_per_level), seed)
     targets = levels[level_of]
     label = _device_label(bench, device)
-    temp = "" if temperature_K is None else _num(temperature_K)
-
+    temperature = "" if temperature_K is None else _num(temperature_K)
     columns = tuple(c for c in TIDY_COLUMNS if not (c == "temperature_K" and temperature_K is None)
                     and not (c == "success" and verify is None))
     writer = _TidyWriter(Path(out_csv), append, columns)
-    has_bar = hasattr(bench, "progress")
-    bench_bar = getattr(bench, "progress", None)
-    try:
-        if has_bar:
-            bench.progress = progress  # the bench's own per-cell bar while programming
-        report = bench.program(targets, addresses=addresses) if verify is None else \
-            bench.program(targets, addresses=addresses, verify=verify)
-        if has_bar:
-            bench.progress = False  # reads: one bar over chunks below
-        pulses = report.pulses if report.pulses is not None else np.ones(n_total, dtype=np.int64)
-        success = report.success
-        t_prog = float(report.time_s)
-        chunks = [np.arange(i, min(i + int(chunk_cells), n_total)) for i in range(0, n_total, int(chunk_cells))]
-        bar = progress_bar(total=len(times) * int(reads_per_time) * len(chunks), enabled=progress, desc="characterise",
-                           unit="chunk")
-        values: dict[tuple[float, int], list[np.ndarray]] = {}
-
-        def write_rows(idx: np.ndarray, g: np.ndarray, ages: np.ndarray) -> None:
-            rows = []
-            for j, k in enumerate(idx):
-                row = {"target_S": _num(targets[k]), "read_value_S": _num(g[j]), "device": label,
-                       "time_s": _num(ages[j]), "temperature_K": temp, "pulses": int(pulses[k]),
-                       "success": "" if success is None else str(bool(success[k])), "cell": int(addresses[k])}
-                rows.append(tuple(row[c] for c in columns))
-            writer.write(rows)
-        for t in times:
-            elapsed = bench.time_s - t_prog
-            if t > elapsed:
-                bench.wait(t - elapsed)
-            for _ in range(int(reads_per_time)):
-                for idx in chunks:
-                    try:
-                        g = np.asarray(bench.read(addresses=addresses[idx]), dtype=np.float64)
-                    except BaseException as exc:
-                        part = getattr(exc, "partial_read", None)
-                        if part is not None and len(part["values_S"]):
-                            m = len(part["values_S"])
-                            write_rows(idx[:m], np.asarray(part["values_S"]), np.asarray(part["age_s"]))
-                        raise
-                    ages = getattr(bench, "last_read_age_s", None)
-                    if ages is None or np.shape(ages) != g.shape:
-                        ages = np.full(g.shape, bench.time_s - t_prog)
-                    write_rows(idx, g, ages)
-                    for j, k in enumerate(idx):
-                        values.setdefault((t, int(level_of[k])), []).append(g[j:j + 1])
-                    bar.update(1)
-        bar.close()
-    except BaseException as exc:
-        writer.close()
-        if has_bar:
-            bench.progress = bench_bar
-        exc.add_note(f"characterise: {writer.rows} measurement row(s) taken before the interruption are kept in "
-                     f"{writer.path}")
-        raise
-    writer.close()
-    if has_bar:
-        bench.progress = bench_bar
+    with _sweep_session(bench, writer):
+        report = _program_levels(bench, targets, addresses, verify, progress)
+        rows = _RowMaker(writer, targets, addresses, report, label, temperature)
+        values = _read_over_time(bench, rows, level_of, times, int(reads_per_time), int(chunk_cells),
+                                 float(report.time_s), progress)
     summary = _summary(levels, times, values, report, level_of, label)
-    summary.update({"path": str(writer.path), "rows": writer.rows, "cells": int(n_total),
+    summary.update({"path": str(writer.path), "rows": writer.rows, "cells": int(addresses.size),
                     "wall_s": time.perf_counter() - t_wall, "complete": True})
     return CharacterisationResult(path=writer.path, n_rows=writer.rows, levels_S=levels, addresses=addresses,
                                   targets_S=targets, read_times_s=times, report=report,
                                   wall_s=time.perf_counter() - t_wall, summary=summary)
+
+
+def _check_sweep(read_times_s: Sequence[float], **counts: Any) -> tuple[float, ...]:
+    """The read times (s, ascending, finite, >= 0) as floats; every one of ``counts`` a
+    positive integer. Raises :class:`SettingError` naming the value."""
+    times = tuple(float(t) for t in read_times_s)
+    if not times or any(not math.isfinite(t) or t < 0 for t in times) or list(times) != sorted(times):
+        raise SettingError(f"read_times_s must be a non-empty ascending list of seconds >= 0, got {read_times_s!r}")
+    for name, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise SettingError(f"{name} must be a positive integer, got {v!r}")
+    return times
+
+
+def _sweep_levels(bench: Any, levels_S: Sequence[float] | None, n_levels: int) -> np.ndarray:
+    """The target levels (S): ``levels_S`` checked, or ``n_levels`` evenly spaced over
+    10 %–90 % of the bench's range (:func:`bench_range`)."""
+    if levels_S is None:
+        g_min, g_max = bench_range(bench)
+        return g_min + (g_max - g_min) * np.linspace(0.1, 0.9, int(n_levels))
+    levels = np.asarray(levels_S, dtype=np.float64)
+    if levels.ndim != 1 or levels.size == 0 or not np.all(np.isfinite(levels)):
+        raise SettingError(f"levels_S must be a non-empty 1-D list of finite conductances (S), got {levels_S!r}")
+    return levels
+
+
+def _draw_cells(bench: Any, n_levels: int, cells_per_level: int, seed: SeedLike) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n_levels·cells_per_level`` distinct cells at random from those the bench may
+    touch; returns their addresses (ascending) and each one's level index."""
+    candidates = _candidate_cells(bench)
+    n_total = n_levels * cells_per_level
+    if n_total > candidates.size:
+        raise SettingError(f"{n_levels} levels x {cells_per_level} cells = {n_total} cells, but the bench has only "
+                           f"{candidates.size} cells it may use")
+    rng = as_generator(seed)
+    addresses = np.sort(rng.permutation(candidates)[:n_total]).astype(np.intp)
+    level_of = np.repeat(np.arange(n_levels), cells_per_level)[rng.permutation(n_total)]
+    return addresses, level_of
+
+
+@contextmanager
+def _sweep_session(bench: Any, writer: "_TidyWriter") -> Iterator[None]:
+    """Around a sweep: the table is closed and the bench's ``progress`` setting restored
+    however it ends; an interruption gets a note saying how many rows were kept."""
+    has_bar = hasattr(bench, "progress")
+    bench_bar = getattr(bench, "progress", None)
+    try:
+        yield
+    except BaseException as exc:
+        exc.add_note(f"characterise: {writer.rows} measurement row(s) taken before the interruption are kept in "
+                     f"{writer.path}")
+        raise
+    finally:
+        writer.close()
+        if has_bar:
+            bench.progress = bench_bar
+
+
+def _program_levels(bench: Any, targets: np.ndarray, addresses: np.ndarray, verify: WriteVerify | None,
+                    progress: bool) -> ProgramReport:
+    """Program every cell to its target (S), single-shot or with ``verify``, with the
+    bench's own per-cell progress bar when it has one."""
+    has_bar = hasattr(bench, "progress")
+    if has_bar:
+        bench.progress = progress
+    report = bench.program(targets, addresses=addresses) if verify is None else \
+        bench.program(targets, addresses=addresses, verify=verify)
+    if has_bar:
+        bench.progress = False  # reads: one bar over chunks
+    return report
+
+
+class _RowMaker:
+    """Builds and appends the tidy rows of reads of the sweep's cells."""
+
+    def __init__(self, writer: "_TidyWriter", targets: np.ndarray, addresses: np.ndarray, report: ProgramReport,
+                 label: str, temperature: str):
+        self.writer, self.targets, self.addresses, self.label, self.temperature = \
+            writer, targets, addresses, label, temperature
+        self.pulses = report.pulses if report.pulses is not None else np.ones(addresses.size, dtype=np.int64)
+        self.success = report.success
+
+    def write(self, idx: np.ndarray, g: np.ndarray, ages: np.ndarray) -> None:
+        """Append one row per read: cells ``idx`` (sweep indices), conductances ``g`` (S),
+        ages ``ages`` (s since each cell was programmed)."""
+        rows = []
+        for j, k in enumerate(idx):
+            row = {"target_S": _num(self.targets[k]), "read_value_S": _num(g[j]), "device": self.label,
+                   "time_s": _num(ages[j]), "temperature_K": self.temperature, "pulses": int(self.pulses[k]),
+                   "success": "" if self.success is None else str(bool(self.success[k])),
+                   "cell": int(self.addresses[k])}
+            rows.append(tuple(row[c] for c in self.writer.columns))
+        self.writer.write(rows)
+
+
+def _read_over_time(bench: Any, rows: _RowMaker, level_of: np.ndarray, times: tuple[float, ...],
+                    reads_per_time: int, chunk_cells: int, t_prog: float,
+                    progress: bool) -> dict[tuple[float, int], list[np.ndarray]]:
+    """At each read time (s after programming ended at bench time ``t_prog``) read every
+    cell ``reads_per_time`` times, ``chunk_cells`` at a time, appending the rows as each
+    chunk comes (and what a failing read measured before it failed). Returns the reads (S)
+    by (time, level index)."""
+    n_total = rows.addresses.size
+    chunks = [np.arange(i, min(i + chunk_cells, n_total)) for i in range(0, n_total, chunk_cells)]
+    bar = progress_bar(total=len(times) * reads_per_time * len(chunks), enabled=progress, desc="characterise",
+                       unit="chunk")
+    values: dict[tuple[float, int], list[np.ndarray]] = {}
+    for t in times:
+        elapsed = bench.time_s - t_prog
+        if t > elapsed:
+            bench.wait(t - elapsed)
+        for _ in range(reads_per_time):
+            for idx in chunks:
+                try:
+                    g = np.asarray(bench.read(addresses=rows.addresses[idx]), dtype=np.float64)
+                except BaseException as exc:
+                    part = getattr(exc, "partial_read", None)
+                    if part is not None and len(part["values_S"]):
+                        m = len(part["values_S"])
+                        rows.write(idx[:m], np.asarray(part["values_S"]), np.asarray(part["age_s"]))
+                    raise
+                ages = getattr(bench, "last_read_age_s", None)
+                if ages is None or np.shape(ages) != g.shape:
+                    ages = np.full(g.shape, bench.time_s - t_prog)
+                rows.write(idx, g, ages)
+                for j, k in enumerate(idx):
+                    values.setdefault((t, int(level_of[k])), []).append(g[j:j + 1])
+                bar.update(1)
+    bar.close()
+    return values
 
 
 def _summary(levels: np.ndarray, times: tuple[float, ...], values: dict, report: ProgramReport,

@@ -426,23 +426,22 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _guarded(func: Any) -> Any:
-    """Run a command; analogmem errors become one line on stderr and exit status 1."""
+    """Run a command; an analogmem error becomes one line on stderr with the exit status of
+    :mod:`analogmem._cli_output` (1: the instrument failed; 2: a refused input)."""
 
     def run(args: argparse.Namespace) -> int:
+        from .._cli_output import interrupted, refuse
         from ..errors import AnalogMemError
 
+        command = f"analogmem bench {args.bench_command}"
         try:
             _check_args(args)
             return func(args)
         except (AnalogMemError, FileExistsError) as exc:
-            print(f"analogmem bench {args.bench_command}: error: {exc}", file=sys.stderr)
-            for note in getattr(exc, "__notes__", []):
-                print(f"  {note}", file=sys.stderr)
-            return 1
+            return refuse(command, exc)
         except KeyboardInterrupt:
-            print(f"analogmem bench {args.bench_command}: interrupted (Ctrl-C); the instrument was left with "
-                  "its output off where the bench could still reach it", file=sys.stderr)
-            return 1
+            return interrupted(command, "the instrument was left with its output off where the bench could "
+                                        "still reach it")
 
     run.__name__ = func.__name__
     return run

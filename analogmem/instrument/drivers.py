@@ -31,6 +31,7 @@ from pymeasure.instruments.validators import strict_discrete_set, strict_range
 from ..errors import AddressError, SettingError
 from .errors import InstrumentReplyError
 from .limits import SafetyLimits, safety_range
+from .scpi_commands import command
 from .scpi_server import EMULATOR_MANUFACTURER, EMULATOR_MODEL  # defined with the server, which needs no pymeasure
 
 __all__ = ["SourceMeter2450", "SwitchMatrix", "parse_idn", "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
@@ -50,6 +51,27 @@ def _fmt(x: float) -> str:
     return f"{float(x):.9g}"
 
 
+def _get(name: str) -> str:
+    """The query header of setting ``name`` in the command table."""
+    return command(name, "query").header
+
+
+def _set(name: str, parameter: str) -> str:
+    """The set command of setting ``name`` with a pymeasure ``parameter`` format."""
+    return f"{command(name).header} {parameter}"
+
+
+# Headers the messages below are composed from (the command table's rows).
+_LEV, _DEL, _OUTP = (command(n).header for n in ("source_voltage", "source_voltage_delay", "output_enabled"))
+_READ, _ERR = _get("current"), _get("next_error")
+_OPEN_ALL = command("open_all").header
+
+
+def _source_and_read(level_V: float, delay_s: float = 0.0) -> str:
+    """Source ``level_V`` for ``delay_s`` with the output on, read the current, output off."""
+    return f"{_LEV} {_fmt(level_V)};{_DEL} {_fmt(delay_s)};{_OUTP} ON;{_READ};{_OUTP} OFF"
+
+
 class SourceMeter2450(Keithley2450):
     """pymeasure's :class:`~pymeasure.instruments.keithley.Keithley2450` with the
     bench's safety limits as validators.
@@ -61,7 +83,7 @@ class SourceMeter2450(Keithley2450):
     """
 
     source_voltage = Instrument.control(
-        ":SOUR:VOLT?", ":SOUR:VOLT:LEV %g",
+        _get("source_voltage"), _set("source_voltage", "%g"),
         """Control the source voltage level (V). Bounded by the bench's largest allowed
         |V| (SET, RESET or read); outside it raises SafetyLimitError before sending.""",
         validator=safety_range("max |V| (max_set_V, max_reset_V, max_read_V)", "V"),
@@ -70,7 +92,7 @@ class SourceMeter2450(Keithley2450):
     )
 
     compliance_current = Instrument.control(
-        ":SOUR:VOLT:ILIM?", ":SOUR:VOLT:ILIM %g",
+        _get("compliance_current"), _set("compliance_current", "%g"),
         """Control the current compliance ``:SOUR:VOLT:ILIM`` (A) while sourcing voltage;
         at most the bench's ``compliance_A``.""",
         validator=safety_range("compliance_A", "A"),
@@ -79,7 +101,7 @@ class SourceMeter2450(Keithley2450):
     )
 
     source_voltage_delay = Instrument.control(
-        ":SOUR:VOLT:DEL?", ":SOUR:VOLT:DEL %g",
+        _get("source_voltage_delay"), _set("source_voltage_delay", "%g"),
         """Control the source delay (s) — the pulse width of a 2450 pulse; within the
         bench's ``[min_pulse_width_s, max_pulse_width_s]`` or 0 (reads).""",
         validator=strict_range,
@@ -88,7 +110,7 @@ class SourceMeter2450(Keithley2450):
     )
 
     sense_function = Instrument.control(
-        ":SENS:FUNC?", ':SENS:FUNC "%s"',
+        _get("sense_function"), _set("sense_function", '"%s"'),
         """Control the measured quantity ('CURR', 'VOLT' or 'RES').""",
         validator=strict_discrete_set,
         values=["CURR", "VOLT", "RES"],
@@ -96,7 +118,7 @@ class SourceMeter2450(Keithley2450):
     )
 
     output_enabled = Instrument.control(
-        ":OUTP?", ":OUTP %s",
+        _get("output_enabled"), _set("output_enabled", "%s"),
         """Control whether the source output is on (bool).""",
         validator=strict_discrete_set,
         values={True: "ON", False: "OFF"},
@@ -123,7 +145,7 @@ class SourceMeter2450(Keithley2450):
         """One message that reads the routed cell at ``read_V`` (checked against
         ``max_read_V``); its reply is ``I;code,"message"`` (A; error queue head)."""
         v = self.limits.check_read(read_V)
-        return f":SOUR:VOLT:LEV {_fmt(v)};:SOUR:VOLT:DEL 0;:OUTP ON;:READ?;:OUTP OFF;:SYST:ERR?"
+        return f"{_source_and_read(v)};{_ERR}"
 
     def pulse_message(self, voltage_V: float, width_s: float, kind: str, read_V: float | None = None) -> str:
         """One message applying a ``kind`` (``"set"`` or ``"reset"``) pulse of
@@ -137,11 +159,10 @@ class SourceMeter2450(Keithley2450):
         else:
             raise SettingError(f"pulse kind must be 'set' or 'reset', got {kind!r}")
         w = self.limits.check_width(width_s, f"{kind.upper()} pulse width")
-        msg = f":SOUR:VOLT:LEV {_fmt(v)};:SOUR:VOLT:DEL {_fmt(w)};:OUTP ON;:READ?;:OUTP OFF"
+        msg = _source_and_read(v, w)
         if read_V is not None:
-            r = self.limits.check_read(read_V)
-            msg += f";:SOUR:VOLT:LEV {_fmt(r)};:SOUR:VOLT:DEL 0;:OUTP ON;:READ?;:OUTP OFF"
-        return msg + ";:SOUR:VOLT:LEV 0;:SYST:ERR?"
+            msg += ";" + _source_and_read(self.limits.check_read(read_V))
+        return f"{msg};{_LEV} 0;{_ERR}"
 
     def configure_voltage_source(self, compliance_A: float) -> None:
         """Source voltage, measure current with auto range, output off at 0 V, compliance
@@ -149,14 +170,14 @@ class SourceMeter2450(Keithley2450):
         self.output_enabled = False
         self.source_mode = "voltage"
         self.sense_function = "CURR"
-        self.write(":SENS:CURR:RANG:AUTO 1")
+        self.write(_set("current_autorange", "1"))
         self.compliance_current = compliance_A
         self.source_voltage = 0.0
 
     def shutdown(self) -> None:
         """Source 0 V and switch the output off (no ramp: between operations the output
         is already off; pulses never leave it on)."""
-        self.write(":SOUR:VOLT:LEV 0;:OUTP OFF")
+        self.write(f"{_LEV} 0;{_OUTP} OFF")
         self.isShutdown = True
 
 
@@ -172,7 +193,7 @@ class SwitchMatrix(SCPIMixin, Instrument):
     """
 
     closed_channels = Instrument.measurement(
-        ":ROUT:CLOS?",
+        _get("closed_channels"),
         """Get the closed crosspoints as the instrument reports them, e.g. '(@1!3!4)'.""",
         cast=str,
         get_process=lambda v: ",".join(v) if isinstance(v, list) else str(v),
@@ -193,11 +214,11 @@ class SwitchMatrix(SCPIMixin, Instrument):
     def route_message(self, address: int) -> str:
         """One message that opens every crosspoint, closes the one of ``address`` and
         reports what is closed and the error-queue head: reply ``(@c!r!k);code,"message"``."""
-        return f":ROUT:OPEN:ALL;:ROUT:CLOS {self.channel(address)};:ROUT:CLOS?;:SYST:ERR?"
+        return f"{_OPEN_ALL};{_set('closed_channels', self.channel(address))};{_get('closed_channels')};{_ERR}"
 
     def open_all(self) -> None:
         """Open every crosspoint."""
-        self.write(":ROUT:OPEN:ALL")
+        self.write(_OPEN_ALL)
 
     def shutdown(self) -> None:
         """Open every crosspoint."""

@@ -32,27 +32,22 @@ import numpy as np
 
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
-from ..emulator.validation import check_addresses, check_read_time
-from ..emulator.cells import DeviceModel, load_device
+from ..emulator.cells import DeviceModel
 from ..errors import InstrumentError, SettingError
-from ..errors import ReadTimeError
 from .drivers import EMULATOR_MANUFACTURER, EMULATOR_MODEL, SourceMeter2450, SwitchMatrix, parse_idn
 from .errors import (
     InstrumentConnectionError,
-    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
 )
-from .bench_clock import BenchClock
+from .lab_bench import LabBench
 from .limits import BenchConfig
-from .verify_policy import VerifyPolicy, check_program_request, check_targets
 
 __all__ = ["InstrumentBench", "open_adapter"]
 
 log = logging.getLogger(__name__)
 
-_CLOCKS = ("auto", "host", "instrument")
 _MAX_DRAIN = 32
 _VISALIBS: dict[str, Any] = {}
 
@@ -189,7 +184,7 @@ def _float(text: str, what: str, reply: str) -> float:
     return v
 
 
-class InstrumentBench(BenchClock):
+class InstrumentBench(LabBench):
     """The :class:`~analogmem.emulator.bench.Bench` protocol on a PyVISA bench.
 
     Args:
@@ -219,34 +214,12 @@ class InstrumentBench(BenchClock):
     def __init__(self, resource: Any, *, device: DeviceModel | str | None = None, config: BenchConfig | None = None,
                  switch_resource: Any = None, visa_library: str | None = None, timeout_s: float = 2.0,
                  retries: int = 2, clock: str = "auto", progress: bool = False):
-        config = config or BenchConfig()
-        self.device = load_device(device) if device is not None else None
-        if self.device is not None:
-            config = config.with_range(self.device.g_min_S, self.device.g_max_S)
-        config.check_scheme()
-        if clock not in _CLOCKS:
-            raise SettingError(f"clock must be one of {_CLOCKS}, got {clock!r}")
         if not (isinstance(retries, int) and retries >= 0):
             raise SettingError(f"retries must be a non-negative integer, got {retries!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
-                math.isfinite(timeout_s) and timeout_s > 0):
-            raise SettingError(f"timeout_s (--timeout-s) must be a finite number of seconds > 0, got {timeout_s!r}")
-        self.config, self.limits, self.scheme = config, config.limits, config.scheme
-        self.n_cells = config.n_cells
+        self._open_bench(config or BenchConfig(), device, clock, timeout_s)
+        config = self.config
         self.progress = progress
-        self.read_time_tolerance_s = 1.0
-        self._closed = False
         self._routed: int | None = None
-        self._start_clock()
-        self._last_program_s = 0.0
-        #: bench time (s) at which each cell was last programmed (NaN: never by this bench).
-        self.cell_program_time_s = np.full(self.n_cells, np.nan)
-        #: ages (s since programming) of the cells of the most recent ``read``.
-        self.last_read_age_s: np.ndarray = np.empty(0)
-        #: RESET pulses per cell of the most recent ``program``.
-        self.last_program_resets: np.ndarray = np.empty(0, dtype=np.int64)
-        #: final verify reads (S) of the most recent ``program`` (NaN without verify).
-        self.last_program_reads_S: np.ndarray = np.empty(0)
 
         smu_adapter = open_adapter(resource, visa_library, timeout_s) if isinstance(resource, str) else resource
         self.smu = SourceMeter2450(smu_adapter, limits=self.limits)
@@ -361,17 +334,6 @@ class InstrumentBench(BenchClock):
         msg = f":EMUL:CLOC {target_s:.9f};:EMUL:CLOC?;:SYST:ERR?"
         self._smu.query(msg, self._parser(1, msg, check_range=False), retry_safe=True)
 
-    # ------------------------------------------------------------------ validation
-    def _addresses(self, addresses: Any) -> np.ndarray:
-        a = check_addresses(addresses, self.n_cells)
-        if a is None:
-            a = np.arange(self.n_cells, dtype=np.intp)
-        self.limits.check_cells(a)
-        return a
-
-    def _targets(self, targets: Any, n: int) -> np.ndarray:
-        return check_targets(self.scheme, targets, n)
-
     # ------------------------------------------------------------------ primitives
     def _route(self, address: int) -> None:
         if self._routed == address:
@@ -428,10 +390,7 @@ class InstrumentBench(BenchClock):
         without verify). RESET pulses are in :attr:`last_program_resets`, the final
         verify reads in :attr:`last_program_reads_S`.
         """
-        self._check_open()
-        addr = self._addresses(addresses)
-        g_t = self._targets(targets, addr.shape[0])
-        policy = self.check_program(g_t, verify)
+        addr, g_t, policy = self._program_request(targets, addresses, verify)
         s = self.scheme
         n = addr.shape[0]
         pulses = np.zeros(n, dtype=np.int64)
@@ -470,17 +429,7 @@ class InstrumentBench(BenchClock):
             self.cell_program_time_s[a] = self.time_s
         if policy is not None:
             stuck = policy.stuck(success, reads, last_v, resets, win_lo, win_hi)
-        self._last_program_s = self.time_s
-        self.last_program_resets, self.last_program_reads_S = resets, reads
-        return ProgramReport(n_cells=n, time_s=self._last_program_s, stuck=stuck,
-                             addresses=None if addresses is None else addr, pulses=pulses, success=success)
-
-    def check_program(self, g_target_S: np.ndarray, verify: WriteVerify | None) -> VerifyPolicy | None:
-        """Check a whole program request against the limits before anything is sent:
-        every first SET amplitude, the threshold, RESET and read voltages, both widths,
-        the verify windows. Returns the verify policy (None without verify). Raises
-        :class:`SafetyLimitError` / :class:`TargetRangeError` / :class:`SettingError`."""
-        return check_program_request(self.scheme, self.limits, g_target_S, verify, self.device)
+        return self._program_done(addr, addresses is None, pulses, success, stuck, resets, reads)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S) = read current (A) / ``scheme.v_read_V`` (V).
@@ -495,17 +444,7 @@ class InstrumentBench(BenchClock):
         If a read fails part-way, the exception carries ``partial_read`` (the addresses,
         values (S) and ages (s) measured before it).
         """
-        self._check_open()
-        addr = self._addresses(addresses)
-        self.limits.check_read(self.scheme.v_read_V)
-        if t_s is not None:
-            try:
-                when = check_read_time(t_s, self._last_program_s, self.time_s, self.read_time_tolerance_s)
-            except ReadTimeError as exc:
-                raise InstrumentReadTimeError(str(exc)) from None
-            late = self.time_s - when
-            if late < 0:
-                self.wait(-late)
+        addr, _ = self._read_request(t_s, addresses)
         out = np.empty(addr.shape[0])
         when = np.empty(addr.shape[0])
         done = 0
@@ -548,22 +487,7 @@ class InstrumentBench(BenchClock):
             except Exception:  # noqa: BLE001
                 pass
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InstrumentConnectionError("this InstrumentBench was shut down; open a new one")
-
     def _iter(self, n: int, what: str):
         if self.progress and n > 1:
             return progress_bar(range(n), desc=f"{what} ({self.identity['model']})", unit="cell", leave=False)
         return range(n)
-
-    def __enter__(self) -> "InstrumentBench":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.shutdown()
-
-    def __repr__(self) -> str:
-        ident = getattr(self, "identity", {})
-        return (f"InstrumentBench({ident.get('manufacturer', '?')} {ident.get('model', '?')}, "
-                f"{self.config.rows}x{self.config.cols} cells, clock={getattr(self, 'clock', '?')!r})")

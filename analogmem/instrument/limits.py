@@ -46,6 +46,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._checks import check_positive
+from ..emulator.toml_table import TomlTable
 from ..errors import SafetyLimitError, SettingError
 
 __all__ = [
@@ -95,10 +97,7 @@ def safety_range(limit_name: str, unit: str) -> Callable[[float, Any], float]:
 
 
 def _positive(name: str, v: float, allow_zero: bool = False) -> float:
-    v = float(v)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise SettingError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {v!r}")
-    return v
+    return check_positive(v, name, allow_zero=allow_zero, error=SettingError)
 
 
 @dataclass(frozen=True)
@@ -328,25 +327,14 @@ class BenchConfig:
                 "scheme": asdict(self.scheme)}
 
 
-def _section(data: dict[str, Any], name: str, cls: type, path: str) -> dict[str, Any]:
-    sec = data.get(name, {})
-    if not isinstance(sec, dict):
-        raise SettingError(f"bench config {path}: [{name}] must be a table")
-    known = ({"model"} if cls == "instrument" else {f.name for f in fields(cls)} if cls is not None
-             else {"rows", "cols"})
-    unknown = set(sec) - known
-    if unknown:
-        raise SettingError(f"bench config {path}: unknown key(s) in [{name}]: {sorted(unknown)}; "
-                         f"allowed: {sorted(known)}")
-    return dict(sec)
-
-
 _MAX_CONFIG_BYTES = 1 << 20
 
 
 def load_bench_config(path: str | Path | None = None) -> BenchConfig:
     """Load a :class:`BenchConfig` from a TOML file (see the module docstring); ``None``
-    gives the defaults. Unknown keys are refused with a message naming them."""
+    gives the defaults. Read through :class:`~analogmem.emulator.toml_table.TomlTable`, as
+    device cards are: a wrong type, a missing or unknown table or field is a
+    :class:`SettingError` naming ``[table].field``."""
     if path is None:
         return BenchConfig()
     p = Path(path)
@@ -361,20 +349,34 @@ def load_bench_config(path: str | Path | None = None) -> BenchConfig:
         raise
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise SettingError(f"bench config {p}: cannot read it as TOML: {exc}") from None
-    unknown = set(data) - {"instrument", "matrix", "limits", "scheme"}
-    if unknown:
-        raise SettingError(f"bench config {p}: unknown table(s) {sorted(unknown)}; allowed: instrument, matrix, "
-                           "limits, scheme")
-    matrix = _section(data, "matrix", None, str(p))
-    instrument = _section(data, "instrument", "instrument", str(p))
-    lim = _section(data, "limits", SafetyLimits, str(p))
-    if "allowed_cells" in lim and lim["allowed_cells"] is not None:
-        lim["allowed_cells"] = tuple(tuple(r) for r in lim["allowed_cells"])
-    try:
-        return BenchConfig(rows=matrix.get("rows", 32), cols=matrix.get("cols", 32), limits=SafetyLimits(**lim),
-                           scheme=VoltageScheme(**_section(data, "scheme", VoltageScheme, str(p))),
-                           model=instrument.get("model", "2450"))
+    root = TomlTable(str(p), "", data, kind="bench config", error=SettingError)
+    instrument, matrix = root.table("instrument", {}), root.table("matrix", {})
+    lim, sch = root.table("limits", {}), root.table("scheme", {})
+    root.done()
+    model = instrument.string("model", "2450")
+    rows, cols = matrix.integer("rows", 32, lo=1), matrix.integer("cols", 32, lo=1)
+    limits = {f.name: lim.number(f.name, f.default) for f in fields(SafetyLimits) if f.name != "allowed_cells"}
+    limits["allowed_cells"] = _allowed_cells(lim)
+    scheme = {f.name: (sch.boolean if f.name == "reset_first" else sch.number)(f.name, f.default)
+              for f in fields(VoltageScheme)}
+    for t in (instrument, matrix, lim, sch):
+        t.done()
+    try:  # the checks across fields (a pulse-width window, a SET transfer)
+        return BenchConfig(rows=rows, cols=cols, limits=SafetyLimits(**limits), scheme=VoltageScheme(**scheme),
+                           model=model)
     except SettingError as exc:
         raise SettingError(f"bench config {p}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # e.g. a string where a number belongs
-        raise SettingError(f"bench config {p}: {exc}") from None
+
+
+def _allowed_cells(lim: TomlTable) -> tuple[tuple[int, int], ...] | None:
+    """``[limits] allowed_cells``: absent (every cell) or a list of ``[start, stop]`` integer pairs."""
+    v = lim.get("allowed_cells", None)
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v:
+        lim.fail(f"expected a list of [start, stop) address ranges, got {str(v)[:200]}", "allowed_cells")
+    for i, r in enumerate(v):
+        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(e, int) and not isinstance(e, bool)
+                                                            for e in r)):
+            lim.fail(f"element {i} must be a [start, stop) pair of integers, got {r!r}", "allowed_cells")
+    return tuple((r[0], r[1]) for r in v)

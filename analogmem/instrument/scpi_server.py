@@ -15,15 +15,15 @@ What a pulse does (``:OUTP ON`` with a cell routed and the source at ``V``):
 * ``V <= -|scheme.v_reset_V|·reset_fraction``: RESET — programmed to ``g_min_S``;
 * otherwise (|V| below the disturb threshold): nothing changes; a read is non-destructive.
 
-Command surface (long or short forms, ``;``-separated, replies joined with ``;``):
-``*IDN? *RST *CLS *OPC? *WAI``; ``:SYST:ERR[:NEXT]?`` ``:SYST:ERR:COUN?``;
-``:SOUR:FUNC VOLT|CURR`` (+``?``), ``:SOUR:VOLT[:LEV] V`` (+``?``), ``:SOUR:VOLT:ILIM A``
-(+``?``), ``:SOUR:VOLT:DEL s`` (+``?``), ``:SOUR:VOLT:RANG[:AUTO]``, ``:SOUR:VOLT:DEL:AUTO``;
-``:SENS:FUNC "CURR"`` (+``?``), ``:SENS:CURR:RANG[:AUTO]``, ``:SENS:CURR:NPLC``;
-``:OUTP[:STAT] ON|OFF`` (+``?``); ``:READ?`` ``:MEAS:CURR?``; ``:ROUT:OPEN:ALL``
-``:ROUT:CLOS (@1!row!col)`` ``:ROUT:CLOS?``. Errors go to the queue with SCPI codes
-(-101 invalid character, -113 undefined header, -222 data out of range, -221 settings
-conflict, -350 queue overflow).
+Command surface: the rows of :data:`~analogmem.instrument.scpi_commands.COMMANDS` (long or
+short forms, ``;``-separated, replies joined with ``;``): ``*IDN? *RST *CLS *OPC? *WAI``;
+``:SYST:ERR[:NEXT]?`` ``:SYST:ERR:COUN?``; ``:SOUR:FUNC``, ``:SOUR:VOLT[:LEV]``,
+``:SOUR:VOLT:ILIM``, ``:SOUR:VOLT:DEL`` (each with ``?``); ``:SENS:FUNC`` (+``?``);
+``:OUTP[:STAT]`` (+``?``); ``:READ?`` ``:MEAS:CURR?``; ``:ROUT:OPEN:ALL`` ``:ROUT:CLOS
+(@1!row!col)`` ``:ROUT:CLOS?``; ranges and NPLC are accepted and ignored. Each row's
+``_set_<name>`` / ``_query_<name>`` method of the instrument runs it. Errors go to the queue
+with SCPI codes (-101 invalid character, -113 undefined header, -222 data out of range, -221
+settings conflict, -350 queue overflow).
 
 Emulator-only commands (a real instrument has none; :class:`InstrumentBench` uses them only
 when ``*IDN?`` names this emulator):
@@ -70,7 +70,7 @@ import socket
 import socketserver
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -80,6 +80,7 @@ from ..emulator.cells import DeviceModel, load_device
 from ..errors import AnalogMemError, SettingError
 from .limits import SafetyLimits, VoltageScheme
 from .pulsed_cells import PulsedCells
+from .scpi_commands import LONG_NODES, ScpiCommand, lookup
 
 __all__ = ["ScpiEmulatorServer", "LoopbackServer", "Fault", "FAULT_KINDS", "MAX_MESSAGE_BYTES", "parse_nrf", "check_server_address",
            "EMULATOR_MANUFACTURER", "EMULATOR_MODEL"]
@@ -148,28 +149,8 @@ FAULT_KINDS = ("DEL", "DROP", "GARB", "ERR", "DISC")
 _MAX_FAULT_DELAY_S = 60.0
 _GARBAGE = b"\x15\x7f#!\xfe\xff-GARBAGE-\x00"
 
-_LONG = {"SOURCE": "SOUR", "VOLTAGE": "VOLT", "LEVEL": "LEV", "IMMEDIATE": "IMM", "AMPLITUDE": "AMPL",
-         "DELAY": "DEL", "OUTPUT": "OUTP", "STATE": "STAT", "SENSE": "SENS", "FUNCTION": "FUNC",
-         "CURRENT": "CURR", "RANGE": "RANG", "ROUTE": "ROUT", "CLOSE": "CLOS", "OPEN": "OPEN",
-         "SYSTEM": "SYST", "ERROR": "ERR", "NEXT": "NEXT", "COUNT": "COUN", "EMULATOR": "EMUL",
-         "CLOCK": "CLOC", "GEOMETRY": "GEOM", "FAULT": "FAUL", "CLEAR": "CLE", "MEASURE": "MEAS", "MULTIPLE": "MULT",
-         "AUTO": "AUTO", "ILIMIT": "ILIM", "READ": "READ", "ALL": "ALL", "NPLCYCLES": "NPLC"}
-_OPTIONAL = {"LEV", "IMM", "AMPL", "STAT", "NEXT", "MULT"}
 _CHANNEL = re.compile(r"^\(@\s*(\d+)!(\d+)!(\d+)\s*\)$")
 _NAN = 9.91e37  # SCPI "not a number"
-
-
-def _normalise(header: str) -> str:
-    """``:SOURce:VOLTage:LEVel`` → ``SOUR:VOLT`` (short forms, optional nodes dropped)."""
-    h = header.strip().upper().lstrip(":")
-    query = h.endswith("?")
-    h = h.rstrip("?")
-    nodes = []
-    for n in h.split(":"):
-        n = _LONG.get(n, n)
-        if n not in _OPTIONAL:
-            nodes.append(n)
-    return ":".join(nodes) + ("?" if query else "")
 
 
 @dataclass
@@ -282,125 +263,173 @@ class _Instrument:
         raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
 
     def execute(self, command: str) -> str | None:
-        """Run one command; return its reply text for a query, else None."""
+        """Run one command; return its reply text for a query, else None. The command's
+        row in :data:`~analogmem.instrument.scpi_commands.COMMANDS` picks the handler
+        (``_set_<name>`` / ``_query_<name>``) and gives its number range."""
         command = command.strip()
         if not command:
             return None
         header, _, arg = command.partition(" ")
-        key, arg = _normalise(header), arg.strip()
-        if key in ("*IDN?",):
-            from .._version import __version__
-            return f"{EMULATOR_MANUFACTURER},{EMULATOR_MODEL},{self.device.name},{__version__}"
-        if key == "*RST":
-            self.reset()
-            return None
-        if key == "*CLS":
-            self.errors.clear()
-            return None
-        if key == "*OPC?":
-            return "1"
-        if key in ("*WAI", "*OPC"):
-            return None
-        if key == "SYST:ERR?":
-            code, msg = self.errors.popleft() if self.errors else (0, "No error")
-            return f'{code},"{msg}"'
-        if key == "SYST:ERR:COUN?":
-            return str(len(self.errors))
-        if key == "SOUR:FUNC":
-            a = _LONG.get(arg.upper().strip('"'), arg.upper().strip('"'))
-            if a not in ("VOLT", "CURR"):
-                raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
-            self.func = a
-            return None
-        if key == "SOUR:FUNC?":
-            return self.func
-        if key == "SOUR:VOLT":
-            self.level_V = self._enforce(self.cells.check_level, self._number(arg, -210.0, 210.0))
-            self._apply_source()
-            return None
-        if key == "SOUR:VOLT?":
-            return f"{self.level_V:.9E}"
-        if key == "SOUR:VOLT:ILIM":
-            self.ilim_A = self._enforce(self.cells.check_compliance, self._number(arg, 1e-9, 1.05))
-            return None
-        if key == "SOUR:VOLT:ILIM?":
-            return f"{self.ilim_A:.9E}"
-        if key == "SOUR:VOLT:DEL":
-            self.delay_s = self._enforce(self.cells.check_width, self._number(arg, 0.0, 999.9999))
-            return None
-        if key == "SOUR:VOLT:DEL?":
-            return f"{self.delay_s:.9E}"
-        if key in ("SOUR:VOLT:RANG", "SOUR:VOLT:RANG:AUTO", "SOUR:VOLT:DEL:AUTO", "SENS:CURR:RANG",
-                   "SENS:CURR:RANG:AUTO", "SENS:CURR:NPLC"):
-            if not arg:
-                raise _ScpiError(-109, f"Missing parameter; {header}")
-            return None
-        if key == "SENS:FUNC":
-            a = arg.strip().strip("'\"").upper()
-            a = _LONG.get(a.split(":")[0], a.split(":")[0])
-            if a not in ("CURR", "VOLT", "RES"):
-                raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
-            self.sense = a
-            return None
-        if key == "SENS:FUNC?":
-            return f'"{self.sense}:DC"'
-        if key == "OUTP":
-            self.output = self._bool(arg)
-            self._apply_source()
-            return None
-        if key == "OUTP?":
-            return "1" if self.output else "0"
-        if key in ("READ?", "MEAS:CURR?", "MEAS?"):
-            if self.sense != "CURR":
-                raise _ScpiError(-221, "Settings conflict; sense function is not CURR")
-            return f"{self._measure():.9E}"
-        if key == "ROUT:OPEN:ALL":
-            if self.output:
-                raise _ScpiError(-221, "Settings conflict; output on while switching")
-            self.closed = None
-            return None
-        if key == "ROUT:CLOS":
-            m = _CHANNEL.match(arg)
-            if not m:
-                raise _ScpiError(-224, f"Illegal parameter value; channel list {arg!r}")
-            card, row, col = (int(x) for x in m.groups())
-            if card != 1 or not (1 <= row <= self.rows) or not (1 <= col <= self.cols):
-                raise _ScpiError(-222, f"Data out of range; channel {arg} not in 1!1..{self.rows}!{self.cols}")
-            if self.output:
-                raise _ScpiError(-221, "Settings conflict; output on while switching")
-            cell = self._enforce(self.cells.check_cell, (row - 1) * self.cols + (col - 1))
-            if self.closed is not None and self.closed != cell:
-                raise _ScpiError(-221, "Settings conflict; another crosspoint is closed")
-            self.closed = cell
-            return None
-        if key == "ROUT:CLOS?":
-            if self.closed is None:
-                return "(@)"
-            return f"(@1!{self.closed // self.cols + 1}!{self.closed % self.cols + 1})"
-        if key == "EMUL:GEOM?":
-            return f"{self.rows},{self.cols}"
-        if key == "EMUL:CLOC?":
-            return f"{self.clock_s():.9f}"
-        if key == "EMUL:CLOC":
-            self.cells.advance_to(self._number(arg, 0.0, 1e12))
-            return None
-        if key == "EMUL:FAUL":
-            parts = [p.strip() for p in arg.split(",")]
-            kind = parts[0].upper() if parts and parts[0] else ""
-            if kind not in FAULT_KINDS:
-                raise _ScpiError(-224, f"Illegal parameter value; fault kind {kind!r} not in {FAULT_KINDS}")
-            count = int(self._number(parts[1], 1, 1e6)) if len(parts) > 1 else 1
-            param = self._number(parts[2], -1e6, 1e6) if len(parts) > 2 else 0.0
-            after = int(self._number(parts[3], 0, 1e9)) if len(parts) > 3 else 0
-            try:
-                self.arm(Fault(kind, count, param, after), self.conn_faults)
-            except SettingError as exc:
-                raise _ScpiError(-222, f"Data out of range; {exc}") from None
-            return None
-        if key == "EMUL:FAUL:CLE":
-            self.conn_faults.clear()
-            return None
-        raise _ScpiError(-113, f"Undefined header; {header!r}")
+        row = lookup(header)
+        if row is None:
+            raise _ScpiError(-113, f"Undefined header; {header!r}")
+        if row.value == "ignored":
+            return self._accept(header, arg.strip())
+        handler: Callable[[ScpiCommand, str], str | None] = getattr(self, f"_{row.kind}_{row.name}")
+        return handler(row, arg.strip())
+
+    # --------------------------------------------------------- IEEE 488.2, error queue
+    def _query_identify(self, row: ScpiCommand, arg: str) -> str:
+        """``*IDN?``: manufacturer, model, the emulated card's name, analogmem's version."""
+        from .._version import __version__
+        return f"{EMULATOR_MANUFACTURER},{EMULATOR_MODEL},{self.device.name},{__version__}"
+
+    def _set_reset(self, row: ScpiCommand, arg: str) -> None:
+        """``*RST``: source 0 V, output off, crosspoints open, error queue emptied."""
+        self.reset()
+
+    def _set_clear_status(self, row: ScpiCommand, arg: str) -> None:
+        """``*CLS``: empty the error queue."""
+        self.errors.clear()
+
+    def _query_operation_complete(self, row: ScpiCommand, arg: str) -> str:
+        """``*OPC?``: every command completes before the next runs, so always ``1``."""
+        return "1"
+
+    def _set_operation_complete(self, row: ScpiCommand, arg: str) -> None:
+        """``*OPC``: nothing pending, nothing to do."""
+
+    def _set_wait(self, row: ScpiCommand, arg: str) -> None:
+        """``*WAI``: nothing pending, nothing to do."""
+
+    def _query_next_error(self, row: ScpiCommand, arg: str) -> str:
+        """``:SYST:ERR?``: the oldest queue entry ``code,"message"`` (``0,"No error"``)."""
+        code, msg = self.errors.popleft() if self.errors else (0, "No error")
+        return f'{code},"{msg}"'
+
+    def _query_error_count(self, row: ScpiCommand, arg: str) -> str:
+        """``:SYST:ERR:COUN?``: entries in the error queue."""
+        return str(len(self.errors))
+
+    def _accept(self, header: str, arg: str) -> None:
+        """A setting the emulator accepts and ignores (ranges, NPLC): it needs a parameter."""
+        if not arg:
+            raise _ScpiError(-109, f"Missing parameter; {header}")
+
+    # --------------------------------------------------------- source
+    def _set_source_function(self, row: ScpiCommand, arg: str) -> None:
+        """``:SOUR:FUNC VOLT|CURR``."""
+        a = LONG_NODES.get(arg.upper().strip('"'), arg.upper().strip('"'))
+        if a not in row.choices:
+            raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
+        self.func = a
+
+    def _query_source_function(self, row: ScpiCommand, arg: str) -> str:
+        return self.func
+
+    def _set_source_voltage(self, row: ScpiCommand, arg: str) -> None:
+        """``:SOUR:VOLT:LEV V``: with the output on and a cell routed, the cell sees it."""
+        self.level_V = self._enforce(self.cells.check_level, self._number(arg, row.lo, row.hi))
+        self._apply_source()
+
+    def _query_source_voltage(self, row: ScpiCommand, arg: str) -> str:
+        return f"{self.level_V:.9E}"
+
+    def _set_compliance_current(self, row: ScpiCommand, arg: str) -> None:
+        """``:SOUR:VOLT:ILIM A``: the current compliance while sourcing voltage."""
+        self.ilim_A = self._enforce(self.cells.check_compliance, self._number(arg, row.lo, row.hi))
+
+    def _query_compliance_current(self, row: ScpiCommand, arg: str) -> str:
+        return f"{self.ilim_A:.9E}"
+
+    def _set_source_voltage_delay(self, row: ScpiCommand, arg: str) -> None:
+        """``:SOUR:VOLT:DEL s``: the source delay (a 2450 pulse's width)."""
+        self.delay_s = self._enforce(self.cells.check_width, self._number(arg, row.lo, row.hi))
+
+    def _query_source_voltage_delay(self, row: ScpiCommand, arg: str) -> str:
+        return f"{self.delay_s:.9E}"
+
+    # --------------------------------------------------------- sense, output, measurement
+    def _set_sense_function(self, row: ScpiCommand, arg: str) -> None:
+        """``:SENS:FUNC "CURR"`` (``"CURR:DC"`` and long forms too)."""
+        a = arg.strip().strip("'\"").upper()
+        a = LONG_NODES.get(a.split(":")[0], a.split(":")[0])
+        if a not in row.choices:
+            raise _ScpiError(-224, f"Illegal parameter value; {arg!r}")
+        self.sense = a
+
+    def _query_sense_function(self, row: ScpiCommand, arg: str) -> str:
+        return f'"{self.sense}:DC"'
+
+    def _set_output_enabled(self, row: ScpiCommand, arg: str) -> None:
+        """``:OUTP ON|OFF``: switching on applies the source to the routed cell."""
+        self.output = self._bool(arg)
+        self._apply_source()
+
+    def _query_output_enabled(self, row: ScpiCommand, arg: str) -> str:
+        return "1" if self.output else "0"
+
+    def _query_current(self, row: ScpiCommand, arg: str) -> str:
+        """``:READ?``: the routed cell's current (A) at the source level."""
+        if self.sense != "CURR":
+            raise _ScpiError(-221, "Settings conflict; sense function is not CURR")
+        return f"{self._measure():.9E}"
+
+    # --------------------------------------------------------- switch matrix
+    def _set_open_all(self, row: ScpiCommand, arg: str) -> None:
+        """``:ROUT:OPEN:ALL``: refused while the output is on."""
+        if self.output:
+            raise _ScpiError(-221, "Settings conflict; output on while switching")
+        self.closed = None
+
+    def _set_closed_channels(self, row: ScpiCommand, arg: str) -> None:
+        """``:ROUT:CLOS (@1!row!col)``: one crosspoint at a time, never with the output on."""
+        m = _CHANNEL.match(arg)
+        if not m:
+            raise _ScpiError(-224, f"Illegal parameter value; channel list {arg!r}")
+        card, r, c = (int(x) for x in m.groups())
+        if card != 1 or not (1 <= r <= self.rows) or not (1 <= c <= self.cols):
+            raise _ScpiError(-222, f"Data out of range; channel {arg} not in 1!1..{self.rows}!{self.cols}")
+        if self.output:
+            raise _ScpiError(-221, "Settings conflict; output on while switching")
+        cell = self._enforce(self.cells.check_cell, (r - 1) * self.cols + (c - 1))
+        if self.closed is not None and self.closed != cell:
+            raise _ScpiError(-221, "Settings conflict; another crosspoint is closed")
+        self.closed = cell
+
+    def _query_closed_channels(self, row: ScpiCommand, arg: str) -> str:
+        if self.closed is None:
+            return "(@)"
+        return f"(@1!{self.closed // self.cols + 1}!{self.closed % self.cols + 1})"
+
+    # --------------------------------------------------------- the emulator's own
+    def _query_emulator_geometry(self, row: ScpiCommand, arg: str) -> str:
+        return f"{self.rows},{self.cols}"
+
+    def _query_emulator_clock(self, row: ScpiCommand, arg: str) -> str:
+        return f"{self.clock_s():.9f}"
+
+    def _set_emulator_clock(self, row: ScpiCommand, arg: str) -> None:
+        """``:EMUL:CLOC t``: move the emulated clock forward to ``t`` (s, absolute)."""
+        self.cells.advance_to(self._number(arg, row.lo, row.hi))
+
+    def _set_emulator_fault(self, row: ScpiCommand, arg: str) -> None:
+        """``:EMUL:FAUL kind,count[,param[,after]]``: arm a fault on this connection."""
+        parts = [p.strip() for p in arg.split(",")]
+        kind = parts[0].upper() if parts and parts[0] else ""
+        if kind not in FAULT_KINDS:
+            raise _ScpiError(-224, f"Illegal parameter value; fault kind {kind!r} not in {FAULT_KINDS}")
+        count = int(self._number(parts[1], 1, 1e6)) if len(parts) > 1 else 1
+        param = self._number(parts[2], -1e6, 1e6) if len(parts) > 2 else 0.0
+        after = int(self._number(parts[3], 0, 1e9)) if len(parts) > 3 else 0
+        try:
+            self.arm(Fault(kind, count, param, after), self.conn_faults)
+        except SettingError as exc:
+            raise _ScpiError(-222, f"Data out of range; {exc}") from None
+
+    def _set_emulator_fault_clear(self, row: ScpiCommand, arg: str) -> None:
+        """``:EMUL:FAUL:CLE``: clear this connection's faults."""
+        self.conn_faults.clear()
 
     def arm(self, fault: Fault, faults: list[Fault] | None = None) -> None:
         """Arm ``fault`` on ``faults`` (default: the server-wide list). Raises

@@ -30,34 +30,30 @@ import numpy as np
 
 from .._io import progress as progress_bar
 from ..emulator.bench import ProgramReport, WriteVerify
-from ..emulator.cells import DeviceModel, load_device
-from ..emulator.validation import check_addresses, check_read_time
+from ..emulator.cells import DeviceModel
 from ..errors import InstrumentError, SettingError
-from ..errors import ReadTimeError
 from .errors import (
     InstrumentConnectionError,
-    InstrumentReadTimeError,
     InstrumentReplyError,
     InstrumentReportedError,
     InstrumentTimeoutError,
 )
-from .bench_clock import BenchClock
+from .lab_bench import LabBench
 from .limits import BenchConfig
 from .tsp_script import SCRIPT_NAME, render_script
-from .verify_policy import DEFAULT_MAX_PULSES, VerifyPolicy, check_program_request, check_targets
+from .verify_policy import DEFAULT_MAX_PULSES, VerifyPolicy
 
 __all__ = ["TspBench"]
 
 #: Longest message the bench sends (bytes); a batch is split to stay under it.
 MAX_BATCH_MESSAGE_BYTES = 60_000
-_CLOCKS = ("auto", "host", "instrument")
 
 
 def _lua_list(values: np.ndarray, fmt: str) -> str:
     return "{" + ",".join(fmt % v for v in values.tolist()) + "}"
 
 
-class TspBench(BenchClock):
+class TspBench(LabBench):
     """The :class:`~analogmem.emulator.bench.Bench` protocol on a 2600B through TSP.
 
     Args:
@@ -82,31 +78,11 @@ class TspBench(BenchClock):
     def __init__(self, resource: str, *, device: DeviceModel | str | None = None, config: BenchConfig | None = None,
                  visa_library: str = "@py", timeout_s: float = 5.0, batch_cells: int = 256, clock: str = "auto",
                  progress: bool = False):
-        config = config or BenchConfig(model="2636B")
-        self.device = load_device(device) if device is not None else None
-        if self.device is not None:
-            config = config.with_range(self.device.g_min_S, self.device.g_max_S)
-        config.check_scheme()
-        if clock not in _CLOCKS:
-            raise SettingError(f"clock must be one of {_CLOCKS}, got {clock!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
-                math.isfinite(timeout_s) and timeout_s > 0):
-            raise SettingError(f"timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
         if isinstance(batch_cells, bool) or not isinstance(batch_cells, (int, np.integer)) or batch_cells < 1:
             raise SettingError(f"batch_cells must be a positive integer, got {batch_cells!r}")
-        self.config, self.limits, self.scheme = config, config.limits, config.scheme
-        self.n_cells = config.n_cells
+        self._open_bench(config or BenchConfig(model="2636B"), device, clock, timeout_s)
         self.timeout_s, self.batch_cells, self.progress = float(timeout_s), int(batch_cells), progress
-        self.read_time_tolerance_s = 1.0
-        self._closed = False
-        self._start_clock()
-        self._last_program_s = 0.0
         self.round_trips = 0
-        #: bench time (s) at which each cell was last programmed (NaN: never by this bench).
-        self.cell_program_time_s = np.full(self.n_cells, np.nan)
-        self.last_read_age_s: np.ndarray = np.empty(0)
-        self.last_program_resets: np.ndarray = np.empty(0, dtype=np.int64)
-        self.last_program_reads_S: np.ndarray = np.empty(0)
 
         import pyvisa
         # the driver's class itself: the package's ``Keithley2600`` factory shares one
@@ -224,13 +200,6 @@ class TspBench(BenchClock):
         self._ask(f"print(analogmem.setclock({target_s!r}))", what="wait")
 
     # ------------------------------------------------------------------ protocol
-    def _addresses(self, addresses: Any) -> np.ndarray:
-        a = check_addresses(addresses, self.n_cells)
-        if a is None:
-            a = np.arange(self.n_cells, dtype=np.intp)
-        self.limits.check_cells(a)
-        return a
-
     def _batches(self, n: int, per_cell_bytes: int) -> list[tuple[int, int]]:
         size = max(1, min(self.batch_cells, MAX_BATCH_MESSAGE_BYTES // max(per_cell_bytes, 1)))
         return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
@@ -250,10 +219,7 @@ class TspBench(BenchClock):
         ``stuck`` with verify); RESETs in :attr:`last_program_resets`, final verify reads
         (S) in :attr:`last_program_reads_S`.
         """
-        self._check_open()
-        addr = self._addresses(addresses)
-        g_t = check_targets(self.scheme, targets, addr.shape[0])
-        policy = check_program_request(self.scheme, self.limits, g_t, verify, self.device)
+        addr, g_t, policy = self._program_request(targets, addresses, verify)
         return self._program(addr, g_t, policy, addresses is None)
 
     def _program(self, addr: np.ndarray, g_t: np.ndarray, policy: VerifyPolicy | None, every: bool) -> ProgramReport:
@@ -279,26 +245,13 @@ class TspBench(BenchClock):
         if policy is not None:
             success = out[:, 1] > 0.5
             stuck = policy.stuck(success, out[:, 2], out[:, 4], resets, lo, hi)
-        self._last_program_s = self.time_s
-        self.last_program_resets, self.last_program_reads_S = resets, reads
-        return ProgramReport(n_cells=n, time_s=self._last_program_s,
-                             stuck=np.zeros(n, dtype=np.int8) if stuck is None else stuck,
-                             addresses=None if every else addr, pulses=pulses, success=success)
+        return self._program_done(addr, every, pulses, success, stuck, resets, reads)
 
     def read(self, t_s: float | None = None, addresses: np.ndarray | None = None) -> np.ndarray:
         """Read conductances (S) = read current (A) / ``scheme.v_read_V``, batched on
         the instrument; ``t_s`` seconds after the end of the last ``program`` (the bench
         waits until then), None now. Ages in :attr:`last_read_age_s`."""
-        self._check_open()
-        addr = self._addresses(addresses)
-        v_read = self.limits.check_read(self.scheme.v_read_V)
-        if t_s is not None:
-            try:
-                when = check_read_time(t_s, self._last_program_s, self.time_s, self.read_time_tolerance_s)
-            except ReadTimeError as exc:
-                raise InstrumentReadTimeError(str(exc)) from None
-            if when > self.time_s:
-                self.wait(when - self.time_s)
+        addr, v_read = self._read_request(t_s, addresses)
         out = np.empty(addr.shape[0])
         when = np.empty(addr.shape[0])
         for a, b in self._iter(self._batches(addr.shape[0], 8), "read"):
@@ -326,17 +279,3 @@ class TspBench(BenchClock):
 
     close = shutdown
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InstrumentConnectionError("this TspBench was shut down; open a new one")
-
-    def __enter__(self) -> "TspBench":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.shutdown()
-
-    def __repr__(self) -> str:
-        ident = getattr(self, "identity", {})
-        return (f"TspBench({ident.get('manufacturer', '?')} {ident.get('model', '?')}, {self.config.rows}x"
-                f"{self.config.cols} cells, clock={getattr(self, 'clock', '?')!r})")

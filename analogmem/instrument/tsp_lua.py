@@ -530,186 +530,219 @@ class _Parser:
             raise _Return(values(scope))
         return line, r
 
+    #: Statement keywords and the method that parses the rest of each (after the keyword).
+    _STATEMENTS = {"local": "_local", "function": "_function", "if": "_if", "while": "_while",
+                   "repeat": "_repeat", "for": "_for", "do": "_do", "break": "_break"}
+
     def statement(self) -> tuple[int, Callable[[Scope], None]] | None:
+        """One statement as ``(line, run)``; None for an empty one (``;``). A keyword
+        statement goes to its method in :attr:`_STATEMENTS`, anything else is an
+        assignment or a call."""
         t = self.peek()
         line = t[2]
-        it = self.it
         if t[0] == "op" and t[1] == ";":
             self.next()
             return None
         if t[0] == "keyword":
             kw = t[1]
-            if kw == "local":
-                self.next()
-                if self.accept("keyword", "function"):
-                    name = self.name()
-                    fbody = self.funcbody(name)
+            if kw not in self._STATEMENTS:
+                raise LuaSyntaxError(f"unexpected symbol near '{kw}'", line)
+            self.next()
+            return line, getattr(self, self._STATEMENTS[kw])(line)
+        return line, self._assign_or_call(line)
 
-                    def local_fn(scope: Scope) -> None:
-                        scope.vars[name] = None
-                        scope.vars[name] = fbody(scope)
-                    return line, local_fn
-                names = [self.name()]
-                while self.accept("op", ","):
-                    names.append(self.name())
-                values = self.exprlist() if self.accept("op", "=") else (lambda scope: [])
+    def _local(self, line: int) -> Callable[[Scope], None]:
+        """``local function f ... end`` or ``local a, b [= exprlist]``."""
+        if self.accept("keyword", "function"):
+            name = self.name()
+            fbody = self.funcbody(name)
 
-                def local(scope: Scope) -> None:
-                    vals = values(scope)
-                    for k, nm in enumerate(names):
-                        scope.vars[nm] = vals[k] if k < len(vals) else None
-                return line, local
-            if kw == "function":
-                self.next()
-                path = [self.name()]
-                while self.accept("op", "."):
-                    path.append(self.name())
-                method = self.accept("op", ":")
-                if method:
-                    path.append(self.name())
-                fbody = self.funcbody(".".join(path), method)
-                head = path[0]
+            def local_fn(scope: Scope) -> None:
+                scope.vars[name] = None
+                scope.vars[name] = fbody(scope)
+            return local_fn
+        names = [self.name()]
+        while self.accept("op", ","):
+            names.append(self.name())
+        values = self.exprlist() if self.accept("op", "=") else (lambda scope: [])
 
-                def function(scope: Scope) -> None:
-                    f = fbody(scope)
-                    if len(path) == 1:
-                        s = scope.find(head)
-                        (s.vars if s else it.globals.hash)[head] = f
-                        return
-                    s = scope.find(head)
-                    obj = s.vars[head] if s else it.globals.get(head)
-                    for k in path[1:-1]:
-                        obj = it.index(obj, k)
-                    it.setindex(obj, path[-1], f)
-                return line, function
-            if kw == "if":
-                self.next()
-                arms = []
-                cond = self.expr()
+        def local(scope: Scope) -> None:
+            vals = values(scope)
+            for k, nm in enumerate(names):
+                scope.vars[nm] = vals[k] if k < len(vals) else None
+        return local
+
+    def _function(self, line: int) -> Callable[[Scope], None]:
+        """``function a.b.c[:m](params) ... end``: assigns a global, local or table field."""
+        it = self.it
+        path = [self.name()]
+        while self.accept("op", "."):
+            path.append(self.name())
+        method = self.accept("op", ":")
+        if method:
+            path.append(self.name())
+        fbody = self.funcbody(".".join(path), method)
+        head = path[0]
+
+        def function(scope: Scope) -> None:
+            f = fbody(scope)
+            if len(path) == 1:
+                s = scope.find(head)
+                (s.vars if s else it.globals.hash)[head] = f
+                return
+            s = scope.find(head)
+            obj = s.vars[head] if s else it.globals.get(head)
+            for k in path[1:-1]:
+                obj = it.index(obj, k)
+            it.setindex(obj, path[-1], f)
+        return function
+
+    def _if(self, line: int) -> Callable[[Scope], None]:
+        """``if c then ... {elseif c then ...} [else ...] end``."""
+        arms = []
+        cond = self.expr()
+        self.expect("keyword", "then")
+        arms.append((cond, self.block()))
+        other = None
+        while True:
+            if self.accept("keyword", "elseif"):
+                c = self.expr()
                 self.expect("keyword", "then")
-                arms.append((cond, self.block()))
-                other = None
+                arms.append((c, self.block()))
+            elif self.accept("keyword", "else"):
+                other = self.block()
+                self.expect("keyword", "end")
+                break
+            else:
+                self.expect("keyword", "end")
+                break
+
+        def if_(scope: Scope) -> None:
+            for c, b in arms:
+                if truthy(c(scope)):
+                    b(Scope(scope))
+                    return
+            if other is not None:
+                other(Scope(scope))
+        return if_
+
+    def _while(self, line: int) -> Callable[[Scope], None]:
+        """``while c do ... end`` (each pass counts as a step)."""
+        it = self.it
+        cond = self.expr()
+        self.expect("keyword", "do")
+        body = self.block()
+        self.expect("keyword", "end")
+
+        def while_(scope: Scope) -> None:
+            try:
+                while truthy(cond(scope)):
+                    it.step(line)
+                    body(Scope(scope))
+            except _Break:
+                pass
+        return while_
+
+    def _repeat(self, line: int) -> Callable[[Scope], None]:
+        """``repeat ... until c`` (``c`` sees the body's locals)."""
+        it = self.it
+        body = self.block()
+        self.expect("keyword", "until")
+        cond = self.expr()
+
+        def repeat(scope: Scope) -> None:
+            try:
                 while True:
-                    if self.accept("keyword", "elseif"):
-                        c = self.expr()
-                        self.expect("keyword", "then")
-                        arms.append((c, self.block()))
-                    elif self.accept("keyword", "else"):
-                        other = self.block()
-                        self.expect("keyword", "end")
+                    it.step(line)
+                    s = Scope(scope)
+                    body(s)
+                    if truthy(cond(s)):
                         break
-                    else:
-                        self.expect("keyword", "end")
+            except _Break:
+                pass
+        return repeat
+
+    def _for(self, line: int) -> Callable[[Scope], None]:
+        """``for v = a, b[, c] do ... end`` or ``for k, v in explist do ... end``."""
+        n1 = self.name()
+        if self.accept("op", "="):
+            return self._fornum(line, n1)
+        names = [n1]
+        while self.accept("op", ","):
+            names.append(self.name())
+        self.expect("keyword", "in")
+        return self._forin(line, names)
+
+    def _fornum(self, line: int, n1: str) -> Callable[[Scope], None]:
+        """The numeric ``for`` after ``for n1 =``."""
+        it = self.it
+        a = self.expr()
+        self.expect("op", ",")
+        b = self.expr()
+        c = self.expr() if self.accept("op", ",") else (lambda scope: 1.0)
+        self.expect("keyword", "do")
+        body = self.block()
+        self.expect("keyword", "end")
+
+        def fornum(scope: Scope) -> None:
+            start, stop, step = (tonumber(f(scope)) for f in (a, b, c))
+            if start is None or stop is None or step is None:
+                raise LuaRuntimeError("'for' initial value, limit and step must be numbers", line)
+            if step == 0:
+                raise LuaRuntimeError("'for' step is zero", line)
+            v = start
+            try:
+                while (v <= stop) if step > 0 else (v >= stop):
+                    it.step(line)
+                    s = Scope(scope)
+                    s.vars[n1] = v
+                    body(s)
+                    v += step
+            except _Break:
+                pass
+        return fornum
+
+    def _forin(self, line: int, names: list[str]) -> Callable[[Scope], None]:
+        """The generic ``for`` after ``for names in``: calls the iterator until it gives nil."""
+        it = self.it
+        src = self.exprlist()
+        self.expect("keyword", "do")
+        body = self.block()
+        self.expect("keyword", "end")
+
+        def forin(scope: Scope) -> None:
+            vals = src(scope) + [None, None, None]
+            f, st, ctl = vals[0], vals[1], vals[2]
+            try:
+                while True:
+                    it.step(line)
+                    r = it.call(f, [st, ctl]) + [None] * len(names)
+                    if r[0] is None:
                         break
+                    ctl = r[0]
+                    s = Scope(scope)
+                    for k, nm in enumerate(names):
+                        s.vars[nm] = r[k]
+                    body(s)
+            except _Break:
+                pass
+        return forin
 
-                def if_(scope: Scope) -> None:
-                    for c, b in arms:
-                        if truthy(c(scope)):
-                            b(Scope(scope))
-                            return
-                    if other is not None:
-                        other(Scope(scope))
-                return line, if_
-            if kw == "while":
-                self.next()
-                cond = self.expr()
-                self.expect("keyword", "do")
-                body = self.block()
-                self.expect("keyword", "end")
+    def _do(self, line: int) -> Callable[[Scope], None]:
+        """``do ... end``: a block in its own scope."""
+        body = self.block()
+        self.expect("keyword", "end")
+        return lambda scope: body(Scope(scope))
 
-                def while_(scope: Scope) -> None:
-                    try:
-                        while truthy(cond(scope)):
-                            it.step(line)
-                            body(Scope(scope))
-                    except _Break:
-                        pass
-                return line, while_
-            if kw == "repeat":
-                self.next()
-                body = self.block()
-                self.expect("keyword", "until")
-                cond = self.expr()
+    def _break(self, line: int) -> Callable[[Scope], None]:
+        """``break``: leaves the innermost loop."""
+        def brk(scope: Scope) -> None:
+            raise _Break()
+        return brk
 
-                def repeat(scope: Scope) -> None:
-                    try:
-                        while True:
-                            it.step(line)
-                            s = Scope(scope)
-                            body(s)
-                            if truthy(cond(s)):
-                                break
-                    except _Break:
-                        pass
-                return line, repeat
-            if kw == "for":
-                self.next()
-                n1 = self.name()
-                if self.accept("op", "="):
-                    a = self.expr()
-                    self.expect("op", ",")
-                    b = self.expr()
-                    c = self.expr() if self.accept("op", ",") else (lambda scope: 1.0)
-                    self.expect("keyword", "do")
-                    body = self.block()
-                    self.expect("keyword", "end")
-
-                    def fornum(scope: Scope) -> None:
-                        start, stop, step = (tonumber(f(scope)) for f in (a, b, c))
-                        if start is None or stop is None or step is None:
-                            raise LuaRuntimeError("'for' initial value, limit and step must be numbers", line)
-                        if step == 0:
-                            raise LuaRuntimeError("'for' step is zero", line)
-                        v = start
-                        try:
-                            while (v <= stop) if step > 0 else (v >= stop):
-                                it.step(line)
-                                s = Scope(scope)
-                                s.vars[n1] = v
-                                body(s)
-                                v += step
-                        except _Break:
-                            pass
-                    return line, fornum
-                names = [n1]
-                while self.accept("op", ","):
-                    names.append(self.name())
-                self.expect("keyword", "in")
-                src = self.exprlist()
-                self.expect("keyword", "do")
-                body = self.block()
-                self.expect("keyword", "end")
-
-                def forin(scope: Scope) -> None:
-                    vals = src(scope) + [None, None, None]
-                    f, st, ctl = vals[0], vals[1], vals[2]
-                    try:
-                        while True:
-                            it.step(line)
-                            r = it.call(f, [st, ctl]) + [None] * len(names)
-                            if r[0] is None:
-                                break
-                            ctl = r[0]
-                            s = Scope(scope)
-                            for k, nm in enumerate(names):
-                                s.vars[nm] = r[k]
-                            body(s)
-                    except _Break:
-                        pass
-                return line, forin
-            if kw == "do":
-                self.next()
-                body = self.block()
-                self.expect("keyword", "end")
-                return line, (lambda scope: body(Scope(scope)))
-            if kw == "break":
-                self.next()
-
-                def brk(scope: Scope) -> None:
-                    raise _Break()
-                return line, brk
-            raise LuaSyntaxError(f"unexpected symbol near '{kw}'", line)
-        # assignment or call
+    def _assign_or_call(self, line: int) -> Callable[[Scope], None]:
+        """``targets = exprlist`` (every value evaluated before any is assigned) or a call."""
+        it = self.it
         first = self.suffixed()
         if self.check("op", "=") or self.check("op", ","):
             targets = [first]
@@ -741,11 +774,11 @@ class _Parser:
                             it.setindex(it.globals, key, v)
                     else:
                         it.setindex(obj, key, v)
-            return line, assign
+            return assign
         if first[0] != "call":
             raise LuaSyntaxError("syntax error: a statement must be an assignment or a call", line)
         call = first[1]
-        return line, (lambda scope: call(scope))
+        return lambda scope: call(scope)
 
     def funcbody(self, name: str, method: bool = False) -> Callable[[Scope], LuaFunction]:
         self.expect("op", "(")

@@ -34,34 +34,11 @@ def _f(x: float) -> str:
     return repr(float(x))
 
 
-def render_script(scheme: VoltageScheme, limits: SafetyLimits, cols: int, max_pulses: int, v_lo_V: float) -> str:
-    """The Lua source of the script (see the module docstring).
+#: The script's first line.
+_HEADER = "-- analogmem write-verify for Keithley 2600B (generated; limits are constants)"
 
-    Args:
-        scheme: RESET level and widths, read level, verify gain and slope, reset-first.
-        limits: the clamps written into the script.
-        cols: matrix columns (cell ``a`` is at ``1!(a // cols + 1)!(a % cols + 1)``).
-        max_pulses: the largest ``nmax`` the script accepts (the policy's budget).
-        v_lo_V: the lowest SET amplitude the update chooses (V).
-    """
-    s, lim = scheme, limits
-    return f"""-- analogmem write-verify for Keithley 2600B (generated; limits are constants)
-local VSET = {_f(lim.max_set_V)}
-local VRESET = {_f(lim.max_reset_V)}
-local VREAD = {_f(lim.max_read_V)}
-local WMIN = {_f(lim.min_pulse_width_s)}
-local WMAX = {_f(lim.max_pulse_width_s)}
-local ILIM = {_f(lim.compliance_A)}
-local NMAX = {int(max_pulses)}
-local COLS = {int(cols)}
-local V_RESET = {_f(s.v_reset_V)}
-local W_SET = {_f(s.set_width_s)}
-local W_RESET = {_f(s.reset_width_s)}
-local V_READ = {_f(s.v_read_V)}
-local V_LO = {_f(v_lo_V)}
-local GAIN = {_f(s.verify_gain)}
-local SLOPE = {_f(s.slope_S_per_V)}
-local RESET_FIRST = {"true" if s.reset_first else "false"}
+#: Clamps into the limits, routing, one pulse, one read (conductance, S) and the source set-up.
+_HELPERS = """\
 local function clampv(v)
   if v > VSET then v = VSET end
   if v < -VRESET then v = -VRESET end
@@ -101,11 +78,16 @@ local function setup()
   smua.source.limiti = ILIM
   smua.source.levelv = 0
 end
+"""
+
+#: ``analogmem_program(cells, tg, lo, hi, v0, nmax, verify)``: RESET first if the scheme
+#: says so, then SET pulses with a read after each until the read is in ``[lo, hi]``.
+_PROGRAM = """\
 function analogmem_program(cells, tg, lo, hi, v0, nmax, verify)
   setup()
   if nmax > NMAX then nmax = NMAX end
   if nmax < 1 then nmax = 1 end
-  local out = {{}}
+  local out = {}
   for j = 1, table.getn(cells) do
     route(cells[j])
     local resets = 0
@@ -142,9 +124,13 @@ function analogmem_program(cells, tg, lo, hi, v0, nmax, verify)
   channel.open("allslots")
   return table.concat(out, ",")
 end
+"""
+
+#: ``analogmem_read(cells, vr)``: the read current (A) of each cell.
+_READ = """\
 function analogmem_read(cells, vr)
   setup()
-  local out = {{}}
+  local out = {}
   for j = 1, table.getn(cells) do
     route(cells[j])
     vr = clampr(vr)
@@ -158,3 +144,31 @@ function analogmem_read(cells, vr)
   return table.concat(out, ",")
 end
 """
+
+
+def _constants(scheme: VoltageScheme, limits: SafetyLimits, cols: int, max_pulses: int,
+               v_lo_V: float) -> list[tuple[str, str]]:
+    """The script's constants (Lua name, Lua literal): the limits, the matrix width, the
+    pulse budget and the scheme's levels, widths and verify update."""
+    s, lim = scheme, limits
+    return [("VSET", _f(lim.max_set_V)), ("VRESET", _f(lim.max_reset_V)), ("VREAD", _f(lim.max_read_V)),
+            ("WMIN", _f(lim.min_pulse_width_s)), ("WMAX", _f(lim.max_pulse_width_s)), ("ILIM", _f(lim.compliance_A)),
+            ("NMAX", str(int(max_pulses))), ("COLS", str(int(cols))), ("V_RESET", _f(s.v_reset_V)),
+            ("W_SET", _f(s.set_width_s)), ("W_RESET", _f(s.reset_width_s)), ("V_READ", _f(s.v_read_V)),
+            ("V_LO", _f(v_lo_V)), ("GAIN", _f(s.verify_gain)), ("SLOPE", _f(s.slope_S_per_V)),
+            ("RESET_FIRST", "true" if s.reset_first else "false")]
+
+
+def render_script(scheme: VoltageScheme, limits: SafetyLimits, cols: int, max_pulses: int, v_lo_V: float) -> str:
+    """The Lua source of the script (see the module docstring).
+
+    Args:
+        scheme: RESET level and widths, read level, verify gain and slope, reset-first.
+        limits: the clamps written into the script.
+        cols: matrix columns (cell ``a`` is at ``1!(a // cols + 1)!(a % cols + 1)``).
+        max_pulses: the largest ``nmax`` the script accepts (the policy's budget).
+        v_lo_V: the lowest SET amplitude the update chooses (V).
+    """
+    constants = "".join(f"local {name} = {value}\n" for name, value in _constants(scheme, limits, cols, max_pulses,
+                                                                                   v_lo_V))
+    return f"{_HEADER}\n{constants}{_HELPERS}{_PROGRAM}{_READ}"

@@ -1,4 +1,5 @@
-"""Input checks shared by the privacy mechanisms.
+"""The privacy package's error and its input checks: the scalar checks of
+:mod:`analogmem._checks` with :class:`PrivacyParameterError`, and unit vectors.
 
 Every check raises :class:`PrivacyParameterError` (an :class:`~analogmem.errors.AnalogMemError`
 and a :class:`ValueError`) with a message that names the offending value and what is allowed.
@@ -6,11 +7,9 @@ and a :class:`ValueError`) with a message that names the offending value and wha
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
+from analogmem import _checks
 from analogmem.errors import AnalogMemError
 
 __all__ = [
@@ -33,38 +32,22 @@ class PrivacyParameterError(AnalogMemError, ValueError):
 
 def check_epsilon(epsilon: float) -> float:
     """Return ``epsilon`` as a float; it must be finite and > 0 (nats, the usual ε of ε-LDP)."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise PrivacyParameterError(f"epsilon must be a real number > 0, got {epsilon!r}")
-    eps = float(epsilon)
-    if not math.isfinite(eps) or eps <= 0.0:
-        raise PrivacyParameterError(f"epsilon must be finite and > 0, got epsilon={epsilon!r}")
-    return eps
+    return _checks.check_positive(epsilon, "epsilon", error=PrivacyParameterError)
 
 
 def check_bits(bits: int, name: str = "bits") -> int:
     """Return ``bits`` as an int; it must be an integer ≥ 1 (bits per user)."""
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise PrivacyParameterError(f"{name} must be an integer >= 1, got {bits!r}")
-    if bits < 1:
-        raise PrivacyParameterError(f"{name} must be an integer >= 1, got {name}={bits}")
-    return int(bits)
+    return _checks.check_int(bits, name, 1, error=PrivacyParameterError)
 
 
 def check_dimension(d: int, minimum: int = 2, name: str = "d") -> int:
     """Return ``d`` as an int; it must be an integer ≥ ``minimum``."""
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < minimum:
-        raise PrivacyParameterError(f"{name} must be an integer >= {minimum}, got {name}={d!r}")
-    return int(d)
+    return _checks.check_int(d, name, minimum, error=PrivacyParameterError)
 
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
     """Return ``value`` as a finite float > 0 (or ≥ 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise PrivacyParameterError(f"{name} must be a finite real number, got {name}={value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise PrivacyParameterError(f"{name} must be {bound}, got {name}={value!r}")
-    return float(value)
+    return _checks.check_positive(value, name, allow_zero=allow_zero, error=PrivacyParameterError)
 
 
 def check_unit_vectors(vectors, d: int | None = None, name: str = "vectors") -> np.ndarray:

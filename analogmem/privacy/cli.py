@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .._io import write_json
+from .._cli_output import run_standalone, write_outputs
 from .noisy_compression import DATASETS, NOISY_UNITS, format_noisy_table, plot_noisy, run_noisy_compression
 from .sweeps import MSE_UNITS, format_rrsc_table, paper_points, plot_rrsc, rrsc_sweep, summarize_rrsc
 
@@ -37,8 +37,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Add the ``privacy`` command (with subcommands ``rrsc`` and ``noisy-compress``) to an
     ``argparse`` sub-parser collection; returns the ``privacy`` parser."""
     privacy = subparsers.add_parser(
-        "privacy", help="private mean estimation (RRSC) and noisy-data compression (thesis ch.8-9)",
-        description="Private mean estimation with RRSC (ch.9) and lossy compression of noisy training data (ch.8).",
+        "privacy", description="Private mean estimation with RRSC (ch.9) and lossy compression of noisy training data (ch.8).",
     )
     sub = privacy.add_subparsers(dest="privacy_command", metavar="{rrsc,noisy-compress}", required=True)
 
@@ -68,16 +67,6 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return privacy
 
 
-def _write_outputs(args, payload: dict, plot) -> None:
-    if args.json:
-        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
-        print(f"wrote {args.json}")
-    if args.plot:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(args.plot)
-        print(f"wrote {args.plot}")
-
-
 def run_rrsc_command(args: argparse.Namespace) -> int:
     """Run ``analogmem privacy rrsc``; returns 0."""
     points = _SWEEPS[args.sweep]()
@@ -102,7 +91,7 @@ def run_rrsc_command(args: argparse.Namespace) -> int:
         "summary": summary,
         "elapsed_s": elapsed,
     }
-    _write_outputs(args, payload, lambda path: plot_rrsc(rows, path))
+    write_outputs(args, payload, lambda path: plot_rrsc(rows, path))
     return 0
 
 
@@ -122,16 +111,13 @@ def run_noisy_compress_command(args: argparse.Namespace) -> int:
         "rows": rows,
         "elapsed_s": elapsed,
     }
-    _write_outputs(args, payload, lambda path: plot_noisy(rows, path))
+    write_outputs(args, payload, lambda path: plot_noisy(rows, path))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m analogmem.privacy.cli privacy {rrsc,noisy-compress} ...``."""
-    parser = argparse.ArgumentParser(prog="analogmem")
-    add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_standalone(add_subparser, argv)
 
 
 if __name__ == "__main__":

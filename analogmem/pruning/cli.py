@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from analogmem._io import write_json
+from analogmem._cli_output import run_standalone, write_outputs
 
 from .experiments import METHODS, NETWORK_UNITS, format_network_table, network_comparison, plot_network
 from .laplacian import LAPLACIAN_UNITS, format_laplacian_table, laplacian_experiment, plot_laplacian
@@ -34,8 +34,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Add the ``prune`` command (subcommands ``laplacian`` and ``net``) to an ``argparse``
     sub-parser collection; returns the ``prune`` parser."""
     prune = subparsers.add_parser(
-        "prune", help="rate-distortion pruning: SuRP vs R(D) and vs magnitude pruning (thesis ch.2)",
-        description="SuRP (successive-refinement pruning) on a Laplacian source against R(D) = -log(λD), "
+        "prune", description="SuRP (successive-refinement pruning) on a Laplacian source against R(D) = -log(λD), "
                     "and on a small network against global magnitude pruning.")
     sub = prune.add_subparsers(dest="prune_command", metavar="{laplacian,net}", required=True)
 
@@ -75,15 +74,6 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return prune
 
 
-def _write_outputs(args, payload: dict, plot) -> None:
-    if args.json:
-        write_json(args.json, payload, seed=getattr(args, "seed", None), settings=vars(args))
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot(args.plot)
-        print(f"wrote {args.plot}")
-
-
 def run_laplacian_command(args: argparse.Namespace) -> int:
     """Run ``analogmem prune laplacian``; returns 0."""
     start = time.perf_counter()
@@ -103,7 +93,7 @@ def run_laplacian_command(args: argparse.Namespace) -> int:
         "curves": {str(k): v for k, v in result["curves"].items()},
         "elapsed_s": elapsed,
     }
-    _write_outputs(args, payload, lambda path: plot_laplacian(result, path))
+    write_outputs(args, payload, lambda path: plot_laplacian(result, path))
     return 0
 
 
@@ -117,16 +107,13 @@ def run_net_command(args: argparse.Namespace) -> int:
     payload = {"command": "analogmem prune net", "settings": dict(result["settings"], seed=args.seed),
                "units": NETWORK_UNITS, "dense_accuracy": result["dense_accuracy"],
                "n_prunable": result["n_prunable"], "rows": result["rows"], "elapsed_s": result["elapsed_s"]}
-    _write_outputs(args, payload, lambda path: plot_network(result, path))
+    write_outputs(args, payload, lambda path: plot_network(result, path))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m analogmem.pruning.cli prune {laplacian,net} ...``."""
-    parser = argparse.ArgumentParser(prog="analogmem")
-    add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_standalone(add_subparser, argv)
 
 
 if __name__ == "__main__":

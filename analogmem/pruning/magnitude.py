@@ -1,4 +1,4 @@
-"""Global magnitude pruning, the baseline SuRP is compared with (thesis ch.2, DESIGN §6).
+"""Global magnitude pruning, the baseline SuRP is compared with (thesis ch.2; docs/pruning.md).
 
 Keep the ``round((1 − sparsity)·n)`` weights of largest ``|w|`` over all layers together
 (one global threshold, no per-layer normalisation) and set the rest to exactly zero. Ties

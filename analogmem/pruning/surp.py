@@ -1,5 +1,5 @@
 """SuRP: successive-refinement pruning (thesis ch.2; Isik, Weissman, No, *An
-Information-Theoretic Justification for Model Pruning*, AISTATS 2022; DESIGN §6).
+Information-Theoretic Justification for Model Pruning*, AISTATS 2022; docs/pruning.md).
 
 The weights of a trained network are close to Laplacian. For a Laplacian source the
 rate-distortion function under absolute error is R(D) = −ln(λD) nats (0 < D ≤ 1/λ), the
@@ -48,10 +48,11 @@ import heapq
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from analogmem._checks import check_fraction
 from analogmem._io import progress as progress_bar
 from analogmem._seeding import SeedLike, as_seed_sequence
 
@@ -98,9 +99,7 @@ def scale_factor(n: int) -> float:
 def target_nonzero(n: int, sparsity: float) -> int:
     """Number of weights kept at ``sparsity`` (fraction of zeros, in [0, 1)) among ``n``:
     ``round((1 − sparsity)·n)``, at least 1."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not math.isfinite(sparsity) \
-            or not 0.0 <= float(sparsity) < 1.0:
-        raise PruningError(f"sparsity must be a fraction in [0, 1), got sparsity={sparsity!r}")
+    check_fraction(sparsity, "sparsity", zero=True, one=False, error=PruningError)
     keep = int(round((1.0 - float(sparsity)) * n))
     if keep < 1:
         raise PruningError(f"sparsity={sparsity!r} keeps no weight of n={n}; the largest allowed is "
@@ -278,6 +277,96 @@ def _check_rule(lam_rule: Any) -> str:
     return str(lam_rule)
 
 
+class _Step(NamedTuple):
+    """One refinement step: index ``m_t`` picked, its position ``K_t`` in the stream, the
+    threshold θ_t added, candidates then, residual of ``m_t`` before, first pick, epoch."""
+
+    index: int
+    gap: int
+    threshold: float
+    n_candidates: int
+    residual_before: float
+    new: bool
+    epoch: int
+
+
+@dataclass
+class _Epoch:
+    """One epoch (between resets): λ⁻¹ and α at its start, resets before it, steps in it."""
+
+    lam_inv: float
+    alpha: float
+    resets: int
+    steps: int = 0
+
+
+class _Candidates:
+    """The candidate set {i : residual_i > θ} kept incrementally as θ falls: untouched
+    inputs enter in descending order of ``u``; a picked input whose residual fell to or below
+    the threshold waits on a max-heap until θ falls below its residual."""
+
+    def __init__(self, u: np.ndarray):
+        self.order = np.argsort(-u, kind="stable")
+        self.neg_sorted = -u[self.order]
+        self.ptr = 0
+        self.heap: list[tuple[float, int]] = []
+        self.mask = np.zeros(u.size, dtype=bool)
+        self.count = 0
+
+    def activate(self, theta: float) -> None:
+        """Add every input whose residual is now above ``theta``."""
+        k = int(np.searchsorted(self.neg_sorted, -theta, side="left"))  # entries with u > theta
+        if k > self.ptr:
+            self.mask[self.order[self.ptr:k]] = True
+            self.count += k - self.ptr
+            self.ptr = k
+        heap = self.heap
+        while heap and -heap[0][0] > theta:
+            _, i = heapq.heappop(heap)
+            self.mask[i] = True
+            self.count += 1
+
+    def drop(self, m: int, residual: float) -> None:
+        """Input ``m`` (residual ``residual``) is no longer above the threshold."""
+        self.mask[m] = False
+        self.count -= 1
+        heapq.heappush(self.heap, (-residual, m))
+
+
+def _check_refinement(u: Any, alpha: Any, decay: Any, decay_every: Any, target_nonzero: int | None,
+                      max_steps: int | None, target_mean_residual: float | None) -> tuple[np.ndarray, int]:
+    """The magnitudes as a flat float64 array and their non-zero count, every setting
+    checked (:class:`PruningError` naming the value)."""
+    u = np.asarray(u, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(u)) or (u.size and float(u.min()) < 0):
+        raise PruningError("successive_refinement needs finite non-negative magnitudes")
+    if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha > 0):
+        raise PruningError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
+    if not (0 < decay <= 1) or int(decay_every) < 1:
+        raise PruningError(f"need 0 < decay <= 1 and decay_every >= 1, got decay={decay!r}, decay_every={decay_every!r}")
+    if target_nonzero is None and max_steps is None and target_mean_residual is None:
+        raise PruningError("give a stopping target: target_nonzero, max_steps or target_mean_residual")
+    positive = int(np.count_nonzero(u))
+    if positive == 0:
+        raise PruningError("all magnitudes are zero: nothing to refine")
+    if target_nonzero is not None and not 1 <= target_nonzero <= positive:
+        raise PruningError(f"target_nonzero={target_nonzero} must be in [1, {positive}] (the non-zero inputs)")
+    return u, positive
+
+
+def _target_reached(t: int, nnz: int, mean_residual: float, max_steps: int | None, target_nonzero: int | None,
+                    target_mean_residual: float | None) -> str | None:
+    """The stop reason if a target is met before step ``t`` (``nnz`` non-zeros so far, mean
+    residual ``mean_residual``), else None."""
+    if max_steps is not None and t >= max_steps:
+        return "steps"
+    if target_nonzero is not None and nnz >= target_nonzero:
+        return "nonzero"
+    if target_mean_residual is not None and mean_residual <= target_mean_residual:
+        return "distortion"
+    return None
+
+
 def successive_refinement(u: np.ndarray, *, seed: SeedLike = None, alpha: float = DEFAULT_ALPHA,
                           target_nonzero: int | None = None, max_steps: int | None = None,
                           target_mean_residual: float | None = None, decay: float = ALPHA_DECAY,
@@ -293,82 +382,31 @@ def successive_refinement(u: np.ndarray, *, seed: SeedLike = None, alpha: float 
     authors' (1 − 1/n) shrink).
     """
     lam_rule = _check_rule(lam_rule)
-    u = np.asarray(u, dtype=np.float64).reshape(-1)
+    u, positive = _check_refinement(u, alpha, decay, decay_every, target_nonzero, max_steps, target_mean_residual)
     n = int(u.size)
     s = scale_factor(n)
-    if not np.all(np.isfinite(u)) or (u.size and float(u.min()) < 0):
-        raise PruningError("successive_refinement needs finite non-negative magnitudes")
-    if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha > 0):
-        raise PruningError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
-    if not (0 < decay <= 1) or int(decay_every) < 1:
-        raise PruningError(f"need 0 < decay <= 1 and decay_every >= 1, got decay={decay!r}, decay_every={decay_every!r}")
-    if target_nonzero is None and max_steps is None and target_mean_residual is None:
-        raise PruningError("give a stopping target: target_nonzero, max_steps or target_mean_residual")
-    positive = int(np.count_nonzero(u))
-    if positive == 0:
-        raise PruningError("all magnitudes are zero: nothing to refine")
-    if target_nonzero is not None and not 1 <= target_nonzero <= positive:
-        raise PruningError(f"target_nonzero={target_nonzero} must be in [1, {positive}] (the non-zero inputs)")
-    ss = as_seed_sequence(seed)
-    stream = _IndexStream(ss, n)
-
-    order = np.argsort(-u, kind="stable")
-    neg_sorted = -u[order]
-    ptr = 0
-    heap: list[tuple[float, int]] = []
-    is_cand = np.zeros(n, dtype=bool)
-    n_cand = 0
+    stream = _IndexStream(as_seed_sequence(seed), n)
+    cand = _Candidates(u)
     res = u.copy()
     recon = np.zeros(n)
     u_sum = float(u.sum())
     sent = 0.0  # Σ θ_t so far; Σ residual = u_sum − sent exactly (every picked residual stays > 0)
     nnz = 0
-
-    def activate(theta: float) -> None:
-        nonlocal ptr, n_cand
-        k = int(np.searchsorted(neg_sorted, -theta, side="left"))  # entries with u > theta
-        if k > ptr:
-            is_cand[order[ptr:k]] = True
-            n_cand += k - ptr
-            ptr = k
-        while heap and -heap[0][0] > theta:
-            _, i = heapq.heappop(heap)
-            is_cand[i] = True
-            n_cand += 1
-
-    idx_l: list[int] = []
-    gap_l: list[int] = []
-    thr_l: list[float] = []
-    cand_l: list[int] = []
-    rb_l: list[float] = []
-    new_l: list[bool] = []
-    ep_l: list[int] = []
-    e_lam: list[float] = []
-    e_alpha: list[float] = []
-    e_resets: list[int] = []
-    e_steps: list[int] = []
-
+    steps: list[_Step] = []
     a = float(alpha)
     resets = 0
     lam = _lam_inv(a, s, u_sum, sent, positive)
-    e_lam.append(lam), e_alpha.append(a), e_resets.append(0), e_steps.append(0)
-    activate(s * lam)
-    stop_reason = "exhausted"
+    epochs = [_Epoch(lam, a, 0)]
+    cand.activate(s * lam)
     bar = progress_bar(total=target_nonzero if target_nonzero is not None else max_steps, enabled=progress, desc="SuRP",
                        unit="nz" if target_nonzero is not None else "step", mininterval=0.5)
-    t = 0
     empty_resets = 0
     while True:
-        if max_steps is not None and t >= max_steps:
-            stop_reason = "steps"
+        stop_reason = _target_reached(len(steps), nnz, (u_sum - sent) / n, max_steps, target_nonzero,
+                                      target_mean_residual)
+        if stop_reason is not None:
             break
-        if target_nonzero is not None and nnz >= target_nonzero:
-            stop_reason = "nonzero"
-            break
-        if target_mean_residual is not None and (u_sum - sent) / n <= target_mean_residual:
-            stop_reason = "distortion"
-            break
-        if n_cand == 0:  # reset
+        if cand.count == 0:  # reset: a new epoch with a fresh λ⁻¹ (and α decayed every decay_every resets)
             empty_resets += 1
             if empty_resets > 100_000:
                 raise PruningError(f"{empty_resets} resets in a row found no index above the threshold "
@@ -380,46 +418,49 @@ def successive_refinement(u: np.ndarray, *, seed: SeedLike = None, alpha: float 
                 stop_reason = "exhausted"
                 break
             lam = _lam_inv(a, s, u_sum, sent, positive)
-            e_lam.append(lam), e_alpha.append(a), e_resets.append(resets), e_steps.append(0)
-            activate(s * lam)
+            epochs.append(_Epoch(lam, a, resets))
+            cand.activate(s * lam)
             continue
         theta = s * lam
-        k, m = stream.first_hit(is_cand)
+        k, m = stream.first_hit(cand.mask)
         r_before = float(res[m])
-        is_new = recon[m] == 0.0
-        idx_l.append(m), gap_l.append(k), thr_l.append(theta), cand_l.append(n_cand)
-        rb_l.append(r_before), new_l.append(bool(is_new)), ep_l.append(len(e_lam) - 1)
-        e_steps[-1] += 1
+        is_new = bool(recon[m] == 0.0)
+        steps.append(_Step(m, k, theta, cand.count, r_before, is_new, len(epochs) - 1))
+        epochs[-1].steps += 1
         empty_resets = 0
         recon[m] += theta
         res[m] = r_before - theta
         sent += theta
         if is_new:
             nnz += 1
-            if target_nonzero is not None:
-                bar.update(1)
-        if target_nonzero is None:
+        if is_new or target_nonzero is None:
             bar.update(1)
-        t += 1
         lam = _next_lam(lam_rule, lam, n, s, a, u_sum, sent, positive)
-        theta_next = s * lam
-        if not res[m] > theta_next:
-            is_cand[m] = False
-            n_cand -= 1
-            heapq.heappush(heap, (-float(res[m]), m))
-        activate(theta_next)
+        if not res[m] > s * lam:
+            cand.drop(m, float(res[m]))
+        cand.activate(s * lam)
     bar.close()
     return RefinementRun(
         n=n, scale=s, alpha0=float(alpha), decay=float(decay), decay_every=int(decay_every), u_sum=u_sum,
-        positive=positive,
-        indices=np.asarray(idx_l, dtype=np.int64), gaps=np.asarray(gap_l, dtype=np.int64),
-        thresholds=np.asarray(thr_l, dtype=np.float64), n_candidates=np.asarray(cand_l, dtype=np.int64),
-        residual_before=np.asarray(rb_l, dtype=np.float64), new=np.asarray(new_l, dtype=bool),
-        epoch_of_step=np.asarray(ep_l, dtype=np.int64), epoch_lam_inv=np.asarray(e_lam, dtype=np.float64),
-        epoch_alpha=np.asarray(e_alpha, dtype=np.float64), epoch_resets=np.asarray(e_resets, dtype=np.int64),
-        epoch_steps=np.asarray(e_steps, dtype=np.int64), reconstruction=recon, residual=res,
+        positive=positive, **_step_arrays(steps), **_epoch_arrays(epochs), reconstruction=recon, residual=res,
         n_resets=resets, alpha_final=a, stop_reason=stop_reason, lam_rule=lam_rule,
     )
+
+
+def _step_arrays(steps: list[_Step]) -> dict[str, np.ndarray]:
+    """The per-step fields of a :class:`RefinementRun`, each a (T,) array."""
+    cols = list(zip(*steps)) if steps else [()] * len(_Step._fields)
+    types = (np.int64, np.int64, np.float64, np.int64, np.float64, bool, np.int64)
+    names = ("indices", "gaps", "thresholds", "n_candidates", "residual_before", "new", "epoch_of_step")
+    return {name: np.asarray(col, dtype=t) for name, col, t in zip(names, cols, types)}
+
+
+def _epoch_arrays(epochs: list[_Epoch]) -> dict[str, np.ndarray]:
+    """The per-epoch fields of a :class:`RefinementRun`, each an (E,) array."""
+    return {"epoch_lam_inv": np.array([e.lam_inv for e in epochs], dtype=np.float64),
+            "epoch_alpha": np.array([e.alpha for e in epochs], dtype=np.float64),
+            "epoch_resets": np.array([e.resets for e in epochs], dtype=np.int64),
+            "epoch_steps": np.array([e.steps for e in epochs], dtype=np.int64)}
 
 
 # --------------------------------------------------------------------------- the code

@@ -298,20 +298,15 @@ class AnalogModel:
 
     def _decode_torch(self, p: TensorPlan, t: float, read: int) -> Any:
         """The torch backend: the tensor's cells read at once on the bench's device and decoded
-        there (the torch cell maps and MMSE posterior of :mod:`.torch_store`); a tensor of the
-        stored dtype on that device, float16/bfloat16 clipped to their finite range."""
+        there by the encoder's own :meth:`~analogmem.storage.encoders.CellMap.decode_S` on the
+        tensor (its array-API cell map or MMSE posterior); a tensor of the stored dtype on that
+        device, float16/bfloat16 clipped to their finite range."""
         import torch
-
-        from .torch_store import on_device, torch_decode
 
         channel = Channel(self.device, t)
         g = self.bench.read_at(t, p.start, p.start + p.n_cells, read_index=read)
-        if self.compensate_drift and p.n_cells:
-            g = g * global_drift_scale(np.array([float(g.double().mean())]), p.g_target_mean_S)
-        if on_device(self.encoder):
-            w = torch_decode(self.encoder, (g - self.device.g_min_S) / channel.span_S, p.side, p.numel, channel)
-        else:
-            w = torch.from_numpy(self.encoder.decode_S(g.cpu().numpy(), p.side, p.numel, channel)).to(g.device)
+        gain = global_drift_scale(g.double(), p.g_target_mean_S) if self.compensate_drift and p.n_cells else 1.0
+        w = self.encoder.decode_S(g, p.side, p.numel, channel, gain)
         dt = getattr(torch, p.dtype)
         if dt in (torch.float16, torch.bfloat16):
             big = float(torch.finfo(dt).max)

@@ -36,6 +36,18 @@ The schemes (all comparable at equal cell count, see :meth:`Encoder.n_cells`):
 :func:`global_drift_scale` is the drift compensation users of aihwkit expect: one global
 scale per tensor re-estimated from a read (the mean target is known at write time; no
 clean weights are needed).
+
+The array math of the encoders is written once against the array API standard
+(``array_api_compat.array_namespace``): the cell maps' ``_encode``/``_decode``/``_gain``,
+:meth:`CellMap.encode`/:meth:`CellMap.decode`/:meth:`CellMap.fit`, the MMSE posterior mean
+and prior histogram, the percentile range fit, :func:`check_finite` and
+:func:`global_drift_scale` take numpy arrays or torch tensors (on any device) and return the
+same kind. numpy arrays are computed in float64 (as they always were); other arrays keep
+their floating dtype (the torch bench's float32 or float64; MMSE's posterior is float64).
+Where ``analogmem.storage._codec`` has a kernel (:meth:`CellMap.encode_S`,
+:meth:`CellMap.decode_S`, :meth:`MMSE.decode_S`) numpy arrays take it; that is the hot
+loop of the same map, not a second encoder. The channel statistics (:class:`Channel`) and
+the side information stay on the host: they are small tables.
 """
 
 from __future__ import annotations
@@ -45,8 +57,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace, device as array_device, is_numpy_array, to_device
 from scipy.special import log_ndtr
 
+from ..emulator.bench import default_threads
 from ..emulator.cells import DeviceModel
 from ..errors import DeviceCardError, SettingError, StorageError
 from . import _codec
@@ -72,15 +86,52 @@ __all__ = [
 Side = dict[str, Any]
 
 
-def check_finite(name: str, w: np.ndarray) -> None:
+def _is_np(a: Any) -> bool:
+    """Whether ``a`` is computed with numpy (a numpy array, or something numpy takes: lists, scalars)."""
+    return is_numpy_array(a) or isinstance(a, (list, tuple, float, int, np.generic))
+
+
+def _work(a: Any) -> Any:
+    """``a`` flat, as the encoders compute on it: a numpy array (or list) in float64, another
+    library's array in float32 or float64 as it is (16-bit floats: float32, integers:
+    float64), on its own device."""
+    if _is_np(a):
+        return np.asarray(a, dtype=np.float64).reshape(-1)
+    xp = array_namespace(a)
+    a = xp.reshape(a, (-1,))
+    if a.dtype in (xp.float32, xp.float64):
+        return a
+    return xp.astype(a, xp.float32 if xp.isdtype(a.dtype, "real floating") else xp.float64)  # 16-bit floats: float32
+
+
+def _like(a: np.ndarray, ref: Any) -> Any:
+    """The host (numpy) table ``a`` as an array of ``ref``'s namespace and device (``a`` itself for numpy)."""
+    if _is_np(ref):
+        return a
+    return array_namespace(ref).asarray(np.ascontiguousarray(a), device=array_device(ref))
+
+
+def _host(a: Any) -> np.ndarray:
+    """``a`` as a float64 numpy array (moved to the host: only for small arrays)."""
+    return np.asarray(a if _is_np(a) else to_device(a, "cpu"), dtype=np.float64)
+
+
+def check_finite(name: str, w: Any) -> None:
     """Raise :class:`~analogmem.errors.StorageError` naming tensor ``name`` and the first bad
-    index if ``w`` holds NaN or ±inf (nothing is stored then)."""
-    w = np.asarray(w)
-    if w.size and not np.all(np.isfinite(w)):
-        flat = w.reshape(-1)
-        i = int(np.argmin(np.isfinite(flat)))
-        raise StorageError(f"tensor {name!r} has a non-finite value {flat[i]} at flat index {i} "
-                           f"({int(np.count_nonzero(~np.isfinite(flat)))} non-finite in all); nothing was stored")
+    index if ``w`` (a numpy array or another array-API array, any device) holds NaN or ±inf
+    (nothing is stored then)."""
+    if _is_np(w):
+        w = np.asarray(w)
+    xp = array_namespace(w)
+    if xp.isdtype(w.dtype, "bool") or xp.isdtype(w.dtype, "integral"):
+        return
+    size = math.prod(w.shape)
+    if size and not bool(xp.all(xp.isfinite(w))):
+        fin = xp.isfinite(xp.reshape(w, (-1,)))
+        i = int(xp.argmin(xp.astype(fin, xp.int8)))
+        bad = float(xp.reshape(w, (-1,))[i]) if not is_numpy_array(w) else w.reshape(-1)[i]
+        raise StorageError(f"tensor {name!r} has a non-finite value {bad} at flat index {i} "
+                           f"({int(xp.sum(xp.astype(~fin, xp.int64)))} non-finite in all); nothing was stored")
 
 
 # --------------------------------------------------------------------------- the channel
@@ -122,13 +173,13 @@ class Channel:
     def span_S(self) -> float:
         return self.device.g_max_S - self.device.g_min_S
 
-    def to_S(self, x: np.ndarray) -> np.ndarray:
-        """Relative targets → conductance (S)."""
-        return self.device.g_min_S + np.asarray(x, dtype=np.float64) * self.span_S
+    def to_S(self, x: Any) -> Any:
+        """Relative targets → conductance (S); numpy in float64, another array-API array in its dtype."""
+        return self.device.g_min_S + (np.asarray(x, dtype=np.float64) if _is_np(x) else x) * self.span_S
 
-    def to_relative(self, g_S: np.ndarray) -> np.ndarray:
-        """Conductance (S) → relative units."""
-        return (np.asarray(g_S, dtype=np.float64) - self.device.g_min_S) / self.span_S
+    def to_relative(self, g_S: Any) -> Any:
+        """Conductance (S) → relative units; numpy in float64, another array-API array in its dtype."""
+        return ((np.asarray(g_S, dtype=np.float64) if _is_np(g_S) else g_S) - self.device.g_min_S) / self.span_S
 
     def mean_std(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the relative read for relative targets ``x`` (any shape)."""
@@ -186,11 +237,12 @@ def _folded_normal_mgf(mu: np.ndarray, sigma: np.ndarray, s: float) -> np.ndarra
     return out
 
 
-def global_drift_scale(g_read_S: np.ndarray, g_target_mean_S: float) -> float:
+def global_drift_scale(g_read_S: Any, g_target_mean_S: float) -> float:
     """Global drift compensation (as aihwkit's ``GlobalDriftCompensation``): the factor
     ``α = mean target / mean read`` by which every read of a tensor is multiplied. The
-    mean target (S) is recorded at write time, so no clean weights are needed."""
-    m = float(np.mean(g_read_S))
+    mean target (S) is recorded at write time, so no clean weights are needed. ``g_read_S``:
+    a numpy array or another array-API array (its mean, one number, comes to the host)."""
+    m = float(np.mean(g_read_S)) if _is_np(g_read_S) else float(array_namespace(g_read_S).mean(g_read_S))
     if not math.isfinite(m) or m <= 0 or g_target_mean_S <= 0:
         return 1.0
     return float(g_target_mean_S) / m
@@ -232,16 +284,20 @@ def _range(w: np.ndarray, percentile: float) -> float:
     return _ranges(w, (percentile,))[0]
 
 
-def _ranges(w: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
+def _ranges(w: Any, percentiles: tuple[float, ...]) -> list[float]:
     """The ranges ``s`` at ``percentiles`` of ``|w|`` (100: ``max|w|``; a range of 0 becomes
     ``max|w|``, and 1 for an all-zero tensor), from one pass over ``w``: the percentiles are
     numpy's (linear interpolation), computed exactly on the tail of ``|w|`` above a bound
-    estimated from a sample, so only that tail is sorted."""
-    a = np.abs(np.asarray(w).reshape(-1))
-    if a.size == 0:
+    estimated from a sample, so only that tail is sorted. ``w``: numpy or another array-API
+    array (the order statistics are selected on its device)."""
+    if _is_np(w):
+        w = np.asarray(w).reshape(-1)
+    else:
+        w = array_namespace(w).reshape(w, (-1,))
+    if math.prod(w.shape) == 0:
         return [1.0] * len(percentiles)
-    amax = float(a.max())
-    out = _abs_percentiles(a, [p for p in percentiles if p < 100])
+    amax = _abs_max(w)
+    out = _abs_percentiles(w, [p for p in percentiles if p < 100])
     res = []
     for p in percentiles:
         v = amax if p >= 100 else out.pop(0)
@@ -251,34 +307,58 @@ def _ranges(w: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
     return res
 
 
-def _abs_percentiles(a: np.ndarray, percentiles: list[float]) -> list[float]:
-    """``np.percentile(a, percentiles)`` (float64, linear) for a 1-D ``a``; for large ``a``
-    only the values at or above a lower bound of the smallest asked-for order statistic
-    are selected and partitioned (exact: the ranks are shifted by the count below)."""
+def _abs_max(w: Any) -> float:
+    """``max |w|`` of a non-empty flat array (numpy or another array-API array), without an ``|w|`` temporary."""
+    xp = np if _is_np(w) else array_namespace(w)
+    return max(float(xp.max(w)), -float(xp.min(w)))
+
+
+#: Threads of the storage layer's fit passes (range tails, prior histograms).
+_FIT_THREADS = default_threads()
+
+
+def _abs_percentiles(w: np.ndarray, percentiles: list[float]) -> list[float]:
+    """``np.percentile(|w|, percentiles)`` (float64, linear) for a 1-D ``w``; for large ``w``
+    only the values of ``|w|`` at or above a lower bound of the smallest asked-for order
+    statistic are selected (``analogmem.storage._codec.abs_tail`` for float32/float64) and
+    partitioned (exact: the ranks are shifted by the count below)."""
     if not percentiles:
         return []
-    n = a.size
+    if not _is_np(w):  # another array library: the order statistics by sorting |w| on its device
+        xp = array_namespace(w)
+        n = math.prod(w.shape)
+        ranks = [p / 100.0 * (n - 1) for p in percentiles]
+        return _interpolate(xp.sort(xp.astype(xp.abs(w), xp.float64)), ranks, 0, n)
+    n = w.size
     if n <= 1 << 16:
-        return [float(v) for v in np.percentile(a.astype(np.float64), percentiles)]
+        return [float(v) for v in np.percentile(np.abs(w).astype(np.float64), percentiles)]
     ranks = [p / 100.0 * (n - 1) for p in percentiles]
     r_lo = int(math.floor(min(ranks)))
-    sample = a[:: max(1, n // 65536)]
+    sample = np.abs(w[:: max(1, n // 65536)])
     q = max(0.0, min(ranks) / (n - 1) - 4.0 / math.sqrt(sample.size) - 1e-3)
     bound = float(np.quantile(sample, q)) if q > 0 else -math.inf
-    below = int(np.count_nonzero(a < bound)) if q > 0 else 0
-    if below > r_lo:  # the sample's bound was too high: select on everything
-        tail, below = a, 0
+    if w.dtype in (np.float32, np.float64) and w.flags.c_contiguous:
+        below, tail = _codec.abs_tail(w, bound, _FIT_THREADS)
     else:
-        tail = a[a >= bound] if q > 0 else a
-    tail = tail.astype(np.float64)
+        a = np.abs(w)
+        below = int(np.count_nonzero(a < bound)) if q > 0 else 0
+        tail = (a[a >= bound] if q > 0 else a).astype(np.float64)
+    if below > r_lo:  # the sample's bound was too high: select on everything
+        tail, below = np.abs(w).astype(np.float64), 0
     idx = sorted({int(math.floor(r)) - below for r in ranks} | {min(int(math.ceil(r)), n - 1) - below for r in ranks})
-    part = np.partition(tail, idx)
+    return _interpolate(np.partition(tail, idx), ranks, below, n)
+
+
+def _interpolate(part: Any, ranks: list[float], below: int, n: int) -> list[float]:
+    """numpy's linear percentile at fractional ``ranks`` of ``n`` values, from ``part``: the
+    values at or above the ``below`` smallest, each order statistic the percentiles need in
+    its sorted place (a partition or a sort)."""
     res = []
     for r in ranks:
         lo_i, hi_i = int(math.floor(r)), min(int(math.ceil(r)), n - 1)
-        lo_v, hi_v, t = part[lo_i - below], part[hi_i - below], r - math.floor(r)
+        lo_v, hi_v, t = float(part[lo_i - below]), float(part[hi_i - below]), r - math.floor(r)
         d = hi_v - lo_v  # numpy's _lerp
-        res.append(float(hi_v - d * (1.0 - t)) if t >= 0.5 else float(lo_v + d * t))
+        res.append(hi_v - d * (1.0 - t) if t >= 0.5 else lo_v + d * t)
     return res
 
 
@@ -293,12 +373,23 @@ def fit_sample(w: Any) -> Any:
     return w if n <= FIT_SAMPLE else w[:: max(1, n // FIT_SAMPLE)]
 
 
-def _float_flat(a: Any) -> np.ndarray:
-    """``a`` flat and contiguous as float32 or float64 (other floats and integers become float64)."""
+def _float_flat(a: Any) -> Any:
+    """``a`` flat and contiguous as float32 or float64 (other floats and integers become
+    float64); another array library's array flat, in its floating dtype (integers: float64)."""
+    if not _is_np(a):
+        return _work(a)
     a = np.asarray(a).reshape(-1)
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float32 if a.dtype == np.float16 else np.float64)
     return np.ascontiguousarray(a)
+
+
+def _device_decode(enc: "CellMap", g_S: Any, side: Side, n_weights: int, channel: Channel, dtype: Any) -> Any:
+    """:meth:`CellMap.decode` of reads ``g_S`` (S) of another array library, on their device,
+    as ``dtype`` (float32 or float64 of that library)."""
+    w = enc.decode(channel.to_relative(g_S), side, n_weights, channel)
+    xp = array_namespace(w)
+    return xp.astype(w, xp.float32 if np.dtype(dtype) == np.float32 else xp.float64, copy=False)
 
 
 def _map_kind(enc: Any) -> tuple[int, int] | None:
@@ -336,7 +427,8 @@ class CellMap(Encoder):
             return {"scale": _range(w, float(self.clip_percentile))}
         if channel is None:
             return {"scale": _range(w, 99.9)}
-        return {"scale": self.best_scale(_ranges(w, _AUTO_PERCENTILES), fit_sample(w).astype(np.float64), channel)}
+        # the candidate ranges on w's device; only the fit sample (<= FIT_SAMPLE weights) reaches the host
+        return {"scale": self.best_scale(_ranges(w, _AUTO_PERCENTILES), _host(fit_sample(w)), channel)}
 
     def best_scale(self, scales: list[float], sample: np.ndarray, channel: Channel) -> float:
         """The adaptive range: among candidate ``scales`` (the ranges at ``_AUTO_PERCENTILES``),
@@ -349,12 +441,14 @@ class CellMap(Encoder):
                 best = (err, s)
         return best[1]
 
-    def encode(self, w: np.ndarray, side: Side) -> np.ndarray:
-        w = np.asarray(w, dtype=np.float64).reshape(-1)
-        return np.clip(self._encode(w, float(side["scale"])), 0.0, 1.0).reshape(-1)
+    def encode(self, w: Any, side: Side) -> Any:
+        w = _work(w)
+        xp = array_namespace(w)
+        return xp.reshape(xp.clip(self._encode(w, float(side["scale"])), 0.0, 1.0), (-1,))
 
-    def decode(self, y: np.ndarray, side: Side, n_weights: int, channel: Channel | None = None) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float64).reshape(int(n_weights), self.cells_per_weight)
+    def decode(self, y: Any, side: Side, n_weights: int, channel: Channel | None = None) -> Any:
+        y = _work(y)
+        y = array_namespace(y).reshape(y, (int(n_weights), self.cells_per_weight))
         return self._decode(y, float(side["scale"]))
 
     def encode_S(self, w: np.ndarray, side: Side, channel: Channel, n_threads: int = 1,
@@ -362,7 +456,10 @@ class CellMap(Encoder):
         """Cell targets in S (float64, shape ``(n_cells(len(w)),)``) of flat float weights ``w``:
         :meth:`encode` then :meth:`Channel.to_S`, in one pass of ``analogmem.storage._codec``
         for the linear and differential maps and their repetitions (the same bits); into
-        ``out`` (float64, contiguous) when given."""
+        ``out`` (float64, contiguous) when given. Another array-API array (a torch tensor on
+        its device): :meth:`encode` then :meth:`Channel.to_S` there, in its dtype (no ``out``)."""
+        if not _is_np(w):
+            return channel.to_S(self.encode(w, side))
         kr = _map_kind(self)
         if kr is None:
             g = channel.to_S(self.encode(w, side))
@@ -382,7 +479,10 @@ class CellMap(Encoder):
         """Weights (shape ``(n_weights,)``, ``dtype``) from reads ``g_S`` (S, float32 or float64)
         multiplied by ``gain`` (the drift compensation factor): :meth:`decode` of the reads in
         relative units, in one pass of ``analogmem.storage._codec`` for the linear and
-        differential maps and their repetitions. (``table``: for :class:`MMSE`; unused here.)"""
+        differential maps and their repetitions. (``table``: for :class:`MMSE`; unused here.)
+        Reads of another array library are decoded on their device (:meth:`decode`)."""
+        if not _is_np(g_S):
+            return _device_decode(self, g_S * gain if gain != 1.0 else g_S, side, n_weights, channel, dtype)
         kr = _map_kind(self)
         dt = np.dtype(dtype)
         if kr is None or dt not in (np.float32, np.float64):
@@ -413,14 +513,14 @@ class CellMap(Encoder):
         """This map with each cell repeated ``r`` times (itself for r = 1)."""
         return self if r == 1 else Repetition(self, r)
 
-    # subclass hooks
-    def _encode(self, w: np.ndarray, s: float) -> np.ndarray:
+    # subclass hooks: array-API math on numpy arrays or tensors (w (n,), y (n, c)), returning the same kind
+    def _encode(self, w: Any, s: float) -> Any:
         raise NotImplementedError
 
-    def _decode(self, y: np.ndarray, s: float) -> np.ndarray:
+    def _decode(self, y: Any, s: float) -> Any:
         raise NotImplementedError
 
-    def _gain(self, w: np.ndarray, s: float) -> np.ndarray:
+    def _gain(self, w: Any, s: float) -> Any:
         raise NotImplementedError
 
     def spec(self) -> dict[str, Any]:
@@ -435,13 +535,13 @@ class LinearMap(CellMap):
     cells_per_weight = 1
 
     def _encode(self, w, s):
-        return ((np.clip(w, -s, s) / s + 1.0) / 2.0)[:, None]
+        return ((array_namespace(w).clip(w, -s, s) / s + 1.0) / 2.0)[:, None]
 
     def _decode(self, y, s):
         return s * (2.0 * y[:, 0] - 1.0)
 
     def _gain(self, w, s):
-        return np.full((w.shape[0], 1), 2.0 * s)
+        return array_namespace(w).full((w.shape[0], 1), 2.0 * s, dtype=w.dtype, device=array_device(w))
 
 
 class DifferentialPair(CellMap):
@@ -452,14 +552,16 @@ class DifferentialPair(CellMap):
     cells_per_weight = 2
 
     def _encode(self, w, s):
-        m = np.minimum(np.abs(w) / s, 1.0)
-        return np.stack([np.where(w > 0, m, 0.0), np.where(w < 0, m, 0.0)], axis=1)
+        xp = array_namespace(w)
+        m = xp.clip(xp.abs(w) / s, None, 1.0)
+        return xp.stack([xp.where(w > 0, m, 0.0), xp.where(w < 0, m, 0.0)], axis=1)
 
     def _decode(self, y, s):
         return s * (y[:, 0] - y[:, 1])
 
     def _gain(self, w, s):
-        return np.tile(np.array([s, -s]), (w.shape[0], 1))
+        xp = array_namespace(w)
+        return xp.tile(xp.asarray([[s, -s]], dtype=w.dtype, device=array_device(w)), (w.shape[0], 1))
 
 
 class SignMagnitude(CellMap):
@@ -470,13 +572,18 @@ class SignMagnitude(CellMap):
     cells_per_weight = 2
 
     def _encode(self, w, s):
-        return np.stack([(w < 0).astype(np.float64), np.minimum(np.abs(w) / s, 1.0)], axis=1)
+        xp = array_namespace(w)
+        return xp.stack([xp.astype(w < 0, w.dtype), xp.clip(xp.abs(w) / s, None, 1.0)], axis=1)
 
-    def _decode(self, y, s):
-        return np.where(y[:, 0] > 0.5, -1.0, 1.0) * s * y[:, 1]
+    def _decode(self, y, s):  # (±s)·y: the bits of (±1)·s·y
+        xp = array_namespace(y)
+        kw = dict(dtype=y.dtype, device=array_device(y))
+        return xp.where(y[:, 0] > 0.5, xp.asarray(-s, **kw), xp.asarray(s, **kw)) * y[:, 1]
 
     def _gain(self, w, s):
-        return np.stack([np.zeros(w.shape[0]), np.full(w.shape[0], s)], axis=1)
+        xp = array_namespace(w)
+        n, kw = w.shape[0], dict(dtype=w.dtype, device=array_device(w))
+        return xp.stack([xp.zeros(n, **kw), xp.full(n, s, **kw)], axis=1)
 
 
 class Sliced(CellMap):
@@ -495,28 +602,31 @@ class Sliced(CellMap):
         self.cells_per_weight = self.n_slices
 
     def _encode(self, w, s):
+        xp = array_namespace(w)
         B = self.base
-        u = (np.clip(w, -s, s) / s + 1.0) / 2.0
+        u = (xp.clip(w, -s, s) / s + 1.0) / 2.0
         cols = []
         for _ in range(self.n_slices - 1):
-            d = np.minimum(np.floor(u * B), B - 1)
+            d = xp.clip(xp.floor(u * B), None, float(B - 1))
             cols.append(d / (B - 1))
             u = u * B - d
         cols.append(u)
-        return np.stack(cols, axis=1)
+        return xp.stack(cols, axis=1)
 
     def _decode(self, y, s):
+        xp = array_namespace(y)
         B = self.base
         u = y[:, -1]
         for k in range(self.n_slices - 2, -1, -1):
-            d = np.clip(np.rint(y[:, k] * (B - 1)), 0, B - 1)
+            d = xp.clip(xp.round(y[:, k] * (B - 1)), 0.0, float(B - 1))  # round half to even, as np.rint
             u = (d + u) / B
         return s * (2.0 * u - 1.0)
 
     def _gain(self, w, s):  # digits assumed decoded correctly: only the remainder's noise
-        g = np.zeros((w.shape[0], self.n_slices))
-        g[:, -1] = 2.0 * s / self.base ** (self.n_slices - 1)
-        return g
+        xp = array_namespace(w)
+        kw = dict(dtype=w.dtype, device=array_device(w))
+        last = xp.full((w.shape[0], 1), 2.0 * s / self.base ** (self.n_slices - 1), **kw)
+        return xp.concat([xp.zeros((w.shape[0], self.n_slices - 1), **kw), last], axis=1)
 
     def spec(self):
         return {**super().spec(), "n_slices": self.n_slices, "base": self.base}
@@ -537,14 +647,15 @@ class Repetition(CellMap):
         self.name = f"{inner.name}x{self.r}"
 
     def _encode(self, w, s):
-        return np.tile(self.inner._encode(w, s), (1, self.r))
+        return array_namespace(w).tile(self.inner._encode(w, s), (1, self.r))
 
     def _decode(self, y, s):
+        xp = array_namespace(y)
         c = self.inner.cells_per_weight
-        return self.inner._decode(y.reshape(y.shape[0], self.r, c).mean(axis=1), s)
+        return self.inner._decode(xp.mean(xp.reshape(y, (y.shape[0], self.r, c)), axis=1), s)
 
     def _gain(self, w, s):
-        return np.tile(self.inner._gain(w, s) / self.r, (1, self.r))
+        return array_namespace(w).tile(self.inner._gain(w, s) / self.r, (1, self.r))
 
     def noise_variance(self, w, side, channel):
         """The inner map's naive-decode variance divided by ``r`` (the ``r`` copies are
@@ -602,9 +713,12 @@ class MMSE(CellMap):
     def fit(self, w, channel=None):
         w = _float_flat(w)
         side = dict(self.inner.fit(w, channel))
-        wmax = float(np.abs(w).max()) if w.size else 1.0
+        if not _is_np(w):  # another array library: the prior histogram on its device
+            return {**side, **_prior_histogram(w, self.grid)}
+        wmax = _abs_max(w) if w.size else 1.0
         wmax = wmax if wmax > 0 else 1.0
-        counts, _ = np.histogram(w, bins=self.grid, range=(-wmax, wmax))
+        # np.histogram(w, bins=grid, range=(-wmax, wmax)) exactly, in one threaded pass
+        counts = _codec.histogram(w, np.linspace(-wmax, wmax, self.grid + 1, dtype=w.dtype), _FIT_THREADS)
         side.update(prior_range=wmax, prior_counts=counts.astype(np.float32))
         return side
 
@@ -629,18 +743,25 @@ class MMSE(CellMap):
         return np.log(prior / prior.sum())
 
     def decode(self, y, side, n_weights, channel=None):
+        """The posterior mean of each weight (float64, shape ``(n_weights,)``) from relative
+        reads ``y`` (numpy, or another array-API array: decoded on its device; the candidates'
+        channel table is made on the host)."""
         if channel is None:
             return super().decode(y, side, n_weights)
         c = self.cells_per_weight
-        y = np.asarray(y, dtype=np.float64).reshape(int(n_weights), c)
+        host = _is_np(y)
+        y = _work(y)
+        xp = array_namespace(y)
+        y = xp.reshape(xp.astype(y, xp.float64, copy=False), (int(n_weights), c))
         w_k = self.candidates(side)
         x_k = np.clip(self.inner._encode(w_k, float(side["scale"])), 0.0, 1.0)  # (K, c)
         like = _GaussianLikelihood(x_k, channel)
-        log_prior = self.log_prior(side)
-        out = np.empty(y.shape[0])
-        step = max(1, 4_000_000 // (self.grid * max(c, 4)))
+        log_prior, w_k = _like(self.log_prior(side), y), _like(w_k, y)
+        out = xp.empty(y.shape[0], dtype=xp.float64, device=array_device(y))
+        # weights per chunk: cache-sized on the host, larger (fewer kernel launches) on a device
+        step = max(1, (4_000_000 if host else 1 << 24) // (self.grid * max(c, 4)))
         for a in range(0, y.shape[0], step):
-            out[a:a + step] = _posterior_mean(log_prior[None, :] + like.matrix(y[a:a + step]), w_k)
+            out[a:a + step] = _posterior_mean(log_prior[None, :] + like.matrix(y[a:a + step, :]), w_k)
         return out
 
     def encode_S(self, w, side, channel, n_threads=1, out=None):
@@ -708,7 +829,9 @@ class MMSE(CellMap):
         holds the mean drift); as :meth:`decode` to rounding. ``table``: ``"auto"``
         (:meth:`posterior_table` for these ``n_weights``: a tensor decoded in one call), a
         :class:`PosteriorTable` made for the whole tensor (when it is decoded chunk by chunk),
-        or None (the exact posterior)."""
+        or None (the exact posterior). Reads of another array library: :meth:`decode` on their device."""
+        if not _is_np(g_S):
+            return _device_decode(self, g_S, side, n_weights, channel, dtype)
         dt = np.dtype(dtype)
         if isinstance(table, str):
             table = self.posterior_table(side, channel, n_weights, n_threads)
@@ -801,11 +924,31 @@ def _normal_points(n: int, copies: int, cells: int, seed: Any) -> np.ndarray:
     return np.ascontiguousarray(z.reshape(n, copies, cells).transpose(1, 0, 2))
 
 
-def _posterior_mean(ll: np.ndarray, w_k: np.ndarray) -> np.ndarray:
-    """``Σ_k e^{ll_k} w_k / Σ_k e^{ll_k}`` row by row (``ll`` shape ``(n, K)``)."""
-    ll = ll - ll.max(axis=1, keepdims=True)
-    p = np.exp(ll)
-    return (p @ w_k) / p.sum(axis=1)
+def _posterior_mean(ll: Any, w_k: Any) -> Any:
+    """``Σ_k e^{ll_k} w_k / Σ_k e^{ll_k}`` row by row (``ll`` shape ``(n, K)``, ``w_k`` (K,);
+    arrays of one namespace and device)."""
+    xp = array_namespace(ll)
+    ll = ll - xp.max(ll, axis=1, keepdims=True)
+    p = xp.exp(ll)
+    return (p @ w_k) / xp.sum(p, axis=1)
+
+
+def _prior_histogram(w: Any, grid: int) -> Side:
+    """:meth:`MMSE.fit`'s prior for a non-numpy array ``w`` (flat): ``max|w|`` (1 if 0) and
+    numpy's ``histogram(w, grid, (−wmax, wmax))`` counts (float32, on the host), from one
+    sort on ``w``'s device. The bins are numpy's: ``[e_k, e_k+1)`` (the last one closed)
+    at ``np.linspace`` edges in ``w``'s dtype, so the counts are numpy's exactly."""
+    xp = array_namespace(w)
+    n = math.prod(w.shape)
+    wmax = _abs_max(w) if n else 1.0
+    wmax = wmax if wmax > 0 else 1.0
+    edges = np.linspace(-wmax, wmax, grid + 1, dtype=np.float32 if w.dtype == xp.float32 else np.float64)
+    ws = xp.sort(w)
+    e = _like(edges, w)
+    below = xp.searchsorted(ws, e[:-1], side="left")  # values < e_k
+    upper = xp.concat([xp.searchsorted(ws, e[1:-1], side="left"), xp.searchsorted(ws, e[-1:], side="right")])
+    counts = _host(upper - below).astype(np.float32)
+    return {"prior_range": wmax, "prior_counts": counts}
 
 
 class _GaussianLikelihood:
@@ -832,22 +975,54 @@ class _GaussianLikelihood:
         self.coefficients = np.concatenate([(-0.5 * inv).T, (m * inv).T, (-0.5 * m * m * inv - np.log(s)).T,
                                             cens.T], axis=0)  # (4G, K)
         self.n_groups = cols.shape[1]
+        self.M = np.zeros((x_k.shape[1], self.n_groups))  # cell → group indicator, (C, G)
+        self.M[np.arange(x_k.shape[1]), self.group] = 1.0
+        if self.direct:  # the direct sum's per-candidate tables, (K, C)
+            m_k, s_k = channel.mean_std(x_k)
+            cens_k = log_ndtr((self.lo - m_k) / s_k) if math.isfinite(self.lo) else None
+            self._direct = (m_k, s_k, np.log(s_k), cens_k)
+        self._on: dict[Any, tuple] = {}
 
-    def statistics(self, y: np.ndarray) -> np.ndarray:
+    def _tables(self, y: Any) -> tuple:
+        """``(coefficients, M, direct tables)`` as arrays of ``y``'s namespace and device (cached per device)."""
+        if _is_np(y):
+            return self.coefficients, self.M, getattr(self, "_direct", None)
+        key = (type(y), str(array_device(y)))
+        if key not in self._on:
+            d = getattr(self, "_direct", None)
+            self._on[key] = (_like(self.coefficients, y), _like(self.M, y),
+                             None if d is None else tuple(None if t is None else _like(t, y) for t in d))
+        return self._on[key]
+
+    def statistics(self, y: Any) -> Any:
         """Per-group sums of ``(y², y, 1)`` over uncensored reads and the count of censored
-        reads, shape ``(n, 4G)``, for reads ``y`` of shape ``(n, C)``."""
-        at_lo = y <= self.lo + 1e-12 if math.isfinite(self.lo) else np.zeros(y.shape, dtype=bool)
-        unc = (~at_lo).astype(np.float64)
-        yu = np.where(at_lo, 0.0, y)
-        M = np.zeros((y.shape[1], self.n_groups))
-        M[np.arange(y.shape[1]), self.group] = 1.0
-        return np.concatenate([(yu * yu) @ M, yu @ M, unc @ M, at_lo.astype(np.float64) @ M], axis=1)
+        reads, shape ``(n, 4G)``, for reads ``y`` of shape ``(n, C)`` (numpy or another
+        array-API array, float64)."""
+        xp = array_namespace(y)
+        at_lo = y <= self.lo + 1e-12 if math.isfinite(self.lo) else xp.zeros(y.shape, dtype=xp.bool,
+                                                                               device=array_device(y))
+        unc = xp.astype(~at_lo, xp.float64)
+        yu = xp.where(at_lo, 0.0, y)
+        M = self._tables(y)[1]
+        return xp.concat([(yu * yu) @ M, yu @ M, unc @ M, xp.astype(at_lo, xp.float64) @ M], axis=1)
 
-    def matrix(self, y: np.ndarray) -> np.ndarray:
-        """``Σ_j log p(y_j | x_kj)`` up to a constant per row, shape ``(n, K)``."""
-        if self.direct:
-            return np.sum(self.channel.log_likelihood(y[:, None, :], self.x_k[None, :, :]), axis=2)
-        return self.statistics(y) @ self.coefficients
+    def matrix(self, y: Any) -> Any:
+        """``Σ_j log p(y_j | x_kj)`` up to a constant per row, shape ``(n, K)`` (``y``: (n, C)
+        float64, numpy or another array-API array). The direct sum is
+        :meth:`Channel.log_likelihood` with the candidates' read statistics tabulated."""
+        coefficients, _, direct = self._tables(y)
+        if not self.direct:
+            return self.statistics(y) @ coefficients
+        xp = array_namespace(y)
+        m, s, log_s, cens = direct
+        yy = y[:, None, :]
+        z = (yy - m[None, :, :]) / s[None, :, :]
+        dens = -0.5 * z * z - log_s[None, :, :] - 0.5 * math.log(2 * math.pi)
+        if cens is not None:
+            at_lo = yy <= self.lo + 1e-12
+            if bool(xp.any(at_lo)):
+                dens = xp.where(at_lo, cens[None, :, :], dens)
+        return xp.sum(dens, axis=2)
 
 
 # --------------------------------------------------------------------------- digital + ECC

@@ -9,18 +9,29 @@ their original dtype and shape).
 What runs on the device and what goes through numpy (the *analog path* is weights →
 relative targets → cells → reads → decoded weights):
 
-* on the device, for the cell maps :class:`~analogmem.storage.encoders.LinearMap` (``naive``,
-  ``adaptive``), :class:`~analogmem.storage.encoders.DifferentialPair`,
+* on the device, for every cell map (:class:`~analogmem.storage.encoders.CellMap`:
+  :class:`~analogmem.storage.encoders.LinearMap` (``naive``, ``adaptive``),
+  :class:`~analogmem.storage.encoders.DifferentialPair`,
   :class:`~analogmem.storage.encoders.SignMagnitude`, :class:`~analogmem.storage.encoders.Sliced`,
   :class:`~analogmem.storage.encoders.Repetition` of any of them, and
-  :class:`~analogmem.storage.encoders.MMSE` decoding of them: the finiteness check, the
-  range fit (percentiles of ``|w|`` by selection on the device), encoding, programming,
-  reading, drift compensation and decoding, also with per-weight repetition counts;
+  :class:`~analogmem.storage.encoders.MMSE` decoding of them): the finiteness check, the
+  range fit (percentiles of ``|w|`` from a sort on the device), MMSE's prior histogram,
+  encoding, programming, reading, drift compensation and decoding (MMSE: the per-weight
+  likelihoods and posterior mean), also with per-weight repetition counts. This module has
+  no encoder math of its own: the store calls the encoders' own methods
+  (:meth:`~analogmem.storage.encoders.CellMap.fit`,
+  :meth:`~analogmem.storage.encoders.CellMap.encode_S`,
+  :meth:`~analogmem.storage.encoders.CellMap.decode_S`) on the tensors, whose array math is
+  written once against the array API standard (``array_api_compat``) for numpy arrays and
+  torch tensors alike; for numpy arrays those methods take the compiled
+  ``analogmem.storage._codec`` kernels where they have one, for tensors the same maps run
+  as torch operations on the tensor's device;
 * through numpy, but only O(1) in the tensor's size: the adaptive (``"auto"``) range fit
   scores its candidate ranges on at most 20,000 sampled weights with the card's channel
-  statistics (as :meth:`CellMap.fit` does), MMSE's channel table (mean and spread of the
-  ``grid`` candidate weights) is computed on the host, and the side information (scale,
-  prior histogram) is kept on the host as digital side information;
+  statistics (as :meth:`CellMap.fit` does), MMSE's channel table (the likelihood
+  coefficients of the ``grid`` candidate weights) is computed on the host and moved to the
+  device, and the side information (scale, prior histogram) is kept on the host as digital
+  side information;
 * on the host, as metadata: per-weight repetition counts from an allocation (and so the
   indices of each repetition group, which are moved to the device to gather and scatter
   the weights) and the bench's cell addresses of each tensor;
@@ -33,7 +44,6 @@ Digital tensors (``put_digital``: batch-norm buffers) stay on the device, exact.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -42,164 +52,16 @@ from .._seeding import SeedLike, as_seed_sequence, seed_state
 from ..emulator.cells import DeviceModel
 from ..emulator.torch_bench import TorchBench
 from ..errors import StorageError
-from .encoders import (_AUTO_PERCENTILES, MMSE, CellMap, Channel, DifferentialPair, Encoder, LinearMap, Repetition,
-                       SignMagnitude, Sliced, check_finite, encoder_from_spec, fit_sample, global_drift_scale)
+from .encoders import CellMap, Channel, Encoder, check_finite, encoder_from_spec
 from .stores import BenchStore, Entry, _check_name
 
-__all__ = ["TorchStore", "torch_encode", "torch_decode", "torch_fit", "on_device"]
-
+__all__ = ["TorchStore", "on_device"]
 
 
 def on_device(encoder: Encoder) -> bool:
-    """Whether ``encoder``'s analog path runs on the torch device (see the module docstring)."""
-    if isinstance(encoder, (MMSE, Repetition)):
-        return on_device(encoder.inner)
-    return type(encoder) in (LinearMap, DifferentialPair, SignMagnitude, Sliced)
-
-
-# --------------------------------------------------------------------------- the cell maps on tensors
-def _cells(enc: CellMap, w: Any, s: float) -> Any:
-    """``enc._encode`` on a tensor: (n,) weights → (n, cells_per_weight) relative targets."""
-    import torch
-
-    if isinstance(enc, (MMSE, Repetition)):
-        inner = _cells(enc.inner, w, s)
-        return inner if isinstance(enc, MMSE) else inner.repeat(1, enc.r)
-    if isinstance(enc, LinearMap):
-        return ((w.clamp(-s, s) / s + 1.0) / 2.0)[:, None]
-    if isinstance(enc, DifferentialPair):
-        m = (w.abs() / s).clamp(max=1.0)
-        zero = torch.zeros_like(m)
-        return torch.stack([torch.where(w > 0, m, zero), torch.where(w < 0, m, zero)], dim=1)
-    if isinstance(enc, SignMagnitude):
-        return torch.stack([(w < 0).to(w.dtype), (w.abs() / s).clamp(max=1.0)], dim=1)
-    if isinstance(enc, Sliced):
-        b = enc.base
-        u = (w.clamp(-s, s) / s + 1.0) / 2.0
-        cols = []
-        for _ in range(enc.n_slices - 1):
-            d = torch.floor(u * b).clamp(max=b - 1)
-            cols.append(d / (b - 1))
-            u = u * b - d
-        cols.append(u)
-        return torch.stack(cols, dim=1)
-    raise StorageError(f"encoder {enc!r} has no torch implementation")
-
-
-def _naive_decode(enc: CellMap, y: Any, s: float) -> Any:
-    """``enc._decode`` on a tensor: (n, cells_per_weight) relative reads → (n,) weights."""
-    import torch
-
-    if isinstance(enc, MMSE):
-        return _naive_decode(enc.inner, y, s)
-    if isinstance(enc, Repetition):
-        c = enc.inner.cells_per_weight
-        return _naive_decode(enc.inner, y.reshape(y.shape[0], enc.r, c).mean(dim=1), s)
-    if isinstance(enc, LinearMap):
-        return s * (2.0 * y[:, 0] - 1.0)
-    if isinstance(enc, DifferentialPair):
-        return s * (y[:, 0] - y[:, 1])
-    if isinstance(enc, SignMagnitude):
-        return torch.where(y[:, 0] > 0.5, -y[:, 1], y[:, 1]) * s
-    if isinstance(enc, Sliced):
-        b = enc.base
-        u = y[:, -1]
-        for k in range(enc.n_slices - 2, -1, -1):
-            u = (torch.round(y[:, k] * (b - 1)).clamp(0, b - 1) + u) / b
-        return s * (2.0 * u - 1.0)
-    raise StorageError(f"encoder {enc!r} has no torch implementation")
-
-
-def torch_encode(enc: CellMap, w: Any, side: dict[str, Any]) -> Any:
-    """:meth:`Encoder.encode` on a tensor: relative targets in [0, 1], shape (n_cells(n),)."""
-    return _cells(enc, w.reshape(-1), float(side["scale"])).clamp(0.0, 1.0).reshape(-1)
-
-
-def torch_decode(enc: CellMap, y: Any, side: dict[str, Any], n_weights: int, channel: Channel | None = None) -> Any:
-    """:meth:`Encoder.decode` on a tensor of relative reads (shape (n_cells,)): weights (n_weights,)."""
-    c = enc.cells_per_weight
-    y = y.reshape(int(n_weights), c)
-    if isinstance(enc, MMSE) and channel is not None:
-        return _mmse_decode(enc, y, side, channel)
-    return _naive_decode(enc, y, float(side["scale"]))
-
-
-def _mmse_decode(enc: MMSE, y: Any, side: dict[str, Any], channel: Channel) -> Any:
-    """Posterior mean E[w | y] over the candidate grid (as :meth:`MMSE.decode`): the
-    channel's mean and spread of the ``grid`` candidates come from the host (a small
-    table), the per-weight likelihoods and posterior run on the device."""
-    import torch
-
-    s, wmax = float(side["scale"]), float(side["prior_range"])
-    edges = np.linspace(-wmax, wmax, enc.grid + 1)
-    w_k = 0.5 * (edges[:-1] + edges[1:])
-    prior = np.asarray(side["prior_counts"], dtype=np.float64) + 1e-3
-    x_k = np.clip(enc.inner._encode(w_k, s), 0.0, 1.0)  # (K, c)
-    m, sd = channel.mean_std(x_k)
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), device=y.device)  # noqa: E731
-    m, sd, log_prior, w_k = t(m), t(sd), t(np.log(prior / prior.sum())), t(w_k)
-    lo = channel.clip_lo
-    censored = torch.special.log_ndtr((lo - m) / sd) if math.isfinite(lo) else None
-    y = y.double()
-    out = torch.empty(y.shape[0], dtype=torch.float64, device=y.device)
-    step = max(1, (1 << 24) // (enc.grid * y.shape[1]))
-    for a in range(0, y.shape[0], step):
-        yy = y[a:a + step, None, :]
-        z = (yy - m) / sd
-        dens = -0.5 * z * z - sd.log() - 0.5 * math.log(2 * math.pi)
-        if censored is not None:
-            dens = torch.where(yy <= lo + 1e-12, censored, dens)
-        post = torch.softmax(log_prior + dens.sum(dim=2), dim=1)
-        out[a:a + step] = post @ w_k
-    return out
-
-
-def _percentile_abs(a: Any, percentile: float) -> float:
-    """numpy's ``percentile(a, p)`` (linear method) of a 1-D float64 tensor, by selection
-    of the two order statistics on the device."""
-    n = a.numel()
-    q = percentile / 100.0
-    vi = (n - 1) * q
-    below = min(int(math.floor(vi)), n - 1)
-    gamma = vi - below
-    lo = float(a.kthvalue(below + 1).values)
-    hi = float(a.kthvalue(min(below + 2, n)).values)
-    diff = hi - lo
-    return hi - diff * (1.0 - gamma) if gamma >= 0.5 else lo + diff * gamma
-
-
-def _range(a: Any, percentile: float) -> float:
-    """The range ``s`` of :func:`analogmem.storage.encoders._range` from ``a = |w|`` (float64 tensor)."""
-    s = float(a.max()) if percentile >= 100 else _percentile_abs(a, percentile)
-    if s <= 0:
-        s = float(a.max()) if a.numel() else 0.0
-    return s if s > 0 else 1.0
-
-
-def torch_fit(enc: CellMap, w: Any, channel: Channel | None = None) -> dict[str, Any]:
-    """:meth:`Encoder.fit` of a device-capable cell map on a tensor ``w`` (flat): the same
-    side information as the numpy fit (scale; MMSE's prior histogram)."""
-    import torch
-
-    if isinstance(enc, MMSE):
-        side = torch_fit(enc.inner, w, channel)
-        wmax = float(w.abs().max()) if w.numel() else 1.0
-        wmax = wmax if wmax > 0 else 1.0
-        # numpy's histogram bins: [edge_k, edge_k+1), the last one closed, at numpy's edges
-        edges = torch.as_tensor(np.linspace(-wmax, wmax, enc.grid + 1), device=w.device)
-        k = (torch.searchsorted(edges, w.double().contiguous(), right=True) - 1).clamp(max=enc.grid - 1)
-        counts = torch.bincount(k[k >= 0], minlength=enc.grid)[:enc.grid]
-        side.update(prior_range=wmax, prior_counts=counts.cpu().numpy().astype(np.float32))
-        return side
-    a = w.double().abs()
-    if enc.clip_percentile != "auto":
-        return {"scale": _range(a, float(enc.clip_percentile))}
-    if channel is None:
-        return {"scale": _range(a, 99.9)}
-    # CellMap.fit's adaptive range: candidate ranges on the device, scored on the fit
-    # sample (<= 20,000 weights: the only weights that reach the host)
-    sample = fit_sample(w).double().cpu().numpy()
-    return {"scale": enc.best_scale([_range(a, p) for p in _AUTO_PERCENTILES], sample, channel)}
+    """Whether ``encoder``'s analog path runs on the torch device: every cell map (its math is
+    array-API, see the module docstring); not :class:`~analogmem.storage.encoders.DigitalECC`."""
+    return isinstance(encoder, CellMap)
 
 
 # --------------------------------------------------------------------------- the store
@@ -228,8 +90,7 @@ class TorchStore(BenchStore):
         if t.is_complex():
             raise StorageError(f"tensor {name!r} has dtype {t.dtype}; only real numbers can be stored")
         t = t.to(self.torch_device)
-        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-            check_finite(name, t.double().cpu().numpy())  # raises, naming the first bad index
+        check_finite(name, t)  # on the device; raises naming the first bad index
         return t
 
     def put(self, name: str, tensor: Any, encoder: Encoder | None = None, counts: Any = None,
@@ -249,7 +110,7 @@ class TorchStore(BenchStore):
 
     def _fit(self, encoder: Encoder, w: Any, channel: Channel) -> dict[str, Any]:
         if on_device(encoder):
-            return torch_fit(encoder, w, channel)
+            return encoder.fit(w, channel)  # the encoder's own fit, on the tensor
         return encoder.fit(w.double().cpu().numpy(), channel)  # numpy path (DigitalECC)
 
     def _targets_S(self, enc: Encoder, w: Any, idx: np.ndarray | None, side: dict[str, Any],
@@ -258,7 +119,7 @@ class TorchStore(BenchStore):
 
         if on_device(enc):
             w_sel = w if idx is None else w[torch.as_tensor(idx, device=self.torch_device)]
-            g = torch_encode(enc, w_sel, side) * channel.span_S + self.device.g_min_S
+            g = enc.encode_S(w_sel, side, channel)  # the encoder's own map, on the tensor
         else:  # numpy path (DigitalECC): targets made on the host, moved to the device
             w_np = w.double().cpu().numpy()
             g = torch.as_tensor(channel.to_S(enc.encode(w_np if idx is None else w_np[idx], side)),
@@ -312,11 +173,9 @@ class TorchStore(BenchStore):
     def _decode_group(self, enc: Encoder, e: Entry, g: Any, gmean: float, n: int, channel: Channel) -> Any:
         if isinstance(g, np.ndarray):
             return super()._decode_group(enc, e, g, gmean, n, channel)
-        if self.compensate_drift and not enc.uses_channel and g.numel():
-            # global_drift_scale needs only the mean read: one number from the device
-            g = g * global_drift_scale(np.array([float(g.mean())]), gmean)
-        y = (g - self.device.g_min_S) / channel.span_S
-        return torch_decode(enc, y, e.side, n, channel).to(g.dtype)
+        # BenchStore's: global_drift_scale (one number from the device), then the encoder's
+        # own decode_S on the tensor; in the reads' dtype
+        return super()._decode_group(enc, e, g, gmean, n, channel).to(g.dtype)
 
     def _zeros_like(self, reads: Any, n: int) -> Any:
         import torch

@@ -1,8 +1,8 @@
 """Fit the ``rram-radar`` device card from the tidy RADAR tables (``convert_radar.py``).
 
-    python calibration/convert_radar.py "$ANALOGMEM_DATA/rram-radar" /tmp/radar
-    python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml \\
-        --plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json
+    python -m scripts.cards.convert_radar "$ANALOGMEM_DATA/rram-radar" /tmp/radar
+    python -m scripts.cards.fit_radar_card /tmp/radar --out devices/rram-radar.toml \\
+        --plot scripts/cards/plots/rram-radar.png --json scripts/cards/plots/rram-radar.json
 
 The card (input: conductance, S) carries
 
@@ -28,7 +28,7 @@ It then emulates every run on the new card — each (run, level, prior programs)
 its own windows, start state, scheme and the run's fitted effect, through
 ``EmulatedBench.program(..., verify=WriteVerify.card(windows=...))`` — and writes data vs
 emulation per (run, level), and the pre/post-bake spreads of every experiment (the ones not
-used for the fit are out-of-sample checks). ``calibration/loeo_write_verify.py`` is the
+used for the fit are out-of-sample checks). ``scripts/cards/loeo_write_verify.py`` is the
 out-of-sample check of the write-verify model (leave one run out).
 """
 
@@ -51,9 +51,9 @@ from analogmem.calibrate.write_verify import read_write_verify, spread_table, wr
 PREBAKE_AGE_S = 3600.0
 T_VERIFIED_S = 1.0
 #: Ages (s at T_ref) past the last bake where the card's spread rows come from the fitted
-#: bake law (issue #28), so the emulator extrapolates by the law, not by holding the last bake
+#: bake law (scripts/cards/README.md, "Retention past the tabulated ages"), so the emulator extrapolates by the law, not by holding the last bake
 LAW_TIMES_S = (1e13, 1e14, 1e15, 1e16)
-#: Bakes with the standard 3-bit windows the law is fitted to (calibration/retention_law.py)
+#: Bakes with the standard 3-bit windows the law is fitted to (scripts/cards/retention_law.py)
 LAW_BAKES = ("radar-expt1", "radar-expt2", "radar-expt3", "radar-expt4")
 
 
@@ -112,7 +112,7 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
         rows_t[t] = np.sqrt((rows_t[t] ** 2 + s ** 2) / 2) if t in rows_t else s  # same bake twice: pool
         bake_info.append({"experiment": d, "bake_time_s": float(post.time_s.iloc[0]), "bake_temperature_K": temp,
                           "age_at_read_s": t})
-    # past the last bake: the spread laws in Arrhenius-equivalent age (calibration/retention_law.py validates them)
+    # past the last bake: the spread laws in Arrhenius-equivalent age (scripts/cards/retention_law.py validates them)
     law = fit_bake_law(bake_points(reads, [d for d in LAW_BAKES if (reads.device == d).any()], arr.equivalent_time_s,
                                    prebake_age_s))
     pre_std = pre.std_S.to_numpy()
@@ -139,11 +139,11 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
             "citation": "A. Levy et al., 'RADAR: A Fast and Energy-Efficient Programming Technique for Multiple "
                         "Bits-per-Cell RRAM Arrays', IEEE TED 2021 (doi 10.1109/TED.2021.3097975); data: "
                         "akashlevy/RRAM-RADAR-Tuning exptdata/ (read from $ANALOGMEM_DATA/rram-radar)",
-            "regenerate": "python calibration/convert_radar.py \"$ANALOGMEM_DATA/rram-radar\" /tmp/radar && "
-                          "python calibration/fit_radar_card.py /tmp/radar --out devices/rram-radar.toml "
-                          "--plot calibration/plots/rram-radar.png --json calibration/plots/rram-radar.json && "
-                          "python calibration/loeo_folds.py /tmp/radar --json "
-                          "calibration/plots/write-verify-folds.json && python calibration/run_variation.py /tmp/radar calibration/plots/write-verify-folds.json "
+            "regenerate": "python -m scripts.cards.convert_radar \"$ANALOGMEM_DATA/rram-radar\" /tmp/radar && "
+                          "python -m scripts.cards.fit_radar_card /tmp/radar --out devices/rram-radar.toml "
+                          "--plot scripts/cards/plots/rram-radar.png --json scripts/cards/plots/rram-radar.json && "
+                          "python -m scripts.cards.loeo_folds /tmp/radar --json "
+                          "scripts/cards/plots/write-verify-folds.json && python -m scripts.cards.run_variation /tmp/radar scripts/cards/plots/write-verify-folds.json "
                           "--card devices/rram-radar.toml --card-out devices/rram-radar.toml --json "
                           "docs/results/run_variation.json (or, keeping the write-verify model: fit_radar_card.py "
                           "/tmp/radar --out devices/rram-radar.toml --keep-write-verify devices/rram-radar.toml)",
@@ -171,7 +171,7 @@ def build_card(tables: Path, bakes: list[str], prebake_age_s: float = PREBAKE_AG
                                      "activation_energy_stderr_eV": arr.activation_energy_stderr_eV,
                                      "rms_log10_ber": arr.rms_log10, "n_points": arr.n}},
     })
-    text = ("# Fitted by calibration/fit_radar_card.py from the RADAR RRAM measurements; do not edit by hand.\n"
+    text = ("# Fitted by scripts/cards/fit_radar_card.py from the RADAR RRAM measurements; do not edit by hand.\n"
             "# Conductances in siemens, times in seconds, spreads in uS referenced to g_ref_S.\n\n"
             + tomli_w.dumps(card))
     analogmem.emulator.cells.parse_card(text, "rram-radar")  # refuse to write a card that does not load

@@ -1,4 +1,4 @@
-"""Exploratory LOEO folds of write-verify model variants that were tried and NOT adopted (issue #16).
+"""Exploratory LOEO folds of write-verify model variants that were tried and NOT adopted (scripts/cards/README.md, "Leave one experiment out").
 
 Not the model: this script patches the shared pulse-response fit
 (:mod:`analogmem.calibrate.pulse_response`) to try, on chosen held-out runs, covariates the
@@ -20,8 +20,8 @@ shipped model does not have, each known before the held-out run's outcomes:
 
 Each fold prints the relative error of the mean pulses per level and how many are within 20 %.
 
-    python calibration/loeo_variants_explore.py /tmp/radar covariate sat2 writetest3,writetest1 --classes 2
-    python calibration/loeo_variants_explore.py /tmp/radar cell-effect writetest5,writetest1,writetest3 --classes 2
+    python -m scripts.cards.loeo_variants_explore /tmp/radar covariate sat2 writetest3,writetest1 --classes 2
+    python -m scripts.cards.loeo_variants_explore /tmp/radar cell-effect writetest5,writetest1,writetest3 --classes 2
 """
 
 from __future__ import annotations
@@ -42,9 +42,7 @@ import analogmem.emulator.pulse_response as E
 from analogmem._io import write_json
 from analogmem.calibrate import read_write_verify
 from analogmem.calibrate.pulse_response import expected_pulses, window_columns_S
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loeo_covariate_checks import with_history  # noqa: E402
+from scripts.cards.loeo_covariate_checks import with_history
 
 _ENC = 10000
 

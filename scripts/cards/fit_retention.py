@@ -1,7 +1,7 @@
 """Fit the Arrhenius retention model to a bake table (bits_per_cell, temperature_K, time_s, ber).
 
-    python calibration/convert_radar.py "$ANALOGMEM_DATA/rram-radar" /tmp/radar
-    python calibration/fit_retention.py /tmp/radar/radar-ber.csv --plot calibration/plots/rram-radar-retention.png --json calibration/plots/rram-radar-retention.json
+    python -m scripts.cards.convert_radar "$ANALOGMEM_DATA/rram-radar" /tmp/radar
+    python -m scripts.cards.fit_retention /tmp/radar/radar-ber.csv --plot scripts/cards/plots/rram-radar-retention.png --json scripts/cards/plots/rram-radar-retention.json
 
 prints E_a with its standard error and the [retention] table a device card can carry.
 """

@@ -10,8 +10,8 @@ measured. Holding out expt 4 predicts past every fitted age — what a card's ta
 Expts 5 and 6 (120 °C, adjusted windows: no misread) are predicted by the law fitted to
 expts 1–4.
 
-    python calibration/convert_radar.py ../shared/data/rram-radar /tmp/radar
-    python calibration/retention_law.py /tmp/radar --json docs/results/retention_law.json
+    python -m scripts.cards.convert_radar ../shared/data/rram-radar /tmp/radar
+    python -m scripts.cards.retention_law /tmp/radar --json docs/results/retention_law.json
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Input: ``partial_reset_pcm.csv`` with columns ``write_voltage_V`` (partial-RESET
 amplitude) and ``read_resistance_ohm`` (one read after each write). Output: a tidy CSV with
 ``target_V``, ``read_value_ohm``, ``device``.
 
-    python calibration/convert_stanford_pcm.py "$ANALOGMEM_DATA/pcm-stanford/partial_reset_pcm.csv" out.csv
+    python -m scripts.cards.convert_stanford_pcm "$ANALOGMEM_DATA/pcm-stanford/partial_reset_pcm.csv" out.csv
 
 (``ANALOGMEM_DATA``: the folder of the measured data sets, see ``analogmem._data``.)
 """

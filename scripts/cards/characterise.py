@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Characterise a bench and write the tidy calibration table (DESIGN §3).
+"""Characterise a bench and write the tidy calibration table (README, "Calibrating a card from your own cells").
 
 A thin wrapper over :func:`analogmem.instrument.characterise`; the same sweep as
 ``analogmem bench characterise``. The bench is either a VISA resource (a real bench, or
 the SCPI emulator from ``analogmem bench serve``) or, with ``--emulated CARD``, an
 in-process :class:`analogmem.EmulatedBench`:
 
-    python calibration/characterise.py --resource TCPIP0::127.0.0.1::5025::SOCKET \\
+    python -m scripts.cards.characterise --resource TCPIP0::127.0.0.1::5025::SOCKET \\
         --device pcm-nandakumar2019 --levels 8 --cells-per-level 60 --times 1,60,3600 \\
         --out results/characterise/table.csv
-    python calibration/characterise.py --emulated pcm-nandakumar2019 --out results/emu.csv
+    python -m scripts.cards.characterise --emulated pcm-nandakumar2019 --out results/emu.csv
 
 The table feeds ``analogmem.calibrate`` directly (one row per read, unit-suffixed columns).
 """

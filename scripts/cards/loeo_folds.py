@@ -1,4 +1,4 @@
-"""Fit and keep the leave-one-experiment-out folds of the shared write-verify model (issue #28).
+"""Fit and keep the leave-one-experiment-out folds of the shared write-verify model (scripts/cards/README.md, "Run-to-run variation").
 
 For every run of the tidy write-verify table whose scheme another run shares, fit
 :func:`analogmem.calibrate.fit_pulse_response` on the other runs (warm-started from the fit
@@ -6,7 +6,7 @@ to all runs, as ``loeo_write_verify.py`` does) and write each fold's ``[write_ve
 table, so the run-variation analysis (``run_variation.py``) can predict a held-out run —
 with intervals, and after seeing its first cells — from a model that never saw it:
 
-    python calibration/loeo_folds.py /tmp/radar --json calibration/plots/write-verify-folds.json
+    python -m scripts.cards.loeo_folds /tmp/radar --json scripts/cards/plots/write-verify-folds.json
 
 (7 minutes for the 10 folds on 2 shared cores.)
 """

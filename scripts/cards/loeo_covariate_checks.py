@@ -1,4 +1,4 @@
-"""Which observable covariates could move the write-verify LOEO misses (issue #16)?
+"""Which observable covariates could move the write-verify LOEO misses (scripts/cards/README.md, "Leave one experiment out")?
 
 Model-free checks on the RADAR tidy write-verify table (``convert_radar.py``) of covariates the
 shared pulse-response model does not use, each known before a held-out run's outcomes:
@@ -16,8 +16,8 @@ shared pulse-response model does not use, each known before a held-out run's out
 * **in-run repetition** — mean pulses by the address's repetition index within its run
   (0 = its first program in the run), per run.
 
-    python calibration/loeo_covariate_checks.py /tmp/radar calibration/plots/write-verify-loeo.json \\
-        --json calibration/plots/write-verify-covariates.json
+    python -m scripts.cards.loeo_covariate_checks /tmp/radar scripts/cards/plots/write-verify-loeo.json \\
+        --json scripts/cards/plots/write-verify-covariates.json
 """
 
 from __future__ import annotations

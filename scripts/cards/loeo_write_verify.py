@@ -1,4 +1,4 @@
-"""Leave-one-experiment-out validation of the write-verify pulse-response models (issue #16).
+"""Leave-one-experiment-out validation of the write-verify pulse-response models (scripts/cards/README.md, "Leave one experiment out").
 
 For every run (``experiment``) of a tidy write-verify table — the RADAR write tests and the
 ISPP files from ``convert_radar.py`` — fit on all the other runs and predict the held-out
@@ -8,7 +8,7 @@ run's mean pulses and success rate per level:
   every window, start state, scheme and run). The held-out run's effect is unknown: it is
   integrated over its fitted N(0, τ²) distribution, so none of the held-out run's data enter
   its prediction (its windows, start states, scheme and budget are the inputs);
-* **per-window** — today's model (issue #8): per window, the geometric mixture fitted by
+* **per-window** — the first card's model: per window, the geometric mixture fitted by
   :func:`analogmem.calibrate.fit_geometric_mixture` on the training rows with exactly that
   window; a window no training run used is refused (a miss).
 
@@ -26,8 +26,8 @@ hit, and :func:`at_least_probability` the chance that a perfect model reaches th
 80 %. The in-sample row (each run's own effect fitted, the fit to all runs) is the ceiling of
 the covariates themselves.
 
-    python calibration/loeo_write_verify.py /tmp/radar --json calibration/plots/write-verify-loeo.json \\
-        --plot calibration/plots/write-verify-loeo.png
+    python -m scripts.cards.loeo_write_verify /tmp/radar --json scripts/cards/plots/write-verify-loeo.json \\
+        --plot scripts/cards/plots/write-verify-loeo.png
 """
 
 from __future__ import annotations

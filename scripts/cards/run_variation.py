@@ -1,4 +1,4 @@
-"""Run-to-run variation of the RADAR write-verify card, validated leaving one experiment out (issue #28).
+"""Run-to-run variation of the RADAR write-verify card, validated leaving one experiment out (scripts/cards/README.md, "Run-to-run variation").
 
 From the fold models of ``loeo_folds.py`` (each fitted without one run), for every
 held-out (run, level) pair: the residual ``e = ln(data / prediction)`` of its mean pulses
@@ -20,11 +20,11 @@ cells. Then
    and the run's other programs are predicted per level: the share of pairs within 20 %,
    against the same programs predicted without the update.
 
-    python calibration/loeo_folds.py /tmp/radar --json calibration/plots/write-verify-folds.json
-    python calibration/run_variation.py /tmp/radar calibration/plots/write-verify-folds.json \\
+    python -m scripts.cards.loeo_folds /tmp/radar --json scripts/cards/plots/write-verify-folds.json
+    python -m scripts.cards.run_variation /tmp/radar scripts/cards/plots/write-verify-folds.json \\
         --card devices/rram-radar.toml --card-out devices/rram-radar.toml --json docs/results/run_variation.json
 
-(the tables of calibration/README.md are rendered from that JSON by ``docs/tables.py``).
+(the tables of scripts/cards/README.md are rendered from that JSON by ``scripts/docs_tables.py``).
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ def write_card(card_path: Path, out: Path, variation: RunVariation, support: dic
     raw = tomllib.loads(text)
     raw["write_verify"]["run_variation"] = variation.card_table()
     raw["write_verify"]["support"] = support
-    step = ("python calibration/loeo_folds.py /tmp/radar --json calibration/plots/write-verify-folds.json && python "
-            "calibration/run_variation.py /tmp/radar calibration/plots/write-verify-folds.json --card "
+    step = ("python -m scripts.cards.loeo_folds /tmp/radar --json scripts/cards/plots/write-verify-folds.json && python "
+            "-m scripts.cards.run_variation /tmp/radar scripts/cards/plots/write-verify-folds.json --card "
             "devices/rram-radar.toml --card-out devices/rram-radar.toml --json docs/results/run_variation.json")
     if step not in raw["source"]["regenerate"]:
         raw["source"]["regenerate"] += " && " + step

@@ -1,8 +1,8 @@
 """Render the results tables of README.md and docs/*.md from the JSON files in docs/results/.
 
-    .venv/bin/python docs/tables.py --check      # exit 1, with a diff, if a generated block is stale
-    .venv/bin/python docs/tables.py --write      # rewrite every generated block from its JSON
-    .venv/bin/python docs/tables.py --commands   # the commands that rewrite each JSON (from its provenance)
+    .venv/bin/python -m scripts.docs_tables --check      # exit 1, with a diff, if a generated block is stale
+    .venv/bin/python -m scripts.docs_tables --write      # rewrite every generated block from its JSON
+    .venv/bin/python -m scripts.docs_tables --commands   # the commands that rewrite each JSON (from its provenance)
 
 Every results table in the docs sits in a *generated block*:
 
@@ -64,8 +64,8 @@ def renderer(name: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
 
 def documents(root: Path = ROOT) -> list[Path]:
     """The markdown files that may hold generated blocks: README.md, docs/*.md and
-    calibration/README.md."""
-    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "calibration" / "README.md"]
+    scripts/cards/README.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "scripts" / "cards" / "README.md"]
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -81,9 +81,9 @@ def command(doc: dict) -> str:
     cmd = doc["provenance"]["command"]
     script = cmd.split()[0]
     if script.endswith(".py"):
-        folder = "calibration" if (ROOT / "calibration" / script).is_file() and not (
-            ROOT / "benchmarks" / script).is_file() else "benchmarks"
-        return f"python {folder}/" + cmd
+        if (ROOT / "scripts" / "cards" / script).is_file() and not (ROOT / "benchmarks" / script).is_file():
+            return f"python -m scripts.cards.{script.removesuffix('.py')}" + cmd[len(script):]
+        return "python benchmarks/" + cmd
     return cmd
 
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         sys.stdout.write(p)
     print("docs tables: " + ("current" if not problems else f"{len(problems)} document(s) out of date "
-                             "(`python docs/tables.py --write` after regenerating the JSON)"))
+                             "(`python -m scripts.docs_tables --write` after regenerating the JSON)"))
     return 1 if problems else 0
 
 
@@ -341,7 +341,7 @@ def _calibration(doc: dict) -> str:
 
 
 
-# calibration/README.md: run-to-run variation of write-verify (issue 28) -----------------------------
+# scripts/cards/README.md: run-to-run variation of write-verify (issue 28) -----------------------------
 _LEVELS = (50, 80, 95)
 
 

@@ -28,7 +28,7 @@ The lab files (``"$ANALOGMEM_DATA/rram-radar"``, tab-separated, no header) becom
   ``read_value_ohm``, ``cell``;
 * ``ber``: ``ber-time-temp`` — ``bits_per_cell``, ``temperature_K``, ``time_s``, ``ber``.
 
-    python calibration/convert_radar.py "$ANALOGMEM_DATA/rram-radar" OUT_DIR
+    python -m scripts.cards.convert_radar "$ANALOGMEM_DATA/rram-radar" OUT_DIR
 
 writes ``OUT_DIR/radar-{write-verify,reads,relaxation,ber}.csv`` (those whose files are there:
 a folder of write-verify traces alone is fine).
