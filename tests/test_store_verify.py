@@ -133,8 +133,9 @@ def test_run_effect_settings():
         _verify_spec(RADAR, "often")
     parser = argparse.ArgumentParser()
     store_resnet.add_subparser(parser.add_subparsers())
-    args = parser.parse_args(["store", "--run-effect", "-0.5"])
-    assert store_resnet._run_effect_arg(args.run_effect) == -0.5
+    args = parser.parse_args(["store", "--run-effect", "-0.5", "--no-mean-run"])
+    assert store_resnet._run_effect_arg(args.run_effect) == -0.5 and args.no_mean_run
+    assert parser.parse_args(["store"]).run_effect == "auto"
     assert store_resnet._run_effect_arg("none") is None
     with pytest.raises(StoreJobError, match="often"):
         store_resnet._run_effect_arg("often")

@@ -857,6 +857,41 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     Raises :class:`~analogmem.errors.DeviceCardError` naming the field for anything
     malformed, missing, unknown or physically impossible.
     """
+    text, raw = _toml(text, label)
+    root = _Table(label, "", raw)
+    card, name, technology, input_domain, description = _card_table(root)
+    source = _source_table(root)
+    programming, limits = _programming_and_range(root, card, input_domain)
+    g_min, g_max = limits.g_min_S, limits.g_max_S
+    drift = _drift_model(root, g_min, g_max)
+    read_noise = _read_noise_model(root)
+    relaxation = _relaxation_model(root, label, g_min, g_max)
+    if isinstance(programming, EmpiricalChannel):
+        for table_name, part in (("drift", drift), ("read_noise", read_noise), ("relaxation", relaxation)):
+            if part.enabled:
+                root.fail("must have model = 'none' with an empirical programming model "
+                          "(an empirical channel has no time axis)", table_name)
+    faults = _faults_model(root)
+    retention = _retention_model(root, raw)
+    write_verify = PulseResponse()
+    if "write_verify" in raw:
+        write_verify = _pulse_response(root.table("write_verify"), label)
+    fit_report = root.get("fit_report", default={})  # free-form: written by analogmem.calibrate
+    if not isinstance(fit_report, dict):
+        root.fail("expected a table", "fit_report")
+    root.done()
+
+    return DeviceModel(
+        name=name, technology=technology, input=input_domain, description=description, source=source,
+        range=limits, programming=programming, drift=drift,
+        read_noise=read_noise, relaxation=relaxation, faults=faults, retention=retention,
+        write_verify=write_verify, card_path=label,
+        card_sha256=hashlib.sha256(text.encode()).hexdigest(), card_text=text, fit_report=fit_report,
+    )
+
+
+def _toml(text: str, label: str) -> tuple[str, dict[str, Any]]:
+    """A card's text (without a byte-order mark) and its parsed TOML, size-checked."""
     if not isinstance(text, str):
         raise DeviceCardError(f"device card {label}: expected TOML text, got {type(text).__name__}")
     if len(text) > MAX_CARD_BYTES:
@@ -865,13 +900,15 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (some editors write one): not TOML, but harmless
         text = text[1:]
     try:
-        raw = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DeviceCardError(f"device card {label}: not valid TOML: {exc}") from None
     except RecursionError:
         raise DeviceCardError(f"device card {label}: arrays or tables nested too deeply to be a device card") from None
-    root = _Table(label, "", raw)
 
+
+def _card_table(root: _Table) -> tuple[_Table, str, str, str, str]:
+    """``[card]``: the table (later checks name its ``input``), name, technology, input, description."""
     card = root.table("card")
     version = card.get("schema_version")
     if isinstance(version, bool) or version != _SCHEMA_VERSION:
@@ -883,12 +920,21 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     input_domain = card.string("input", choices=_INPUT_DOMAINS)
     description = card.string("description", default="")
     card.done()
+    return card, name, technology, input_domain, description
 
+
+def _source_table(root: _Table) -> dict[str, Any]:
+    """``[source]``: free-form, with a required citation."""
     src = root.table("source")
     src.string("citation")
     source = dict(src.data)
     src.used.update(source)
+    return source
 
+
+def _programming_and_range(root: _Table, card: _Table, input_domain: str
+                           ) -> tuple[ProgrammingNoise | EmpiricalChannel, ConductanceRange]:
+    """``[programming]`` and ``[range]`` (an empirical channel's range is its own conductances)."""
     prog = root.table("programming")
     prog_model = prog.string("model", choices=("polynomial", "empirical"))
     rng = root.table("range")
@@ -917,7 +963,11 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
                      "clip_max_S" if clip_max < g_max else "clip_min_S")
     rng.done()
     prog.done()
+    return programming, ConductanceRange(g_min, g_max, clip_min, clip_max)
 
+
+def _drift_model(root: _Table, g_min: float, g_max: float) -> Drift:
+    """``[drift]``."""
     dr = root.table("drift")
     model = dr.string("model", choices=("none", "log-clip", "table"))
     if model == "none":
@@ -928,7 +978,11 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
         drift = Drift(model, t0_s=dr.number("t0_s", lo=MIN_TIME_S),
                       mu=_clipped_log_linear(dr, "mu"), sigma=_clipped_log_linear(dr, "sigma"))
     dr.done()
+    return drift
 
+
+def _read_noise_model(root: _Table) -> ReadNoise:
+    """``[read_noise]``."""
     rn = root.table("read_noise")
     model = rn.string("model", choices=("none", "pcm-1/f", "pcm-1/f-piecewise", "log10-1/f"))
     if model == "none":
@@ -945,7 +999,11 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
                                q_max=rn.number("q_max", lo=0.0),
                                t_read_s=rn.number("t_read_s", lo=MIN_TIME_S))
     rn.done()
+    return read_noise
 
+
+def _relaxation_model(root: _Table, label: str, g_min: float, g_max: float) -> Relaxation:
+    """``[relaxation]``."""
     rl = root.table("relaxation")
     model = rl.string("model", choices=("none", "polynomial-log-time", "table-log-time", "log-linear-time"))
     if model == "none":
@@ -983,19 +1041,22 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
                                 extrapolation=rl.string("extrapolation", default="hold", choices=("hold",)),
                                 x_knots=knots, mean_uS=mean_rows)
     rl.done()
+    return relaxation
 
-    if isinstance(programming, EmpiricalChannel):
-        for table_name, part in (("drift", drift), ("read_noise", read_noise), ("relaxation", relaxation)):
-            if part.enabled:
-                root.fail("must have model = 'none' with an empirical programming model "
-                          "(an empirical channel has no time axis)", table_name)
 
+def _faults_model(root: _Table) -> StuckFaults:
+    """``[faults]``."""
     ft = root.table("faults")
     faults = StuckFaults(p_stuck_low=ft.number("p_stuck_low", default=0.0, lo=0.0, hi=1.0),
                          p_stuck_high=ft.number("p_stuck_high", default=0.0, lo=0.0, hi=1.0))
     if faults.p_stuck_low + faults.p_stuck_high > 1.0:
         ft.fail("p_stuck_low + p_stuck_high exceeds 1")
     ft.done()
+    return faults
+
+
+def _retention_model(root: _Table, raw: dict[str, Any]) -> Retention:
+    """``[retention]`` (optional)."""
     retention = Retention()
     if "retention" in raw:
         rt = root.table("retention")
@@ -1006,21 +1067,7 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
                                   activation_energy_stderr_eV=rt.number("activation_energy_stderr_eV", default=0.0,
                                                                         lo=0.0))
         rt.done()
-    write_verify = PulseResponse()
-    if "write_verify" in raw:
-        write_verify = _pulse_response(root.table("write_verify"), label)
-    fit_report = root.get("fit_report", default={})  # free-form: written by analogmem.calibrate
-    if not isinstance(fit_report, dict):
-        root.fail("expected a table", "fit_report")
-    root.done()
-
-    return DeviceModel(
-        name=name, technology=technology, input=input_domain, description=description, source=source,
-        range=ConductanceRange(g_min, g_max, clip_min, clip_max), programming=programming, drift=drift,
-        read_noise=read_noise, relaxation=relaxation, faults=faults, retention=retention,
-        write_verify=write_verify, card_path=label,
-        card_sha256=hashlib.sha256(text.encode()).hexdigest(), card_text=text, fit_report=fit_report,
-    )
+    return retention
 
 
 def _cards() -> Any:

@@ -41,7 +41,7 @@ Command line (``analogmem store``; ``analogmem demo`` is the same job with the d
 
     analogmem store [--device CARD] [--budgets 1,2,4,8] [--chips N] [--ray | --no-ray]
                     [--ray-address ADDR] [--ray-cpus N] [--full] [--json PATH] [--plot PATH]
-                    [--run-effect sample|mean|none|VALUE]
+                    [--run-effect auto|sample|mean|none|VALUE] [--no-mean-run]
 """
 
 from __future__ import annotations
@@ -888,7 +888,8 @@ def _run(args: argparse.Namespace) -> int:
                         epochs=args.epochs, seed=args.seed, checkpoint=args.checkpoint,
                         encoders=[e.strip() for e in args.encoders.split(",")] if args.encoders else ROBUST_ENCODERS,
                         sparsities=_floats(args.sparsities, DEFAULT_SPARSITIES), n_selection=args.n_selection,
-                        n_test=args.n_test, run_effect=_run_effect_arg(args.run_effect), progress=not args.quiet)
+                        n_test=args.n_test, run_effect=_run_effect_arg(args.run_effect),
+                        compare_mean=not args.no_mean_run, progress=not args.quiet)
     print(format_table(res))
     c = res["chips"]
     print(f"\nchips: {c['n']} on {c['runner']}" + (f" ({c['num_cpus']} CPUs, Ray start-up {c['ray_start_s']:.1f} s)"
@@ -956,6 +957,8 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
                         "mean (the population mean), none (single-shot writes) or a number (SDs of the card's run "
                         "effect); auto (default): sample, and the same chips again at the mean, on a card with a "
                         "shared write-verify model (rram-radar), else none")
+    p.add_argument("--no-mean-run", action="store_true",
+                   help="with a sampled run effect, do not program the chips again at its mean (half the chip time)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--table", nargs="+", metavar="JSON", default=None,
                    help="only print the per-card markdown table of these results files (one run per card) and exit")
