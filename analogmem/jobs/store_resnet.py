@@ -41,7 +41,7 @@ Command line (``analogmem store``; ``analogmem demo`` is the same job with the d
 
     analogmem store [--device CARD] [--budgets 1,2,4,8] [--chips N] [--ray | --no-ray]
                     [--ray-address ADDR] [--ray-cpus N] [--full] [--json PATH] [--plot PATH]
-                    [--run-effect auto|sample|mean|none|VALUE] [--no-mean-run]
+                    [--run-effect auto|sample|mean|none|VALUE] [--[no-]mean-run]
 """
 
 from __future__ import annotations
@@ -889,7 +889,8 @@ def _run(args: argparse.Namespace) -> int:
                         encoders=[e.strip() for e in args.encoders.split(",")] if args.encoders else ROBUST_ENCODERS,
                         sparsities=_floats(args.sparsities, DEFAULT_SPARSITIES), n_selection=args.n_selection,
                         n_test=args.n_test, run_effect=_run_effect_arg(args.run_effect),
-                        compare_mean=not args.no_mean_run, progress=not args.quiet)
+                        compare_mean=args.mean_run if args.mean_run is not None else args.default_mean_run,
+                        progress=not args.quiet)
     print(format_table(res))
     c = res["chips"]
     print(f"\nchips: {c['n']} on {c['runner']}" + (f" ({c['num_cpus']} CPUs, Ray start-up {c['ray_start_s']:.1f} s)"
@@ -957,12 +958,15 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
                         "mean (the population mean), none (single-shot writes) or a number (SDs of the card's run "
                         "effect); auto (default): sample, and the same chips again at the mean, on a card with a "
                         "shared write-verify model (rram-radar), else none")
-    p.add_argument("--no-mean-run", action="store_true",
-                   help="with a sampled run effect, do not program the chips again at its mean (half the chip time)")
+    p.add_argument("--mean-run", dest="mean_run", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a sampled run effect, program the same chips again at its mean, to show how much of "
+                        "the chip-to-chip spread the run effect causes (default: on for 'store', off for 'demo', "
+                        "which it would make twice as long)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--table", nargs="+", metavar="JSON", default=None,
                    help="only print the per-card markdown table of these results files (one run per card) and exit")
-    p.set_defaults(func=_run, default_chips=DEMO_CHIPS if demo else 8, default_ray=not demo and ray_available())
+    p.set_defaults(func=_run, default_chips=DEMO_CHIPS if demo else 8, default_ray=not demo and ray_available(),
+                   default_mean_run=not demo)
     return p
 
 
