@@ -134,8 +134,13 @@ def test_run_effect_settings():
     parser = argparse.ArgumentParser()
     store_resnet.add_subparser(parser.add_subparsers())
     args = parser.parse_args(["store", "--run-effect", "-0.5", "--no-mean-run"])
-    assert store_resnet._run_effect_arg(args.run_effect) == -0.5 and args.no_mean_run
+    assert store_resnet._run_effect_arg(args.run_effect) == -0.5 and args.mean_run is False
     assert parser.parse_args(["store"]).run_effect == "auto"
+    # the store job programs the chips again at the mean run effect by default, the demo does not
+    assert parser.parse_args(["store"]).default_mean_run is True
+    demo = argparse.ArgumentParser()
+    store_resnet.add_subparser(demo.add_subparsers(), "demo")
+    assert demo.parse_args(["demo"]).default_mean_run is False and demo.parse_args(["demo", "--mean-run"]).mean_run
     assert store_resnet._run_effect_arg("none") is None
     with pytest.raises(StoreJobError, match="often"):
         store_resnet._run_effect_arg("often")
