@@ -1,7 +1,7 @@
 """Throughput of the torch backend: program + read at 1 day, in cells per second.
 
 Measures, in one run on this machine:
-  * the torch backend (``EmulatedBench(..., backend="torch")``) on ``--torch-device``
+  * the torch backend (``make_bench(..., backend="torch")``) on ``--torch-device``
     with ``--cells`` cells (targets drawn on that device, state in ``--dtype``);
   * the compiled kernels (backend "cython", all cores) on ``min(--cells, --baseline-cells)``
     cells of the same card, as the baseline of the ratio (0 skips it);
@@ -25,6 +25,7 @@ import torch
 
 import analogmem
 from analogmem._io import write_json
+from analogmem.emulator import make_bench
 from analogmem.emulator.bench import default_threads
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     cuda = tdev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     n = args.cells
-    bench = analogmem.EmulatedBench(dev, n, seed=args.seed, backend="torch", torch_device=tdev, dtype=args.dtype)
+    bench = make_bench(dev, n, seed=args.seed, backend="torch", torch_device=tdev, dtype=args.dtype)
     gen = torch.Generator(device=tdev).manual_seed(args.seed)
     lo, hi = dev.input_range
     targets = lo + (hi - lo) * torch.rand(n, generator=gen, device=tdev, dtype=getattr(torch, args.dtype))

@@ -4,7 +4,7 @@
 :class:`CardParams`: plain floats, coefficient lists and small float64 arrays, the form in
 which the compiled kernels (``analogmem.emulator._kernels.KernelParams``, built from it
 once per bench) and the torch backend (:mod:`analogmem.emulator.torch_bench`) evaluate the
-model of the README's "Cell model" section. :func:`pulse_arrays` does the same for a
+model of the card (README, "Device cards"). :func:`pulse_arrays` does the same for a
 write-verify call's :class:`~analogmem.emulator.pulse_response.PulseTable`, for the kernels,
 the torch backend and the numpy reference alike.
 
@@ -34,7 +34,7 @@ __all__ = ["CardParams", "PulseArrays", "card_params", "pulse_arrays", "MAX_COEF
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: identity, not elementwise, equality
 class CardParams:
     """A card's model as flat numbers (conductances in S; ``*_uS`` polynomial coefficients as
     on the card, scaled by ``prog_scale`` / ``relax_scale`` to S). Piecewise laws are
@@ -89,7 +89,7 @@ class CardParams:
     state_keys: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: identity, not elementwise, equality
 class PulseArrays:
     """A pulse-response table as arrays (float64, C-contiguous): per window ``lo``/``hi`` (S),
     the cumulative class weights ``cumw`` and hit probabilities ``p_hit`` (``(windows,
