@@ -23,6 +23,7 @@ from ._version import __version__
 from ._data import data_path
 from .emulator.bench import Bench, EmulatedBench, ProgramReport, WriteVerify, kernels_info
 from .emulator.cells import DeviceModel, bundled_devices, load_device
+from .emulator.factory import make_bench
 from .storage.stores import DigitalStore, EmulatedStore, Store, load_model, store_model
 from .storage.analog_model import AnalogModel
 from .storage.program import program_model
@@ -65,6 +66,7 @@ __all__ = [
     "DeviceModel",
     "Bench",
     "EmulatedBench",
+    "make_bench",
     "InstrumentBench",
     "ProgramReport",
     "program_model",
