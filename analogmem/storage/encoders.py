@@ -65,6 +65,10 @@ from ..emulator.cells import DeviceModel
 from ..errors import DeviceCardError, SettingError, StorageError
 from . import _codec
 
+# array_api_compat loads its numpy namespace on the first array_namespace() of a numpy array
+# (about 8 ms): once here, at import, rather than inside the first put of a tensor
+array_namespace(np.empty(0))
+
 __all__ = [
     "Channel",
     "Encoder",
