@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -331,7 +332,7 @@ def test_torch_bench_read_at_is_a_pure_function_distributed_as_its_read(tdev):
     dev = analogmem.load_device("pcm-nandakumar2019")
     n = 100_000
     g = np.random.default_rng(0).uniform(0.1 * dev.g_max_S, dev.g_max_S, n)
-    a = analogmem.EmulatedBench(dev, n, seed=1, backend="torch", torch_device=tdev)
+    a = analogmem.make_bench(dev, n, seed=1, backend="torch", torch_device=tdev)
     a.program(g)
     x = a.read_at(3600.0, 10, 50_000)
     a.read(60.0)
@@ -339,12 +340,12 @@ def test_torch_bench_read_at_is_a_pure_function_distributed_as_its_read(tdev):
     assert torch.equal(a.read_at(3600.0, 10, 50_000), x) and x.device.type == tdev
     assert a.time_s == 60.0  # only the forward read moved it
     d_at = (a.read_at(86400.0, read_index=0).double() - a.read_at(86400.0, read_index=1).double()).cpu().numpy()
-    b = analogmem.EmulatedBench(dev, n, seed=1, backend="torch", torch_device=tdev)
+    b = analogmem.make_bench(dev, n, seed=1, backend="torch", torch_device=tdev)
     b.program(g)
     r1 = b.read(86400.0).double().cpu().numpy()
     d_fwd = r1 - b.read().double().cpu().numpy()
     assert stats.ks_2samp(d_at, d_fwd).pvalue > 1e-3
-    c = analogmem.EmulatedBench(dev, n, seed=2, backend="torch", torch_device=tdev)
+    c = analogmem.make_bench(dev, n, seed=2, backend="torch", torch_device=tdev)
     c.program(g)
     assert stats.ks_2samp(c.read_at(86400.0).double().cpu().numpy(), r1).pvalue > 1e-3
     with pytest.raises(analogmem.AddressError):
@@ -374,6 +375,17 @@ def test_program_model_on_the_torch_backend(card):
     assert am_t.tensor_at("0.weight", 60.0).dtype == torch.float32
     ev = am_t.evaluate(lambda mod: float(mod[0].weight.detach().abs().mean()), [60.0], chips=2)
     assert ev.values.shape == (2, 1) and ev.values[0, 0] != ev.values[1, 0]
+
+
+def test_program_model_makes_its_torch_bench_with_the_factory():
+    """backend="torch" builds the bench with make_bench, not the deprecated
+    EmulatedBench(..., backend="torch"): no DeprecationWarning, and the bench is a TorchBench."""
+    from analogmem.emulator.torch_bench import TorchBench
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        am = analogmem.program_model(small_model(), "rram-wan2022", seed=2, backend="torch")
+    assert isinstance(am.bench, TorchBench) and not isinstance(am.bench, analogmem.EmulatedBench)
 
 
 def test_torch_backend_refuses_kernel_only_settings(tmp_path):

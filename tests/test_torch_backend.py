@@ -1,4 +1,4 @@
-"""The torch backend (``EmulatedBench(..., backend="torch")``, :class:`TorchBench`,
+"""The torch backend (``make_bench(..., backend="torch")``, :class:`TorchBench`,
 :class:`TorchStore`) against the numpy reference.
 
 The torch backend draws from torch generators, so it is not bit-identical to the reference:
@@ -121,7 +121,7 @@ def test_reads_match_the_reference(card, tdev):
     dev = analogmem.load_device(card)
     inputs, times = CASES[card]
     g_t = _targets(dev, inputs)
-    bench = EmulatedBench(dev, g_t.size, seed=11, backend="torch", torch_device=tdev)
+    bench = analogmem.make_bench(dev, g_t.size, seed=11, backend="torch", torch_device=tdev)
     assert isinstance(bench, TorchBench) and bench.torch_device.type == torch.device(tdev).type
     bench.program(torch.as_tensor(g_t, device=tdev))
     seed = np.random.SeedSequence(12)
@@ -406,13 +406,13 @@ def test_radar_card_verify_refuses_targets_outside_windows(tdev):
 
 
 def test_backend_wiring_and_constructor_errors():
-    b = EmulatedBench("pcm-nandakumar2019", 8, seed=0, backend="torch")
+    b = analogmem.make_bench("pcm-nandakumar2019", 8, seed=0, backend="torch")
     assert isinstance(b, TorchBench) and isinstance(b, analogmem.Bench) and b.torch_device == torch.device("cpu")
     assert isinstance(EmulatedBench("pcm-nandakumar2019", 8, seed=0), EmulatedBench)
     with pytest.raises(TypeError, match="torch_device"):  # a torch argument without backend="torch"
         EmulatedBench("pcm-nandakumar2019", 8, torch_device="cpu")
     with pytest.raises(ValueError, match="n_cells"):
-        EmulatedBench("pcm-nandakumar2019", 0, backend="torch")
+        analogmem.make_bench("pcm-nandakumar2019", 0, backend="torch")
     with pytest.raises(ValueError, match="dtype"):
         TorchBench("pcm-nandakumar2019", 8, dtype="float16")
     with pytest.raises(ValueError, match="torch_device"):
@@ -423,7 +423,7 @@ def test_backend_wiring_and_constructor_errors():
         TorchBench("no-such-card", 8)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            EmulatedBench("pcm-nandakumar2019", 8, backend="torch", torch_device="cuda")
+            analogmem.make_bench("pcm-nandakumar2019", 8, backend="torch", torch_device="cuda")
     code = "import sys, analogmem; sys.exit(int('torch' in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "import analogmem imported torch"
 
@@ -554,6 +554,32 @@ def test_torch_store_decodes_like_the_numpy_store(name, tdev):
     assert_same_distribution(np_(got) - w.numpy(), want - w.numpy(), f"{name} decoding error")
     from_all = ts.get_all(86400.0)["w"]
     assert from_all.shape == w.shape and from_all.device == got.device
+
+
+def test_torch_store_passes_write_verify_to_the_torch_bench(tdev):
+    """TorchStore(verify=...) programs with program-and-verify on the device, as
+    EmulatedStore(verify=...) does on the kernels: the same cells counted, pulses per cell
+    and the failed fraction within 5 standard errors of the kernels' (other random streams),
+    and the read-back error well below the single-shot store's."""
+    n = 20_000
+    w = np.random.default_rng(8).normal(size=n)
+    v = WriteVerify(max_pulses=20, tolerance_rel=0.02)
+    enc = make_encoder("naive", 1)
+    ts = TorchStore("rram-wan2022", n, seed=3, torch_device=tdev, verify=v)
+    es = EmulatedStore("rram-wan2022", n, seed=4, verify=v)
+    single = TorchStore("rram-wan2022", n, seed=3, torch_device=tdev)
+    ts.put("w", torch.as_tensor(w, device=tdev), enc)
+    es.put("w", w, enc)
+    single.put("w", torch.as_tensor(w, device=tdev), enc)
+    t, e = ts.verify_totals, es.verify_totals
+    assert t["cells"] == e["cells"] == n and single.verify_totals["cells"] == 0
+    mp_t, mp_e = t["pulses"] / n, e["pulses"] / n
+    assert mp_t > 1.5 and abs(mp_t - mp_e) < 5 * math.sqrt(2 * mp_e**2 / n)  # pulses ~ geometric: sd <= mean
+    f_t, f_e = t["failed"] / n, e["failed"] / n
+    assert 0 < f_t < 0.5 and abs(f_t - f_e) < 5 * math.sqrt(2 * f_e * (1 - f_e) / n)
+    err_v = np_(ts.get("w", 1.0)) - w
+    err_1 = np_(single.get("w", 1.0)) - w
+    assert np.std(err_v) < 0.5 * np.std(err_1)
 
 
 def test_torch_store_with_allocation_counts_and_digital_fallback(tdev):

@@ -50,7 +50,8 @@ import numpy as np
 from .._io import progress as progress_bar
 from .._seeding import SeedLike, as_seed_sequence
 from ..chips import chip_seeds, mean_ci, run_chips
-from ..emulator.bench import ChunkedTargets, EmulatedBench
+from ..emulator.bench import Bench, ChunkedTargets
+from ..emulator.factory import make_bench
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_seconds
 from ..errors import AnalogMemError, SettingError, StorageError
@@ -180,13 +181,14 @@ class AnalogModel:
     """A torch model programmed onto an emulated chip (made by :func:`~analogmem.storage.program.program_model`).
 
     Attributes:
-        bench: the :class:`~analogmem.emulator.bench.EmulatedBench` holding the cells.
+        bench: the bench holding the cells (:func:`~analogmem.emulator.factory.make_bench`'s:
+            an :class:`~analogmem.emulator.bench.EmulatedBench`, or a ``TorchBench``).
         encoder: the :class:`~analogmem.storage.encoders.CellMap` every analog tensor uses.
         plans: one :class:`TensorPlan` per analog tensor, in the module's order.
         digital: the tensors kept exactly (buffers, non-float parameters), by name.
     """
 
-    def __init__(self, module: Any, bench: EmulatedBench, encoder: CellMap, plans: list[TensorPlan],
+    def __init__(self, module: Any, bench: Bench, encoder: CellMap, plans: list[TensorPlan],
                  digital: dict[str, Any], settings: dict[str, Any], *, t_fit_s: float = 86400.0):
         self.template = module
         self.bench = bench
@@ -388,7 +390,7 @@ def _prepare(module: Any, device: DeviceModel | str, cells_per_weight: int, enco
 
 
 def _bench_backend(backend: str, torch_device: Any) -> str:
-    """The :class:`EmulatedBench` backend for program_model's ``backend``."""
+    """The :func:`~analogmem.emulator.factory.make_bench` backend for program_model's ``backend``."""
     if backend in ("kernels", "cython"):
         bench_backend = "cython"
     elif backend in ("numpy", "torch"):
@@ -431,11 +433,11 @@ def _program_state(module: Any, state: dict[str, Any], analog: list[str], digita
         if state_dir is not None or direct_io is not None or n_threads is not None:
             raise SettingError("backend='torch' keeps the cells in torch tensors on torch_device: state_dir, "
                                "direct_io and n_threads are for the kernels")
-        bench = EmulatedBench(dev, start, seed=root, backend="torch", dtype=dtype,
-                              torch_device="cpu" if torch_device is None else torch_device)
+        bench = make_bench(dev, start, root, backend="torch", dtype=dtype,
+                           torch_device="cpu" if torch_device is None else torch_device)
     else:
-        bench = EmulatedBench(dev, start, seed=root, n_threads=n_threads, backend=bench_backend, dtype=dtype,
-                              state_dir=state_dir, direct_io=direct_io)
+        bench = make_bench(dev, start, root, backend=bench_backend, n_threads=n_threads, dtype=dtype,
+                           state_dir=state_dir, direct_io=direct_io)
     chunked = chunked_targets([(p.n_cells, enc, flat[p.name], p.side) for p in plans], channel, bench.n_threads)
     # the bench makes each chunk's targets once (the cell maps' targets are in range by construction)
     with progress_bar(total=start * (1 if chunked.prechecked else 2), enabled=progress, desc="check+program", unit="cell", unit_scale=True) as bar:

@@ -404,8 +404,8 @@ class BenchStore:
         rep = self.bench.program(targets, addresses=addresses, verify=self.verify)
         t = self.verify_totals
         t["cells"] += int(rep.n_cells)
-        t["pulses"] += int(np.sum(rep.pulses, dtype=np.int64))
-        t["failed"] += int(rep.n_cells - np.count_nonzero(rep.success))
+        t["pulses"] += int(rep.pulses.sum())  # numpy arrays or torch tensors (TorchBench's report)
+        t["failed"] += int(rep.n_cells) - int(rep.success.sum())
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, in digital memory (counted in bits by :meth:`usage`)."""

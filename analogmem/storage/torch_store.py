@@ -70,14 +70,19 @@ class TorchStore(BenchStore):
     :class:`~analogmem.emulator.torch_bench.TorchBench` of ``n_cells`` cells of ``device`` on
     ``torch_device``: ``put`` takes torch tensors (or arrays), ``get``/``get_all`` return
     torch tensors on ``torch_device`` in each tensor's dtype and shape. See the module
-    docstring for what runs on the device."""
+    docstring for what runs on the device.
+
+    ``verify`` (a :class:`~analogmem.emulator.bench.WriteVerify`) programs every cell with
+    program-and-verify on the device (:meth:`TorchBench.program` takes it), counted in
+    :attr:`verify_totals` as :class:`~analogmem.storage.stores.BenchStore` does."""
 
     def __init__(self, device: DeviceModel | str, n_cells: int, seed: SeedLike = None, *,
-                 torch_device: Any = "cpu", dtype: str = "float64", compensate_drift: bool | None = None):
+                 torch_device: Any = "cpu", dtype: str = "float64", compensate_drift: bool | None = None,
+                 verify: Any = None):
         self.seed_sequence = as_seed_sequence(seed)
         self.initial_seed_state = seed_state(self.seed_sequence)
         bench = TorchBench(device, n_cells, seed=self.seed_sequence, torch_device=torch_device, dtype=dtype)
-        super().__init__(bench, bench.device, compensate_drift=compensate_drift)
+        super().__init__(bench, bench.device, compensate_drift=compensate_drift, verify=verify)
         self.torch_device = bench.torch_device
         self._digital_t: dict[str, Any] = {}
 
@@ -129,7 +134,7 @@ class TorchStore(BenchStore):
     def _program_cells(self, targets: list[Any], start: int, stop: int) -> None:
         import torch
 
-        self.bench.program(torch.cat(targets), addresses=torch.arange(start, stop, device=self.torch_device))
+        self._program(torch.cat(targets), torch.arange(start, stop, device=self.torch_device))
 
     def put_digital(self, name: str, tensor: Any) -> None:
         """Keep ``tensor`` exactly, as a tensor on the store's device."""
