@@ -6,7 +6,7 @@
 
 Runs each method on the same clients, data split, architecture (MLP 784-256-256-10) and seed,
 prints the per-method summary, the uplink bits per parameter each method needed to first reach
-a common accuracy target (FedAvg's final accuracy − 2 points), and the checks of the issue:
+a common accuracy target (FedAvg's final accuracy − 2 points), and these checks:
 
 * FedPM: mean uplink ≤ 1 bpp, final accuracy within 2 points of FedAvg;
 * KLMS: mean uplink bpp below FedPM's, and it reaches the target with fewer cumulative bits.

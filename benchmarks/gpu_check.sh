@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The torch backend on a GPU, in one short run (issue 15):
+# The torch backend on a GPU, in one short run (README "Benchmarks"):
 #   1. the distribution tests of tests/test_torch_backend.py on CUDA
 #      (ANALOGMEM_TEST_TORCH_DEVICES=cuda);
 #   2. cells/s of program + read at 1 day for 10^9 PCM cells (float32 state, ~25 GiB of

@@ -10,7 +10,7 @@ import torch
 
 from analogmem import load_device
 from analogmem.storage.allocate import allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
-from analogmem.storage.encoders import Channel, DifferentialPair, MMSE
+from analogmem.storage.encoders import ReadChannel, DifferentialPair, MMSE
 
 
 def _convex_curves(n, R, rng):
@@ -76,7 +76,7 @@ def test_allocate_cells_in_cells_and_prunes_insensitive_weights():
     h["a"][:50] = 0.0
     enc = MMSE(DifferentialPair("auto"))
     for budget in (1, 801, 1600, 3333):
-        counts = allocate_cells(w, h, enc, Channel(dev, 86400.0), budget, max_repetitions=4)
+        counts = allocate_cells(w, h, enc, ReadChannel(dev, 86400.0), budget, max_repetitions=4)
         used = enc.cells_per_weight * sum(int(c.sum()) for c in counts.values())
         assert used <= budget and budget - used < enc.cells_per_weight
         assert np.all(counts["b"] == 0) and np.all(counts["a"][:50] == 0)  # h = 0: pruned
@@ -87,7 +87,7 @@ def test_distortion_curves_follow_the_model():
     dev = load_device("rram-wan2022")
     w = np.random.default_rng(2).laplace(0, 0.05, 200)
     enc = DifferentialPair(99.0)
-    ch = Channel(dev, 3600.0)
+    ch = ReadChannel(dev, 3600.0)
     D = distortion_curves(w, enc, ch, 4)
     side = enc.fit(w, ch)
     v = enc.noise_variance(w, side, ch)
@@ -116,7 +116,7 @@ def test_mmse_curves_are_the_decoders_and_exact_zeros_get_no_cells():
     gets cells even with the budget to spare (nor do some tiny ones: for them the decoder's
     error exceeds w², so pruning is better)."""
     dev = load_device("rram-wan2022")
-    ch = Channel(dev, 86400.0)
+    ch = ReadChannel(dev, 86400.0)
     w = np.random.default_rng(3).laplace(0, 0.05, 600)
     w[:200] = 0.0
     enc = MMSE(DifferentialPair("auto"))
@@ -140,7 +140,7 @@ def test_allocation_curves_serve_many_budgets_like_single_allocations():
     w = {"a": rng.laplace(0, 0.05, 400), "b": rng.laplace(0, 0.1, 100)}
     h = {"a": rng.uniform(0, 1, 400), "b": rng.uniform(0, 1, 100)}
     enc = MMSE(DifferentialPair("auto"))
-    ch = Channel(dev, 86400.0)
+    ch = ReadChannel(dev, 86400.0)
     curves = AllocationCurves(w, h, enc, ch, 4)
     for budget in (0, 3, 500, 1001, 2000, 5000):
         got, ref = curves.counts(budget), allocate_cells(w, h, enc, ch, budget, max_repetitions=4)
@@ -157,7 +157,7 @@ def test_mmse_aware_allocation_predicts_the_measured_weighted_error():
     from analogmem.storage.stores import EmulatedStore
 
     dev = load_device("rram-wan2022")
-    ch = Channel(dev, 86400.0)
+    ch = ReadChannel(dev, 86400.0)
     rng = np.random.default_rng(7)
     w = rng.laplace(0, 0.05, 4000)
     h = rng.gamma(0.5, 1.0, 4000)

@@ -17,7 +17,7 @@ from scipy import stats
 import analogmem
 from analogmem.chips import ray_available
 from analogmem.storage import EmulatedStore, make_encoder
-from analogmem.storage.encoders import Channel
+from analogmem.storage.encoders import ReadChannel
 
 
 def small_model(seed: int = 0) -> torch.nn.Module:
@@ -117,7 +117,7 @@ def test_codec_kernels_match_the_numpy_encoders(name, cpw):
     order and leave out candidates weighing < 4e-18)."""
     enc = make_encoder(name, cpw)
     dev = analogmem.load_device("pcm-nandakumar2019")
-    ch = Channel(dev, 86400.0)
+    ch = ReadChannel(dev, 86400.0)
     w = np.random.default_rng(1).standard_normal(20_000) * 0.1
     side = enc.fit(w, ch)
     g = enc.encode_S(w, side, ch, n_threads=2)

@@ -11,7 +11,7 @@ import pytest
 
 import analogmem
 from analogmem import CalibrationError, DeviceCardError, EmulatedBench
-from analogmem.calibrate import ChannelCalibrator, read_tidy
+from analogmem.calibrate import WriteChannelCalibrator, read_tidy
 from analogmem.emulator.cells import parse_card
 from analogmem.cli import main
 
@@ -32,7 +32,7 @@ def test_stanford_pcm_fit_quality_on_held_out_reads():
     """Issue #8 criterion: on a random half of the reads per level held out from the fit,
     the kept model is accepted by the per-level KS test at 5 % for >= 85 % of the levels;
     a Gaussian in log-resistance fits far fewer levels (the data are skewed)."""
-    cal = ChannelCalibrator("pcm-stanford", seed=0).fit(stanford_tidy())
+    cal = WriteChannelCalibrator("pcm-stanford", seed=0).fit(stanford_tidy())
     s = cal.summary_
     assert cal.chosen_.startswith("empirical")
     assert s[cal.chosen_]["fraction_accepted"] >= 0.85
@@ -52,7 +52,7 @@ def test_fitter_is_not_tuned_to_the_shipped_grid():
     df = stanford_tidy()
     volts = np.unique(df["target_V"])[::3]
     sub = df[df["target_V"].isin(volts)].groupby("target_V").head(60)
-    cal = ChannelCalibrator("sub", seed=1).fit(sub)
+    cal = WriteChannelCalibrator("sub", seed=1).fit(sub)
     assert len(cal.levels_) == len(volts) and cal.fit_report_[0]["n"] == 60
     assert cal.device_model_.input_range == (volts[0], volts[-1])
 
@@ -90,7 +90,7 @@ def test_round_trip_recovers_the_generating_card():
     targets = np.repeat(levels, n)
     bench.program(targets)
     table = pd.DataFrame({"target_V": targets, "read_value_S": bench.read()})
-    cal = ChannelCalibrator("round-trip", seed=0).fit(table)
+    cal = WriteChannelCalibrator("round-trip", seed=0).fit(table)
     eps = math.sqrt(math.log(2 / 1e-3) / (2 * n))
     probs = np.linspace(0.02, 0.98, 49)
     for k, v in enumerate(levels):
@@ -107,7 +107,7 @@ def test_round_trip_gaussian_parameters_within_confidence_intervals():
         "target_level": np.repeat([0, 1, 2], n),
         "read_value_S": np.exp(np.concatenate([rng.normal(m, s, n) for m, s in zip(mus, sds)])),
     })
-    cal = ChannelCalibrator(seed=0).fit(table)
+    cal = WriteChannelCalibrator(seed=0).fit(table)
     fit = {c: cal.fit_report_[k] for k, c in enumerate((0, 1, 2))}
     for k, (m, s) in enumerate(zip(mus, sds)):
         assert abs(fit[k]["mean_ln_g"] - m) <= 5 * s / math.sqrt(n)
@@ -139,14 +139,14 @@ def good_table() -> pd.DataFrame:
 )
 def test_bad_tables_name_the_problem(mutate, message):
     with pytest.raises(CalibrationError, match=message):
-        ChannelCalibrator().fit(mutate(good_table()))
+        WriteChannelCalibrator().fit(mutate(good_table()))
 
 
 def test_too_few_reads_names_the_level(tmp_path):
     d = good_table()
     d = pd.concat([d, pd.DataFrame({"target_V": [3.0] * 5, "read_value_ohm": [1e5] * 5})])
     with pytest.raises(CalibrationError, match="level target_V = 3 has 5 reads; at least 20"):
-        ChannelCalibrator().fit(d)
+        WriteChannelCalibrator().fit(d)
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\x00\xff\xfe garbage \"unterminated\n1,2,3\n")
     with pytest.raises(CalibrationError, match="bad.csv"):
@@ -154,7 +154,7 @@ def test_too_few_reads_names_the_level(tmp_path):
     with pytest.raises(CalibrationError, match="no such file"):
         read_tidy(tmp_path / "absent.csv")
     with pytest.raises(CalibrationError, match="not fitted"):
-        ChannelCalibrator().write_card(tmp_path / "x.toml")
+        WriteChannelCalibrator().write_card(tmp_path / "x.toml")
 
 
 def test_empirical_card_rejects_time_models_and_bad_tables(card_text):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analogmem.calibrate import ChannelCalibrator, read_tidy
+from analogmem.calibrate import WriteChannelCalibrator, read_tidy
 from analogmem.calibrate.tidy import ColumnMap
 from analogmem.cli import main
 from analogmem.errors import CalibrationError
@@ -45,7 +45,7 @@ def test_mapped_columns_are_converted_and_recorded():
     df = read_tidy(g.drop(columns="R_kohm"), target_column="pulse_V", read_column="G", read_unit="mS")
     np.testing.assert_allclose(df["read_value_S"], 1 / (lab["R_kohm"] * 1e3), rtol=1e-14)  # two roundings
     # a calibrator takes the same mapping and its card's fit report records it
-    cal = ChannelCalibrator(columns=ColumnMap("pulse_V", "R_kohm")).fit(lab)
+    cal = WriteChannelCalibrator(columns=ColumnMap("pulse_V", "R_kohm")).fit(lab)
     assert cal.device_model_.fit_report["column_mapping"]["read"]["column"] == "R_kohm"
     assert cal.device_model_.input == "voltage"
 

@@ -267,17 +267,17 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("card", list(CARDS))
 def test_read_channel_model_follows_the_card(card):
-    """The decoders' Gaussian read channel (storage.encoders.Channel) has the mean and std
+    """The decoders' Gaussian read channel (storage.encoders.ReadChannel) has the mean and std
     of the emulated reads on the new cards (the CMO mean shift and additive log10 read
     noise included): mean within 1 % of the range, std within 5 % (the Gaussian moments are
     exact up to the clip and, for the log10 read noise, evaluating K·log10(g) at the mean)."""
-    from analogmem.storage.encoders import Channel
+    from analogmem.storage.encoders import ReadChannel
 
     _, xs, times = CARDS[card]
     dev, ours = _ours(card, xs, times[1:], seed=12)
     span_uS = (dev.g_max_S - dev.g_min_S) * 1e6
     for t in times[1:]:
-        ch = Channel(dev, t)
+        ch = ReadChannel(dev, t)
         for b, x in enumerate(xs):
             g_t = x * dev.g_max_S
             m, s = ch.mean_std(np.array([ch.to_relative(g_t)]))

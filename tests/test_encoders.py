@@ -7,7 +7,7 @@ import pytest
 
 from analogmem import EmulatedBench, load_device
 from analogmem.storage.encoders import (
-    MMSE, Channel, DifferentialPair, DigitalECC, LinearMap, Repetition, SignMagnitude, Sliced,
+    MMSE, ReadChannel, DifferentialPair, DigitalECC, LinearMap, Repetition, SignMagnitude, Sliced,
     encoder_from_spec, global_drift_scale, make_encoder,
 )
 from analogmem.errors import StorageError
@@ -50,7 +50,7 @@ def test_adaptive_range_clips_to_a_percentile():
     side = LinearMap(99.0).fit(w)
     assert side["scale"] == pytest.approx(np.percentile(np.abs(w), 99.0))
     enc = LinearMap("auto")
-    s_auto = enc.fit(w, Channel(RRAM, 86400.0))["scale"]
+    s_auto = enc.fit(w, ReadChannel(RRAM, 86400.0))["scale"]
     assert s_auto < np.abs(w).max()  # clipping the tails beats spending the range on outliers
 
 
@@ -81,7 +81,7 @@ def test_bch_corrects_up_to_t_bit_errors_per_block():
 
 
 def _through_device(enc, w, device, t_s, seed):
-    ch = Channel(device, t_s)
+    ch = ReadChannel(device, t_s)
     side = enc.fit(w, ch)
     x = enc.encode(w, side)
     bench = EmulatedBench(device, x.size, seed=seed)
@@ -107,7 +107,7 @@ def test_mmse_is_optimal_on_a_known_gaussian_channel():
     tau = 0.05
     w = rng.normal(0.0, tau, 30000)
     enc = MMSE(LinearMap(100.0), grid=256)
-    ch = Channel(RRAM, 1.0)
+    ch = ReadChannel(RRAM, 1.0)
     side = enc.fit(w, ch)
     x = enc.encode(w, side).reshape(-1)
     m, s = ch.mean_std(x)
@@ -188,12 +188,12 @@ def test_folded_normal_mgf_matches_quadrature(mu, sigma, s):
 @pytest.mark.parametrize("t_s", [86400.0, 365 * 86400.0])
 @pytest.mark.parametrize("x", [0.05, 0.3, 0.9])
 def test_channel_moments_match_the_emulated_pcm_reads(x, t_s):
-    """The Channel's mean and spread of a PCM read include the per-cell drift exponent's
+    """The ReadChannel's mean and spread of a PCM read include the per-cell drift exponent's
     spread (ν ~ |N(μ_ν, σ_ν)|): against 2·10⁵ emulated cells, the mean is within 5 standard
     errors and the standard deviation within 5 standard errors (SE of s ≈ s·sqrt((κ − 1)/4n),
     κ the sample kurtosis)."""
     n = 200_000
-    ch = Channel(PCM, t_s)
+    ch = ReadChannel(PCM, t_s)
     bench = EmulatedBench(PCM, n, seed=11)
     bench.program(np.full(n, ch.to_S(x)))
     y = ch.to_relative(bench.read(t_s))
@@ -208,7 +208,7 @@ def test_channel_moments_match_the_emulated_pcm_reads(x, t_s):
 @pytest.mark.parametrize("inner", [DifferentialPair("auto"), Repetition(LinearMap("auto"), 3)], ids=lambda e: e.name)
 def test_fast_mmse_decode_equals_the_direct_sum(device, t_s, inner):
     """The MMSE decoder's likelihood as one matrix product of sufficient statistics equals
-    Σ_j Channel.log_likelihood(y_j | x_kj) summed directly (posterior means agree to 1e-10
+    Σ_j ReadChannel.log_likelihood(y_j | x_kj) summed directly (posterior means agree to 1e-10
     of the weight range), on reads of the emulated card (censored reads included)."""
     from analogmem.storage.encoders import _posterior_mean
 
@@ -230,7 +230,7 @@ def test_mmse_distortion_model_predicts_the_emulated_error(base):
     channel model (64 samples) within 15 % of the error measured on 20,000 emulated weights
     (rram-wan2022, 1 day); and fewer copies never predict less error than more."""
     w = _weights(20000, seed=1)
-    ch = Channel(RRAM, 86400.0)
+    ch = ReadChannel(RRAM, 86400.0)
     side = base.fit(w, ch)
     pred = base.distortion(w, side, ch, 4).mean(axis=0)
     assert np.all(np.diff(pred) < 0)
@@ -249,7 +249,7 @@ def test_ml_level_detection_makes_fewer_errors_on_the_same_reads():
     (rram-wan2022, 1 day): fewer symbol errors, beyond 4 binomial standard errors."""
     rng = np.random.default_rng(5)
     levels = rng.integers(0, 4, 100_000)
-    ch = Channel(RRAM, 86400.0)
+    ch = ReadChannel(RRAM, 86400.0)
     bench = EmulatedBench(RRAM, levels.size, seed=6)
     bench.program(ch.to_S(levels / 3.0))
     y = ch.to_relative(bench.read(86400.0))
@@ -286,7 +286,7 @@ def test_mmse_table_decode_is_the_exact_posterior_to_a_small_fraction_of_the_noi
     enc = make_encoder(name, cells)
     n = 4 * TABLE_MIN_WEIGHTS
     w = np.random.default_rng(0).standard_normal(n) * 0.05
-    ch = Channel(dev, 86400.0)
+    ch = ReadChannel(dev, 86400.0)
     side = enc.fit(w, ch)
     bench = EmulatedBench(dev, cells * n, seed=0, dtype="float32")
     bench.program(ch.to_S(enc.encode(w, side)))

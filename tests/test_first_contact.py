@@ -104,10 +104,10 @@ def test_bench_serve_runs_without_the_instrument_drivers(tmp_path):
 
 def test_an_empirical_card_is_refused_in_one_line_before_any_training(tmp_path, capsys):
     from analogmem.cli import main
-    from analogmem.storage.encoders import Channel
+    from analogmem.storage.encoders import ReadChannel
 
     with pytest.raises(DeviceCardError, match="empirical.*pcm-nandakumar2019"):
-        Channel(analogmem.load_device("pcm-stanford"), 86400.0)
+        ReadChannel(analogmem.load_device("pcm-stanford"), 86400.0)
     assert main(["demo", "--device", "pcm-stanford", "--json", str(tmp_path / "s.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "DeviceCardError" in err[0] and "pcm-stanford" in err[0]

@@ -139,12 +139,12 @@ def test_a_unit_mix_up_in_one_column_is_refused(tmp_path, monkeypatch, capsys, f
     assert not (tmp_path / "card.toml").exists() and (tmp_path / "mixed.csv").read_bytes() == before
     with pytest.raises(CalibrationError, match=r"two clusters 1e\+06x apart|two clusters 9\.\d+e\+05x apart"
                        if fraction == 0.5 else "clusters|outliers"):
-        analogmem.calibrate.ChannelCalibrator("m").fit(tmp_path / "mixed.csv")
+        analogmem.calibrate.WriteChannelCalibrator("m").fit(tmp_path / "mixed.csv")
 
 
 def test_a_clean_table_still_calibrates(tmp_path):
     targets, reads = levels()
-    card = analogmem.calibrate.ChannelCalibrator("clean").fit(table(tmp_path / "t.csv", reads, targets))
+    card = analogmem.calibrate.WriteChannelCalibrator("clean").fit(table(tmp_path / "t.csv", reads, targets))
     assert card is not None
 
 

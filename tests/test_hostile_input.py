@@ -17,7 +17,7 @@ import pytest
 
 import analogmem
 from analogmem import EmulatedBench, EmulatedStore, store_model
-from analogmem.calibrate import ChannelCalibrator, PolynomialCalibrator
+from analogmem.calibrate import WriteChannelCalibrator, PolynomialCalibrator
 from analogmem.cli import main
 from analogmem.errors import (
     BenchSizeError,
@@ -217,7 +217,7 @@ def test_one_absurd_read_is_refused_and_no_card_is_written(tmp_path):
     with pytest.raises(CalibrationError, match=r"1 read\(s\) are implausible or far outliers: row 17: read_value_S = "
                                                r"1e\+300 at target_S = 5e-06 is outside the plausible range.*"
                                                r"--drop-outliers"):
-        ChannelCalibrator().fit(csv)
+        WriteChannelCalibrator().fit(csv)
     with pytest.raises(CalibrationError, match="row 17"):
         PolynomialCalibrator(degree=1).fit(csv)
     assert main(["calibrate", str(csv), "--out", str(out)]) == 2
@@ -233,7 +233,7 @@ def test_drop_outliers_excludes_and_lists_them(tmp_path):
     ohms.iloc[100] = 1000 * ohms.iloc[101]  # one read logged in kΩ among Ω: a robust-rule outlier
     pd.DataFrame({"target_S": table["target_S"], "read_value_ohm": ohms}).to_csv(csv, index=False)
     with pytest.raises(CalibrationError, match=r"2 read\(s\).*row 17.*row 100: read_value_ohm = .*interquartile"):
-        ChannelCalibrator().fit(csv)
+        WriteChannelCalibrator().fit(csv)
     assert main(["calibrate", str(csv), "--out", str(out), "--drop-outliers", "--json", str(js)]) == 0
     dev = analogmem.load_device(out)
     dropped = dev.fit_report["dropped_reads"]
@@ -249,7 +249,7 @@ def test_genuine_heavy_tails_are_not_outliers():
     rng = np.random.default_rng(1)
     levels = np.repeat([5e-6, 10e-6, 15e-6], 400)
     table = pd.DataFrame({"target_S": levels, "read_value_S": levels * np.exp(0.05 * rng.standard_t(3, levels.size))})
-    cal = ChannelCalibrator().fit(table)
+    cal = WriteChannelCalibrator().fit(table)
     assert cal.dropped_ == []
 
 

@@ -48,9 +48,9 @@ def test_table_gives_back_the_cards_spread(table):
 
 def test_table_feeds_calibrate(table):
     calibrate = pytest.importorskip("analogmem.calibrate")
-    if not hasattr(calibrate, "ChannelCalibrator"):
-        pytest.skip("analogmem.calibrate has no ChannelCalibrator yet")
-    cal = calibrate.ChannelCalibrator(name="from-scpi-server", min_reads_per_level=20).fit(table)
+    if not hasattr(calibrate, "WriteChannelCalibrator"):
+        pytest.skip("analogmem.calibrate has no WriteChannelCalibrator yet")
+    cal = calibrate.WriteChannelCalibrator(name="from-scpi-server", min_reads_per_level=20).fit(table)
     assert len(cal.levels_) == 8 and cal.device_model_ is not None
     t = read_table(table)
     for row in cal.fit_report_:

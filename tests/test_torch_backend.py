@@ -447,7 +447,7 @@ def test_torch_encoders_equal_the_numpy_encoders(name, cpw, dtype, tdev):
     w = w_t.numpy()
     enc = make_encoder(name, cpw)
     assert on_device(enc)
-    ch = E.Channel(analogmem.load_device("pcm-nandakumar2019"), 86400.0)
+    ch = E.ReadChannel(analogmem.load_device("pcm-nandakumar2019"), 86400.0)
     w_t = w_t.to(tdev)
     side_np, side_t = enc.fit(w, ch), enc.fit(w_t, ch)
     assert side_t.keys() == side_np.keys()
@@ -484,7 +484,7 @@ def test_torch_encoders_equal_the_numpy_encoders(name, cpw, dtype, tdev):
 def test_torch_encoders_edge_cases_equal_numpy(tdev):
     """The range fit's edge cases (all-zero, one weight, a zero percentile) and the check of
     non-finite weights give on tensors what they give on numpy arrays."""
-    ch = E.Channel(analogmem.load_device("rram-wan2022"), 3600.0)
+    ch = E.ReadChannel(analogmem.load_device("rram-wan2022"), 3600.0)
     cases = [np.zeros(10), np.array([0.25]), np.r_[np.zeros(990), np.linspace(-1, 1, 10)],
              np.random.default_rng(4).normal(0, 1, 200_000)]
     for w in cases:

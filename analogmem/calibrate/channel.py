@@ -1,7 +1,7 @@
 """The write channel (target → distribution of the value read after writing) calibrated
 from a tidy table (see analogmem.calibrate.tidy).
 
-:class:`ChannelCalibrator` fits the write channel — target → distribution of the value read
+:class:`WriteChannelCalibrator` fits the write channel — target → distribution of the value read
 after writing — with several candidate models, validates each on reads held out from the
 fit (a random fraction per level), keeps the best, and writes a device card (TOML) with the
 fitted tables, units, source and a per-level fit report (n, mean, std, KS statistic and
@@ -42,7 +42,7 @@ from ..emulator.cells import INPUT_UNITS, DeviceModel, parse_card
 from ..errors import CalibrationError
 from .tidy import TARGET_COLUMNS, ColumnMap, log_conductance, read_tidy, screen_outliers
 
-__all__ = ["ChannelCalibrator"]
+__all__ = ["WriteChannelCalibrator"]
 
 # --------------------------------------------------------------------------- candidates
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _fit_pooled(samples: list[np.ndarray], window: int, n_quantiles: int) -> _Fi
 
 
 # --------------------------------------------------------------------------- calibrator
-class ChannelCalibrator:
+class WriteChannelCalibrator:
     """Fit a write channel (target → read distribution) from a tidy table.
 
     scikit-learn style: the constructor stores settings; :meth:`fit` validates the data and
@@ -137,7 +137,7 @@ class ChannelCalibrator:
         return [_fit_gaussian(samples, self.n_quantiles)] + [
             _fit_pooled(samples, w, self.n_quantiles) for w in self.windows]
 
-    def fit(self, data: Any) -> "ChannelCalibrator":
+    def fit(self, data: Any) -> "WriteChannelCalibrator":
         """Fit the channel. ``data``: a tidy table (path or DataFrame, see :func:`read_tidy`)."""
         if not 0.0 < self.holdout < 1.0:
             raise CalibrationError(f"holdout must be in (0, 1), got {self.holdout}")
@@ -202,7 +202,7 @@ class ChannelCalibrator:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "card_text_"):
-            raise CalibrationError("this ChannelCalibrator is not fitted yet: call fit(data) first")
+            raise CalibrationError("this WriteChannelCalibrator is not fitted yet: call fit(data) first")
 
     # ------------------------------------------------------------------ output
     def _card_text(self, fit: _Fit, target_col: str) -> str:
@@ -297,3 +297,8 @@ class ChannelCalibrator:
             lines.append(f"{name:<14} {s['levels_accepted']:>12}/{s['levels']:<3} "
                          f"{s['levels_accepted_exact_model']:>11}/{s['levels']:<3} {s['mean_ks']:>8.4f}{mark}")
         return "\n".join(lines)
+
+
+from .._deprecated import renamed as _renamed  # noqa: E402  (old public name, deprecated)
+
+__getattr__ = _renamed(__name__, {"ChannelCalibrator": "WriteChannelCalibrator"}, globals())

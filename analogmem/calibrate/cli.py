@@ -1,7 +1,7 @@
 """``analogmem calibrate``: fit a device card from a tidy table of measured reads.
 
 Models: ``channel`` (per-level Gaussian/empirical candidates validated on held-out reads,
-:class:`~analogmem.calibrate.channel.ChannelCalibrator`), ``polynomial`` (σ(g, t)
+:class:`~analogmem.calibrate.channel.WriteChannelCalibrator`), ``polynomial`` (σ(g, t)
 polynomials, :class:`~analogmem.calibrate.parametric.PolynomialCalibrator`) and
 ``write-verify`` (a shared pulse-response card from write-verify traces,
 :func:`~analogmem.calibrate.pulse_response.fit_pulse_response`). A plot is written only
@@ -17,7 +17,7 @@ from typing import Any
 from .._io import atomic_write_text, help_text, write_json
 from ..emulator.cells import card_name_problem, parse_card
 from . import channel
-from .channel import ChannelCalibrator
+from .channel import WriteChannelCalibrator
 from ..errors import CalibrationError
 from .parametric import PolynomialCalibrator
 from .pulse_response import fit_pulse_response
@@ -83,7 +83,7 @@ def _main(args: Any) -> int:
                        settings=vars(args))
         print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
         return 0
-    cal = ChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
+    cal = WriteChannelCalibrator(args.name, args.source, holdout=args.holdout, seed=args.seed,
                             min_reads_per_level=args.min_reads, columns=columns,
                             drop_outliers=args.drop_outliers).fit(data)
     _print_mapping(cal)

@@ -81,7 +81,7 @@ class PolynomialCalibrator:
         df = read_tidy(data, **(self.columns or ColumnMap()).kwargs())
         if "target_S" not in df.columns:
             raise CalibrationError("a polynomial sigma(g) fit needs conductance targets (column target_S); "
-                                   "use ChannelCalibrator for voltage or level targets")
+                                   "use WriteChannelCalibrator for voltage or level targets")
         df, self.dropped_ = screen_outliers(df, ["target_S"] + (["time_s"] if "time_s" in df.columns else []),
                                             drop=self.drop_outliers)
         self.column_mapping_ = df.attrs["column_mapping"]

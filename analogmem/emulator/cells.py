@@ -25,7 +25,7 @@ table over g (``[drift] model = "table"``: a measured ν(g)). Read noise may be 
 the programmed value (not a total that includes σ_P).
 
 A card may instead describe its write channel *empirically* (``[programming] model =
-"empirical"``, :class:`EmpiricalChannel`): for each of a finite set of write inputs
+"empirical"``, :class:`EmpiricalWriteChannel`): for each of a finite set of write inputs
 (conductances, voltages or level indices) the quantile function of ln(g/S) read after
 writing, linearly interpolated between quantile knots and, for inputs between two levels,
 between the two levels' quantile functions. Such cards have no time axis (no drift,
@@ -60,7 +60,7 @@ __all__ = [
     "BOLTZMANN_eV_per_K",
     "ConductanceRange",
     "ProgrammingNoise",
-    "EmpiricalChannel",
+    "EmpiricalWriteChannel",
     "ClippedLogLinear",
     "Drift",
     "ReadNoise",
@@ -123,7 +123,7 @@ class ProgrammingNoise:
 
 
 @dataclass(frozen=True)
-class EmpiricalChannel:
+class EmpiricalWriteChannel:
     """Empirical write channel: per write input ``inputs[k]`` (strictly increasing, in the
     card's input unit) the quantiles ``log_g_quantiles[k][j]`` of ln(g / 1 S) at
     probabilities ``probabilities[j]`` (strictly increasing, from 0 to 1).
@@ -346,7 +346,7 @@ class DeviceModel:
     description: str
     source: dict[str, Any]
     range: ConductanceRange
-    programming: ProgrammingNoise | EmpiricalChannel
+    programming: ProgrammingNoise | EmpiricalWriteChannel
     drift: Drift
     read_noise: ReadNoise
     relaxation: Relaxation
@@ -369,8 +369,8 @@ class DeviceModel:
 
     @property
     def empirical(self) -> bool:
-        """True when the write channel is an :class:`EmpiricalChannel`."""
-        return isinstance(self.programming, EmpiricalChannel)
+        """True when the write channel is an :class:`EmpiricalWriteChannel`."""
+        return isinstance(self.programming, EmpiricalWriteChannel)
 
     @property
     def level_targets_S(self) -> np.ndarray:
@@ -392,7 +392,7 @@ class DeviceModel:
     @property
     def input_range(self) -> tuple[float, float]:
         """Allowed programming targets ``(lo, hi)`` in the card's input unit."""
-        if isinstance(self.programming, EmpiricalChannel):
+        if isinstance(self.programming, EmpiricalWriteChannel):
             return self.programming.inputs[0], self.programming.inputs[-1]
         return self.range.g_min_S, self.range.g_max_S
 
@@ -407,7 +407,7 @@ class DeviceModel:
     def sigma_program_S(self, g_T_S: np.ndarray) -> np.ndarray:
         """Standard deviation σ_P (S) of the programmed conductance around ``g_T_S``
         (polynomial programming noise only)."""
-        if isinstance(self.programming, EmpiricalChannel):
+        if isinstance(self.programming, EmpiricalWriteChannel):
             raise DeviceCardError(f"device {self.name!r} has an empirical channel: no σ_P(g) polynomial")
         scale = _UNIT_uS * self.range.g_max_S / self.programming.g_ref_S
         return scale * _poly(self.programming.coefficients_uS, self.fraction_of_g_max(g_T_S))
@@ -631,7 +631,7 @@ def _check_name(t: _Table, name: str) -> None:
         t.fail(problem, "name")
 
 
-def _empirical_channel(prog: _Table) -> EmpiricalChannel:
+def _empirical_channel(prog: _Table) -> EmpiricalWriteChannel:
     inputs = prog.numbers("inputs")
     if any(b <= a for a, b in zip(inputs, inputs[1:])):
         prog.fail(f"must be strictly increasing, got {list(inputs)}", "inputs")
@@ -655,7 +655,7 @@ def _empirical_channel(prog: _Table) -> EmpiricalChannel:
             prog.fail(f"row {k} reaches ln g = {q[0] if q[0] < lo else q[-1]:g}, outside [{lo:.3g}, {hi:.3g}] "
                       f"(conductances of {G_BOUNDS_S[0]:g} to {G_BOUNDS_S[1]:g} S)", "log_conductance_quantiles")
         table.append(q)
-    return EmpiricalChannel(inputs=inputs, probabilities=probs, log_g_quantiles=tuple(table),
+    return EmpiricalWriteChannel(inputs=inputs, probabilities=probs, log_g_quantiles=tuple(table),
                             fit=prog.string("fit", default="empirical"))
 
 
@@ -866,7 +866,7 @@ def parse_card(text: str, label: str = "<string>") -> DeviceModel:
     drift = _drift_model(root, g_min, g_max)
     read_noise = _read_noise_model(root)
     relaxation = _relaxation_model(root, label, g_min, g_max)
-    if isinstance(programming, EmpiricalChannel):
+    if isinstance(programming, EmpiricalWriteChannel):
         for table_name, part in (("drift", drift), ("read_noise", read_noise), ("relaxation", relaxation)):
             if part.enabled:
                 root.fail("must have model = 'none' with an empirical programming model "
@@ -933,14 +933,14 @@ def _source_table(root: _Table) -> dict[str, Any]:
 
 
 def _programming_and_range(root: _Table, card: _Table, input_domain: str
-                           ) -> tuple[ProgrammingNoise | EmpiricalChannel, ConductanceRange]:
+                           ) -> tuple[ProgrammingNoise | EmpiricalWriteChannel, ConductanceRange]:
     """``[programming]`` and ``[range]`` (an empirical channel's range is its own conductances)."""
     prog = root.table("programming")
     prog_model = prog.string("model", choices=("polynomial", "empirical"))
     rng = root.table("range")
     clip_min = rng.number("clip_min_S", default=0.0, lo=0.0)
     clip_max = rng.number("clip_max_S", default=math.inf, lo=clip_min, lo_open=True, allow_inf=True)
-    programming: ProgrammingNoise | EmpiricalChannel
+    programming: ProgrammingNoise | EmpiricalWriteChannel
     if prog_model == "polynomial":
         if input_domain != "conductance":
             card.fail(f"a polynomial programming model needs input = 'conductance', got {input_domain!r}", "input")
@@ -1160,3 +1160,8 @@ def _load_card_file(path: Path) -> DeviceModel:
             hint = f" (for the bundled card, pass the name {stem!r} as a string)"
         raise DeviceCardError(f"device card {path}: cannot read: {exc.strerror or exc}{hint}") from None
     return parse_card(_decode_card(data, str(path)), str(path))
+
+
+from .._deprecated import renamed as _renamed  # noqa: E402  (old public name, deprecated)
+
+__getattr__ = _renamed(__name__, {"EmpiricalChannel": "EmpiricalWriteChannel"}, globals())

@@ -157,13 +157,13 @@ def plan_for_tensors(tensors: dict[str, Any], device: DeviceModel | str, *, cell
     :func:`~analogmem.storage.program_model`), tensor after tensor from cell 0; each row
     names its tensor and flat weight index."""
     from ..storage.analog_model import default_encoder_name
-    from ..storage.encoders import Channel, make_encoder
+    from ..storage.encoders import ReadChannel, make_encoder
 
     dev = load_device(device)
     if dev.input != "conductance":
         raise SettingError(f"device {dev.name!r} takes {dev.input} targets; a model plan writes conductances")
     enc = make_encoder(default_encoder_name(cells_per_weight) if encoder == "auto" else encoder, cells_per_weight)
-    channel = Channel(dev, float(t_fit_s))
+    channel = ReadChannel(dev, float(t_fit_s))
     targets, names, index = [], [], []
     for name, arr in tensors.items():
         w = np.asarray(arr, dtype=np.float64).reshape(-1)
@@ -187,9 +187,9 @@ def plan_for_model(model: Any, *, config: BenchConfig | None = None,
     """A plan of a stored model (:class:`~analogmem.storage.AnalogModel` from
     :func:`~analogmem.storage.program_model`): the very targets its emulated chip was
     programmed with, at the same cells, each row naming its tensor and weight."""
-    from ..storage.encoders import Channel
+    from ..storage.encoders import ReadChannel
 
-    channel = Channel(model.device, model.t_fit_s)
+    channel = ReadChannel(model.device, model.t_fit_s)
     state = model.template.state_dict()
     n = model.n_cells
     g = np.empty(n)

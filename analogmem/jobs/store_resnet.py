@@ -342,7 +342,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     from threadpoolctl import threadpool_limits
 
     from ..emulator.cells import load_device
-    from ..storage.encoders import Channel
+    from ..storage.encoders import ReadChannel
 
     times_s = [float(t) for t in times_s]
     panel_times_s = [float(t) for t in panel_times_s]
@@ -356,7 +356,7 @@ def run_store_job(device: str | None = None, budgets: Sequence[int] = DEFAULT_BU
     device = device or DEFAULT_DEVICE
     card = load_device(device)
     design_t = times_s[-1]
-    Channel(card, design_t)  # a card the encoders cannot model is refused here, before any training
+    ReadChannel(card, design_t)  # a card the encoders cannot model is refused here, before any training
     verify = _verify_spec(card, run_effect)
     threads = int(threads_per_chip)
     bar_off = None if progress else True
@@ -465,14 +465,14 @@ def _candidates_stage(card: Any, device: str, ms: _ModelStage, budgets: Sequence
 
     from ..pruning.network import store_counts
     from ..storage.allocate import AllocationCurves
-    from ..storage.encoders import MMSE, Channel, DifferentialPair
+    from ..storage.encoders import MMSE, ReadChannel, DifferentialPair
 
     joint_enc = MMSE(DifferentialPair("auto"))
     curves = {}
     for s in tqdm(sparsities, desc="allocation curves", disable=bar_off):
         key = _model_key(s)
         w = {n: p.detach().numpy().reshape(-1) for n, p in ms.models[key].named_parameters()}
-        curves[key] = AllocationCurves(w, {n: ms.fishers[key][n] for n in w}, joint_enc, Channel(card, design_t),
+        curves[key] = AllocationCurves(w, {n: ms.fishers[key][n] for n in w}, joint_enc, ReadChannel(card, design_t),
                                        _JOINT_MAX_REPETITIONS)
     keeps = {_model_key(s): {n: c.astype(np.uint8) for n, c in store_counts(ms.models[_model_key(s)]).items()}
              for s in sparsities if s > 0}

@@ -1,4 +1,4 @@
-"""Storage (layer 3): weights on cells and back (DESIGN §1, §5).
+"""Storage (layer 3): weights on cells and back (README "How it is built"; docs/storage.md).
 
 * :mod:`.program` — :func:`program_model`: a torch model on a chip sized for it in one call,
   read back at any time (:mod:`.analog_model`: :class:`AnalogModel`), or over Ray workers,
@@ -18,13 +18,16 @@ Imports the base modules, the emulator and the calibration layer, nothing above.
 from .analog_model import AnalogModel, Evaluation
 from .program import program_model
 from .allocate import AllocationCurves, allocate_cells, distortion_curves, fisher_diagonal, greedy_allocation
-from .encoders import Channel, DigitalECC, Encoder, encoder_from_spec, make_encoder
+from .encoders import ReadChannel, DigitalECC, Encoder, encoder_from_spec, make_encoder
 from .sharded_model import ShardedAnalogModel
 from .snapshots import SNAPSHOT_FORMAT, load_snapshot, restore_emulated_bench, save_snapshot
 from .stores import BenchStore, DigitalStore, EmulatedStore, Entry, ModelHandle, Store, load_model, store_model
 from .torch_store import TorchStore
+from .._deprecated import renamed as _renamed
+
+__getattr__ = _renamed(__name__, {"Channel": "ReadChannel"}, globals())
 
 __all__ = ["program_model", "AnalogModel", "ShardedAnalogModel", "Evaluation", "Store", "BenchStore", "EmulatedStore", "DigitalStore", "Entry", "ModelHandle", "store_model",
            "load_model", "TorchStore", "save_snapshot", "load_snapshot", "restore_emulated_bench", "SNAPSHOT_FORMAT",
-           "Channel", "Encoder", "DigitalECC", "encoder_from_spec", "make_encoder", "allocate_cells",
+           "ReadChannel", "Encoder", "DigitalECC", "encoder_from_spec", "make_encoder", "allocate_cells",
            "AllocationCurves", "distortion_curves", "fisher_diagonal", "greedy_allocation"]

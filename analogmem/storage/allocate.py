@@ -1,4 +1,5 @@
-"""Joint compression (pruning) + cell allocation under a budget (thesis ch.3, DESIGN §5).
+"""Joint compression (pruning) + cell allocation under a budget (thesis ch.3; Isik et al.,
+ACM TECS 2023; docs/storage.md "Allocation").
 
 Each weight ``i`` gets ``r_i ∈ {0, 1, …, R}`` repetitions of an encoder's cells
 (``c`` cells each, so ``c·r_i`` cells); ``r_i = 0`` prunes it (decoded as 0, no cells).
@@ -39,7 +40,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import SettingError, StorageError
-from .encoders import MMSE, CellMap, Channel
+from .encoders import MMSE, CellMap, ReadChannel
 
 __all__ = ["fisher_diagonal", "distortion_curves", "greedy_allocation", "allocate_cells", "AllocationCurves"]
 
@@ -74,7 +75,7 @@ def fisher_diagonal(module: Any, batches: Iterable[tuple[Any, Any]],
     return {n: (a / k).cpu().numpy() for n, a in acc.items()}
 
 
-def distortion_curves(w: np.ndarray, encoder: CellMap, channel: Channel, max_repetitions: int,
+def distortion_curves(w: np.ndarray, encoder: CellMap, channel: ReadChannel, max_repetitions: int,
                       side: dict[str, Any] | None = None, seed: Any = 0) -> np.ndarray:
     """``MSE_i(r)`` for ``r = 0..max_repetitions``, shape ``(n, R + 1)`` (weights²): pruned
     at ``r = 0``, the decoder's error with ``r`` copies above (see module docstring).
@@ -205,7 +206,7 @@ class AllocationCurves:
     """
 
     def __init__(self, weights: dict[str, np.ndarray], sensitivity: dict[str, np.ndarray], encoder: CellMap,
-                 channel: Channel, max_repetitions: int = 8, seed: Any = 0):
+                 channel: ReadChannel, max_repetitions: int = 8, seed: Any = 0):
         if not isinstance(encoder, CellMap):
             raise StorageError(f"allocation needs a cell-map encoder, got {encoder!r}")
         if int(max_repetitions) < 1:
@@ -239,7 +240,7 @@ class AllocationCurves:
 
 
 def allocate_cells(weights: dict[str, np.ndarray], sensitivity: dict[str, np.ndarray], encoder: CellMap,
-                   channel: Channel, budget_cells: int, max_repetitions: int = 8) -> dict[str, np.ndarray]:
+                   channel: ReadChannel, budget_cells: int, max_repetitions: int = 8) -> dict[str, np.ndarray]:
     """Per-weight repetition counts for every tensor (0 = pruned) minimising
     ``Σ h_i·MSE_i(r_i)`` under ``Σ encoder.cells_per_weight·r_i ≤ budget_cells``
     (:class:`AllocationCurves` at one budget; arguments as there).

@@ -54,7 +54,7 @@ from ..emulator.bench import ChunkedTargets, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_seconds
 from ..errors import AnalogMemError, SettingError, StorageError
-from .encoders import MMSE, CellMap, Channel, Encoder, check_finite, global_drift_scale, make_encoder
+from .encoders import MMSE, CellMap, ReadChannel, Encoder, check_finite, global_drift_scale, make_encoder
 from .stores import _as_array, as_stored_dtype, chunked_targets, mean_target_S
 
 __all__ = ["program_one_chip", "AnalogModel", "TensorPlan", "Evaluation", "CHUNK_WEIGHTS", "default_encoder_name"]
@@ -272,7 +272,7 @@ class AnalogModel:
 
         if self.bench.backend == "torch":
             return self._decode_torch(p, t, read)
-        channel = Channel(self.device, t)
+        channel = ReadChannel(self.device, t)
         cpw = self.encoder.cells_per_weight
         gain = 1.0
         step = CHUNK_WEIGHTS
@@ -303,7 +303,7 @@ class AnalogModel:
         device, float16/bfloat16 clipped to their finite range."""
         import torch
 
-        channel = Channel(self.device, t)
+        channel = ReadChannel(self.device, t)
         g = self.bench.read_at(t, p.start, p.start + p.n_cells, read_index=read)
         gain = global_drift_scale(g.double(), p.g_target_mean_S) if self.compensate_drift and p.n_cells else 1.0
         w = self.encoder.decode_S(g, p.side, p.numel, channel, gain)
@@ -407,7 +407,7 @@ def _program_state(module: Any, state: dict[str, Any], analog: list[str], digita
     """Program the tensors ``analog`` of ``state`` (name -> tensor) onto one new chip; the
     ``digital_names`` are kept exactly. ``module`` is the template of read-back modules (None
     for a shard of a model, which is read tensor by tensor)."""
-    channel = Channel(dev, t_fit)
+    channel = ReadChannel(dev, t_fit)
     cpw = enc.cells_per_weight
     # side information and the cell plan, everything checked before a cell is touched
     plans: list[TensorPlan] = []

@@ -1,4 +1,5 @@
-"""Encoders and decoders: weight tensors ⇄ analog cell targets (thesis ch.3, DESIGN §5).
+"""Encoders and decoders: weight tensors ⇄ analog cell targets (thesis ch.3; Isik et al.,
+ACM TECS 2023; docs/storage.md "Encoders").
 
 An encoder turns a 1-D weight tensor ``w`` (shape ``(n,)``) into *relative* cell targets
 ``x`` in ``[0, 1]`` (shape ``(n_cells,)``), where 0 is the card's ``g_min_S`` and 1 its
@@ -27,7 +28,7 @@ The schemes (all comparable at equal cell count, see :meth:`Encoder.n_cells`):
   the more-significant cells (decoded by rounding) and the analog remainder on the last.
 * :class:`Repetition` — any cell map repeated on ``r`` cells per cell, reads averaged.
 * :class:`MMSE` — the decoder that returns the posterior mean ``E[w | y]`` of the written
-  weight given the reads, using the card's channel statistics (:class:`Channel`) and a
+  weight given the reads, using the card's channel statistics (:class:`ReadChannel`) and a
   per-tensor prior histogram of the weights (side information).
 * :class:`DigitalECC` — the baseline: ``k``-bit uniform quantisation, the bits protected
   by a BCH code (``bchlib``, the Linux kernel BCH library) and stored ``b`` bits per
@@ -46,7 +47,7 @@ same kind. numpy arrays are computed in float64 (as they always were); other arr
 their floating dtype (the torch bench's float32 or float64; MMSE's posterior is float64).
 Where ``analogmem.storage._codec`` has a kernel (:meth:`CellMap.encode_S`,
 :meth:`CellMap.decode_S`, :meth:`MMSE.decode_S`) numpy arrays take it; that is the hot
-loop of the same map, not a second encoder. The channel statistics (:class:`Channel`) and
+loop of the same map, not a second encoder. The channel statistics (:class:`ReadChannel`) and
 the side information stay on the host: they are small tables.
 """
 
@@ -70,7 +71,7 @@ from . import _codec
 array_namespace(np.empty(0))
 
 __all__ = [
-    "Channel",
+    "ReadChannel",
     "Encoder",
     "CellMap",
     "LinearMap",
@@ -140,12 +141,12 @@ def check_finite(name: str, w: Any) -> None:
 
 # --------------------------------------------------------------------------- the channel
 @dataclass(frozen=True)
-class Channel:
+class ReadChannel:
     """The read channel of one device card at ``t_s`` seconds after programming, in
     relative units ``x = (g − g_min)/(g_max − g_min)``.
 
     For a target ``x`` the read is modelled as Gaussian with the exact mean and variance of
-    the card's read (DESIGN §2): programmed ``g_P = g_T + σ_P·ε``, drift factor
+    the card's read (the cell model of README "Device cards"): programmed ``g_P = g_T + σ_P·ε``, drift factor
     ``d = ((t + t0)/t0)^(−ν)`` with ``ν ~ |N(μ_ν(x), σ_ν(x))|`` drawn per cell, relaxation
     spread ``σ_relax(x, t)`` and read noise ``σ_R = |g_P·d|·Q_s(x)·f(t)``, so
     ``E[g] = g_T·E[d]`` and
@@ -264,7 +265,7 @@ class Encoder:
         """Cells used for ``n_weights`` weights."""
         raise NotImplementedError
 
-    def fit(self, w: np.ndarray, channel: Channel | None = None) -> Side:
+    def fit(self, w: np.ndarray, channel: ReadChannel | None = None) -> Side:
         """Side information for tensor ``w`` (flat float array)."""
         raise NotImplementedError
 
@@ -272,7 +273,7 @@ class Encoder:
         """Relative targets in [0, 1], shape ``(n_cells(len(w)),)``."""
         raise NotImplementedError
 
-    def decode(self, y: np.ndarray, side: Side, n_weights: int, channel: Channel | None = None) -> np.ndarray:
+    def decode(self, y: np.ndarray, side: Side, n_weights: int, channel: ReadChannel | None = None) -> np.ndarray:
         """Weights, shape ``(n_weights,)``, from relative reads ``y`` (shape ``(n_cells,)``)."""
         raise NotImplementedError
 
@@ -388,7 +389,7 @@ def _float_flat(a: Any) -> Any:
     return np.ascontiguousarray(a)
 
 
-def _device_decode(enc: "CellMap", g_S: Any, side: Side, n_weights: int, channel: Channel, dtype: Any) -> Any:
+def _device_decode(enc: "CellMap", g_S: Any, side: Side, n_weights: int, channel: ReadChannel, dtype: Any) -> Any:
     """:meth:`CellMap.decode` of reads ``g_S`` (S) of another array library, on their device,
     as ``dtype`` (float32 or float64 of that library)."""
     w = enc.decode(channel.to_relative(g_S), side, n_weights, channel)
@@ -425,7 +426,7 @@ class CellMap(Encoder):
     def n_cells(self, n_weights: int) -> int:
         return int(n_weights) * self.cells_per_weight
 
-    def fit(self, w: np.ndarray, channel: Channel | None = None) -> Side:
+    def fit(self, w: np.ndarray, channel: ReadChannel | None = None) -> Side:
         w = _float_flat(w)
         if self.clip_percentile != "auto":
             return {"scale": _range(w, float(self.clip_percentile))}
@@ -434,7 +435,7 @@ class CellMap(Encoder):
         # the candidate ranges on w's device; only the fit sample (<= FIT_SAMPLE) reaches the host
         return {"scale": self.best_scale(_ranges(w, _AUTO_PERCENTILES), _host(fit_sample(w)), channel)}
 
-    def best_scale(self, scales: list[float], sample: np.ndarray, channel: Channel) -> float:
+    def best_scale(self, scales: list[float], sample: np.ndarray, channel: ReadChannel) -> float:
         """The adaptive range: among candidate ``scales`` (the ranges at ``_AUTO_PERCENTILES``),
         the one minimising clipping error² + channel noise variance over ``sample`` (see
         :func:`fit_sample`)."""
@@ -450,18 +451,18 @@ class CellMap(Encoder):
         xp = array_namespace(w)
         return xp.reshape(xp.clip(self._encode(w, float(side["scale"])), 0.0, 1.0), (-1,))
 
-    def decode(self, y: Any, side: Side, n_weights: int, channel: Channel | None = None) -> Any:
+    def decode(self, y: Any, side: Side, n_weights: int, channel: ReadChannel | None = None) -> Any:
         y = _work(y)
         y = array_namespace(y).reshape(y, (int(n_weights), self.cells_per_weight))
         return self._decode(y, float(side["scale"]))
 
-    def encode_S(self, w: np.ndarray, side: Side, channel: Channel, n_threads: int = 1,
+    def encode_S(self, w: np.ndarray, side: Side, channel: ReadChannel, n_threads: int = 1,
                  out: np.ndarray | None = None) -> np.ndarray:
         """Cell targets in S (float64, shape ``(n_cells(len(w)),)``) of flat float weights ``w``:
-        :meth:`encode` then :meth:`Channel.to_S`, in one pass of ``analogmem.storage._codec``
+        :meth:`encode` then :meth:`ReadChannel.to_S`, in one pass of ``analogmem.storage._codec``
         for the linear and differential maps and their repetitions (the same bits); into
         ``out`` (float64, contiguous) when given. Another array-API array (a torch tensor on
-        its device): :meth:`encode` then :meth:`Channel.to_S` there, in its dtype (no ``out``)."""
+        its device): :meth:`encode` then :meth:`ReadChannel.to_S` there, in its dtype (no ``out``)."""
         if not _is_np(w):
             return channel.to_S(self.encode(w, side))
         kr = _map_kind(self)
@@ -478,7 +479,7 @@ class CellMap(Encoder):
                           n_threads)
         return out
 
-    def decode_S(self, g_S: np.ndarray, side: Side, n_weights: int, channel: Channel, gain: float = 1.0,
+    def decode_S(self, g_S: np.ndarray, side: Side, n_weights: int, channel: ReadChannel, gain: float = 1.0,
                  dtype: Any = np.float64, n_threads: int = 1, table: Any = "auto") -> np.ndarray:
         """Weights (shape ``(n_weights,)``, ``dtype``) from reads ``g_S`` (S, float32 or float64)
         multiplied by ``gain`` (the drift compensation factor): :meth:`decode` of the reads in
@@ -498,7 +499,7 @@ class CellMap(Encoder):
                           channel.span_S, out, n_threads)
         return out
 
-    def noise_variance(self, w: np.ndarray, side: Side, channel: Channel) -> np.ndarray:
+    def noise_variance(self, w: np.ndarray, side: Side, channel: ReadChannel) -> np.ndarray:
         """Variance of the naive decode of each weight (shape ``(n,)``) through ``channel``:
         ``Σ_j a_j² σ_j²`` for the decoder's linear coefficients ``a``."""
         w = np.asarray(w, dtype=np.float64).reshape(-1)
@@ -699,7 +700,7 @@ class MMSE(CellMap):
     """MMSE decoding of any cell map: ``ŵ = E[w | y] = Σ_k p_k L_k w_k / Σ_k p_k L_k`` over a
     grid of ``grid`` candidate weights ``w_k`` spanning ``[−max|w|, max|w|]`` with prior
     ``p_k`` (the tensor's histogram, side information) and channel likelihood
-    ``L_k = Π_j p(y_j | x_j(w_k))`` from :class:`Channel` (the card's statistics at the
+    ``L_k = Π_j p(y_j | x_j(w_k))`` from :class:`ReadChannel` (the card's statistics at the
     read time). Encoding is the inner map's."""
 
     uses_channel = True
@@ -771,7 +772,7 @@ class MMSE(CellMap):
     def encode_S(self, w, side, channel, n_threads=1, out=None):
         return self.inner.encode_S(w, side, channel, n_threads, out)
 
-    def posterior_table(self, side: Side, channel: Channel, n_weights: int,
+    def posterior_table(self, side: Side, channel: ReadChannel, n_weights: int,
                         n_threads: int = 1) -> "PosteriorTable | None":
         """The posterior mean tabulated for a tensor of ``n_weights`` weights read through
         ``channel``, or None where the exact posterior is used: maps of 1 or 2 cells per weight
@@ -857,12 +858,12 @@ class MMSE(CellMap):
                               np.ascontiguousarray(w_k), out, n_threads)
         return out
 
-    def distortion_table(self, side: Side, channel: Channel, max_repetitions: int, n_samples: int = 64,
+    def distortion_table(self, side: Side, channel: ReadChannel, max_repetitions: int, n_samples: int = 64,
                          seed: Any = 0, points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean squared error of *this* decoder (the posterior mean) for a weight ``w`` stored
         on ``r`` copies of the inner map, ``r = 1..max_repetitions``, through ``channel``.
 
-        Monte Carlo on the channel model (Gaussian reads of mean/std :meth:`Channel.mean_std`,
+        Monte Carlo on the channel model (Gaussian reads of mean/std :meth:`ReadChannel.mean_std`,
         clipped at the card's lower clip): for each of ``2·grid + 1`` points ``w_p`` evenly
         spaced on ``[−prior_range, prior_range]``, ``n_samples`` read vectors of ``r`` copies
         (common quasi-random numbers across ``w_p`` and ``r``, :func:`_normal_points` from
@@ -896,7 +897,7 @@ class MMSE(CellMap):
             mse[:, r] = np.mean((w_hat - w_p[None, :]) ** 2, axis=0)
         return w_p, mse
 
-    def distortion(self, w: np.ndarray, side: Side, channel: Channel, max_repetitions: int, n_samples: int = 64,
+    def distortion(self, w: np.ndarray, side: Side, channel: ReadChannel, max_repetitions: int, n_samples: int = 64,
                    seed: Any = 0) -> np.ndarray:
         """:meth:`distortion_table` at the weights ``w`` (linear interpolation), shape ``(n, R)``."""
         w = np.asarray(w, dtype=np.float64).reshape(-1)
@@ -963,11 +964,11 @@ class _GaussianLikelihood:
     log-likelihood is linear in the per-cell statistics ``(y², y, 1, 1)`` of uncensored and
     censored reads. Cells whose target is the same for every candidate (the copies of a
     repetition) share their coefficients and their statistics are summed first. Exactly
-    :meth:`Channel.log_likelihood` summed over cells, up to a constant per read (which the
+    :meth:`ReadChannel.log_likelihood` summed over cells, up to a constant per read (which the
     posterior normalisation removes); where a spread is below 10⁻⁴ of the range the
     expansion would lose precision and the direct sum is used instead."""
 
-    def __init__(self, x_k: np.ndarray, channel: Channel):
+    def __init__(self, x_k: np.ndarray, channel: ReadChannel):
         self.channel, self.x_k = channel, x_k
         cols, self.group = np.unique(x_k, axis=1, return_inverse=True)  # (K, G), (C,)
         self.group = np.asarray(self.group).reshape(-1)
@@ -1013,7 +1014,7 @@ class _GaussianLikelihood:
     def matrix(self, y: Any) -> Any:
         """``Σ_j log p(y_j | x_kj)`` up to a constant per row, shape ``(n, K)`` (``y``: (n, C)
         float64, numpy or another array-API array). The direct sum is
-        :meth:`Channel.log_likelihood` with the candidates' read statistics tabulated."""
+        :meth:`ReadChannel.log_likelihood` with the candidates' read statistics tabulated."""
         coefficients, _, direct = self._tables(y)
         if not self.direct:
             return self.statistics(y) @ coefficients
@@ -1051,7 +1052,7 @@ class DigitalECC(Encoder):
     stored ``bits_per_cell`` per cell on ``2^bits_per_cell`` equally spaced Gray-coded
     levels. Levels are detected by the nearest level (``detect="nearest"``, after the
     store's drift compensation on drifting cards) or, with ``detect="ml"``, by maximum
-    likelihood under the card's channel at the read time (:class:`Channel`: level-dependent
+    likelihood under the card's channel at the read time (:class:`ReadChannel`: level-dependent
     drift and spread, so the thresholds move with them). ``m=None`` takes the smallest
     Galois field GF(2^m), m ≥ 10, whose code length holds the block and its parity, so strong
     codes (large ``t``) fit. Cells per weight ≈
@@ -1138,7 +1139,7 @@ class DigitalECC(Encoder):
         sym = (stream.astype(np.uint32) << np.arange(b - 1, -1, -1, dtype=np.uint32)).sum(axis=1)
         return _gray(sym).astype(np.float64) / (2 ** b - 1)
 
-    def detect_levels(self, y: np.ndarray, channel: Channel | None = None) -> np.ndarray:
+    def detect_levels(self, y: np.ndarray, channel: ReadChannel | None = None) -> np.ndarray:
         """Level index (0..2^b − 1) of each relative read ``y``: nearest level, or the most
         likely one under ``channel`` (``detect="ml"``)."""
         L = 2 ** self.bits_per_cell
@@ -1228,3 +1229,8 @@ def make_encoder(name: str, cells_per_weight: int = 2) -> Encoder:
     if cells_per_weight % c:
         raise SettingError(f"encoder {name!r} uses {c} cells per weight; {cells_per_weight} is not a multiple")
     return enc.with_repetition(cells_per_weight // c)
+
+
+from .._deprecated import renamed as _renamed  # noqa: E402  (old public name, deprecated)
+
+__getattr__ = _renamed(__name__, {"Channel": "ReadChannel"}, globals())

@@ -1,4 +1,4 @@
-"""Chip snapshots: a programmed chip on disk, re-read later (DESIGN §1, §7).
+"""Chip snapshots: a programmed chip on disk, re-read later (docs/storage.md "Snapshots").
 
 Snapshots (:func:`save_snapshot` / :func:`load_snapshot`) write a programmed chip to one
 safetensors file: the per-cell state of the bench (the arrays its card uses, in the bench's

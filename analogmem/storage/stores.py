@@ -1,5 +1,5 @@
 """Storage backends: named tensors on analog cells (or exactly, digitally), whole torch
-models on a store (DESIGN §1, §5).
+models on a store (docs/storage.md "Stores").
 
 A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t_s``
 (seconds after programming)::
@@ -10,7 +10,7 @@ A :class:`Store` keeps named tensors and gives them back *as read at a time* ``t
 
 * :class:`BenchStore` — a store over **any** object implementing the
   :class:`~analogmem.emulator.bench.Bench` protocol plus the device card that describes its cells
-  (the instrument store of the hardware issue is a ``BenchStore`` over an
+  (a store on real cells, docs/instrument.md, is a ``BenchStore`` over an
   ``InstrumentBench``); cells are handed out in order, one tensor after another.
 * :class:`EmulatedStore` — a ``BenchStore`` over an :class:`~analogmem.emulator.bench.EmulatedBench`
   it makes itself (so it knows its random state and can be snapshotted).
@@ -43,7 +43,7 @@ from ..emulator.bench import Bench, ChunkedTargets, EmulatedBench
 from ..emulator.cells import DeviceModel, load_device
 from ..errors import SettingTypeError, StorageError
 from .allocate import allocate_cells
-from .encoders import CellMap, Channel, Encoder, check_finite, encoder_from_spec, global_drift_scale
+from .encoders import CellMap, ReadChannel, Encoder, check_finite, encoder_from_spec, global_drift_scale
 
 __all__ = [
     "Store",
@@ -172,7 +172,7 @@ def _cells_needed(name: str, size: int, encoder: Encoder, counts: Any) -> int:
                    for r in np.unique(c) if r > 0))
 
 
-def chunked_targets(pieces: list[tuple[int, Any, Any, dict[str, Any]]], channel: Channel,
+def chunked_targets(pieces: list[tuple[int, Any, Any, dict[str, Any]]], channel: ReadChannel,
                     n_threads: int = 1) -> ChunkedTargets:
     """Targets (S) of consecutive tensors as :class:`~analogmem.emulator.bench.ChunkedTargets`:
     ``pieces`` are ``(n_cells, encoder, flat weights, side)`` laid out one after another from
@@ -206,7 +206,7 @@ def chunked_targets(pieces: list[tuple[int, Any, Any, dict[str, Any]]], channel:
     return ChunkedTargets(total, fn, prechecked=all(isinstance(p[1], CellMap) for p in pieces))
 
 
-def mean_target_S(enc: CellMap, w: Any, side: dict[str, Any], channel: Channel, n_threads: int = 1,
+def mean_target_S(enc: CellMap, w: Any, side: dict[str, Any], channel: ReadChannel, n_threads: int = 1,
                   chunk_weights: int = 1 << 21) -> float:
     """The mean cell target (S) of tensor ``w`` under ``enc`` (for drift compensation), a chunk at a time."""
     total, n = 0.0, 0
@@ -318,7 +318,7 @@ class BenchStore:
             raise StorageError(f"tensor {name!r}: an encoder is needed to put it on analog cells")
         w, shape, dtype = self._flat_weights(name, tensor)
         n_w = int(np.prod(shape, dtype=np.int64))
-        channel = Channel(self.device, t_fit_s)
+        channel = ReadChannel(self.device, t_fit_s)
         if counts is None:
             side = self._fit(encoder, w, channel)
             plan = [(1, None, encoder)]
@@ -372,11 +372,11 @@ class BenchStore:
             w = w.astype(np.float32)
         return np.ascontiguousarray(w), tuple(a.shape), _stored_dtype(tensor, a)
 
-    def _fit(self, encoder: Encoder, w: np.ndarray, channel: Channel) -> dict[str, Any]:
+    def _fit(self, encoder: Encoder, w: np.ndarray, channel: ReadChannel) -> dict[str, Any]:
         return encoder.fit(w, channel)
 
     def _targets_S(self, enc: Encoder, w: np.ndarray, idx: np.ndarray | None, side: dict[str, Any],
-                   channel: Channel) -> tuple[np.ndarray, int, float]:
+                   channel: ReadChannel) -> tuple[np.ndarray, int, float]:
         """Cell targets (S) of the weights ``w[idx]`` (all when None), their number and mean."""
         ww = w if idx is None else w[idx]
         g = enc.encode_S(ww, side, channel, self._threads) if isinstance(enc, CellMap) else \
@@ -453,7 +453,7 @@ class BenchStore:
     def _decode(self, e: Entry, reads: np.ndarray, offset: int, t_s: float | None) -> np.ndarray:
         enc = encoder_from_spec(e.encoder)
         t = float(t_s) if t_s is not None else max(self.bench.time_s, 0.0)
-        channel = Channel(self.device, max(t, 0.0))
+        channel = ReadChannel(self.device, max(t, 0.0))
         if e.counts is None:
             (r, start, n, gmean), = e.groups
             w = self._decode_group(enc, e, reads[start - offset:start - offset + n], gmean, e.size, channel)
@@ -475,7 +475,7 @@ class BenchStore:
         range, so a weight near 65504 does not read back as inf; bfloat16 as a torch tensor)."""
         return as_stored_dtype(w.reshape(e.shape), e.dtype)
 
-    def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: Channel):
+    def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: ReadChannel):
         gain = 1.0
         if self.compensate_drift and not enc.uses_channel and g.size:
             gain = global_drift_scale(g, gmean)
@@ -606,7 +606,7 @@ def store_model(module: Any, store: Any, encoder: Encoder | None = None, budget:
         if not isinstance(encoder, CellMap):
             raise StorageError(f"allocation needs a cell-map encoder, got {encoder!r}")
         flat_w = {n: state[n].detach().cpu().numpy().reshape(-1) for n in analog}
-        counts = allocate_cells(flat_w, sensitivity, encoder, Channel(store.device, t_fit_s), int(budget),
+        counts = allocate_cells(flat_w, sensitivity, encoder, ReadChannel(store.device, t_fit_s), int(budget),
                                 max_repetitions=max_repetitions)
     if counts is not None:
         missing = [n for n in analog if n not in counts]

@@ -52,7 +52,7 @@ from .._seeding import SeedLike, as_seed_sequence, seed_state
 from ..emulator.cells import DeviceModel
 from ..emulator.torch_bench import TorchBench
 from ..errors import StorageError
-from .encoders import CellMap, Channel, Encoder, check_finite, encoder_from_spec
+from .encoders import CellMap, ReadChannel, Encoder, check_finite, encoder_from_spec
 from .stores import BenchStore, Entry, _check_name
 
 __all__ = ["TorchStore", "on_device"]
@@ -108,13 +108,13 @@ class TorchStore(BenchStore):
         t = self._tensor(name, tensor)
         return t.to(self.bench.dtype).reshape(-1), tuple(t.shape), str(t.dtype).replace("torch.", "")
 
-    def _fit(self, encoder: Encoder, w: Any, channel: Channel) -> dict[str, Any]:
+    def _fit(self, encoder: Encoder, w: Any, channel: ReadChannel) -> dict[str, Any]:
         if on_device(encoder):
             return encoder.fit(w, channel)  # the encoder's own fit, on the tensor
         return encoder.fit(w.double().cpu().numpy(), channel)  # numpy path (DigitalECC)
 
     def _targets_S(self, enc: Encoder, w: Any, idx: np.ndarray | None, side: dict[str, Any],
-                   channel: Channel) -> tuple[Any, int, float]:
+                   channel: ReadChannel) -> tuple[Any, int, float]:
         import torch
 
         if on_device(enc):
@@ -170,7 +170,7 @@ class TorchStore(BenchStore):
         return super()._decode(e, reads, offset, t_s)
 
     # hooks of BenchStore._decode: tensors on the device (numpy arrays: the numpy path's own)
-    def _decode_group(self, enc: Encoder, e: Entry, g: Any, gmean: float, n: int, channel: Channel) -> Any:
+    def _decode_group(self, enc: Encoder, e: Entry, g: Any, gmean: float, n: int, channel: ReadChannel) -> Any:
         if isinstance(g, np.ndarray):
             return super()._decode_group(enc, e, g, gmean, n, channel)
         # BenchStore's: global_drift_scale (one number from the device), then the encoder's
