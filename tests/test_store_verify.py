@@ -141,6 +141,7 @@ def test_run_effect_settings():
     demo = argparse.ArgumentParser()
     store_resnet.add_subparser(demo.add_subparsers(), "demo")
     assert demo.parse_args(["demo"]).default_mean_run is False and demo.parse_args(["demo", "--mean-run"]).mean_run
+    assert demo.parse_args(["demo"]).run_effect == "none"  # the demo writes single-shot unless asked
     assert store_resnet._run_effect_arg("none") is None
     with pytest.raises(StoreJobError, match="often"):
         store_resnet._run_effect_arg("often")

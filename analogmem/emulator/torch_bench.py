@@ -1,6 +1,6 @@
 """The cell model on torch tensors: :class:`TorchBench` (``make_bench(..., backend="torch")``).
 
-The same device model as :mod:`analogmem.emulator.reference` (DESIGN §2) — programming
+The same device model as :mod:`analogmem.emulator.reference` (README, "Device cards") — programming
 noise (polynomial, or the empirical quantile-function channel in the card's input domain),
 stuck-at faults, a drift exponent ν ~ |N(μ_ν, σ_ν)| drawn once per cell, relaxation
 (polynomial or tabulated in x, linear in ln t, held outside the published times), the PCM
@@ -64,7 +64,7 @@ class TorchProgramReport(ProgramReport):
 
 class _Card:
     """A device card's parameters as Python floats and small tensors on one torch device,
-    with the model's formulas (DESIGN §2) on tensors of relative conductance ``x``."""
+    with the model's formulas (README, "Device cards") on tensors of relative conductance ``x``."""
 
     def __init__(self, device: DeviceModel, torch_device: Any, dtype: Any):
         import torch

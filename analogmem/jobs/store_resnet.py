@@ -953,11 +953,12 @@ def add_subparser(subparsers: Any, name: str = "store") -> argparse.ArgumentPars
     p.add_argument("--json", default="results/store/store.json", help="write results here (JSON)")
     p.add_argument("--plot", default="results/store/store.png", help="write the figure here (PNG)")
     p.add_argument("--sweep", action="store_true", help="only the cells-per-weight sweep (no accuracy-vs-time panel)")
-    p.add_argument("--run-effect", default="auto",
+    p.add_argument("--run-effect", default="none" if demo else "auto",
                    help="write-verify of every cell, each chip one campaign: sample (a run-to-run effect per chip), "
-                        "mean (the population mean), none (single-shot writes) or a number (SDs of the card's run "
-                        "effect); auto (default): sample, and the same chips again at the mean, on a card with a "
-                        "shared write-verify model (rram-radar), else none")
+                        "mean (the population mean), none (single-shot writes at the card's verified spread) or a "
+                        "number (SDs of the card's run effect); auto: sample, and the same chips again at the mean, "
+                        "on a card with a shared write-verify model (rram-radar), else none (default: auto for "
+                        "'store'; none for 'demo', where write-verify campaigns would take 3x as long)")
     p.add_argument("--mean-run", dest="mean_run", action=argparse.BooleanOptionalAction, default=None,
                    help="with a sampled run effect, program the same chips again at its mean, to show how much of "
                         "the chip-to-chip spread the run effect causes (default: on for 'store', off for 'demo', "
