@@ -79,8 +79,9 @@ HEADLINE_TIMES_S = (DAY, YEAR)
 #: Budgets in cells per weight: the demo's and ``--full``'s.
 DEFAULT_BUDGETS = (1, 2, 4, 8)
 FULL_BUDGETS = (1, 2, 3, 4, 6, 8)
-#: The approaches of the headline, in plotting order: the issue's four, and digital storage
-#: of the same pruned models (values k-bit + BCH, keep-mask as side information).
+#: The approaches of the headline, in plotting order: naive, robust, joint and digital storage
+#: (thesis ch. 3), and digital storage of the same pruned models (values k-bit + BCH, keep-mask
+#: as side information).
 APPROACHES = ("naive", "robust", "joint", "digital", "digital-pruned")
 ANALOG_APPROACHES = ("naive", "robust", "joint")
 #: Robust encoders the ``robust`` approach chooses from.
