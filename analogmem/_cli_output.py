@@ -100,9 +100,16 @@ def run_standalone(add_subparser: Callable[[Any], Any], argv: list[str] | None =
     parser = argparse.ArgumentParser(prog="analogmem")
     add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    return run_guarded(argv, lambda: args.func(args))
+
+
+def run_guarded(argv: list[str], body: Callable[[], Any]) -> int:
+    """``body()``'s exit status (None: 0), with the one-line refusal of an
+    :class:`~analogmem.errors.AnalogMemError`, Ctrl-C and a missing extra instead of a traceback
+    (``analogmem`` and every standalone command entry point run through here)."""
     command = f"analogmem {argv[0]}" if argv else "analogmem"
     try:
-        return int(args.func(args) or 0)
+        return int(body() or 0)
     except AnalogMemError as exc:
         return refuse(command, exc)
     except KeyboardInterrupt:

@@ -17,9 +17,8 @@ import json
 import sys
 from typing import Any
 
-from ._cli_output import EXIT_REFUSED, interrupted, missing_extra, refuse
+from ._cli_output import EXIT_REFUSED, run_guarded
 from ._version import __version__
-from .errors import AnalogMemError
 
 __all__ = ["COMMANDS", "main", "build_parser"]
 
@@ -150,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     line naming it and its class, with the exit status of :mod:`analogmem._cli_output`
     (2 for refused input, 1 for a failed instrument run), instead of a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = f"analogmem {argv[0]}" if argv else "analogmem"
-    try:
+
+    def body() -> int:
         parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -164,12 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingError(f"--seed must be an integer >= 0, got {seed}")
         _check_paths(args)
         return int(args.func(args) or 0)
-    except AnalogMemError as exc:
-        return refuse(command, exc)
-    except KeyboardInterrupt:
-        return interrupted(command)
-    except ModuleNotFoundError as exc:
-        return missing_extra(argv, exc)
+
+    return run_guarded(argv, body)
 
 
 if __name__ == "__main__":

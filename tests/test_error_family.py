@@ -12,7 +12,7 @@ decision, not an accident):
   (iterators), ``NotImplementedError`` (abstract methods), ``AssertionError`` (internal
   invariant checks, a bug in analogmem rather than bad input), ``KeyboardInterrupt`` /
   ``SystemExit`` (re-raised or argparse-style exits);
-- ``AttributeError`` inside a module-level ``__getattr__`` (PEP 562: ``getattr`` and
+- ``AttributeError`` inside a module's ``__getattr__`` or the loader it delegates to (PEP 562: ``getattr`` and
   ``hasattr`` expect exactly that type for a missing name);
 - ``argparse.ArgumentTypeError`` in an argparse ``type=`` converter, and the private
   control-flow signals in :data:`ALLOWED_CONTROL_FLOW`;
@@ -83,10 +83,16 @@ def _caught_names(tree: ast.AST) -> set[str]:
 
 
 def _getattr_protocol_lines(tree: ast.AST) -> set[int]:
-    """Lines of ``raise AttributeError`` inside a module-level ``def __getattr__``."""
+    """Lines of ``raise AttributeError`` inside a ``def __getattr__`` (module-level, or the one a
+    factory such as ``analogmem._deprecated.renamed`` returns) or inside a module-level function
+    handed to the call that makes a module's ``__getattr__`` (``__getattr__ = renamed(..., _load)``)."""
+    body = getattr(tree, "body", [])
+    handed = {a.id for node in body if isinstance(node, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == "__getattr__" for t in node.targets)
+              and isinstance(node.value, ast.Call) for a in node.value.args if isinstance(a, ast.Name)}
     lines = set()
-    for fn in getattr(tree, "body", []):
-        if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__":
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and (fn.name == "__getattr__" or (fn in body and fn.name in handed)):
             lines |= {n.lineno for n in ast.walk(fn) if isinstance(n, ast.Raise)}
     return lines
 
