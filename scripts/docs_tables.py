@@ -292,6 +292,34 @@ def _model_sharded(doc: dict) -> str:
             f"{sh['ray_start_s']:.1f} s not included). " + source(doc))
 
 
+@renderer("store-run-effect")
+def _store_run_effect(doc: dict) -> str:
+    """``analogmem store`` on a write-verify card: per chip the run effect drawn and what it did
+    to the programming (pulses, failed cells), against the same chips at the mean run effect;
+    then the accuracy spread over chips with and without it, per approach at 1 cell per weight."""
+    wv = doc["write_verify"]
+    at_mean = {c["chip"]: c for c in wv["per_chip_at_mean"]}
+    rows = [[str(c["chip"]), f"{c['run_effect']['between_logit']:+.3f}", f"{c['mean_pulses_per_cell']:.1f}",
+             f"{at_mean[c['chip']]['mean_pulses_per_cell']:.1f}", f"{100 * c['failed_fraction']:.2f}",
+             f"{100 * at_mean[c['chip']]['failed_fraction']:.2f}"] for c in wv["per_chip"]]
+    rows.append(["SD over chips", "", f"{wv['mean_pulses_per_cell_sd_over_chips']:.2f}",
+                 f"{wv['mean_pulses_per_cell_sd_over_chips_at_mean']:.3f}",
+                 f"{100 * wv['failed_fraction_sd_over_chips']:.2f}",
+                 f"{100 * wv['failed_fraction_sd_over_chips_at_mean']:.3f}"])
+    acc = [[a["approach"], a["time"], f"{100 * a['accuracy_sd_over_chips']:.2f}",
+            f"{100 * a['accuracy_sd_over_chips_at_mean']:.2f}", f"{100 * a['mean_abs_paired_difference']:.2f}"]
+           for a in wv["accuracy_spread"] if a["budget_cells_per_weight"] == 1]
+    return (table(["chip", "run effect drawn (logit p)", "pulses per cell", "at the mean effect",
+                   "failed cells (%)", "at the mean effect"], rows)
+            + f"\n\nPulses against the drawn effect: correlation {wv['pulses_vs_between_effect_correlation']:.3f}; "
+            f"card run-to-run SD {wv['card_run_sd_between_logit']:.3f} between runs and "
+            f"{wv['card_run_sd_within_logit']:.3f} within (logit p); {wv['n_windows']} windows, "
+            f"{wv['windows_outside_fit_support']} outside the fit's support.\n\n"
+            + table(["approach (1 cell per weight)", "read at", "accuracy SD over chips (points)",
+                     "at the mean effect", "mean absolute paired difference (points)"], acc)
+            + "\n\n" + source(doc))
+
+
 @renderer("model-out-of-core")
 def _model_out_of_core(doc: dict) -> str:
     """``benchmarks/bench_model_out_of_core.py``: a synthetic model programmed with
