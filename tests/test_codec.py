@@ -46,3 +46,13 @@ def test_ranges_are_numpys_percentiles(dtype, n):
     ps = (99.0, 99.5, 99.9, 99.99, 100.0)
     ref = [float(v) for v in np.percentile(np.abs(w).astype(np.float64), ps[:-1])] + [float(np.abs(w).max())]
     assert E._ranges(w, ps) == ref
+
+
+def test_fit_passes_respect_the_openmp_limit():
+    """The fit passes take their thread count from OpenMP's current limit, so a
+    ``threadpool_limits`` around a chip (the store job's parallel chips) holds them to it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        assert E._fit_threads() == 1
+    assert 1 <= E._fit_threads() <= max(1, len(__import__("os").sched_getaffinity(0)))

@@ -28,3 +28,15 @@ def test_unknown_name_is_still_an_attribute_error():
     for mod in (analogmem.storage, analogmem.calibrate):
         with pytest.raises(AttributeError, match="NoSuchName"):
             getattr(mod, "NoSuchName")
+
+
+def test_device_model_relative_warns_and_is_the_fraction_of_g_max():
+    import numpy as np
+
+    from analogmem import load_device
+
+    card = load_device("pcm-nandakumar2019")
+    g = np.array([1e-6, 5e-6, 20e-6])
+    with pytest.warns(DeprecationWarning, match="fraction_of_g_max"):
+        x = card.relative(g)
+    assert np.array_equal(x, card.fraction_of_g_max(g))

@@ -400,6 +400,15 @@ class DeviceModel:
         """``x = g_T / g_max`` (dimensionless), the published models' variable."""
         return np.asarray(g_T_S, dtype=np.float64) / self.range.g_max_S
 
+    def relative(self, g_T_S: np.ndarray) -> np.ndarray:
+        """Deprecated name of :meth:`fraction_of_g_max` (renamed: the storage layer's relative
+        level is another quantity, (g − g_min)/(g_max − g_min))."""
+        import warnings
+
+        warnings.warn("DeviceModel.relative is renamed fraction_of_g_max; the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return self.fraction_of_g_max(g_T_S)
+
     def _ln_x(self, g_T_S: np.ndarray) -> np.ndarray:
         return np.log(np.maximum(self.fraction_of_g_max(g_T_S), X_FLOOR))
 

@@ -56,9 +56,15 @@ def verify_windows(card: DeviceModel, rel_width: float | None = None) -> tuple[t
         raise DeviceCardError(f"device {card.name!r} has no shared write-verify model to emulate the job's windows")
     lo, hi = np.asarray(pr.window_lo_S), np.asarray(pr.window_hi_S)
     two = (lo > 0) & np.isfinite(hi)
+    if rel_width is None and not np.any(two):
+        raise DeviceCardError(f"device {card.name!r} has no two-sided write-verify level to size the job's windows "
+                              "from; pass rel_width")
     width = float(np.median(np.log(hi[two] / lo[two]))) if rel_width is None else float(rel_width)
     a = float(hi[lo <= 0].max()) if np.any(lo <= 0) else max(card.range.g_max_S * 0.05, 1e-12)
     b = float(lo[np.isinf(hi)].min()) if np.any(np.isinf(hi)) else card.range.g_max_S
+    if not (math.isfinite(width) and width > 0) or not 0 < a < b:
+        raise DeviceCardError(f"device {card.name!r}: cannot grid write-verify windows from {a:g} S to {b:g} S with "
+                              f"relative width {width:g} (need 0 < a < b and a positive width)")
     n = max(1, int(math.ceil(math.log(b / a) / width)))
     if n + 2 > MAX_WINDOWS:
         raise DeviceCardError(f"{n + 2} verify windows of relative width {width:g} exceed {MAX_WINDOWS}")

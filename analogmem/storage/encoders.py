@@ -61,6 +61,7 @@ import numpy as np
 from array_api_compat import array_namespace, device as array_device, is_numpy_array, to_device
 from scipy.special import log_ndtr
 
+from ..emulator._kernels import max_threads as _omp_max_threads
 from ..emulator.bench import default_threads
 from ..emulator.cells import DeviceModel
 from ..errors import DeviceCardError, SettingError, StorageError
@@ -318,8 +319,11 @@ def _abs_max(w: Any) -> float:
     return max(float(xp.max(w)), -float(xp.min(w)))
 
 
-#: Threads of the storage layer's fit passes (range tails, prior histograms).
-_FIT_THREADS = default_threads()
+def _fit_threads() -> int:
+    """Threads of the storage layer's fit passes (range tails, prior histograms): the cores this
+    process may use, within OpenMP's current limit (so ``threadpoolctl.threadpool_limits``, as
+    the store job's parallel chips set it, is respected: an explicit thread count would override it)."""
+    return max(1, min(default_threads(), int(_omp_max_threads())))
 
 
 def _abs_percentiles(w: np.ndarray, percentiles: list[float]) -> list[float]:
@@ -343,7 +347,7 @@ def _abs_percentiles(w: np.ndarray, percentiles: list[float]) -> list[float]:
     q = max(0.0, min(ranks) / (n - 1) - 4.0 / math.sqrt(sample.size) - 1e-3)
     bound = float(np.quantile(sample, q)) if q > 0 else -math.inf
     if w.dtype in (np.float32, np.float64) and w.flags.c_contiguous:
-        below, tail = _codec.abs_tail(w, bound, _FIT_THREADS)
+        below, tail = _codec.abs_tail(w, bound, _fit_threads())
     else:
         a = np.abs(w)
         below = int(np.count_nonzero(a < bound)) if q > 0 else 0
@@ -723,7 +727,7 @@ class MMSE(CellMap):
         wmax = _abs_max(w) if w.size else 1.0
         wmax = wmax if wmax > 0 else 1.0
         # np.histogram(w, bins=grid, range=(-wmax, wmax)) exactly, in one threaded pass
-        counts = _codec.histogram(w, np.linspace(-wmax, wmax, self.grid + 1, dtype=w.dtype), _FIT_THREADS)
+        counts = _codec.histogram(w, np.linspace(-wmax, wmax, self.grid + 1, dtype=w.dtype), _fit_threads())
         side.update(prior_range=wmax, prior_counts=counts.astype(np.float32))
         return side
 

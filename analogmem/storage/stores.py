@@ -477,7 +477,7 @@ class BenchStore:
 
     def _decode_group(self, enc: Encoder, e: Entry, g: np.ndarray, gmean: float, n: int, channel: ReadChannel):
         gain = 1.0
-        if self.compensate_drift and not enc.uses_channel and g.size:
+        if self.compensate_drift and not enc.uses_channel and math.prod(g.shape):  # numpy or torch
             gain = global_drift_scale(g, gmean)
         dtype = np.float32 if e.dtype in ("float32", "float16", "bfloat16") and e.counts is None else np.float64
         if isinstance(enc, CellMap):
