@@ -7,11 +7,11 @@ context manager). Each bench keeps only how it talks to its instrument.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from .._checks import check_positive
 from ..emulator.bench import ProgramReport, WriteVerify
 from ..emulator.cells import DeviceModel, load_device
 from ..emulator.validation import check_addresses, check_read_time
@@ -46,9 +46,7 @@ class LabBench(BenchClock):
         config.check_scheme()
         if clock not in CLOCKS:
             raise SettingError(f"clock must be one of {CLOCKS}, got {clock!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
-                math.isfinite(timeout_s) and timeout_s > 0):
-            raise SettingError(f"timeout_s (--timeout-s) must be a finite number of seconds > 0, got {timeout_s!r}")
+        check_positive(timeout_s, "timeout_s (--timeout-s, s)", error=SettingError)
         self.config, self.limits, self.scheme = config, config.limits, config.scheme
         self.n_cells = config.n_cells
         self.read_time_tolerance_s = 1.0

@@ -46,13 +46,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from analogmem._checks import check_fraction
+from analogmem._checks import check_fraction, check_positive
 from analogmem._io import progress as progress_bar
 from analogmem._seeding import SeedLike, as_seed_sequence
 
@@ -340,8 +339,7 @@ def _check_refinement(u: Any, alpha: Any, decay: Any, decay_every: Any, target_n
     u = np.asarray(u, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(u)) or (u.size and float(u.min()) < 0):
         raise PruningError("successive_refinement needs finite non-negative magnitudes")
-    if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha > 0):
-        raise PruningError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
+    check_positive(alpha, "alpha", error=PruningError)
     if not (0 < decay <= 1) or int(decay_every) < 1:
         raise PruningError(f"need 0 < decay <= 1 and decay_every >= 1, got decay={decay!r}, decay_every={decay_every!r}")
     if target_nonzero is None and max_steps is None and target_mean_residual is None:
