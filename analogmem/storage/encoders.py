@@ -721,15 +721,7 @@ class MMSE(CellMap):
 
     def fit(self, w, channel=None):
         w = _float_flat(w)
-        side = dict(self.inner.fit(w, channel))
-        if not _is_np(w):  # another array library: the prior histogram on its device
-            return {**side, **_prior_histogram(w, self.grid)}
-        wmax = _abs_max(w) if w.size else 1.0
-        wmax = wmax if wmax > 0 else 1.0
-        # np.histogram(w, bins=grid, range=(-wmax, wmax)) exactly, in one threaded pass
-        counts = _codec.histogram(w, np.linspace(-wmax, wmax, self.grid + 1, dtype=w.dtype), _fit_threads())
-        side.update(prior_range=wmax, prior_counts=counts.astype(np.float32))
-        return side
+        return {**self.inner.fit(w, channel), **_prior_histogram(w, self.grid)}
 
     def _encode(self, w, s):
         return self.inner._encode(w, s)
@@ -943,21 +935,24 @@ def _posterior_mean(ll: Any, w_k: Any) -> Any:
 
 
 def _prior_histogram(w: Any, grid: int) -> Side:
-    """:meth:`MMSE.fit`'s prior for a non-numpy array ``w`` (flat): ``max|w|`` (1 if 0) and
-    numpy's ``histogram(w, grid, (−wmax, wmax))`` counts (float32, on the host), from one
-    sort on ``w``'s device. The bins are numpy's: ``[e_k, e_k+1)`` (the last one closed)
-    at ``np.linspace`` edges in ``w``'s dtype, so the counts are numpy's exactly."""
-    xp = array_namespace(w)
+    """:meth:`MMSE.fit`'s prior of flat float weights ``w``: ``max|w|`` (1 if 0) and numpy's
+    ``histogram(w, grid, (−wmax, wmax))`` counts (float32, on the host), exactly: the bins are
+    ``[e_k, e_k+1)`` (the last one closed) at ``np.linspace`` edges in ``w``'s dtype. A numpy
+    array is counted in one threaded pass (``analogmem.storage._codec.histogram``), another
+    array library's from one sort on its device."""
     n = math.prod(w.shape)
     wmax = _abs_max(w) if n else 1.0
     wmax = wmax if wmax > 0 else 1.0
+    if _is_np(w):
+        edges = np.linspace(-wmax, wmax, grid + 1, dtype=w.dtype)
+        return {"prior_range": wmax, "prior_counts": _codec.histogram(w, edges, _fit_threads()).astype(np.float32)}
+    xp = array_namespace(w)
     edges = np.linspace(-wmax, wmax, grid + 1, dtype=np.float32 if w.dtype == xp.float32 else np.float64)
     ws = xp.sort(w)
     e = _like(edges, w)
     below = xp.searchsorted(ws, e[:-1], side="left")  # values < e_k
     upper = xp.concat([xp.searchsorted(ws, e[1:-1], side="left"), xp.searchsorted(ws, e[-1:], side="right")])
-    counts = _host(upper - below).astype(np.float32)
-    return {"prior_range": wmax, "prior_counts": counts}
+    return {"prior_range": wmax, "prior_counts": _host(upper - below).astype(np.float32)}
 
 
 class _GaussianLikelihood:
